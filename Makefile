@@ -1,0 +1,33 @@
+# Hangar's entry points. `make run` starts the server; `make test` installs every test need and runs the suite.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: install run test test-deps lint bench clean
+
+install: $(BIN)/hangar
+
+$(BIN)/hangar: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(BIN)/hangar
+
+run: install
+	$(BIN)/hangar serve $(ARGS)
+
+test-deps: install
+	bash scripts/test-deps
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+
+lint: test-deps
+	$(BIN)/ruff check src tests examples bench
+
+test: lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: test-deps
+	$(BIN)/python -m bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) .hangar .pytest_cache .ruff_cache

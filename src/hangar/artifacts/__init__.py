@@ -1,0 +1,1 @@
+"""Artifacts → runnable versions: unpack, check, build an immutable environment with uv (cached by hash)."""

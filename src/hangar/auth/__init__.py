@@ -1,0 +1,1 @@
+"""Inbound authentication: SigV4 verification and the JWT authorizer."""

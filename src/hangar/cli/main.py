@@ -1,0 +1,25 @@
+"""Entry point of the ``hangar`` command: one sub-app per command group."""
+
+from __future__ import annotations
+
+import typer
+
+from hangar.cli.serve import serve
+
+app = typer.Typer(
+    name="hangar",
+    help="Hangar: deploy and run AI agents in isolated per-session sandboxes, AgentCore-compatible.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def main() -> None:
+    """Hangar: deploy and run AI agents in isolated per-session sandboxes, AgentCore-compatible."""
+
+
+app.command("serve")(serve)
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,61 @@
+"""``hangar serve``: one process serving the control plane, the data plane and the console."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+import uvicorn
+from rich.console import Console
+
+from hangar.config import Settings
+
+console = Console(stderr=True)
+
+
+def serve(
+    host: str = typer.Option(None, help="Bind address [env HANGAR_HOST, default 127.0.0.1]."),
+    port: int = typer.Option(None, help="TCP port [env HANGAR_PORT, default 8780]."),
+    data_dir: Path = typer.Option(None, "--data-dir", help="State directory [env HANGAR_DATA_DIR, default ./.hangar]."),
+    region: str = typer.Option(None, help="Region to answer as [env HANGAR_REGION, default us-west-2]."),
+    account_id: str = typer.Option(None, "--account-id", help="12-digit account id [env HANGAR_ACCOUNT_ID]."),
+    sandbox_backend: str = typer.Option(None, "--sandbox", help="Sandbox backend: auto, namespace or process."),
+    warm_pool_size: int = typer.Option(None, "--warm-pool", help="Ready sandboxes kept per runtime."),
+    log_level: str = typer.Option(None, "--log-level", help="debug, info, warning or error."),
+) -> None:
+    """Start Hangar on embedded defaults (SQLite and artifacts under the data dir)."""
+    overrides = {
+        "host": host,
+        "port": port,
+        "data_dir": data_dir,
+        "region": region,
+        "account_id": account_id,
+        "sandbox_backend": sandbox_backend,
+        "warm_pool_size": warm_pool_size,
+        "log_level": log_level,
+    }
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from hangar.gateway.app import create_app
+
+    app = create_app(settings)
+    base = f"http://{settings.host}:{settings.port}"
+    console.print(f"[bold]Hangar[/bold] on {base}  (region {settings.region}, account {settings.account_id})")
+    console.print(f"data dir: {settings.data_dir.resolve()}")
+    if settings.credentials_file.exists():
+        console.print(
+            "admin credentials: "
+            f"AWS_SHARED_CREDENTIALS_FILE={settings.credentials_file.resolve()}  (profile default)\n"
+            f"  e.g. aws bedrock-agentcore-control list-agent-runtimes --endpoint-url {base} "
+            f"--region {settings.region}"
+        )
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )

@@ -1,0 +1,76 @@
+"""All settings of one Hangar installation, in one place.
+
+Every field reads the environment variable ``HANGAR_<FIELD>`` (upper case); the CLI overrides a few of them
+with flags. ``docs/configuration.md`` lists every field, and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_PORT = 8780
+DEFAULT_ACCOUNT_ID = "123456789012"
+
+
+class Settings(BaseSettings):
+    """Settings of one installation (one process serving control plane, data plane and console)."""
+
+    model_config = SettingsConfigDict(env_prefix="HANGAR_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address the server binds to.")
+    port: int = Field(DEFAULT_PORT, description="TCP port of the server (control plane, data plane, console).")
+    data_dir: Path = Field(
+        Path(".hangar"),
+        description="Directory holding the database, artifacts, environments and credentials.",
+    )
+    region: str = Field("us-west-2", description="AWS region this installation answers as; used in ARNs and SigV4.")
+    account_id: str = Field(DEFAULT_ACCOUNT_ID, description="12-digit account id used in ARNs.")
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the store. Unset: SQLite (WAL) at <data_dir>/hangar.db. "
+        "PostgreSQL: postgresql+psycopg://user:pass@host:port/db (needs the [postgres] extra).",
+    )
+    artifacts_dir: Path | None = Field(
+        None, description="Root of the local artifact store (S3-style buckets). Unset: <data_dir>/artifacts."
+    )
+    sandbox_backend: Literal["auto", "namespace", "process"] = Field(
+        "auto",
+        description="Isolation backend for sessions. auto: namespace where the host supports it, else process.",
+    )
+    egress: Literal["allow", "deny"] = Field(
+        "allow", description="Outbound network for sandboxes of PUBLIC runtimes; deny cuts all egress."
+    )
+    max_sessions: int = Field(1000, description="Global cap on live sessions (sandboxes).")
+    max_sessions_per_runtime: int = Field(500, description="Cap on live sessions of one runtime.")
+    session_memory_mib: int = Field(2048, description="Memory limit of one sandbox, MiB.")
+    session_cpus: float = Field(1.0, description="CPU limit of one sandbox, in cores.")
+    session_pids: int = Field(256, description="Process/thread limit of one sandbox.")
+    session_tmp_mib: int = Field(512, description="Size limit of a sandbox's writable home and /tmp, MiB.")
+    session_start_timeout_s: float = Field(
+        60.0, description="A sandbox whose agent does not answer /ping by then is ended."
+    )
+    warm_pool_size: int = Field(0, description="Ready sandboxes kept per runtime (0 = scale to zero).")
+    log_level: str = Field("info", description="Log level of the server (debug, info, warning, error).")
+
+    @field_validator("account_id")
+    @classmethod
+    def _twelve_digits(cls, value: str) -> str:
+        if not (len(value) == 12 and value.isdigit()):
+            raise ValueError("account_id must be exactly 12 digits")
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'hangar.db').resolve()}"
+
+    @property
+    def resolved_artifacts_dir(self) -> Path:
+        return (self.artifacts_dir or self.data_dir / "artifacts").resolve()
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.data_dir / "credentials"

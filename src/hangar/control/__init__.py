@@ -1,0 +1,1 @@
+"""Control-plane use cases: runtimes, versions, endpoints, the CREATING → READY workflow."""

@@ -1,0 +1,1 @@
+"""The HTTP face of Hangar: raw-path routing, authentication, AWS-shaped errors, thin handlers."""

@@ -1,0 +1,30 @@
+"""The only place that turns Hangar errors into AWS-shaped HTTP responses."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+
+from starlette.responses import Response
+
+from hangar.domain.errors import HangarError, InternalError
+
+log = logging.getLogger("hangar.gateway")
+
+
+def error_response(error: HangarError, request_id: str | None = None) -> Response:
+    """Render ``error`` as botocore's rest-json parser expects: ``x-amzn-ErrorType`` + ``{"message"}``."""
+    request_id = request_id or str(uuid.uuid4())
+    return Response(
+        json.dumps(error.body(), ensure_ascii=False),
+        status_code=error.status,
+        media_type="application/json",
+        headers={"x-amzn-ErrorType": error.code, "x-amzn-RequestId": request_id},
+    )
+
+
+def unexpected_error_response(exc: BaseException, request_id: str | None = None) -> Response:
+    """A bug reached the edge: log it with its traceback, answer a 500 that leaks nothing."""
+    log.exception("unhandled error while serving a request", exc_info=exc)
+    return error_response(InternalError("The server hit an unexpected error; see its log."), request_id)

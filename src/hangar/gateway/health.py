@@ -1,0 +1,26 @@
+"""``GET /healthz``: liveness plus the facts a client needs to talk to this installation."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from hangar import __version__
+from hangar.gateway.routing import Route
+
+
+async def healthz(request: Request, _params: dict[str, str]) -> Response:
+    services = request.app.state.services
+    settings = services.settings
+    body: dict[str, object] = {
+        "status": "ok",
+        "version": __version__,
+        "region": settings.region,
+        "accountId": settings.account_id,
+    }
+    if services.sessions is not None:
+        body["sandbox"] = services.sessions.describe_backend()
+    return JSONResponse(body)
+
+
+ROUTES = [Route("GET", "/healthz", healthz, name="Healthz", auth="none")]

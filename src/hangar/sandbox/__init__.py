@@ -1,0 +1,1 @@
+"""Isolation backends behind one small interface (namespace, process), plus the in-sandbox supervisor."""

@@ -1,0 +1,1 @@
+"""Session manager: one sandbox per (runtime, session id), lifecycle, limits, pools."""
