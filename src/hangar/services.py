@@ -68,6 +68,10 @@ def build_services(settings: Settings) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     services = Services(settings=settings, engine=open_engine(settings.resolved_database_url))
     from hangar.auth.setup import wire as wire_auth
+    from hangar.control.setup import wire as wire_control
+    from hangar.sessions.setup import wire as wire_sessions
 
     wire_auth(services)
+    wire_control(services)
+    wire_sessions(services)
     return services

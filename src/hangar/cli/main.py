@@ -1,9 +1,10 @@
-"""Entry point of the ``hangar`` command: one sub-app per command group."""
+"""Entry point of the ``hangar`` command: one module per command group, registered here."""
 
 from __future__ import annotations
 
 import typer
 
+from hangar.cli import credentials, dataplane, deploy, resources
 from hangar.cli.serve import serve
 
 app = typer.Typer(
@@ -20,6 +21,10 @@ def main() -> None:
 
 
 app.command("serve")(serve)
+deploy.register(app)  # deploy, upload
+resources.register(app)  # runtimes, versions, endpoints
+credentials.register(app)  # credentials
+dataplane.register(app)  # invoke, sessions, exec
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -35,7 +35,12 @@ def collect_routes() -> list[Route]:
 
     routes: list[Route] = []
     routes += health.ROUTES
-    for module_name in ("hangar.gateway.control", "hangar.gateway.dataplane", "hangar.gateway.operator"):
+    for module_name in (
+        "hangar.gateway.control",
+        "hangar.gateway.dataplane",
+        "hangar.gateway.operator",
+        "hangar.gateway.artifacts",
+    ):
         try:
             module = __import__(module_name, fromlist=["ROUTES"])
         except ModuleNotFoundError as exc:

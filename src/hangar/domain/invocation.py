@@ -1,0 +1,61 @@
+"""What the data plane needs to know to run one version of a runtime: the seam between control and sessions.
+
+``ControlPlane.resolve_target(runtime_ref, qualifier, account_id)`` returns an ``InvocationTarget``; the session
+manager turns it into sandboxes and never reads the store itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+ServerProtocol = Literal["HTTP", "MCP", "A2A", "AGUI"]
+
+# The port and path an agent serves, per protocol (AgentCore service contract).
+PROTOCOL_DEFAULTS: dict[str, tuple[int, str]] = {
+    "HTTP": (8080, "/invocations"),
+    "AGUI": (8080, "/invocations"),
+    "MCP": (8000, "/mcp"),
+    "A2A": (9000, "/"),
+}
+
+
+@dataclass(frozen=True)
+class PreparedVersion:
+    """A version made runnable by ``hangar.artifacts``: both directories are immutable once READY."""
+
+    code_dir: Path  # the unpacked artifact; the agent's working directory
+    env_dir: Path  # the virtualenv built with uv (holds python, the requirements, and hangar.sdk)
+    entry_point: tuple[str, ...]  # as declared, e.g. ("main.py",) or ("opentelemetry-instrument", "main.py")
+    content_hash: str  # hash of code + requirements + runtime; equal hashes share one environment
+
+    def command(self) -> tuple[str, ...]:
+        """argv that starts the agent: ``main.py`` runs under the env's python, a console script from env/bin."""
+        first, *rest = self.entry_point
+        if first.endswith(".py"):
+            return (str(self.env_dir / "bin" / "python"), first, *rest)
+        return (str(self.env_dir / "bin" / first), *rest)
+
+
+@dataclass(frozen=True)
+class InvocationTarget:
+    """One READY version of one runtime, reached through one endpoint."""
+
+    account_id: str
+    runtime_id: str
+    runtime_arn: str
+    runtime_name: str
+    endpoint_name: str
+    version: str
+    protocol: ServerProtocol
+    port: int
+    path: str
+    network_mode: Literal["PUBLIC", "VPC"]
+    idle_timeout_s: int
+    max_lifetime_s: int
+    prepared: PreparedVersion
+    environment: dict[str, str] = field(default_factory=dict)
+    header_allowlist: tuple[str, ...] = ()
+    # The runtime's ``customJWTAuthorizer`` exactly as stored (None: SigV4 only).
+    jwt_authorizer: dict[str, Any] | None = None

@@ -1,0 +1,84 @@
+"""The one interface every isolation backend implements (``namespace``, ``process``, later ``gvisor``).
+
+A sandbox runs one agent process tree. The gateway never speaks TCP to it: ``Sandbox.socket_path`` is a Unix
+socket on the host which reaches the agent's port inside the sandbox (the agent still listens on
+0.0.0.0:8080/8000/9000 in its own network namespace, as the AgentCore contract says).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_bytes: int
+    cpus: float
+    pids: int
+    disk_bytes: int  # writable home + /tmp
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    sandbox_id: str  # unique on this host, [a-z0-9-]{1,64}; names the cgroup, the state dir and the uid lease
+    code_dir: Path  # mounted read-only; the agent's working directory
+    env_dir: Path  # the version's virtualenv, mounted read-only at the same path
+    command: tuple[str, ...]  # argv of the agent (absolute interpreter path first)
+    agent_port: int  # where the agent listens inside the sandbox (8080, 8000, 9000)
+    limits: Limits
+    environment: Mapping[str, str] = field(default_factory=dict)
+    network: Literal["public", "none"] = "public"
+
+
+@dataclass(frozen=True)
+class ExecEvent:
+    """One piece of a command's output, or its end (``kind == "exit"``: ``exit_code``/``timed_out`` set)."""
+
+    kind: Literal["stdout", "stderr", "exit"]
+    data: bytes = b""
+    exit_code: int | None = None
+    timed_out: bool = False
+
+
+@dataclass(frozen=True)
+class SandboxStats:
+    memory_bytes: int  # current usage of the whole tree (cgroup, or summed RSS where there is none)
+    pids: int
+    cpu_seconds: float
+
+
+class Sandbox(ABC):
+    id: str
+    socket_path: Path
+
+    @abstractmethod
+    def alive(self) -> bool:
+        """True while the agent process tree runs."""
+
+    @abstractmethod
+    def exec(self, command: str, timeout: float) -> AsyncIterator[ExecEvent]:
+        """Run ``/bin/sh -c command`` inside the sandbox (same isolation), streaming its output."""
+
+    @abstractmethod
+    async def stats(self) -> SandboxStats: ...
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Kill the whole process tree and delete the sandbox's writable files. Idempotent."""
+
+
+class SandboxBackend(ABC):
+    name: str
+    isolates: bool  # False for ``process``: it must say so loudly
+
+    @abstractmethod
+    async def start(self, spec: SandboxSpec) -> Sandbox:
+        """Start the agent; returns once the process runs (readiness is the session manager's /ping poll)."""
+
+    @abstractmethod
+    async def cleanup_orphans(self) -> int:
+        """Remove process trees, cgroups and files left by a previous Hangar process; returns how many."""
