@@ -40,6 +40,7 @@ def collect_routes() -> list[Route]:
         "hangar.gateway.dataplane",
         "hangar.gateway.operator",
         "hangar.gateway.artifacts",
+        "hangar.gateway.credentials",
     ):
         try:
             module = __import__(module_name, fromlist=["ROUTES"])
