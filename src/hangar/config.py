@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     session_start_timeout_s: float = Field(
         60.0, description="A sandbox whose agent does not answer /ping by then is ended."
     )
+    session_time_scale: float = Field(
+        1.0,
+        gt=0,
+        description="Multiplies every runtime's idle timeout and max lifetime (tests shrink lifecycles with it; "
+        "keep 1 in production).",
+    )
     warm_pool_size: int = Field(0, description="Ready sandboxes kept per runtime (0 = scale to zero).")
     log_level: str = Field("info", description="Log level of the server (debug, info, warning, error).")
 
