@@ -26,7 +26,9 @@ lint: test-deps
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: test-deps
+bench: install
+	command -v wrk >/dev/null || { [ "$$(id -u)" -ne 0 ] || apt-get install -y -qq wrk >/dev/null; }
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench $(ARGS)
 
 clean:

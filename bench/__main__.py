@@ -1,0 +1,46 @@
+"""`python -m bench [--smoke] [--only SUITE ...]`: every comparison in one process tree, one run."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import tempfile
+import traceback
+from pathlib import Path
+
+from bench import machine, report
+from bench.context import BenchContext
+from bench.hangar_instance import HangarInstance
+
+SUITES = ("new_session", "warm_invoke", "peer_langgraph", "streaming", "payloads", "density")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--smoke", action="store_true", help="a few iterations of everything, no thresholds")
+    parser.add_argument("--only", nargs="*", choices=SUITES, help="run only these suites")
+    parser.add_argument("--server-arg", action="append", default=[], help="extra flag for hangar serve")
+    args = parser.parse_args()
+    results: dict[str, object] = {}
+    failed = False
+    with tempfile.TemporaryDirectory(prefix="hangar-bench-") as tmp:
+        hangar = HangarInstance(Path(tmp) / "data", extra_args=args.server_arg).start()
+        ctx = BenchContext(hangar=hangar, smoke=args.smoke)
+        try:
+            for name in args.only or SUITES:
+                print(f"== {name}", flush=True)
+                try:
+                    results[name] = importlib.import_module(f"bench.suites.{name}").run(ctx)
+                except Exception as exc:
+                    failed = True
+                    traceback.print_exc()
+                    results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            hangar.stop()
+    report.print_table(results)
+    print(f"wrote {report.write(results, machine.describe())}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,112 @@
+"""Agents run the plain way, outside Hangar: the floors every Hangar number is compared with."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from bench.hangar_instance import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "bench" / ".cache"
+
+
+def agent_env(name: str, requirements: list[str]) -> Path:
+    """A virtualenv (built with uv, cached) holding ``requirements`` plus the SDK's dependencies."""
+    env = CACHE / f"env-{name}"
+    marker = env / ".ready"
+    if marker.exists():
+        return env
+    uv = [sys.executable, "-m", "uv"]
+    subprocess.run([*uv, "venv", "--quiet", "--python", sys.executable, str(env)], check=True)
+    subprocess.run(
+        [
+            *uv,
+            "pip",
+            "install",
+            "--quiet",
+            "--python",
+            str(env / "bin" / "python"),
+            "starlette",
+            "uvicorn",
+            *requirements,
+        ],
+        check=True,
+    )
+    marker.touch()
+    return env
+
+
+@dataclass
+class DirectAgent:
+    """``python main.py`` of an agent folder on a free port (the SDK taken from this checkout)."""
+
+    folder: Path
+    python: Path
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 120) -> float:
+        """Start the agent; returns seconds from spawn until ``/ping`` answers."""
+        self.port = self.port or free_port()
+        env = {**os.environ, "PORT": str(self.port), "PYTHONPATH": str(ROOT / "src")}
+        started = time.perf_counter()
+        self.process = subprocess.Popen(
+            [str(self.python), "main.py"],
+            cwd=self.folder,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        with httpx.Client(timeout=1) as client:
+            deadline = started + timeout
+            while time.perf_counter() < deadline:
+                try:
+                    if client.get(f"{self.url}/ping").status_code == 200:
+                        return time.perf_counter() - started
+                except httpx.HTTPError:
+                    time.sleep(0.002)
+        raise RuntimeError(f"{self.folder.name} did not answer /ping")
+
+    def cold_first_answer(self, payload: bytes, timeout: float = 120) -> float:
+        """Seconds from spawn until the first successful /invocations answer (the plain cold start)."""
+        self.port = self.port or free_port()
+        env = {**os.environ, "PORT": str(self.port), "PYTHONPATH": str(ROOT / "src")}
+        started = time.perf_counter()
+        self.process = subprocess.Popen(
+            [str(self.python), "main.py"],
+            cwd=self.folder,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        with httpx.Client(timeout=5) as client:
+            deadline = started + timeout
+            while time.perf_counter() < deadline:
+                try:
+                    response = client.post(f"{self.url}/invocations", content=payload)
+                    if response.status_code == 200:
+                        return time.perf_counter() - started
+                except httpx.HTTPError:
+                    time.sleep(0.002)
+        raise RuntimeError(f"{self.folder.name} never answered")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.process = None
+        self.port = 0
