@@ -1,0 +1,246 @@
+"""In-sandbox supervisor: starts the agent, relays the gateway's Unix socket to the agent's TCP port, runs commands.
+
+It runs under the agent's own interpreter inside the sandbox, so it imports the standard library only and nothing
+of hangar. Two listening Unix sockets:
+
+* ``--agent-socket``: every connection is spliced to ``127.0.0.1:PORT`` (the agent) byte for byte, with flow
+  control and no buffering of whole messages.
+* ``--control-socket``: one request line ``{"command": str, "timeout": float}``; the answer is a stream of frames
+  ``kind (1 byte: o, e, x) + length (4 bytes, big endian) + payload``. ``o``/``e`` carry stdout/stderr bytes, the
+  final ``x`` carries ``{"exit_code": int | null, "timed_out": bool}``.
+
+The supervisor exits with the agent's exit status when the agent ends, and kills every command it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import struct
+import sys
+
+CHUNK = 65536
+HIGH_WATER = 256 * 1024
+FRAME = struct.Struct(">cI")
+EXEC_LINE_LIMIT = 1024 * 1024
+AGENT_GRACE_S = 1.5  # shorter than the host's grace, so a clean stop ends here first
+
+
+class _Splice(asyncio.Protocol):
+    """One direction-pair of a relayed connection; each side pauses the other when its write buffer fills."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.peer: _Splice | None = None
+        self.pending: list[bytes] = []
+        self.eof = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.transport.set_write_buffer_limits(high=HIGH_WATER)
+
+    def attach(self, peer: _Splice) -> None:
+        self.peer = peer
+        if self.pending and peer.transport is not None:
+            peer.transport.write(b"".join(self.pending))
+            self.pending.clear()
+        if self.eof:
+            peer.forward_eof()
+        elif self.transport is not None:
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.write(data)
+        else:
+            self.pending.append(data)
+            if self.transport is not None:
+                self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        if self.peer is not None:
+            self.peer.forward_eof()
+        return True  # keep our write side open: the answer may still be flowing
+
+    def forward_eof(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        else:
+            self.transport.close()
+
+    def pause_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.close()
+
+
+class Relay:
+    """Accepts gateway connections on the agent socket and splices each to the agent's loopback port."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def protocol(self) -> _Splice:
+        inbound = _Splice()
+        asyncio.get_running_loop().create_task(self._connect(inbound))
+        return inbound
+
+    async def _connect(self, inbound: _Splice) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            _, outbound = await loop.create_connection(_Splice, "127.0.0.1", self.port)
+        except OSError:
+            # The agent does not listen (yet): the caller sees a closed connection and polls again.
+            if inbound.transport is not None:
+                inbound.transport.close()
+            return
+        outbound.peer = inbound
+        if inbound.transport is None or inbound.transport.is_closing():
+            outbound.transport.close()  # type: ignore[union-attr]
+            return
+        inbound.attach(outbound)
+
+
+class Commands:
+    """Runs ``/bin/sh -c`` commands for ``exec`` and streams their output as frames."""
+
+    def __init__(self) -> None:
+        self.groups: set[int] = set()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = json.loads(await reader.readline())
+            command = str(request["command"])
+            timeout = float(request["timeout"])
+        except (ValueError, KeyError, TypeError) as exc:
+            writer.write(_frame(b"e", f"bad exec request: {exc}\n".encode()))
+            writer.write(_frame(b"x", json.dumps({"exit_code": 2, "timed_out": False}).encode()))
+            await _close(writer)
+            return
+        proc = await asyncio.create_subprocess_exec(
+            "/bin/sh",
+            "-c",
+            command,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            process_group=0,
+        )
+        self.groups.add(proc.pid)
+        timed_out = False
+        try:
+            pumps = [
+                asyncio.ensure_future(_pump(proc.stdout, b"o", writer)),
+                asyncio.ensure_future(_pump(proc.stderr, b"e", writer)),
+            ]
+            try:
+                await asyncio.wait_for(asyncio.gather(*pumps, proc.wait()), timeout)
+            except TimeoutError:
+                timed_out = True
+                _kill_group(proc.pid)
+                for pump in pumps:
+                    pump.cancel()
+                await proc.wait()
+            writer.write(_frame(b"x", json.dumps({"exit_code": proc.returncode, "timed_out": timed_out}).encode()))
+            await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass  # the caller went away: its command goes too
+        finally:
+            _kill_group(proc.pid)
+            self.groups.discard(proc.pid)
+            await _close(writer)
+
+    def kill_all(self) -> None:
+        for pgid in list(self.groups):
+            _kill_group(pgid)
+
+
+def _frame(kind: bytes, payload: bytes) -> bytes:
+    return FRAME.pack(kind, len(payload)) + payload
+
+
+async def _pump(stream: asyncio.StreamReader | None, kind: bytes, writer: asyncio.StreamWriter) -> None:
+    if stream is None:
+        return
+    while chunk := await stream.read(CHUNK):
+        writer.write(_frame(kind, chunk))
+        await writer.drain()
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError):
+        writer.close()
+        await writer.wait_closed()
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+async def supervise(agent_socket: str, control_socket: str, port: int, argv: list[str]) -> int:
+    loop = asyncio.get_running_loop()
+    relay = Relay(port)
+    commands = Commands()
+    for path in (agent_socket, control_socket):
+        _unlink(path)
+    relay_server = await loop.create_unix_server(relay.protocol, agent_socket)
+    # The control socket appears last: its existence tells the host that both sockets are ready.
+    control_server = await asyncio.start_unix_server(commands.handle, control_socket, limit=EXEC_LINE_LIMIT)
+    agent = await asyncio.create_subprocess_exec(*argv)
+    stopping = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    waiter = asyncio.ensure_future(agent.wait())
+    stopper = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    relay_server.close()
+    control_server.close()
+    commands.kill_all()
+    if agent.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            agent.terminate()
+        try:
+            await asyncio.wait_for(waiter, AGENT_GRACE_S)
+        except TimeoutError:
+            agent.kill()
+            await waiter
+    stopper.cancel()
+    code = agent.returncode or 0
+    return 128 - code if code < 0 else code
+
+
+def main(args: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agent-socket", required=True)
+    parser.add_argument("--control-socket", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("argv", nargs=argparse.REMAINDER)
+    ns = parser.parse_args(args)
+    argv = ns.argv[1:] if ns.argv[:1] == ["--"] else ns.argv
+    if not argv:
+        parser.error("the agent's argv follows --")
+    return asyncio.run(supervise(ns.agent_socket, ns.control_socket, ns.port, argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""One contract, every real backend: start, reach through the socket, env, exec, stats, stop, orphan cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hangar.sandbox.base import SandboxBackend
+from tests.sandbox.fixtures import (
+    AgentFiles,
+    client,
+    encode_spec,
+    make_backend,
+    processes_with_env,
+    run_exec,
+    started,
+    wait_ping,
+    world_readable_dir,
+)
+from tests.sandbox.hosts import available_backends
+
+pytestmark = pytest.mark.anyio
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(params=available_backends())
+def backend_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def state_root() -> Iterator[Path]:
+    root = world_readable_dir("hangar-ct-")
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def backend(backend_name: str, state_root: Path) -> Iterator[SandboxBackend]:
+    backend = make_backend(backend_name, state_root)
+    yield backend
+    # Safety net for a failed test: a fresh backend treats everything left as an orphan.
+    asyncio.run(make_backend(backend_name, state_root).cleanup_orphans())
+
+
+async def test_agent_answers_through_the_socket(backend: SandboxBackend, agent_files: AgentFiles) -> None:
+    async with started(backend, agent_files.spec()) as sandbox:
+        assert sandbox.alive()
+        assert sandbox.socket_path.is_socket()
+        ping = await wait_ping(sandbox)
+        assert ping.status_code == 200
+        assert ping.json() == {"status": "Healthy"}
+        async with client(sandbox) as http:
+            answer = await http.post("/invocations", content=b'{"prompt": "hello"}')
+            assert answer.json() == {"echo": '{"prompt": "hello"}'}
+            size = 3 * 1024 * 1024 + 17
+            received = 0
+            async with http.stream("GET", f"/stream?bytes={size}") as response:
+                async for chunk in response.aiter_raw():
+                    received += len(chunk)
+            assert received == size
+
+
+async def test_environment_and_working_directory(backend: SandboxBackend, agent_files: AgentFiles) -> None:
+    os.environ["HANGAR_TEST_HOST_SECRET"] = "must-not-leak"
+    try:
+        spec = agent_files.spec(environment={"MY_SETTING": "42", "PORT": "1"})
+        async with started(backend, spec) as sandbox:
+            await wait_ping(sandbox)
+            async with client(sandbox) as http:
+                seen = (await http.get("/env")).json()
+    finally:
+        del os.environ["HANGAR_TEST_HOST_SECRET"]
+    environ = seen["environ"]
+    assert environ["MY_SETTING"] == "42"
+    assert environ["HANGAR_SANDBOX"] == "1"
+    assert environ["DOCKER_CONTAINER"] == "1"
+    assert environ["PORT"] != "1"  # the backend owns PORT: the agent must listen where the relay connects
+    assert "HANGAR_TEST_HOST_SECRET" not in environ
+    assert seen["cwd"] == str(agent_files.code_dir)
+    home, tmp = Path(environ["HOME"]), Path(environ["TMPDIR"])
+    assert home != tmp
+
+
+async def test_exec_streams_output_and_exit_code(backend: SandboxBackend, agent_files: AgentFiles) -> None:
+    async with started(backend, agent_files.spec(environment={"GREETING": "hi"})) as sandbox:
+        out, err, code, timed_out = await run_exec(sandbox, 'echo "$GREETING from $PWD"; echo oops >&2; exit 3')
+        assert out == f"hi from {agent_files.code_dir}\n".encode()
+        assert err == b"oops\n"
+        assert (code, timed_out) == (3, False)
+        big, _, code, _ = await run_exec(sandbox, "head -c 1000000 /dev/zero")
+        assert (len(big), code) == (1000000, 0)
+
+
+async def test_exec_timeout_kills_the_command_group(backend: SandboxBackend, agent_files: AgentFiles) -> None:
+    marker = f"HANGAR_EXEC_MARK={uuid.uuid4().hex}"
+    async with started(backend, agent_files.spec()) as sandbox:
+        out, _, _, timed_out = await run_exec(sandbox, f"export {marker}; sleep 300 & sleep 301 & echo started", 1.0)
+        assert out == b"started\n"
+        assert timed_out
+        # Both sleeps shared the command's process group, so the timeout took them too (bounded wait: reaping).
+        for _ in range(200):
+            if not processes_with_env(marker):
+                break
+            await asyncio.sleep(0.01)
+        assert processes_with_env(marker) == []
+        assert sandbox.alive()
+
+
+async def test_stats_report_the_tree(backend: SandboxBackend, agent_files: AgentFiles) -> None:
+    async with started(backend, agent_files.spec()) as sandbox:
+        await wait_ping(sandbox)
+        stats = await sandbox.stats()
+        assert stats.pids >= 2  # supervisor and agent
+        assert stats.memory_bytes > 10 * 1024 * 1024  # a Python with starlette and uvicorn imported
+        assert stats.cpu_seconds > 0
+
+
+async def test_stop_kills_the_tree_and_deletes_files(backend: SandboxBackend, agent_files: AgentFiles) -> None:
+    marker = f"HANGAR_STOP_MARK={uuid.uuid4().hex}"
+    key, value = marker.split("=")
+    sandbox = await backend.start(agent_files.spec(environment={key: value}))
+    try:
+        await wait_ping(sandbox)
+        out, _, code, _ = await run_exec(sandbox, 'echo data > "$HOME/kept" && ls "$HOME"')
+        assert (out, code) == (b"kept\n", 0)
+        assert len(processes_with_env(marker)) >= 2
+        state_dir = sandbox.socket_path.parent.parent
+        assert state_dir.is_dir()
+    finally:
+        await sandbox.stop()
+    assert not sandbox.alive()
+    assert processes_with_env(marker) == []
+    assert not state_dir.exists()
+    await sandbox.stop()  # idempotent
+
+
+async def test_two_sandboxes_run_side_by_side(backend: SandboxBackend, agent_files: AgentFiles) -> None:
+    async with started(backend, agent_files.spec()) as first, started(backend, agent_files.spec()) as second:
+        assert first.socket_path != second.socket_path
+        assert (await wait_ping(first)).status_code == 200
+        assert (await wait_ping(second)).status_code == 200
+        async with client(first) as a, client(second) as b:
+            env_a = (await a.get("/env")).json()["environ"]
+            env_b = (await b.get("/env")).json()["environ"]
+        assert env_a["HOME"] != env_b["HOME"] or backend.isolates
+
+
+async def test_start_rejects_a_bad_id(backend: SandboxBackend, agent_files: AgentFiles) -> None:
+    spec = agent_files.spec()
+    bad = type(spec)(**{**spec.__dict__, "sandbox_id": "../escape"})
+    with pytest.raises(ValueError):
+        await backend.start(bad)
+
+
+CRASHING_HOLDER = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    sys.path[:0] = [{repo!r}, {src!r}]
+    from pathlib import Path
+    from tests.sandbox.fixtures import decode_spec, make_backend
+
+    async def main():
+        backend = make_backend({name!r}, Path({root!r}))
+        for spec in map(decode_spec, json.loads(sys.argv[1])):
+            await backend.start(spec)
+        print("started", flush=True)
+        await asyncio.sleep(600)
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_cleanup_orphans_after_a_crash(backend_name: str, state_root: Path, agent_files: AgentFiles) -> None:
+    marker = f"HANGAR_ORPHAN_MARK={uuid.uuid4().hex}"
+    key, value = marker.split("=")
+    specs = [agent_files.spec(environment={key: value}) for _ in range(2)]
+    encoded = json.dumps([encode_spec(s) for s in specs])
+    script = CRASHING_HOLDER.format(repo=str(REPO), src=str(REPO / "src"), name=backend_name, root=str(state_root))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script, encoded],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(holder.stdout.readline), 60)
+        assert line == b"started\n"
+        assert len(processes_with_env(marker)) >= 4
+    finally:
+        holder.send_signal(signal.SIGKILL)  # the crash: no stop() ever runs
+        holder.wait(timeout=10)
+    assert len(processes_with_env(marker)) >= 4  # the sandboxes outlived their holder
+    fresh = make_backend(backend_name, state_root)
+    assert await fresh.cleanup_orphans() == 2
+    assert processes_with_env(marker) == []
+    assert [p for p in state_root.iterdir() if p.name.startswith("t-")] == []
+    assert await fresh.cleanup_orphans() == 0
