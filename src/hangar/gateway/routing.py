@@ -27,7 +27,8 @@ WebSocketHandler = Callable[[WebSocket, dict[str, str]], Awaitable[None]]
 #   "custom" - the handler authenticates itself (data plane: SigV4 or JWT depending on the runtime)
 AuthMode = Literal["sigv4", "none", "custom"]
 
-_PARAM = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_]*)\}")
+# "{name}" captures one segment; "{name+}" (greedy, as in AWS's models) captures the rest, slashes included.
+_PARAM = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_]*)(\+?)\}")
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Route:
         last = 0
         for match in _PARAM.finditer(self.template):
             regex += re.escape(self.template[last : match.start()])
-            regex += f"(?P<{match.group(1)}>[^/]+)"
+            regex += f"(?P<{match.group(1)}>{'.+' if match.group(2) else '[^/]+'})"
             last = match.end()
         regex += re.escape(self.template[last:])
         object.__setattr__(self, "pattern", re.compile(f"^{regex}$"))
