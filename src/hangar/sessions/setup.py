@@ -6,4 +6,7 @@ from hangar.services import Services
 
 
 def wire(services: Services) -> None:
-    """Nothing yet: filled by the data-plane work."""
+    from hangar.sandbox import select_backend
+    from hangar.sessions.manager import SessionManager
+
+    services.sessions = SessionManager(services.settings, select_backend(services.settings))

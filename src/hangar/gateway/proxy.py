@@ -1,0 +1,87 @@
+"""Byte streaming between a client and an agent: knows HTTP and ASGI, nothing about runtimes or sessions.
+
+``StreamedResponse`` sends the agent's status and headers at once, then every body chunk as it arrives. If the
+agent's stream breaks, the client's response is aborted (no terminating chunk), so the client sees an error
+instead of a short but apparently complete body. A client that goes away stops the upstream read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import httpx
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+log = logging.getLogger("hangar.gateway")
+
+# Called once when the stream is over: True when it completed, False when the agent's side broke.
+OnEnd = Callable[[bool], Awaitable[None]]
+
+
+def encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+
+
+class StreamedResponse(Response):
+    """An ASGI response whose body is an upstream ``httpx.Response`` opened with ``stream=True``."""
+
+    def __init__(
+        self, upstream: httpx.Response, status_code: int, headers: list[tuple[str, str]], on_end: OnEnd
+    ) -> None:
+        self.upstream = upstream
+        self.status_code = status_code
+        self.raw_headers = encode_headers(headers)
+        self.background = None
+        self.on_end = on_end
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        completed = False
+        watch = _DisconnectWatch(asyncio.current_task())
+        watcher = asyncio.create_task(watch.run(receive))
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            async for chunk in self.upstream.aiter_raw():
+                if chunk:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            watch.finished = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            completed = True
+        except httpx.HTTPError as exc:
+            # Returning without the final chunk makes the server close the connection: the client sees the break.
+            log.warning("agent stream broke after %s: %s", self.status_code, exc)
+        except asyncio.CancelledError:
+            if not watch.disconnected:
+                raise
+            watch.uncancel()
+            completed = True  # the client left; the agent did nothing wrong
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await self.upstream.aclose()
+            await self.on_end(completed)
+
+
+class _DisconnectWatch:
+    """Cancels the streaming task when the client disconnects, unless the stream has already finished."""
+
+    def __init__(self, task: asyncio.Task[object] | None) -> None:
+        self.task = task
+        self.finished = False
+        self.disconnected = False
+
+    async def run(self, receive: Receive) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                if not self.finished and self.task is not None:
+                    self.disconnected = True
+                    self.task.cancel()
+                return
+
+    def uncancel(self) -> None:
+        if self.task is not None:
+            self.task.uncancel()

@@ -1,0 +1,222 @@
+"""The session manager: one sandbox per (runtime id, session id), started on first use and ended by every path.
+
+A session is bound to the version that served its first call; later calls reuse its sandbox (so in-memory state
+and files persist) even if the endpoint has moved since. Concurrent first calls share one start. The table lives
+in memory: sessions do not survive a Hangar restart (``records.py`` keeps their descriptions so the operator API
+reports them Terminated).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+
+import httpx
+
+from hangar.config import Settings
+from hangar.domain.errors import HangarError, RuntimeClientError, ServiceUnavailableError
+from hangar.domain.invocation import InvocationTarget
+from hangar.sandbox.base import SandboxBackend, SandboxSpec
+from hangar.sessions.lifecycle import Lifecycle
+from hangar.sessions.limits import SessionQuota, sandbox_limits
+from hangar.sessions.probe import wait_ready
+from hangar.sessions.records import SessionRecords
+from hangar.sessions.session import Session, SessionKey
+
+log = logging.getLogger("hangar.sessions")
+
+# Requests to the agent have no read/write deadline (streams may run for an hour); connecting must be quick.
+AGENT_TIMEOUT = httpx.Timeout(None, connect=10.0)
+AGENT_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=32)
+DEATH_WAIT_S = 1.0
+
+
+class SessionManager:
+    def __init__(self, settings: Settings, backend: SandboxBackend, records: SessionRecords | None = None) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.limits = sandbox_limits(settings)
+        self.quota = SessionQuota(settings)
+        self.records = records or SessionRecords(settings.data_dir / "sessions" / "records.json")
+        self.lifecycle = Lifecycle(self)
+        self._live: dict[SessionKey, Session] = {}
+        self._starting: dict[SessionKey, asyncio.Task[Session]] = {}
+        self._stopping: set[asyncio.Task[None]] = set()  # sandboxes being stopped: shutdown waits for them
+        self._closing = False
+
+    def describe_backend(self) -> dict[str, object]:
+        return {"backend": self.backend.name, "isolates": self.backend.isolates}
+
+    async def start(self) -> None:
+        """Clear what a previous (perhaps killed) process left, then start the lifecycle loop."""
+        removed = await self.backend.cleanup_orphans()
+        if removed:
+            log.warning("removed %d sandboxes left by a previous Hangar process", removed)
+        previous = await asyncio.to_thread(self.records.load_previous)
+        if previous:
+            log.warning("%d sessions of the previous Hangar process are Terminated", previous)
+        await self.records.save([])
+        self.lifecycle.start()
+
+    async def stop(self) -> None:
+        """Hangar shuts down: every session ends and its sandbox is stopped."""
+        self._closing = True
+        await self.lifecycle.stop()
+        for task in list(self._starting.values()):
+            task.cancel()
+        await asyncio.gather(*self._starting.values(), return_exceptions=True)
+        await asyncio.gather(*(self.end(s, "Hangar shut down") for s in list(self._live.values())))
+        await asyncio.gather(*self._stopping, return_exceptions=True)
+
+    def live_sessions(self) -> list[Session]:
+        return list(self._live.values())
+
+    def get(self, runtime_id: str, session_id: str) -> Session | None:
+        return self._live.get(SessionKey(runtime_id, session_id))
+
+    def list_sessions(self) -> list[dict[str, object]]:
+        """Live sessions first, then recently Terminated ones (newest first), as plain dicts."""
+        return [s.describe() for s in self._live.values()] + list(reversed(self.records.terminated))
+
+    async def get_or_start(self, target: InvocationTarget, session_id: str) -> Session:
+        key = SessionKey(target.runtime_id, session_id)
+        session = self._live.get(key)
+        if session is not None:
+            return session
+        task = self._starting.get(key)
+        if task is None:
+            if self._closing:
+                raise ServiceUnavailableError("Hangar is shutting down")
+            self.quota.reserve(key.runtime_id)
+            task = asyncio.create_task(self._start(key, target), name=f"start-session-{key.session_id}")
+            task.add_done_callback(_retrieve)
+            self._starting[key] = task
+        # shield: a caller that gives up must not cancel a start other callers wait for
+        return await asyncio.shield(task)
+
+    async def _start(self, key: SessionKey, target: InvocationTarget) -> Session:
+        try:
+            session = await self._start_sandbox(key, target)
+        except BaseException:
+            self.quota.release(key.runtime_id)
+            raise
+        finally:
+            self._starting.pop(key, None)
+        self._live[key] = session
+        self.lifecycle.wake()
+        await self._save()
+        return session
+
+    async def _start_sandbox(self, key: SessionKey, target: InvocationTarget) -> Session:
+        scale = self.settings.session_time_scale
+        spec = SandboxSpec(
+            sandbox_id=f"hs-{uuid.uuid4().hex[:24]}",
+            code_dir=target.prepared.code_dir,
+            env_dir=target.prepared.env_dir,
+            command=target.prepared.command(),
+            agent_port=target.port,
+            limits=self.limits,
+            environment=self._environment(target),
+            network="none" if self.settings.egress == "deny" else "public",
+        )
+        try:
+            sandbox = await self.backend.start(spec)
+        except HangarError:
+            raise
+        except Exception as exc:
+            log.exception("sandbox start failed for session %s of %s", key.session_id, key.runtime_id)
+            raise RuntimeClientError(f"Could not start a sandbox for this session: {exc}") from exc
+        client = httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(uds=str(sandbox.socket_path), limits=AGENT_LIMITS, retries=0),
+            base_url="http://agent",
+            timeout=AGENT_TIMEOUT,
+        )
+        try:
+            await wait_ready(client, sandbox, self.settings.session_start_timeout_s)
+        except BaseException:
+            await _close_quietly(client, sandbox)
+            raise
+        log.info("session %s of %s started in sandbox %s", key.session_id, target.runtime_arn, sandbox.id)
+        return Session(
+            key=key,
+            target=target,
+            sandbox=sandbox,
+            client=client,
+            idle_timeout_s=target.idle_timeout_s * scale,
+            max_lifetime_s=target.max_lifetime_s * scale,
+        )
+
+    def _environment(self, target: InvocationTarget) -> dict[str, str]:
+        region = self.settings.region
+        return {"AWS_REGION": region, "AWS_DEFAULT_REGION": region, **target.environment}
+
+    async def end(self, session: Session, reason: str) -> None:
+        """The one end path (stop, idle, max lifetime, crash, shutdown): Terminated, sandbox stopped. Idempotent."""
+        if session.ended_at is not None:
+            return
+        session.ended_at = time.time()
+        session.end_reason = reason
+        session.busy = False
+        if self._live.get(session.key) is session:
+            del self._live[session.key]
+        self.quota.release(session.key.runtime_id)
+        self.records.remember_ended(session.describe())
+        log.info("session %s of %s ended: %s", session.key.session_id, session.key.runtime_id, reason)
+        # A task of its own: a caller that is cancelled half-way must not leave the sandbox half-stopped.
+        task = asyncio.create_task(self._close(session))
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+        await asyncio.shield(task)
+
+    async def _close(self, session: Session) -> None:
+        await _close_quietly(session.client, session.sandbox)
+        await self._save()
+
+    async def stop_session(self, runtime_id: str, session_id: str, reason: str = "stopped") -> bool:
+        """End a session if it lives (or is starting); False when there is no such session."""
+        key = SessionKey(runtime_id, session_id)
+        task = self._starting.get(key)
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
+        session = self._live.get(key)
+        if session is None:
+            return False
+        await self.end(session, reason)
+        return True
+
+    async def agent_failed(self, session: Session) -> bool:
+        """The agent's connection broke: if its process tree is gone, end the session. True when it ended."""
+        deadline = time.monotonic() + DEATH_WAIT_S
+        while session.sandbox.alive() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if session.sandbox.alive():
+            return False
+        await self.end(session, "agent exited")
+        return True
+
+    async def _save(self) -> None:
+        try:
+            await self.records.save([s.describe() for s in self._live.values()])
+        except OSError:
+            log.exception("could not write session records")
+
+
+async def _close_quietly(client: httpx.AsyncClient, sandbox: object) -> None:
+    stop = getattr(sandbox, "stop", None)
+    try:
+        if stop is not None:
+            await stop()
+    except Exception:
+        log.exception("sandbox stop failed")
+    with contextlib.suppress(Exception):
+        await client.aclose()
+
+
+def _retrieve(task: asyncio.Task[Session]) -> None:
+    """Mark a failed start's exception as seen (its callers may all have gone)."""
+    if not task.cancelled():
+        task.exception()
