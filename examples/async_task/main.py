@@ -1,7 +1,7 @@
 """Long-running agent: starts background work and reports HealthyBusy on /ping until it finishes.
 
 ``{"action": "start", "seconds": 5}`` starts a background job and returns at once;
-``{"action": "status"}`` reports the running jobs. While a job runs, ``GET /ping`` says ``HealthyBusy``,
+``{"action": "status"}`` reports the running jobs and ``{"action": "cancel"}`` stops them all. While a job runs, ``GET /ping`` says ``HealthyBusy``,
 which tells the runtime not to reap the idle-looking session.
 Run it with ``python examples/async_task/main.py`` (port 8080, or ``$PORT``).
 """
@@ -35,6 +35,12 @@ async def invoke(payload: Any) -> dict[str, Any]:
         task.add_done_callback(background.discard)
         await asyncio.sleep(0)  # let the job register itself before we answer
         return {"started": True, "seconds": seconds, "jobs": app.get_async_task_info()}
+    if action == "cancel":
+        running = list(background)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)  # each job unregisters itself as it ends
+        return {"cancelled": len(running), "jobs": app.get_async_task_info()}
     return {"jobs": app.get_async_task_info(), "ping": app.get_current_ping_status().value}
 
 
