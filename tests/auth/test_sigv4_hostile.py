@@ -132,7 +132,7 @@ def test_presigned_url_with_tampered_query(auth_server: HangarServer, admin_key)
 
 GARBAGE_AUTHORIZATION = [
     "AWS4-HMAC-SHA256",
-    "AWS4-HMAC-SHA256 ",
+    "AWS4-HMAC-SHA256  Credential=x",
     "AWS4-HMAC-SHA256 Credential=",
     "AWS4-HMAC-SHA256 Credential=a/b/c/d/e, SignedHeaders=host, Signature=00",
     "AWS4-HMAC-SHA256 Credential=AK/20261126/us-west-2/bedrock-agentcore/aws4_request, SignedHeaders=host",
