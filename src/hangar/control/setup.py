@@ -2,8 +2,26 @@
 
 from __future__ import annotations
 
+import secrets
+
+from hangar.control.context import Context
+from hangar.control.prepare import Preparer
+from hangar.control.service import ControlPlane
+from hangar.domain.arns import Place
 from hangar.services import Services
+from hangar.store import idempotency
+from hangar.store.transactions import Store
 
 
 def wire(services: Services) -> None:
-    """Nothing yet: filled by the control-plane work."""
+    """Fill ``services.control``; the nextToken key lives in the store so every gateway on it agrees."""
+    settings = services.settings
+    store = Store(services.engine)
+    token_secret = store.write(lambda conn: idempotency.secret(conn, "next_token_key", secrets.token_hex(32)))
+    ctx = Context(
+        store=store,
+        place=Place(account_id=settings.account_id, region=settings.region),
+        token_secret=bytes.fromhex(token_secret),
+        after_write=lambda: None,
+    )
+    services.control = ControlPlane(ctx, Preparer(settings).prepare)

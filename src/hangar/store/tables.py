@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, DateTime, MetaData, String, Table, Text
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
 
 metadata = MetaData(
     naming_convention={
@@ -25,4 +37,89 @@ credentials = Table(
     Column("principal_name", String(256), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("last_used_at", DateTime(timezone=True), nullable=True),
+)
+
+# --- control plane (runtimes, versions, endpoints, tags, idempotency) -------------------------------------------
+
+# One row per runtime. ``latest_version`` counts versions ever made, so numbers are never reused after a delete.
+runtimes = Table(
+    "runtimes",
+    metadata,
+    Column("runtime_id", String(128), primary_key=True),
+    Column("name", String(48), nullable=False, unique=True),
+    Column("status", String(16), nullable=False),
+    Column("failure_reason", Text, nullable=True),
+    Column("latest_version", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Immutable versions: ``spec`` never changes after insert; status and the prepared environment do.
+runtime_versions = Table(
+    "runtime_versions",
+    metadata,
+    Column("runtime_id", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("spec", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("failure_reason", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("code_dir", Text, nullable=True),
+    Column("env_dir", Text, nullable=True),
+    Column("entry_point", JSON, nullable=True),
+    Column("content_hash", String(128), nullable=True),
+    PrimaryKeyConstraint("runtime_id", "version"),
+    ForeignKeyConstraint(["runtime_id"], ["runtimes.runtime_id"], ondelete="CASCADE"),
+    Index("ix_runtime_versions_status", "status"),
+)
+
+runtime_endpoints = Table(
+    "runtime_endpoints",
+    metadata,
+    Column("runtime_id", String(128), nullable=False),
+    Column("name", String(48), nullable=False),
+    Column("endpoint_id", String(128), nullable=False, unique=True),
+    Column("status", String(16), nullable=False),
+    Column("live_version", Integer, nullable=True),
+    Column("target_version", Integer, nullable=True),
+    Column("description", Text, nullable=True),
+    Column("failure_reason", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("runtime_id", "name"),
+    ForeignKeyConstraint(["runtime_id"], ["runtimes.runtime_id"], ondelete="CASCADE"),
+    Index("ix_runtime_endpoints_status", "status"),
+)
+
+# Tags of a runtime (endpoint_name "") or of one of its endpoints; they go when the runtime goes.
+resource_tags = Table(
+    "resource_tags",
+    metadata,
+    Column("runtime_id", String(128), nullable=False),
+    Column("endpoint_name", String(48), nullable=False),
+    Column("key", String(128), nullable=False),
+    Column("value", String(256), nullable=False),
+    PrimaryKeyConstraint("runtime_id", "endpoint_name", "key"),
+    ForeignKeyConstraint(["runtime_id"], ["runtimes.runtime_id"], ondelete="CASCADE"),
+)
+
+# clientToken → the answer given, so a retried write returns the same answer and does nothing twice.
+idempotency_tokens = Table(
+    "idempotency_tokens",
+    metadata,
+    Column("operation", String(64), nullable=False),
+    Column("client_token", String(256), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("response", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("operation", "client_token"),
+)
+
+# Secrets of the control plane shared by every gateway on this store (e.g. the nextToken signing key).
+control_secrets = Table(
+    "control_secrets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
 )

@@ -1,0 +1,233 @@
+"""Use cases on runtimes and their versions: create, update, delete, get, list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection
+
+from hangar.control import views
+from hangar.control.commands import (
+    CreateRuntime,
+    DeleteRuntime,
+    GetRuntime,
+    ListRuntimes,
+    ListRuntimeVersions,
+    UpdateRuntime,
+)
+from hangar.control.context import Context, idempotent_write
+from hangar.domain.endpoint import Endpoint
+from hangar.domain.errors import ConflictError, NotFoundError, ServiceQuotaExceededError
+from hangar.domain.names import DEFAULT_ENDPOINT, MAX_VERSION, new_endpoint_id, new_runtime_id
+from hangar.domain.pagination import decode_token, encode_token
+from hangar.domain.runtime import IN_PROGRESS, Runtime, Status, Version
+from hangar.store import endpoints as endpoint_rows
+from hangar.store import runtimes as rows
+from hangar.store import tags as tag_rows
+from hangar.store.transactions import utcnow
+
+
+def require_runtime(conn: Connection, runtime_id: str, *, for_update: bool = False) -> Runtime:
+    runtime = rows.get_runtime(conn, runtime_id, for_update=for_update)
+    if runtime is None:
+        raise NotFoundError(f"No agent runtime with id {runtime_id}")
+    return runtime
+
+
+def require_version(conn: Connection, runtime_id: str, number: int) -> Version:
+    version = rows.get_version(conn, runtime_id, number)
+    if version is None or version.status == Status.DELETING:
+        raise NotFoundError(f"Agent runtime {runtime_id} has no version {number}")
+    return version
+
+
+def create_runtime(ctx: Context, command: CreateRuntime) -> dict[str, Any]:
+    def write(conn: Connection) -> dict[str, Any]:
+        if rows.name_taken(conn, command.name):
+            raise ConflictError(f"An agent runtime named {command.name} already exists")
+        now = utcnow()
+        runtime = Runtime(new_runtime_id(command.name), command.name, Status.CREATING, 1, now, now)
+        rows.insert_runtime(conn, runtime)
+        rows.insert_version(conn, Version(runtime.runtime_id, 1, command.spec, Status.CREATING, now, now))
+        endpoint_rows.insert_endpoint(
+            conn,
+            Endpoint(
+                runtime.runtime_id,
+                DEFAULT_ENDPOINT,
+                new_endpoint_id(DEFAULT_ENDPOINT),
+                Status.CREATING,
+                now,
+                now,
+                target_version=1,
+            ),
+        )
+        tag_rows.put_tags(conn, runtime.runtime_id, None, command.tags)
+        return {
+            "agentRuntimeArn": ctx.place.runtime_arn(runtime.runtime_id),
+            "agentRuntimeId": runtime.runtime_id,
+            "agentRuntimeVersion": "1",
+            "createdAt": views.iso(now),
+            "status": Status.CREATING.value,
+            "workloadIdentityDetails": views.workload_identity(ctx.place, runtime.runtime_id),
+        }
+
+    return idempotent_write(ctx, "CreateAgentRuntime", command, write)
+
+
+def update_runtime(ctx: Context, command: UpdateRuntime) -> dict[str, Any]:
+    """A new immutable version; DEFAULT starts moving to it, named endpoints stay where they are."""
+
+    def write(conn: Connection) -> dict[str, Any]:
+        runtime = require_runtime(conn, command.runtime_id, for_update=True)
+        if runtime.status in IN_PROGRESS or runtime.status == Status.DELETING:
+            raise ConflictError(f"Agent runtime {runtime.runtime_id} is {runtime.status.value}; retry once it settles")
+        number = runtime.latest_version + 1
+        if number > MAX_VERSION:
+            raise ServiceQuotaExceededError(f"Agent runtime {runtime.runtime_id} has used all {MAX_VERSION} versions")
+        now = utcnow()
+        rows.insert_version(conn, Version(runtime.runtime_id, number, command.spec, Status.UPDATING, now, now))
+        rows.save_runtime(
+            conn, Runtime(runtime.runtime_id, runtime.name, Status.UPDATING, number, runtime.created_at, now)
+        )
+        default = endpoint_rows.get_endpoint(conn, runtime.runtime_id, DEFAULT_ENDPOINT)
+        if default is not None:
+            endpoint_rows.save_endpoint(
+                conn,
+                Endpoint(
+                    default.runtime_id,
+                    default.name,
+                    default.endpoint_id,
+                    Status.UPDATING,
+                    default.created_at,
+                    now,
+                    live_version=default.live_version,
+                    target_version=number,
+                    description=default.description,
+                ),
+            )
+        return {
+            "agentRuntimeArn": ctx.place.runtime_arn(runtime.runtime_id),
+            "agentRuntimeId": runtime.runtime_id,
+            "agentRuntimeVersion": str(number),
+            "createdAt": views.iso(runtime.created_at),
+            "lastUpdatedAt": views.iso(now),
+            "status": Status.UPDATING.value,
+            "workloadIdentityDetails": views.workload_identity(ctx.place, runtime.runtime_id),
+        }
+
+    return idempotent_write(ctx, "UpdateAgentRuntime", command, write)
+
+
+def delete_runtime(ctx: Context, command: DeleteRuntime) -> dict[str, Any]:
+    """The whole runtime (with its endpoints and tags), or with ``version`` one version no endpoint serves."""
+
+    def write(conn: Connection) -> dict[str, Any]:
+        runtime = require_runtime(conn, command.runtime_id, for_update=True)
+        now = utcnow()
+        if command.version is not None:
+            return _delete_version(conn, runtime, command.version, now)
+        if runtime.status != Status.DELETING:
+            rows.save_runtime(
+                conn,
+                Runtime(
+                    runtime.runtime_id, runtime.name, Status.DELETING, runtime.latest_version, runtime.created_at, now
+                ),
+            )
+            for endpoint in endpoint_rows.endpoints_of(conn, runtime.runtime_id):
+                endpoint_rows.save_endpoint(conn, _with_status(endpoint, Status.DELETING, now))
+        return {"status": Status.DELETING.value, "agentRuntimeId": runtime.runtime_id}
+
+    return idempotent_write(ctx, "DeleteAgentRuntime", command, write)
+
+
+def _delete_version(conn: Connection, runtime: Runtime, number: int, now: Any) -> dict[str, Any]:
+    if runtime.status == Status.DELETING:
+        raise ConflictError(f"Agent runtime {runtime.runtime_id} is being deleted")
+    version = require_version(conn, runtime.runtime_id, number)
+    users = [e.name for e in endpoint_rows.endpoints_of(conn, runtime.runtime_id) if e.references(number)]
+    if users:
+        raise ConflictError(
+            f"Version {number} of agent runtime {runtime.runtime_id} is used by endpoint(s) {', '.join(users)};"
+            " point them at another version first"
+        )
+    if version.status in IN_PROGRESS:
+        raise ConflictError(f"Version {number} is {version.status.value}; retry once it settles")
+    rows.save_version(conn, _version_status(version, Status.DELETING, now))
+    return {"status": Status.DELETING.value, "agentRuntimeId": runtime.runtime_id, "agentRuntimeVersion": str(number)}
+
+
+def _with_status(endpoint: Endpoint, status: Status, now: Any) -> Endpoint:
+    return Endpoint(
+        endpoint.runtime_id,
+        endpoint.name,
+        endpoint.endpoint_id,
+        status,
+        endpoint.created_at,
+        now,
+        endpoint.live_version,
+        endpoint.target_version,
+        endpoint.description,
+        endpoint.failure_reason,
+    )
+
+
+def _version_status(version: Version, status: Status, now: Any) -> Version:
+    return Version(
+        version.runtime_id,
+        version.number,
+        version.spec,
+        status,
+        version.created_at,
+        now,
+        version.failure_reason,
+        version.prepared,
+    )
+
+
+def get_runtime(ctx: Context, command: GetRuntime) -> dict[str, Any]:
+    def read(conn: Connection) -> dict[str, Any]:
+        runtime = require_runtime(conn, command.runtime_id)
+        if command.version is not None:
+            version = require_version(conn, runtime.runtime_id, command.version)
+        else:
+            newest = rows.newest_version(conn, runtime.runtime_id)
+            if newest is None:
+                raise NotFoundError(f"No agent runtime with id {command.runtime_id}")
+            version = newest
+        return views.runtime_detail(ctx.place, runtime, version, of_version=command.version is not None)
+
+    return ctx.store.read(read)
+
+
+def list_runtimes(ctx: Context, command: ListRuntimes) -> dict[str, Any]:
+    scope = "runtimes"
+
+    def read(conn: Connection) -> dict[str, Any]:
+        after = decode_token(ctx.token_secret, scope, command.next_token) if command.next_token else None
+        page = rows.list_runtimes(conn, after=after, limit=command.max_results + 1)
+        more = len(page) > command.max_results
+        page = page[: command.max_results]
+        items = [views.runtime_summary(ctx.place, r, rows.newest_version(conn, r.runtime_id)) for r in page]
+        document: dict[str, Any] = {"agentRuntimes": items}
+        if more:
+            document["nextToken"] = encode_token(ctx.token_secret, scope, page[-1].runtime_id)
+        return document
+
+    return ctx.store.read(read)
+
+
+def list_versions(ctx: Context, command: ListRuntimeVersions) -> dict[str, Any]:
+    scope = f"versions:{command.runtime_id}"
+
+    def read(conn: Connection) -> dict[str, Any]:
+        runtime = require_runtime(conn, command.runtime_id)
+        after = int(decode_token(ctx.token_secret, scope, command.next_token)) if command.next_token else None
+        page = rows.list_versions(conn, runtime.runtime_id, after=after, limit=command.max_results + 1)
+        more = len(page) > command.max_results
+        page = page[: command.max_results]
+        document: dict[str, Any] = {"agentRuntimes": [views.version_summary(ctx.place, runtime, v) for v in page]}
+        if more:
+            document["nextToken"] = encode_token(ctx.token_secret, scope, str(page[-1].number))
+        return document
+
+    return ctx.store.read(read)

@@ -1,0 +1,62 @@
+"""``ControlPlane``: the one object the gateway and the data plane talk to.
+
+``execute(command)`` runs the use case for a command from ``commands.py`` off the event loop and returns the
+AWS-shaped answer; ``resolve_target`` is the data plane's seam; ``start``/``stop`` run the background worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from hangar.control import commands as c
+from hangar.control import endpoints, runtimes, tags
+from hangar.control.context import Context
+from hangar.control.resolve import TargetResolver
+from hangar.control.worker import Prepare, Worker
+from hangar.domain.invocation import InvocationTarget
+
+_USE_CASES: dict[type, Callable[[Context, Any], dict[str, Any]]] = {
+    c.CreateRuntime: runtimes.create_runtime,
+    c.UpdateRuntime: runtimes.update_runtime,
+    c.DeleteRuntime: runtimes.delete_runtime,
+    c.GetRuntime: runtimes.get_runtime,
+    c.ListRuntimes: runtimes.list_runtimes,
+    c.ListRuntimeVersions: runtimes.list_versions,
+    c.CreateEndpoint: endpoints.create_endpoint,
+    c.GetEndpoint: endpoints.get_endpoint,
+    c.UpdateEndpoint: endpoints.update_endpoint,
+    c.DeleteEndpoint: endpoints.delete_endpoint,
+    c.ListEndpoints: endpoints.list_endpoints,
+    c.TagResource: tags.tag_resource,
+    c.UntagResource: tags.untag_resource,
+    c.ListTags: tags.list_tags,
+}
+
+
+class ControlPlane:
+    def __init__(self, ctx: Context, prepare: Prepare) -> None:
+        self.ctx = ctx
+        self.resolver = TargetResolver(ctx)
+        self.worker = Worker(ctx, prepare)
+        ctx.after_write = self._after_write
+
+    def _after_write(self) -> None:
+        self.resolver.invalidate()
+        self.worker.wake()
+
+    async def start(self) -> None:
+        """Start the worker; its first sweep resumes whatever a crash left CREATING, UPDATING or DELETING."""
+        await self.worker.start()
+
+    async def stop(self) -> None:
+        await self.worker.stop()
+
+    async def execute(self, command: Any) -> dict[str, Any]:
+        use_case = _USE_CASES[type(command)]
+        return await asyncio.to_thread(use_case, self.ctx, command)
+
+    def resolve_target(self, runtime_ref: str, qualifier: str | None, account_id: str | None) -> InvocationTarget:
+        """The READY version behind ``qualifier`` (default DEFAULT) of a runtime named by ARN or by id."""
+        return self.resolver.resolve(runtime_ref, qualifier, account_id)
