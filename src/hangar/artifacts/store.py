@@ -207,6 +207,10 @@ class ArtifactStore:
         found.sort(key=lambda item: item.key.encode())
         yield from found
 
+    def version_files(self, bucket: str, key: str) -> list[Path]:
+        directory = self._version_dir(bucket, key)
+        return sorted(directory.iterdir()) if directory.is_dir() else []
+
     # -- what the builder reads ----------------------------------------------------------------------------
 
     def locate(self, bucket: str, prefix: str, version_id: str | None) -> ArtifactLocation:

@@ -1,0 +1,375 @@
+"""A minimal S3 (path-style) for the artifact store, so ``aws s3``, boto3 and ``hangar upload`` can put code here.
+
+Operations: CreateBucket ``PUT /{bucket}``, HeadBucket, ListObjectsV2 ``GET /{bucket}?list-type=2``, PutObject
+``PUT /{bucket}/{key+}`` (streamed to disk, at most 250 MB), GetObject/HeadObject (ranges, ``versionId``) and
+DeleteObject. Everything else answers ``NotImplemented``. Errors are S3's XML, which botocore's S3 parser reads.
+
+Requests are SigV4-signed for service ``s3``. The signature covers the declared ``x-amz-content-sha256``, so it is
+verified before the body is read; the body's real sha256 is compared with the declared one after streaming it to a
+temporary file, which is deleted on any mismatch. These routes come last: AWS API routes always win, and a first
+path segment that belongs to the API is never a bucket.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import zlib
+from collections.abc import Iterator
+from email.utils import formatdate
+from urllib.parse import quote
+from xml.sax.saxutils import escape
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+
+from hangar.artifacts.limits import MAX_ZIPPED_BYTES
+from hangar.artifacts.store import RESERVED_BUCKETS, ArtifactStore, StoredObject, StoreError
+from hangar.domain.errors import HangarError, NotFoundError, ValidationError
+from hangar.gateway import authn
+from hangar.gateway.routing import Route
+
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+S3_NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
+MAX_LIST_KEYS = 1000
+CHUNK_CHECKSUMS = ("x-amz-checksum-crc32", "x-amz-checksum-sha256")
+# How Hangar's auth errors read in S3's vocabulary (botocore and the aws CLI print the S3 code).
+_AUTH_CODES = {
+    "InvalidSignatureException": "SignatureDoesNotMatch",
+    "UnrecognizedClientException": "InvalidAccessKeyId",
+    "MissingAuthenticationTokenException": "AccessDenied",
+    "IncompleteSignatureException": "AuthorizationHeaderMalformed",
+    "AccessDeniedException": "AccessDenied",
+}
+
+
+# -- handlers ----------------------------------------------------------------------------------------------
+
+
+async def create_bucket(request: Request, params: dict[str, str]) -> Response:
+    bucket = params["bucket"]
+    if request.url.path.endswith("/"):
+        _refuse_api_path(request, bucket)  # "PUT /runtimes/" and friends are API paths, never CreateBucket
+    return await _s3(request, bucket, None, _create_bucket)
+
+
+async def bucket_get(request: Request, params: dict[str, str]) -> Response:
+    bucket = params["bucket"]
+    _refuse_api_path(request, bucket)
+    return await _s3(request, bucket, None, _bucket_get)
+
+
+async def object_put(request: Request, params: dict[str, str]) -> Response:
+    _refuse_api_path(request, params["bucket"])
+    return await _s3(request, params["bucket"], params["key"], _put_object)
+
+
+async def object_get(request: Request, params: dict[str, str]) -> Response:
+    _refuse_api_path(request, params["bucket"])
+    return await _s3(request, params["bucket"], params["key"], _get_object)
+
+
+async def object_delete(request: Request, params: dict[str, str]) -> Response:
+    _refuse_api_path(request, params["bucket"])
+    return await _s3(request, params["bucket"], params["key"], _delete_object)
+
+
+async def not_implemented(request: Request, params: dict[str, str]) -> Response:
+    _refuse_api_path(request, params["bucket"])
+    return await _s3(request, params["bucket"], params.get("key"), _not_implemented)
+
+
+# -- operations --------------------------------------------------------------------------------------------
+
+
+async def _create_bucket(request: Request, store: ArtifactStore, bucket: str, _key: str | None) -> Response:
+    if bucket in _api_prefixes(request):
+        raise StoreError("InvalidBucketName", f"The bucket name {bucket!r} is reserved: it is a Hangar API path.", 400)
+    store.create_bucket(bucket)
+    return Response(status_code=200, headers={"Location": f"/{bucket}"})
+
+
+async def _bucket_get(request: Request, store: ArtifactStore, bucket: str, _key: str | None) -> Response:
+    if request.method == "HEAD":
+        store.bucket_dir(bucket)
+        return Response(status_code=200, headers={"x-amz-bucket-region": _settings(request).region})
+    if request.query_params.get("list-type") != "2":
+        raise StoreError("NotImplemented", "Only ListObjectsV2 (list-type=2) is implemented for buckets.", 501)
+    return _list_objects_v2(request, store, bucket)
+
+
+async def _put_object(request: Request, store: ArtifactStore, bucket: str, key: str | None) -> Response:
+    object_key = _require_key(key)
+    if "x-amz-copy-source" in request.headers or {"uploadId", "partNumber"} & set(request.query_params):
+        raise StoreError("NotImplemented", "Copies and multipart uploads are not implemented; use PutObject.", 501)
+    if "aws-chunked" in request.headers.get("content-encoding", ""):
+        raise StoreError("NotImplemented", "aws-chunked uploads are not implemented; send a plain body.", 501)
+    length = _content_length(request)
+    store.object_path(bucket, object_key)  # NoSuchBucket / bad key before a byte is read
+    upload = store.new_upload()
+    try:
+        digests = await _receive(request, upload, length)
+        version_id = store.put(bucket, object_key, upload, digests["sha256"])
+    finally:
+        upload.unlink(missing_ok=True)
+    headers = {"ETag": f'"{version_id}"', "x-amz-version-id": version_id}
+    for name in CHUNK_CHECKSUMS:
+        if name in request.headers:
+            headers[name] = request.headers[name]
+    return Response(status_code=200, headers=headers)
+
+
+async def _get_object(request: Request, store: ArtifactStore, bucket: str, key: str | None) -> Response:
+    version_id = request.query_params.get("versionId")
+    stored = store.get(bucket, _require_key(key), version_id)
+    version_id = version_id or _current_version(store, bucket, stored)
+    headers = {"ETag": _etag(store, bucket, stored), "Last-Modified": formatdate(stored.mtime, usegmt=True)}
+    if version_id:
+        headers["x-amz-version-id"] = version_id
+    return FileResponse(stored.path, headers=headers, media_type="application/octet-stream")
+
+
+async def _delete_object(request: Request, store: ArtifactStore, bucket: str, key: str | None) -> Response:
+    store.delete(bucket, _require_key(key))
+    return Response(status_code=204)
+
+
+async def _not_implemented(request: Request, store: ArtifactStore, bucket: str, key: str | None) -> Response:
+    raise StoreError("NotImplemented", f"{request.method} with these parameters is not implemented here.", 501)
+
+
+# -- request plumbing --------------------------------------------------------------------------------------
+
+
+async def _s3(request: Request, bucket: str, key: str | None, operation) -> Response:  # type: ignore[no-untyped-def]
+    """Authenticate, run one operation, render any failure as S3 XML."""
+    resource = f"/{bucket}/{key}" if key else f"/{bucket}"
+    try:
+        declared = request.headers.get("x-amz-content-sha256", UNSIGNED_PAYLOAD)
+        services = request.app.state.services
+        request.state.principal = await authn.authenticate_sigv4(request, services, declared)
+        store = ArtifactStore(services.settings.resolved_artifacts_dir)
+        return await operation(request, store, bucket, key)
+    except HangarError as exc:
+        return _error(request, exc, resource)
+
+
+def _refuse_api_path(request: Request, bucket: str) -> None:
+    """A first segment that belongs to Hangar's API is no bucket: answer exactly as the gateway does when no
+    route matches (405-style ValidationError when another method of that path exists, else 404)."""
+    if bucket not in RESERVED_BUCKETS and bucket not in _api_prefixes(request):
+        return
+    path = request.scope.get("raw_path", b"").decode("latin-1").split("?", 1)[0] or request.url.path
+    if any(route.match(path) is not None for route in _api_routes(request)):
+        raise ValidationError(f"Method {request.method} is not allowed on {path}", reason="CannotParse")
+    raise NotFoundError(f"No operation matches {request.method} {path}")
+
+
+def _api_routes(request: Request) -> list[Route]:
+    return [route for route in request.app.table.routes if not route.name.startswith("S3")]
+
+
+def _api_prefixes(request: Request) -> set[str]:
+    prefixes = set()
+    for route in _api_routes(request):
+        first = route.template.lstrip("/").split("/", 1)[0]
+        if first and not first.startswith("{"):
+            prefixes.add(first)
+    return prefixes
+
+
+def _content_length(request: Request) -> int:
+    raw = request.headers.get("content-length")
+    if raw is None or not raw.isdigit():
+        raise StoreError("MissingContentLength", "You must provide the Content-Length HTTP header.", 411)
+    length = int(raw)
+    if length > MAX_ZIPPED_BYTES:
+        raise StoreError(
+            "EntityTooLarge",
+            f"Your proposed upload of {length} bytes exceeds the maximum allowed size of {MAX_ZIPPED_BYTES} bytes.",
+            400,
+        )
+    return length
+
+
+async def _receive(request: Request, upload, length: int) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Stream the body into ``upload``; check its length, declared sha256 and any CRC32/SHA256 checksum."""
+    sha256 = hashlib.sha256()
+    crc32 = 0
+    size = 0
+    with open(upload, "wb") as out:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > length:
+                raise StoreError("IncompleteBody", "The body is longer than its Content-Length.", 400)
+            sha256.update(chunk)
+            crc32 = zlib.crc32(chunk, crc32)
+            out.write(chunk)
+    if size != length:
+        raise StoreError("IncompleteBody", "You did not provide the number of bytes specified by Content-Length.", 400)
+    declared = request.headers.get("x-amz-content-sha256", UNSIGNED_PAYLOAD)
+    if declared != UNSIGNED_PAYLOAD and declared != sha256.hexdigest():
+        raise StoreError(
+            "XAmzContentSHA256Mismatch", "The provided 'x-amz-content-sha256' header does not match the body.", 400
+        )
+    expected = {
+        "x-amz-checksum-crc32": base64.b64encode(crc32.to_bytes(4, "big")).decode(),
+        "x-amz-checksum-sha256": base64.b64encode(sha256.digest()).decode(),
+    }
+    for name, value in expected.items():
+        if name in request.headers and request.headers[name] != value:
+            raise StoreError("BadDigest", f"The {name[15:].upper()} you specified did not match the body.", 400)
+    return {"sha256": sha256.hexdigest()}
+
+
+def _require_key(key: str | None) -> str:
+    if not key:
+        raise StoreError("InvalidArgument", "This operation needs an object key.", 400)
+    return key
+
+
+def _current_version(store: ArtifactStore, bucket: str, stored: StoredObject) -> str | None:
+    """The version id of the current object: the version file sharing its inode (None if put there by hand)."""
+    for candidate in store.version_files(bucket, stored.key):
+        if candidate.stat().st_ino == stored.path.stat().st_ino:
+            return candidate.name
+    return None
+
+
+def _etag(store: ArtifactStore, bucket: str, stored: StoredObject) -> str:
+    version_id = _current_version(store, bucket, stored)
+    if version_id is not None:
+        return f'"{version_id}"'
+    return f'"{hashlib.sha256(f"{stored.path}:{stored.size}:{stored.mtime}".encode()).hexdigest()[:32]}"'
+
+
+def _settings(request: Request):  # type: ignore[no-untyped-def]
+    return request.app.state.services.settings
+
+
+# -- ListObjectsV2 -----------------------------------------------------------------------------------------
+
+
+def _list_objects_v2(request: Request, store: ArtifactStore, bucket: str) -> Response:
+    query = request.query_params
+    prefix = query.get("prefix", "")
+    delimiter = query.get("delimiter", "")
+    token = query.get("continuation-token")
+    start_after = query.get("start-after", "")
+    raw_max = query.get("max-keys", str(MAX_LIST_KEYS))
+    if not raw_max.isdigit():
+        raise StoreError("InvalidArgument", "max-keys must be a non-negative integer.", 400)
+    max_keys = min(int(raw_max), MAX_LIST_KEYS)
+    after = _decode_token(token) if token else start_after
+    url = query.get("encoding-type") == "url"
+    contents: list[StoredObject] = []
+    prefixes: list[str] = []
+    truncated = False
+    last = ""
+    for item, common in _listing(store, bucket, prefix, delimiter, after):
+        if len(contents) + len(prefixes) >= max_keys:
+            truncated = True
+            break
+        if common:
+            prefixes.append(common)
+            last = common
+        else:
+            contents.append(item)
+            last = item.key
+    parts = [
+        f"<Name>{bucket}</Name>",
+        _field("Prefix", prefix, url),
+        f"<KeyCount>{len(contents) + len(prefixes)}</KeyCount><MaxKeys>{max_keys}</MaxKeys>",
+        _field("Delimiter", delimiter, url) if delimiter else "",
+        f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>",
+        f"<ContinuationToken>{escape(token)}</ContinuationToken>" if token else "",
+        _field("StartAfter", start_after, url) if start_after else "",
+        f"<NextContinuationToken>{_encode_token(last)}</NextContinuationToken>" if truncated else "",
+        "<EncodingType>url</EncodingType>" if url else "",
+    ]
+    for item in contents:
+        parts.append(
+            "<Contents>"
+            + _field("Key", item.key, url)
+            + f"<LastModified>{_iso(item.mtime)}</LastModified><ETag>{escape(_etag(store, bucket, item))}</ETag>"
+            + f"<Size>{item.size}</Size><StorageClass>STANDARD</StorageClass></Contents>"
+        )
+    for common in prefixes:
+        parts.append("<CommonPrefixes>" + _field("Prefix", common, url) + "</CommonPrefixes>")
+    return _xml("ListBucketResult", "".join(parts))
+
+
+def _listing(
+    store: ArtifactStore, bucket: str, prefix: str, delimiter: str, after: str
+) -> Iterator[tuple[StoredObject, str]]:
+    """(object, "") for keys, (object, common prefix) once per rolled-up prefix; all strictly after ``after``."""
+    seen: set[str] = set()
+    for item in store.list(bucket, prefix):
+        if item.key.encode() <= after.encode():
+            continue
+        if delimiter:
+            cut = item.key.find(delimiter, len(prefix))
+            if cut != -1:
+                common = item.key[: cut + len(delimiter)]
+                if common in seen or (after.endswith(delimiter) and common == after):
+                    continue
+                seen.add(common)
+                yield item, common
+                continue
+        yield item, ""
+
+
+def _encode_token(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode()
+
+
+def _decode_token(token: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode()
+    except ValueError:
+        raise StoreError("InvalidArgument", "The continuation token provided is incorrect.", 400) from None
+
+
+def _field(name: str, value: str, url: bool) -> str:
+    return f"<{name}>{escape(quote(value, safe='/') if url else value)}</{name}>"
+
+
+def _iso(timestamp: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+# -- rendering ---------------------------------------------------------------------------------------------
+
+
+def _xml(root: str, inner: str, status: int = 200) -> Response:
+    body = f'<?xml version="1.0" encoding="UTF-8"?>\n<{root} xmlns="{S3_NAMESPACE}">{inner}</{root}>'
+    return Response(body, status_code=status, media_type="application/xml")
+
+
+def _error(request: Request, exc: HangarError, resource: str) -> Response:
+    code = _AUTH_CODES.get(exc.code, exc.code)
+    request_id = getattr(request.state, "request_id", "")
+    headers = {"x-amz-request-id": request_id}
+    if request.method == "HEAD":  # S3 sends HEAD errors without a body; botocore reads the status alone
+        return Response(status_code=exc.status, headers=headers)
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{escape(code)}</Code><Message>{escape(exc.message)}</Message>"
+        f"<Resource>{escape(resource)}</Resource><RequestId>{escape(request_id)}</RequestId></Error>"
+    )
+    return Response(body, status_code=exc.status, media_type="application/xml", headers=headers)
+
+
+ROUTES = [
+    Route("PUT", "/{bucket}", create_bucket, name="S3CreateBucket", auth="custom"),
+    Route("GET", "/{bucket}", bucket_get, name="S3ListObjectsV2", auth="custom"),
+    Route("PUT", "/{bucket}/", create_bucket, name="S3CreateBucketSlash", auth="custom"),
+    Route("GET", "/{bucket}/", bucket_get, name="S3ListObjectsV2Slash", auth="custom"),
+    Route("PUT", "/{bucket}/{key+}", object_put, name="S3PutObject", auth="custom"),
+    Route("GET", "/{bucket}/{key+}", object_get, name="S3GetObject", auth="custom"),
+    Route("DELETE", "/{bucket}/{key+}", object_delete, name="S3DeleteObject", auth="custom"),
+    Route("POST", "/{bucket}/{key+}", not_implemented, name="S3NotImplemented", auth="custom"),
+    Route("DELETE", "/{bucket}", not_implemented, name="S3DeleteBucket", auth="custom"),
+]
