@@ -85,6 +85,10 @@ def value_results() -> dict[str, Callable[[], Any]]:
     }
 
 
+async def _async_ping_status() -> str:
+    return "HealthyBusy"
+
+
 def _raise_value_error() -> None:
     raise ValueError("boom é")
 
@@ -171,6 +175,8 @@ def build_agent(app_class: type, flavour: str) -> Any:
             raise RuntimeError("ping function broke")
         if state.ping == "enum":
             return PingStatus.HEALTHY_BUSY
+        if state.ping == "coroutine":
+            return _async_ping_status()
         return state.ping
 
     @app.async_task

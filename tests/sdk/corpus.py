@@ -266,6 +266,32 @@ HTTP_CASES: tuple[Case, ...] = (
         PING,
         kind("complete_unknown"),
     ),
+    case(
+        "coroutine_ping_function",
+        "sync",
+        kind("add_task"),
+        kind("set_ping", value="coroutine"),
+        PING,
+        kind("set_ping", value=None),
+        kind("complete_task"),
+        difference=Difference(
+            why="a ping function returning a coroutine is ignored like any failing one: automatic status applies",
+            reference=(
+                ok_json("false"),
+                ok_json('"coroutine"'),
+                ok_json('{"status":"Healthy","time_of_last_update":<ts>}'),
+                ok_json("null"),
+                ok_json("true"),
+            ),
+            hangar=(
+                ok_json("false"),
+                ok_json('"coroutine"'),
+                ok_json('{"status":"HealthyBusy","time_of_last_update":<ts>}'),
+                ok_json("null"),
+                ok_json("true"),
+            ),
+        ),
+    ),
     case("forced_ping_status", "sync", kind("force_busy"), PING, kind("clear_forced"), PING),
     case("async_task_decorator", "async", kind("spawn_job"), PING, kind("finish_job"), PING),
     # Debug actions.
