@@ -1,8 +1,8 @@
 """Byte streaming between a client and an agent: knows HTTP and ASGI, nothing about runtimes or sessions.
 
-``StreamedResponse`` sends the agent's status and headers at once, then every body chunk as it arrives. If the
-agent's stream breaks, the client's response is aborted (no terminating chunk), so the client sees an error
-instead of a short but apparently complete body. A client that goes away stops the upstream read.
+``StreamedResponse`` sends the status and headers at once, then every body chunk as it arrives. If the source
+breaks, the client's response is aborted (no terminating chunk), so the client sees an error instead of a short
+but apparently complete body. A client that goes away stops the source.
 """
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-import httpx
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -27,12 +26,22 @@ def encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
 
 
 class StreamedResponse(Response):
-    """An ASGI response whose body is an upstream ``httpx.Response`` opened with ``stream=True``."""
+    """An ASGI response whose body is ``chunks`` (e.g. an upstream ``httpx.Response.aiter_raw()``).
+
+    ``close`` releases the source (always awaited), ``on_end`` learns whether the stream completed.
+    """
 
     def __init__(
-        self, upstream: httpx.Response, status_code: int, headers: list[tuple[str, str]], on_end: OnEnd
+        self,
+        chunks: AsyncIterator[bytes],
+        status_code: int,
+        headers: list[tuple[str, str]],
+        *,
+        close: Callable[[], Awaitable[None]],
+        on_end: OnEnd,
     ) -> None:
-        self.upstream = upstream
+        self.chunks = chunks
+        self.close = close
         self.status_code = status_code
         self.raw_headers = encode_headers(headers)
         self.background = None
@@ -44,15 +53,15 @@ class StreamedResponse(Response):
         watcher = asyncio.create_task(watch.run(receive))
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-            async for chunk in self.upstream.aiter_raw():
+            async for chunk in self.chunks:
                 if chunk:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             watch.finished = True
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             completed = True
-        except httpx.HTTPError as exc:
+        except Exception as exc:
             # Returning without the final chunk makes the server close the connection: the client sees the break.
-            log.warning("agent stream broke after %s: %s", self.status_code, exc)
+            log.warning("stream to the client aborted: the agent side broke (%s: %s)", type(exc).__name__, exc)
         except asyncio.CancelledError:
             if not watch.disconnected:
                 raise
@@ -60,8 +69,8 @@ class StreamedResponse(Response):
             completed = True  # the client left; the agent did nothing wrong
         finally:
             watcher.cancel()
-            with contextlib.suppress(BaseException):
-                await self.upstream.aclose()
+            with contextlib.suppress(Exception):
+                await self.close()
             await self.on_end(completed)
 
 

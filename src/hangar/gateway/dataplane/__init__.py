@@ -1,0 +1,36 @@
+"""The data plane (``bedrock-agentcore`` service): one module per operation.
+
+Every route authenticates itself (``auth="custom"``): how depends on the runtime (SigV4, or a Bearer JWT for
+runtimes with a customJWTAuthorizer), which is known only once the target is resolved.
+"""
+
+from hangar.gateway.dataplane.agent_card import get_agent_card
+from hangar.gateway.dataplane.commands import invoke_command
+from hangar.gateway.dataplane.invoke import invoke
+from hangar.gateway.dataplane.stop_session import stop_session
+from hangar.gateway.dataplane.websocket import websocket_proxy
+from hangar.gateway.routing import Route
+
+ROUTES = [
+    Route("POST", "/runtimes/{agentRuntimeArn}/invocations", invoke, name="InvokeAgentRuntime", auth="custom"),
+    Route(
+        "GET",
+        "/runtimes/{agentRuntimeArn}/invocations/.well-known/agent-card.json",
+        get_agent_card,
+        name="GetAgentCard",
+        auth="custom",
+    ),
+    Route(
+        "POST", "/runtimes/{agentRuntimeArn}/commands", invoke_command, name="InvokeAgentRuntimeCommand", auth="custom"
+    ),
+    Route(
+        "POST", "/runtimes/{agentRuntimeArn}/stopruntimesession", stop_session, name="StopRuntimeSession", auth="custom"
+    ),
+    Route(
+        "WEBSOCKET",
+        "/runtimes/{agentRuntimeArn}/ws",
+        websocket_proxy,
+        name="InvokeAgentRuntimeWebSocket",
+        auth="custom",
+    ),
+]

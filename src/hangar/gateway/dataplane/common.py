@@ -1,0 +1,138 @@
+"""What every data-plane operation shares: which runtime and session, which headers reach the agent, and how a
+request to the agent fails (always as a 424 RuntimeClientError the caller can read)."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+from starlette.datastructures import Headers
+from starlette.requests import HTTPConnection
+
+from hangar.domain.errors import InternalError, RuntimeClientError, ValidationError
+from hangar.domain.invocation import InvocationTarget
+from hangar.services import Services
+from hangar.sessions.manager import SessionManager
+from hangar.sessions.session import Session
+
+SESSION_HEADER = "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id"
+REQUEST_ID_HEADER = "X-Amzn-Bedrock-AgentCore-Runtime-Request-Id"
+CUSTOM_PREFIX = "x-amzn-bedrock-agentcore-runtime-custom-"
+TRACE_HEADERS = ("x-amzn-trace-id", "traceparent", "tracestate", "baggage")
+MCP_ECHO = ("mcp-session-id", "mcp-protocol-version")
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+# Never forwarded, whatever the allowlist says: hop-by-hop, framing, and Hangar's own authentication.
+_NEVER = frozenset({"host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te"})
+_SNIPPET = 1024
+
+
+def services_of(conn: HTTPConnection) -> tuple[Services, SessionManager]:
+    services: Services = conn.app.state.services
+    if services.sessions is None or services.control is None:
+        raise InternalError("The data plane is not wired (sessions or control plane missing)")
+    return services, services.sessions
+
+
+def resolve(services: Services, conn: HTTPConnection, params: dict[str, str]) -> InvocationTarget:
+    """ARN or runtime id (+ ``accountId``) from the path, ``qualifier`` from the query → a READY version."""
+    qualifier = conn.query_params.get("qualifier") or None
+    # Synchronous by design: answers are cached in process, so the common case never touches the store.
+    return services.control.resolve_target(  # type: ignore[union-attr]
+        params["agentRuntimeArn"], qualifier, conn.query_params.get("accountId")
+    )
+
+
+def session_id_of(conn: HTTPConnection, *, required: bool = False, from_query: bool = False) -> str:
+    """The runtime session id (33 to 256 chars). Absent: a fresh uuid4, as boto3 would have sent, unless required."""
+    value = conn.headers.get(SESSION_HEADER)
+    if value is None and from_query:
+        value = conn.query_params.get(SESSION_HEADER)
+    if value is None:
+        if required:
+            raise ValidationError(f"The {SESSION_HEADER} header is required")
+        return str(uuid.uuid4())
+    if not 33 <= len(value) <= 256:
+        raise ValidationError(f"runtimeSessionId must be 33 to 256 characters long (got {len(value)})")
+    if not value.isprintable() or not value.isascii():
+        raise ValidationError("runtimeSessionId must be printable ASCII")
+    return value
+
+
+def agent_headers(
+    inbound: Headers, target: InvocationTarget, session_id: str, request_id: str
+) -> list[tuple[str, str]]:
+    """Only what the contract defines reaches the agent, plus the runtime's allowlist; never SigV4 material."""
+    out = [(SESSION_HEADER, session_id), (REQUEST_ID_HEADER, request_id)]
+    allowed = {name.lower() for name in target.header_allowlist}
+    mcp = target.protocol == "MCP"
+    has_mcp_session = False
+    for name, value in inbound.items():
+        if name in _NEVER or name.startswith(("x-amz-", "sec-websocket-")) or name == SESSION_HEADER.lower():
+            continue
+        if name in ("content-type", "accept") or name in TRACE_HEADERS or name.startswith(CUSTOM_PREFIX):
+            out.append((name, value))
+        elif name.startswith("mcp-"):
+            if mcp:
+                out.append((name, value))
+                has_mcp_session = has_mcp_session or name == "mcp-session-id"
+        elif name in allowed and not name.startswith("x-amzn-"):
+            if name == "authorization" and not value.lower().startswith("bearer "):
+                continue
+            out.append((name, value))
+    if mcp and not has_mcp_session:
+        out.append(("Mcp-Session-Id", session_id))
+    return out
+
+
+def echo_headers(inbound: Headers, upstream: Headers | httpx.Headers, session_id: str) -> list[tuple[str, str]]:
+    """Headers of the answer besides Content-Type: the session id, MCP session, trace context."""
+    out = [(SESSION_HEADER, session_id)]
+    for name in (*MCP_ECHO, *TRACE_HEADERS):
+        value = upstream.get(name) or inbound.get(name)
+        if value is not None:
+            out.append((name, value))
+    return out
+
+
+async def call_agent(
+    manager: SessionManager,
+    session: Session,
+    request: httpx.Request,
+) -> httpx.Response:
+    """Send ``request`` to the session's agent and return the open (streaming) answer once its headers arrive.
+
+    The session is Active from here until the caller calls ``session.finish()`` (when the stream ends). A
+    connection failure, a crash, a non-HTTP answer or an HTTP error status become RuntimeClientError.
+    """
+    session.begin()
+    try:
+        response = await session.client.send(request, stream=True)
+    except httpx.HTTPError as exc:
+        session.finish()
+        ended = await manager.agent_failed(session)
+        cause = "the agent process exited" if ended else f"{type(exc).__name__}: {exc or 'no details'}"
+        raise RuntimeClientError(f"The agent did not return a valid HTTP response ({cause})") from exc
+    except BaseException:
+        session.finish()
+        raise
+    if response.status_code < 400:
+        return response
+    try:
+        snippet = await _snippet(response)
+    finally:
+        await response.aclose()
+        session.finish()
+    raise RuntimeClientError(f"Received error ({response.status_code}) from the agent: {snippet}")
+
+
+async def _snippet(response: httpx.Response) -> str:
+    data = b""
+    try:
+        async for chunk in response.aiter_raw():
+            data += chunk
+            if len(data) >= _SNIPPET:
+                break
+    except httpx.HTTPError:
+        pass
+    return data[:_SNIPPET].decode("utf-8", "replace").strip() or "(empty body)"

@@ -1,0 +1,52 @@
+"""InvokeAgentRuntime: ``POST /runtimes/{agentRuntimeArn}/invocations`` streamed to the session's agent and back.
+
+Order: resolve the target (it says how to authenticate), spool + hash the body, authenticate, get or start the
+session, send the body to the agent, answer with the agent's status and headers as soon as they arrive, then
+pass the body through chunk by chunk.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from hangar.gateway import authn
+from hangar.gateway.dataplane.body import spool_body
+from hangar.gateway.dataplane.common import (
+    agent_headers,
+    call_agent,
+    echo_headers,
+    resolve,
+    services_of,
+    session_id_of,
+)
+from hangar.gateway.proxy import StreamedResponse
+
+
+async def invoke(request: Request, params: dict[str, str]) -> Response:
+    services, manager = services_of(request)
+    target = resolve(services, request, params)
+    session_id = session_id_of(request)
+    body = await spool_body(request, services.settings.data_dir / "spool")
+    try:
+        await authn.authenticate_invocation(request, services, target, body.sha256)
+        session = await manager.get_or_start(target, session_id)
+        headers = agent_headers(request.headers, session.target, session_id, request.state.request_id)
+        if "content-type" not in request.headers:
+            headers.append(("content-type", "application/json"))  # boto3 sends none for a blob payload
+        headers.append(("content-length", str(body.size)))
+        outgoing = session.client.build_request("POST", session.target.path, headers=headers, content=body.content())
+        upstream = await call_agent(manager, session, outgoing)
+    finally:
+        body.close()  # the agent has the whole body once its answer's headers arrived
+
+    async def on_end(completed: bool) -> None:
+        session.finish()
+        if not completed:
+            await manager.agent_failed(session)
+
+    out = [("content-type", upstream.headers.get("content-type") or "application/json")]
+    if "content-length" in upstream.headers:
+        out.append(("content-length", upstream.headers["content-length"]))
+    out += echo_headers(request.headers, upstream.headers, session_id)
+    return StreamedResponse(upstream.aiter_raw(), upstream.status_code, out, close=upstream.aclose, on_end=on_end)

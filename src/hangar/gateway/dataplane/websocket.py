@@ -1,0 +1,123 @@
+"""WebSocket ``GET /runtimes/{agentRuntimeArn}/ws``: authenticated like an invocation, then relayed both ways to
+the agent's ``/ws`` over the sandbox's Unix socket.
+
+Text and binary frames pass unchanged; close codes and reasons pass in both directions. Pings are answered hop
+by hop (the server answers the client's, the agent answers Hangar's), as ASGI does not expose them. A request
+refused before the upgrade gets the AWS-shaped HTTP error (denial response) where the server supports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from websockets.asyncio.client import ClientConnection, unix_connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from hangar.domain.errors import HangarError, RuntimeClientError
+from hangar.gateway import authn
+from hangar.gateway.dataplane.common import EMPTY_SHA256, agent_headers, resolve, services_of, session_id_of
+from hangar.gateway.errors import error_response
+from hangar.sessions.manager import SessionManager
+from hangar.sessions.session import Session
+
+log = logging.getLogger("hangar.gateway")
+
+MAX_MESSAGE = 16 * 1024 * 1024
+_UNSENDABLE = {1005, 1006, 1015}  # reserved: reported locally, never sent in a close frame
+
+
+async def websocket_proxy(websocket: WebSocket, params: dict[str, str]) -> None:
+    request_id = str(uuid.uuid4())
+    try:
+        services, manager = services_of(websocket)
+        target = resolve(services, websocket, params)
+        session_id = session_id_of(websocket, from_query=True)
+        await authn.authenticate_invocation(websocket, services, target, EMPTY_SHA256)
+        session = await manager.get_or_start(target, session_id)
+    except HangarError as exc:
+        await _deny(websocket, exc, request_id)
+        return
+    session.begin()
+    try:
+        await _relay(websocket, manager, session, session_id, request_id)
+    finally:
+        session.finish()
+
+
+async def _relay(
+    websocket: WebSocket, manager: SessionManager, session: Session, session_id: str, request_id: str
+) -> None:
+    headers = agent_headers(websocket.headers, session.target, session_id, request_id)
+    requested = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+    try:
+        agent = await unix_connect(
+            str(session.sandbox.socket_path),
+            uri="ws://agent/ws",
+            additional_headers=headers,
+            subprotocols=requested or None,  # type: ignore[arg-type]
+            max_size=MAX_MESSAGE,
+            compression=None,
+            user_agent_header=None,
+            open_timeout=10,
+        )
+    except (OSError, InvalidHandshake, TimeoutError) as exc:
+        ended = await manager.agent_failed(session)
+        cause = "the agent process exited" if ended else f"{type(exc).__name__}: {exc}"
+        await _deny(websocket, RuntimeClientError(f"The agent refused the WebSocket ({cause})"), request_id)
+        return
+    async with agent:
+        await websocket.accept(subprotocol=agent.subprotocol)
+        upstream = asyncio.create_task(_client_to_agent(websocket, agent))
+        downstream = asyncio.create_task(_agent_to_client(websocket, agent))
+        try:
+            await asyncio.wait({upstream, downstream}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (upstream, downstream):
+                task.cancel()
+            await asyncio.gather(upstream, downstream, return_exceptions=True)
+
+
+async def _client_to_agent(websocket: WebSocket, agent: ClientConnection) -> None:
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            code = message.get("code", 1000)
+            await agent.close(code=1000 if code in _UNSENDABLE else code, reason=message.get("reason") or "")
+            return
+        try:
+            if message.get("text") is not None:
+                await agent.send(message["text"])
+            elif message.get("bytes") is not None:
+                await agent.send(message["bytes"])
+        except ConnectionClosed:
+            return  # the other pump reports the agent's close
+
+
+async def _agent_to_client(websocket: WebSocket, agent: ClientConnection) -> None:
+    try:
+        async for data in agent:
+            if isinstance(data, str):
+                await websocket.send_text(data)
+            else:
+                await websocket.send_bytes(data)
+    except ConnectionClosed:
+        pass
+    except WebSocketDisconnect:
+        return
+    received = agent.close_rcvd
+    code = received.code if received is not None else 1011
+    reason = received.reason if received is not None else "the agent's connection ended without a close frame"
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+        await websocket.close(code=1000 if code in _UNSENDABLE else code, reason=reason)
+
+
+async def _deny(websocket: WebSocket, error: HangarError, request_id: str) -> None:
+    """Refuse the upgrade with the AWS-shaped HTTP error, or with close code 1008 where that is impossible."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(error_response(error, request_id))
+    else:
+        await websocket.close(code=1008, reason=f"{error.code}: {error.message}"[:120])
