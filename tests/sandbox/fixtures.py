@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from hangar.sandbox.base import Limits, Sandbox, SandboxBackend, SandboxSpec
+from hangar.sandbox.state import instance_tag
 
 HERE = Path(__file__).parent
 SYSTEM_PYTHON = "/usr/bin/python3.11"
@@ -144,7 +145,7 @@ def make_backend(name: str, state_root: Path) -> SandboxBackend:
         return ProcessBackend(state_root=state_root)
     from hangar.sandbox.namespace import NamespaceBackend
 
-    return NamespaceBackend(state_root=state_root, tag=f"t{uuid.uuid4().hex[:6]}")
+    return NamespaceBackend(state_root=state_root, tag=instance_tag(state_root))
 
 
 def processes_with_env(marker: str) -> list[int]:

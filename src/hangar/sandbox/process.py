@@ -8,6 +8,7 @@ every process. Hangar logs a WARNING whenever this backend starts.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -34,6 +35,8 @@ from hangar.sandbox.supervised import (
 )
 
 log = logging.getLogger(__name__)
+KILL_ROUNDS = 200
+KILL_PAUSE_S = 0.005
 
 
 def free_loopback_port() -> int:
@@ -42,15 +45,28 @@ def free_loopback_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def kill_session(sid: int) -> int:
-    """SIGKILL every process of session ``sid``; a process that called setsid() itself escapes (no isolation)."""
-    members = session_members(sid) if Path("/proc/self/stat").exists() else []
-    for pid in members:
+async def kill_session(sid: int) -> None:
+    """SIGKILL every process of session ``sid`` until none is left (bounded); a process that called setsid()
+    itself escapes: this backend does not isolate."""
+    if not Path("/proc/self/stat").exists():
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(sid, signal.SIGKILL)
-    return len(members)
+            os.killpg(sid, signal.SIGKILL)
+        return
+    for _ in range(KILL_ROUNDS):
+        members = [pid for pid in session_members(sid) if not _is_zombie(pid)]
+        if not members:
+            return
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        await asyncio.sleep(KILL_PAUSE_S)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 class ProcessSandbox(SupervisedSandbox):
@@ -70,7 +86,7 @@ class ProcessSandbox(SupervisedSandbox):
         return SandboxStats(memory_bytes=int(memory), pids=len(members), cpu_seconds=cpu)
 
     async def _kill_tree(self) -> None:
-        kill_session(self.proc.pid)
+        await kill_session(self.proc.pid)
 
     async def _release(self) -> None:
         self.state.remove()
@@ -119,7 +135,7 @@ class ProcessBackend(SandboxBackend):
             record = state.read_record()
             pid = record.get("pid")
             if isinstance(pid, int) and same_process(pid, record.get("start_time")):
-                kill_session(pid)
+                await kill_session(pid)
             state.remove()
             removed += 1
         return removed

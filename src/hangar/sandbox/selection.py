@@ -19,7 +19,9 @@ def namespace_unsupported_reason() -> str | None:
     """Why the namespace backend cannot run here, or None when it can."""
     if not sys.platform.startswith("linux"):
         return f"namespaces need Linux (this is {sys.platform})"
-    return "the namespace backend is not built yet"
+    from hangar.sandbox.namespace.host import unsupported_reason
+
+    return unsupported_reason()
 
 
 def select_backend(settings: Settings) -> SandboxBackend:
@@ -28,6 +30,14 @@ def select_backend(settings: Settings) -> SandboxBackend:
     tag = instance_tag(settings.data_dir)
     if choice in ("auto", "namespace"):
         reason = namespace_unsupported_reason()
+        if reason is None:
+            from hangar.sandbox.namespace import NamespaceBackend
+
+            if settings.egress == "allow":
+                log.info(
+                    "namespace sandboxes have no egress yet (network 'none' for every runtime); see docs/sandbox.md"
+                )
+            return NamespaceBackend(state_root=Path("/run/hangar") / tag, tag=tag)
         if choice == "namespace":
             raise RuntimeError(f"sandbox_backend=namespace, but this host cannot run it: {reason}")
         log.warning("namespace sandboxes unavailable (%s): falling back to the 'process' backend, NO ISOLATION", reason)

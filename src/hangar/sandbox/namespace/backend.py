@@ -1,0 +1,176 @@
+"""The ``namespace`` backend: bubblewrap namespaces + cgroup limits + seccomp, one unprivileged host uid each.
+
+Everything a sandbox owns is named after it: the state dir ``<state_root>/<sandbox_id>``, the cgroup
+``hangar-<tag>-<sandbox_id>`` and the uid lease, so ``cleanup_orphans`` needs nothing from memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from hangar.sandbox.base import SandboxBackend, SandboxSpec, SandboxStats
+from hangar.sandbox.namespace import rootfs, seccomp
+from hangar.sandbox.namespace.cgroups import Cgroup, CgroupLayout, detect, list_names
+from hangar.sandbox.namespace.launcher import launch_argv
+from hangar.sandbox.namespace.uids import UidLeases
+from hangar.sandbox.state import StateDir, create_state, list_states
+from hangar.sandbox.supervised import (
+    SUPERVISOR,
+    SupervisedSandbox,
+    agent_environment,
+    spawn,
+    supervisor_argv,
+    wait_ready,
+)
+
+log = logging.getLogger(__name__)
+DEFAULT_LEASE_DIR = Path("/run/hangar/uids")
+
+
+class NamespaceSandbox(SupervisedSandbox):
+    uid: int
+    cgroup: Cgroup
+    leases: UidLeases
+
+    async def stats(self) -> SandboxStats:
+        return SandboxStats(
+            memory_bytes=self.cgroup.memory_bytes(),
+            pids=self.cgroup.pid_count(),
+            cpu_seconds=self.cgroup.cpu_seconds(),
+        )
+
+    async def _kill_tree(self) -> None:
+        await self.cgroup.kill_all()
+
+    async def _release(self) -> None:
+        await _remove(self.state, self.cgroup, self.leases, self.uid)
+
+
+async def _remove(state: StateDir | None, cgroup: Cgroup | None, leases: UidLeases, uid: int | None) -> None:
+    """Undo a sandbox in reverse order of creation; every step tolerates what is already gone."""
+    if cgroup is not None:
+        await cgroup.kill_all()
+        await cgroup.remove()
+    if state is not None:
+        rootfs.unmount_writable(state)
+        state.remove()
+    if uid is not None:
+        leases.release(uid)
+
+
+class NamespaceBackend(SandboxBackend):
+    name = "namespace"
+    isolates = True
+
+    def __init__(
+        self,
+        state_root: Path,
+        tag: str,
+        lease_dir: Path = DEFAULT_LEASE_DIR,
+        layout: CgroupLayout | None = None,
+    ) -> None:
+        found = layout or detect()
+        if found is None:
+            raise RuntimeError("no usable cgroup controllers for the namespace backend")
+        self.state_root = state_root
+        self.tag = tag
+        self.layout = found
+        self.leases = UidLeases(lease_dir, tag)
+        self.setpriv = shutil.which("setpriv") or "setpriv"
+        self.bwrap = shutil.which("bwrap") or "bwrap"
+        self._live: set[str] = set()
+
+    def cgroup(self, sandbox_id: str) -> Cgroup:
+        return Cgroup(self.layout, f"hangar-{self.tag}-{sandbox_id}")
+
+    def _supervisor(self) -> Path:
+        """A root-owned, world-readable copy of supervisor.py the sandbox uid can read (the install may be 0700)."""
+        copy = self.state_root / "supervisor.py"
+        source = SUPERVISOR.read_bytes()
+        if not copy.exists() or copy.read_bytes() != source:
+            tmp = copy.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(source)
+            tmp.chmod(0o644)
+            tmp.replace(copy)
+        return copy
+
+    async def start(self, spec: SandboxSpec) -> NamespaceSandbox:
+        state = create_state(self.state_root, spec.sandbox_id)
+        self.state_root.chmod(0o711)
+        self._live.add(spec.sandbox_id)
+        uid: int | None = None
+        cgroup: Cgroup | None = None
+        try:
+            uid = self.leases.acquire(spec.sandbox_id)
+            cgroup = self.cgroup(spec.sandbox_id)
+            state.write_record(backend=self.name, tag=self.tag, uid=uid, cgroup=cgroup.name)
+            os.chown(state.run, uid, uid)
+            rootfs.mount_writable(state, spec.limits.disk_bytes, uid)
+            etc = rootfs.write_etc(state)
+            cgroup.create(spec.limits)
+            supervisor = self._supervisor()
+            env = agent_environment(spec, spec.agent_port, rootfs.HOME, "/tmp")
+            command = supervisor_argv(
+                spec,
+                rootfs.SUPERVISOR_PATH,
+                f"{rootfs.SOCKET_DIR}/{state.agent_socket.name}",
+                f"{rootfs.SOCKET_DIR}/{state.control_socket.name}",
+                spec.agent_port,
+            )
+            filter_fd = seccomp.program_fd(seccomp.compile_bpf())
+            try:
+                argv = launch_argv(
+                    setpriv=self.setpriv,
+                    bwrap=self.bwrap,
+                    uid=uid,
+                    procs_files=cgroup.procs_files(),
+                    seccomp_fd=filter_fd,
+                    sandbox_uid=rootfs.SANDBOX_UID,
+                    hostname=rootfs.HOSTNAME,
+                    mounts=rootfs.bwrap_mounts(state, etc, spec.code_dir, spec.env_dir, supervisor),
+                    environment=env,
+                    chdir=str(spec.code_dir),
+                    command=command,
+                )
+                # The launcher itself runs with an empty environment: bwrap --clearenv sets the agent's.
+                proc = spawn(argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, Path("/"), state.log, (filter_fd,))
+            finally:
+                os.close(filter_fd)
+            sandbox = NamespaceSandbox(spec, state, proc, self._live.discard)
+            sandbox.uid, sandbox.cgroup, sandbox.leases = uid, cgroup, self.leases
+            try:
+                await wait_ready(state, proc)
+            except BaseException:
+                await sandbox.stop()
+                raise
+            return sandbox
+        except BaseException:
+            self._live.discard(spec.sandbox_id)
+            await _remove(state, cgroup, self.leases, uid)
+            raise
+
+    async def cleanup_orphans(self) -> int:
+        """Remove every sandbox of this installation (tag) that this backend object did not start."""
+        orphans: set[str] = set()
+        for state in list_states(self.state_root):
+            if state.sandbox_id in self._live:
+                continue
+            orphans.add(state.sandbox_id)
+            uid = state.read_record().get("uid")
+            await _remove(state, self.cgroup(state.sandbox_id), self.leases, uid if isinstance(uid, int) else None)
+        prefix = f"hangar-{self.tag}-"
+        for name in list_names(self.layout, prefix):
+            sandbox_id = name[len(prefix) :]
+            if sandbox_id not in self._live:
+                orphans.add(sandbox_id)
+                await _remove(None, Cgroup(self.layout, name), self.leases, None)
+        for uid, sandbox_id in self.leases.owned().items():
+            if sandbox_id not in self._live:
+                orphans.add(sandbox_id)
+                self.leases.release(uid)
+        if orphans:
+            log.warning("removed %d orphaned sandboxes of a previous Hangar process", len(orphans))
+        return len(orphans)

@@ -1,0 +1,112 @@
+"""What a namespace sandbox sees as ``/``: read-only system dirs, a minimal /etc, its code and env read-only, and
+one size-limited tmpfs (mounted on the host, in the state dir) for its home and /tmp.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from functools import cache
+from pathlib import Path
+
+from hangar.sandbox.state import StateDir
+
+HOME = "/home/agent"
+SOCKET_DIR = "/run/hangar"
+SUPERVISOR_PATH = "/opt/hangar/supervisor.py"
+SANDBOX_UID = 1000  # the agent's uid as seen inside; the host sees the leased uid
+HOSTNAME = "sandbox"
+SYSTEM_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+# Host files the agent may read: name resolution config, CA certificates, time zone, linker cache, alternatives.
+ETC_FROM_HOST = (
+    "nsswitch.conf",
+    "resolv.conf",
+    "ssl",
+    "ca-certificates",
+    "localtime",
+    "ld.so.cache",
+    "alternatives",
+    "mime.types",
+    "python3.11",
+)
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MNT_DETACH = 0x2
+
+
+@cache
+def _libc() -> ctypes.CDLL:
+    # SAFETY: the C library is always loaded in this process; mount/umount2 signatures are declared before use.
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+    libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    return libc
+
+
+def mount_writable(state: StateDir, size_bytes: int, uid: int) -> None:
+    """A tmpfs of ``size_bytes`` owned by the sandbox uid: the only writable storage a sandbox has (home + /tmp)."""
+    state.rw.mkdir(mode=0o700)
+    options = f"size={max(size_bytes, 4096)},mode=0700,uid={uid},gid={uid}".encode()
+    # SAFETY: mounts a fresh, size-capped tmpfs (nosuid, nodev) on a directory we just created inside our own state
+    # dir; nothing else is mounted there and unmount_writable() detaches it on stop or orphan cleanup.
+    if _libc().mount(b"hangar-sandbox", str(state.rw).encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount tmpfs on {state.rw}: {os.strerror(err)}")
+    for path in (state.home, state.tmp):
+        path.mkdir(mode=0o700)
+        os.chown(path, uid, uid)
+
+
+def unmount_writable(state: StateDir) -> None:
+    if not os.path.ismount(state.rw):
+        return
+    # SAFETY: detaches only the tmpfs mounted by mount_writable() on this state dir (checked to be a mount point).
+    if _libc().umount2(str(state.rw).encode(), MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"umount {state.rw}: {os.strerror(err)}")
+
+
+def write_etc(state: StateDir) -> Path:
+    """passwd, group, hosts and hostname for the sandbox, root-owned and read-only to it."""
+    etc = state.path / "etc"
+    etc.mkdir(mode=0o755)
+    files = {
+        "passwd": f"root:x:0:0:root:/root:/usr/sbin/nologin\nagent:x:{SANDBOX_UID}:{SANDBOX_UID}:agent:{HOME}:/bin/sh\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        "group": f"root:x:0:\nagent:x:{SANDBOX_UID}:\nnogroup:x:65534:\n",
+        "hosts": f"127.0.0.1\tlocalhost {HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+        "hostname": f"{HOSTNAME}\n",
+    }
+    for name, text in files.items():
+        (etc / name).write_text(text)
+        (etc / name).chmod(0o644)
+    return etc
+
+
+def system_mounts() -> list[str]:
+    """/usr read-only, and /bin, /lib, ... as the host has them (symlinks into /usr on merged-/usr systems)."""
+    args = ["--ro-bind", "/usr", "/usr"]
+    for name in SYSTEM_LINKS:
+        host = Path("/") / name
+        if host.is_symlink():
+            args += ["--symlink", os.readlink(host), f"/{name}"]
+        elif host.is_dir():
+            args += ["--ro-bind", str(host), f"/{name}"]
+    return args
+
+
+def bwrap_mounts(state: StateDir, etc: Path, code_dir: Path, env_dir: Path, supervisor: Path) -> list[str]:
+    """The bind list, in order: system, /etc, writable home and /tmp, then env and code (which may live under /tmp on
+    the host), the supervisor and its socket dir, and finally the root itself made read-only."""
+    args = system_mounts()
+    args += ["--proc", "/proc", "--dev", "/dev", "--dir", "/etc"]
+    for name in sorted(p.name for p in etc.iterdir()):
+        args += ["--ro-bind", str(etc / name), f"/etc/{name}"]
+    for name in ETC_FROM_HOST:
+        args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    args += ["--bind", str(state.home), HOME, "--bind", str(state.tmp), "/tmp"]
+    args += ["--ro-bind", str(env_dir), str(env_dir), "--ro-bind", str(code_dir), str(code_dir)]
+    args += ["--ro-bind", str(supervisor), SUPERVISOR_PATH, "--bind", str(state.run), SOCKET_DIR]
+    args += ["--remount-ro", "/"]
+    return args
