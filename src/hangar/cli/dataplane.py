@@ -1,9 +1,229 @@
-"""CLI command group (filled by its owner)."""
+"""``hangar invoke``, ``hangar exec`` and ``hangar sessions``: the data plane from the command line.
+
+Runtimes are named by name, id or ARN (a name is looked up with ListAgentRuntimes). ``invoke`` and ``exec`` go
+through the AWS wire API like boto3 would; ``sessions`` uses Hangar's operator API (SigV4-signed as well).
+"""
 
 from __future__ import annotations
 
+import json
+import shlex
+import sys
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import botocore.session
 import typer
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from botocore.exceptions import EventStreamError
+from rich.table import Table
+
+from hangar.cli.client import DATA_DIR, ENDPOINT_URL, REGION, Hangar, aws_errors, connect, console, fail, print_json
+
+SESSION_ID = typer.Option(None, "--session-id", "-s", help="Runtime session id (33-256 chars) [default: a new one].")
+QUALIFIER = typer.Option("DEFAULT", "--qualifier", "-q", help="Endpoint to invoke.")
+
+sessions_app = typer.Typer(help="Live sessions of this installation (operator API).", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    app.command("invoke")(invoke)
+    app.command("exec")(exec_)
+    app.add_typer(sessions_app, name="sessions")
+
+
+def runtime_arn(hangar: Hangar, ref: str) -> str:
+    """An ARN as is; a runtime id or name → its ARN (ListAgentRuntimes)."""
+    if ref.startswith("arn:"):
+        return ref
+    paginator = hangar.client("bedrock-agentcore-control").get_paginator("list_agent_runtimes")
+    for page in paginator.paginate():
+        for runtime in page.get("agentRuntimes", []):
+            if ref in (runtime["agentRuntimeName"], runtime["agentRuntimeId"]):
+                return str(runtime["agentRuntimeArn"])
+    fail(f"no agent runtime named {ref!r}; see `hangar runtimes list`")
+
+
+def _payload(value: str) -> bytes:
+    """``-`` reads stdin, ``@path`` reads a file, anything else is the payload itself."""
+    if value == "-":
+        return sys.stdin.buffer.read()
+    if value.startswith("@"):
+        try:
+            return Path(value[1:]).read_bytes()
+        except OSError as exc:
+            fail(f"cannot read payload file {value[1:]}: {exc}")
+    return value.encode()
+
+
+def invoke(
+    runtime: str = typer.Argument(..., help="Runtime name, id or ARN."),
+    payload: str = typer.Argument(..., help="Payload: JSON text, @file, or - for stdin."),
+    session_id: str | None = SESSION_ID,
+    qualifier: str = QUALIFIER,
+    stream: bool = typer.Option(False, "--stream", help="Print the answer chunk by chunk as it arrives."),
+    content_type: str = typer.Option("application/json", "--content-type", help="Content-Type of the payload."),
+    endpoint_url: str = ENDPOINT_URL,
+    data_dir: Path | None = DATA_DIR,
+    region: str | None = REGION,
+) -> None:
+    """Invoke an agent (InvokeAgentRuntime); the session id is printed on stderr so you can continue it."""
+    hangar = connect(endpoint_url, data_dir, region)
+    body = _payload(payload)
+    with aws_errors():
+        arn = runtime_arn(hangar, runtime)
+        response = hangar.client("bedrock-agentcore").invoke_agent_runtime(
+            agentRuntimeArn=arn,
+            qualifier=qualifier,
+            runtimeSessionId=session_id or str(uuid.uuid4()),
+            payload=body,
+            contentType=content_type,
+        )
+        typer.echo(f"session: {response['runtimeSessionId']}", err=True)
+        out = sys.stdout.buffer
+        if stream:
+            for chunk in response["response"].iter_chunks():
+                out.write(chunk)
+                out.flush()
+            return
+        data = response["response"].read()
+    if response.get("contentType", "").startswith("application/json"):
+        try:
+            print_json(json.loads(data))
+            return
+        except ValueError:
+            pass
+    out.write(data)
+    out.flush()
+
+
+def exec_(
+    runtime: str = typer.Argument(..., help="Runtime name, id or ARN."),
+    command: list[str] = typer.Argument(..., help="The command (after --); one argument is run as a shell line."),
+    session_id: str = typer.Option(..., "--session-id", "-s", help="Session to run the command in."),
+    qualifier: str = QUALIFIER,
+    timeout: int = typer.Option(300, "--timeout", help="Seconds before the command is killed."),
+    endpoint_url: str = ENDPOINT_URL,
+    data_dir: Path | None = DATA_DIR,
+    region: str | None = REGION,
+) -> None:
+    """Run a command inside a session's sandbox (InvokeAgentRuntimeCommand); exits with the command's status."""
+    hangar = connect(endpoint_url, data_dir, region)
+    line = command[0] if len(command) == 1 else shlex.join(command)
+    exit_code = 0
+    with aws_errors():
+        response = hangar.client("bedrock-agentcore").invoke_agent_runtime_command(
+            agentRuntimeArn=runtime_arn(hangar, runtime),
+            qualifier=qualifier,
+            runtimeSessionId=session_id,
+            body={"command": line, "timeout": timeout},
+        )
+        try:
+            for event in response["stream"]:
+                chunk = event.get("chunk", {})
+                delta = chunk.get("contentDelta", {})
+                if "stdout" in delta:
+                    sys.stdout.write(delta["stdout"])
+                    sys.stdout.flush()
+                if "stderr" in delta:
+                    sys.stderr.write(delta["stderr"])
+                    sys.stderr.flush()
+                if "contentStop" in chunk:
+                    stop = chunk["contentStop"]
+                    if stop.get("status") == "TIMED_OUT":
+                        typer.echo(f"command timed out after {timeout}s", err=True)
+                    exit_code = int(stop.get("exitCode") or 0) or (124 if stop.get("status") == "TIMED_OUT" else 0)
+        except EventStreamError as exc:
+            fail(f"{exc.response['Error'].get('Code')}: {exc.response['Error'].get('Message')}")
+    raise typer.Exit(exit_code)
+
+
+def operator_call(hangar: Hangar, method: str, path: str) -> Any:
+    """A SigV4-signed call to Hangar's operator API; returns the decoded JSON answer, exits 1 on an error."""
+    import httpx
+
+    if hangar.credentials is not None:
+        credentials = Credentials(*hangar.credentials)
+    else:
+        credentials = botocore.session.get_session().get_credentials()
+    request = AWSRequest(method=method, url=f"{hangar.endpoint_url}{path}", data=b"")
+    SigV4Auth(credentials, "bedrock-agentcore", hangar.region).add_auth(request)
+    try:
+        response = httpx.request(method, request.url, headers=dict(request.headers.items()), timeout=30)
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach Hangar at {hangar.endpoint_url}: {exc}")
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"message": response.text}
+    if response.status_code >= 400:
+        code = response.headers.get("x-amzn-ErrorType", str(response.status_code))
+        fail(f"{code}: {body.get('message') if isinstance(body, dict) else body}")
+    return body
+
+
+def _when(stamp: object) -> str:
+    if not isinstance(stamp, int | float):
+        return "-"
+    return datetime.fromtimestamp(stamp, UTC).strftime("%H:%M:%S")
+
+
+def _age(entry: dict[str, Any]) -> str:
+    end = entry.get("endedAt") or datetime.now(UTC).timestamp()
+    seconds = int(end - entry.get("startedAt", end))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+@sessions_app.command("list")
+def sessions_list(
+    all_: bool = typer.Option(False, "--all", "-a", help="Include recently Terminated sessions."),
+    as_json: bool = typer.Option(False, "--json", help="Print the raw JSON."),
+    endpoint_url: str = ENDPOINT_URL,
+    data_dir: Path | None = DATA_DIR,
+    region: str | None = REGION,
+) -> None:
+    """List sessions: state, runtime, version, age, last activity, memory."""
+    hangar = connect(endpoint_url, data_dir, region)
+    body = operator_call(hangar, "GET", "/hangar/sessions/")
+    sessions = [s for s in body["sessions"] if all_ or s["state"] != "Terminated"]
+    if as_json:
+        print_json(sessions)
+        return
+    table = Table("runtime", "session", "version", "state", "age", "last activity", "memory", "ended because")
+    for s in sessions:
+        memory = s.get("memoryBytes")
+        table.add_row(
+            str(s["runtimeId"]),
+            str(s["runtimeSessionId"]),
+            str(s.get("agentRuntimeVersion", "-")),
+            str(s["state"]),
+            _age(s),
+            _when(s.get("lastActivityAt")),
+            f"{memory / 1048576:.0f} MiB" if isinstance(memory, int) else "-",
+            str(s.get("endReason") or ""),
+        )
+    console.print(table)
+
+
+@sessions_app.command("stop")
+def sessions_stop(
+    runtime: str = typer.Argument(..., help="Runtime name, id or ARN."),
+    session_id: str = typer.Argument(..., help="The session to stop."),
+    endpoint_url: str = ENDPOINT_URL,
+    data_dir: Path | None = DATA_DIR,
+    region: str | None = REGION,
+) -> None:
+    """Stop a session now: its sandbox ends; the next invoke with that id starts a fresh one."""
+    hangar = connect(endpoint_url, data_dir, region)
+    with aws_errors():
+        arn = runtime_arn(hangar, runtime)
+    runtime_id = arn.rsplit("/", 1)[-1]
+    operator_call(hangar, "DELETE", f"/hangar/sessions/{quote(runtime_id, safe='')}/{quote(session_id, safe='')}/")
+    typer.echo(f"stopped session {session_id} of {runtime_id}")
