@@ -91,6 +91,7 @@ def start_glewlwyd(work_dir: Path) -> RunningIdp:
     try:
         _configure(f"http://127.0.0.1:{port}/api", issuer, idp)
         wait_for_discovery(idp)
+        idp.extra["kid"] = httpx.get(f"{issuer}/jwks", timeout=10).json()["keys"][0]["kid"]
     except Exception:
         idp.stop()
         raise
@@ -112,7 +113,9 @@ def _configure(api: str, issuer: str, idp: RunningIdp) -> None:
                     raise RuntimeError(f"glewlwyd did not start:\n{idp.log()}") from None
                 time.sleep(0.05)
         _ok(login, "admin login")
-        key_pem, cert_pem = pem_pair(new_rsa_key())
+        key = new_rsa_key()
+        idp.extra["key"] = key
+        key_pem, cert_pem = pem_pair(key)
         parameters = oidc_plugin_defaults()
         parameters.update(
             {

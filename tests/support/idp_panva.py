@@ -73,9 +73,10 @@ def start_panva(log_dir: Path, port: int | None = None, kid: str = "panva-1") ->
     directory = install()
     port = port or free_port()
     issuer = f"http://127.0.0.1:{port}"
+    key = new_rsa_key()
     config = {
         "port": port,
-        "keys": [private_jwk(new_rsa_key(), kid)],
+        "keys": [private_jwk(key, kid)],
         "clients": [{"id": cid, "secret": secret} for cid, secret in CLIENTS.items()],
         "scopes": SCOPES,
         "audience": AUDIENCE,
@@ -89,7 +90,7 @@ def start_panva(log_dir: Path, port: int | None = None, kid: str = "panva-1") ->
         audience=AUDIENCE,
         clients=dict(CLIENTS),
         log_path=log_dir / f"panva-{port}.log",
-        extra={"kid": kid},
+        extra={"kid": kid, "key": key},
     )
     log_dir.mkdir(parents=True, exist_ok=True)
     log = open(idp.log_path, "ab")  # noqa: SIM115 - handed to the child process

@@ -8,7 +8,7 @@ from __future__ import annotations
 from starlette.requests import HTTPConnection
 
 from hangar.auth.sigv4 import SignedRequest
-from hangar.domain.errors import InternalError
+from hangar.domain.errors import AccessDeniedError, InternalError, UnauthorizedError
 from hangar.domain.invocation import InvocationTarget
 from hangar.domain.types import Principal
 from hangar.services import Services
@@ -44,7 +44,42 @@ async def authenticate_sigv4(conn: HTTPConnection, services: Services, payload_s
 async def authenticate_invocation(
     conn: HTTPConnection, services: Services, target: InvocationTarget, payload_sha256: str
 ) -> Principal:
-    """Data plane: Bearer JWT when the runtime has a customJWTAuthorizer, SigV4 otherwise (never both)."""
-    from hangar.domain.errors import AccessDeniedError
+    """Data plane: Bearer JWT when the runtime has a customJWTAuthorizer, SigV4 otherwise (never both).
 
-    raise AccessDeniedError("Data-plane authentication is not implemented yet")
+    The other method is refused outright (403), as AgentCore does, even when its credentials would be valid.
+    WebSocket upgrades use the same rules: SigV4 headers or a presigned URL, or ``Authorization: Bearer``.
+    """
+    if services.sigv4 is None or services.jwt is None:
+        raise InternalError("Inbound authentication is not configured")
+    request = signed_request(conn)
+    authorization = request.header_values("authorization")
+    bearer = _bearer(authorization)
+    if target.jwt_authorizer is None:
+        if bearer is not None:
+            raise AccessDeniedError(_MISMATCH + " This runtime accepts SigV4-signed requests only.")
+        return await authenticate_sigv4(conn, services, payload_sha256)
+    if services.sigv4.carries_signature(request):
+        raise AccessDeniedError(_MISMATCH + " This runtime accepts OAuth bearer tokens only.")
+    if bearer is None:
+        raise UnauthorizedError("Missing bearer token: send 'Authorization: Bearer <JWT>'")
+    verified = await services.jwt.authorize(bearer, target.jwt_authorizer)
+    return Principal(
+        kind="jwt",
+        account_id=target.account_id,
+        name=verified.client_id or verified.subject or "jwt",
+        subject=verified.subject,
+        claims=verified.claims,
+    )
+
+
+_MISMATCH = "Authorization method mismatch: the runtime is configured for a different authorization method."
+
+
+def _bearer(authorization: list[str]) -> str | None:
+    """The token of a single ``Authorization: Bearer <token>`` header, else None."""
+    if len(authorization) != 1:
+        return None
+    scheme, _, token = authorization[0].strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
