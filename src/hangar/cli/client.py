@@ -36,7 +36,7 @@ from rich.markup import escape
 DEFAULT_ENDPOINT_URL = "http://127.0.0.1:8780"
 DEFAULT_DATA_DIR = Path(".hangar")
 
-console = Console()
+console = Console(soft_wrap=True)  # long ARNs and ids stay on one line, copyable
 err_console = Console(stderr=True)
 
 ENDPOINT_URL = typer.Option(
@@ -48,7 +48,7 @@ DATA_DIR = typer.Option(
     envvar="HANGAR_DATA_DIR",
     help="Server data dir whose admin key file (<data-dir>/credentials) signs requests.",
 )
-REGION = typer.Option(None, "--region", envvar="AWS_REGION", help="Region to sign for [default: the server's].")
+REGION = typer.Option(None, "--region", envvar="AWS_REGION", help="Region to sign for (default: the server's).")
 
 
 @dataclass
