@@ -39,8 +39,8 @@ def collect_routes() -> list[Route]:
         "hangar.gateway.control",
         "hangar.gateway.dataplane",
         "hangar.gateway.operator",
-        "hangar.gateway.artifacts",
         "hangar.gateway.credentials",
+        "hangar.gateway.artifacts",  # last: its S3 path-style routes match almost any path
     ):
         try:
             module = __import__(module_name, fromlist=["ROUTES"])
