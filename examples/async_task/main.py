@@ -1,8 +1,8 @@
 """Long-running agent: starts background work and reports HealthyBusy on /ping until it finishes.
 
 ``{"action": "start", "seconds": 5}`` starts a background job and returns at once;
-``{"action": "status"}`` reports the running jobs and ``{"action": "cancel"}`` stops them all. While a job runs, ``GET /ping`` says ``HealthyBusy``,
-which tells the runtime not to reap the idle-looking session.
+``{"action": "status"}`` reports the running jobs and ``{"action": "cancel"}`` stops them all.
+While a job runs, ``GET /ping`` says ``HealthyBusy``, which tells the runtime not to reap the idle-looking session.
 Run it with ``python examples/async_task/main.py`` (port 8080, or ``$PORT``).
 """
 

@@ -137,7 +137,8 @@ HTTP_CASES: tuple[Case, ...] = (
     *(
         case(f"result_{name}", "sync", kind(name))
         for name in (
-            "str none int float bool list tuple set unicode pydantic dataclass nested opaque nan".split()
+            ("str", "none", "int", "float", "bool", "list", "tuple", "set")
+            + ("unicode", "pydantic", "dataclass", "nested", "opaque", "nan")
         )
     ),
     case(
