@@ -70,6 +70,12 @@ def ok_json(body: str) -> Outcome:
     return Outcome(200, JSON, body)
 
 
+# Results both SDKs encode identically (see agents.value_results()).
+PLAIN_RESULTS = (
+    *("str", "none", "int", "float", "bool", "list", "tuple", "set"),
+    *("unicode", "pydantic", "dataclass", "nested", "opaque", "nan"),
+)
+
 # What both SDKs send for agents.stream_items() up to its last item (a bytes value, encoded differently).
 STREAM_ITEMS_WIRE = (
     'data: "hi"\n\ndata: "data: already-sse\\n\\n"\n\ndata: {"u": "漢字"}\n\ndata: null\n\n'
@@ -134,13 +140,7 @@ HTTP_CASES: tuple[Case, ...] = (
         ),
     ),
     # Return values and their encoding.
-    *(
-        case(f"result_{name}", "sync", kind(name))
-        for name in (
-            ("str", "none", "int", "float", "bool", "list", "tuple", "set")
-            + ("unicode", "pydantic", "dataclass", "nested", "opaque", "nan")
-        )
-    ),
+    *(case(f"result_{name}", "sync", kind(name)) for name in PLAIN_RESULTS),
     case(
         "result_bytes",
         "sync",
@@ -157,7 +157,7 @@ HTTP_CASES: tuple[Case, ...] = (
         kind("nested_bytes"),
         difference=Difference(
             why="bytes inside a JSON value become base64 text, not the repr of the whole result",
-            reference=(ok_json('"{\'blob\': b\'\\\\x00\\\\xff\'}"'),),
+            reference=(ok_json("\"{'blob': b'\\\\x00\\\\xff'}\""),),
             hangar=(ok_json('{"blob": "AP8="}'),),
         ),
     ),
@@ -181,7 +181,7 @@ HTTP_CASES: tuple[Case, ...] = (
                 Outcome(
                     500,
                     JSON,
-                    '{"error":"\'utf-8\' codec can\'t encode character \'\\\\ud800\' in position 7: '
+                    "{\"error\":\"'utf-8' codec can't encode character '\\\\ud800' in position 7: "
                     'surrogates not allowed"}',
                 ),
             ),
@@ -326,7 +326,7 @@ HTTP_CASES: tuple[Case, ...] = (
         post([1, 2]),
         difference=Difference(
             why="with debug=True a non-object payload still reaches the handler instead of failing with 500",
-            reference=(Outcome(500, JSON, '{"error":"\'list\' object has no attribute \'get\'"}'),),
+            reference=(Outcome(500, JSON, "{\"error\":\"'list' object has no attribute 'get'\"}"),),
             hangar=(ok_json('{"payload": [1, 2]}'),),
         ),
     ),

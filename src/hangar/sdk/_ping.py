@@ -8,6 +8,7 @@ otherwise the async-task registry.
 from __future__ import annotations
 
 import enum
+import inspect
 import logging
 import threading
 import time
@@ -53,6 +54,11 @@ class PingTracker:
             return None
         try:
             result = self.custom()
+            if result is None:  # "no opinion": fall through to the automatic status
+                return None
+            if inspect.iscoroutine(result):
+                result.close()  # /ping never awaits; say so instead of leaking an un-awaited coroutine
+                raise TypeError("the ping function must be synchronous")
             return result if isinstance(result, PingStatus) else PingStatus(result)
         except Exception as exc:  # a broken health function must not take /ping down
             self._logger.warning("Custom ping handler failed, using automatic status: %s: %s", type(exc).__name__, exc)
