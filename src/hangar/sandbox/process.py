@@ -27,6 +27,7 @@ from hangar.sandbox.state import (
 )
 from hangar.sandbox.supervised import (
     SUPERVISOR,
+    Channels,
     SupervisedSandbox,
     agent_environment,
     spawn,
@@ -111,16 +112,22 @@ class ProcessBackend(SandboxBackend):
             state.tmp.mkdir(mode=0o700)
             port = free_loopback_port()
             env = agent_environment(spec, port, str(state.home), str(state.tmp))
-            argv = supervisor_argv(spec, str(SUPERVISOR), str(state.agent_socket), str(state.control_socket), port)
-            proc = spawn(argv, env, spec.code_dir, state.log)
+            channels = Channels.open(state)
+            try:
+                argv = supervisor_argv(spec, str(SUPERVISOR), channels, port)
+                proc = spawn(argv, env, spec.code_dir, state.log, channels.child_fds())
+            finally:
+                channels.close_child_ends()
             state.write_record(backend=self.name, pid=proc.pid, start_time=process_start_time(proc.pid), port=port)
             sandbox = ProcessSandbox(spec, state, proc, self._live.discard)
             self._live.add(spec.sandbox_id)
             try:
-                await wait_ready(state, proc)
+                await wait_ready(state, proc, channels)
             except BaseException:
                 await sandbox.stop()
                 raise
+            finally:
+                channels.close()
         except BaseException:
             self._live.discard(spec.sandbox_id)
             state.remove()

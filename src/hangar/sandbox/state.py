@@ -34,7 +34,7 @@ class StateDir:
 
     @property
     def run(self) -> Path:
-        """Holds the supervisor's sockets; bound at ``/run/hangar`` inside a namespace sandbox."""
+        """Holds the supervisor's listening sockets: root-owned, never visible to or writable by the sandbox."""
         return self.path / "run"
 
     @property

@@ -11,9 +11,11 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from hangar.domain.errors import InternalError, RuntimeClientError
@@ -23,7 +25,7 @@ from hangar.sandbox.state import StateDir
 SUPERVISOR = Path(__file__).with_name("supervisor.py")
 FRAME_HEADER = 5
 READY_TIMEOUT_S = 30.0
-READY_POLL_S = 0.002
+LISTEN_BACKLOG = 128
 STOP_GRACE_S = 2.0
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 _KINDS = {b"o": "stdout", b"e": "stderr"}
@@ -44,19 +46,57 @@ def agent_environment(spec: SandboxSpec, port: int, home: str, tmp: str) -> dict
     return env
 
 
-def supervisor_argv(spec: SandboxSpec, supervisor: str, agent_socket: str, control_socket: str, port: int) -> list[str]:
+@dataclass
+class Channels:
+    """The host's ends of a supervisor: two listening sockets (bound by the host in a directory the sandbox cannot
+    write, passed down as fds) and a pipe on which the supervisor says it is ready."""
+
+    agent: socket.socket
+    control: socket.socket
+    ready_read: int
+    ready_write: int
+
+    @classmethod
+    def open(cls, state: StateDir) -> Channels:
+        listeners = []
+        for path in (state.agent_socket, state.control_socket):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(str(path))
+            sock.listen(LISTEN_BACKLOG)
+            listeners.append(sock)
+        ready_read, ready_write = os.pipe()
+        return cls(listeners[0], listeners[1], ready_read, ready_write)
+
+    def child_fds(self) -> tuple[int, int, int]:
+        return self.agent.fileno(), self.control.fileno(), self.ready_write
+
+    def close_child_ends(self) -> None:
+        """After the spawn only the supervisor holds the listeners; the host connects by path."""
+        self.agent.close()
+        self.control.close()
+        if self.ready_write >= 0:
+            os.close(self.ready_write)
+            self.ready_write = -1
+
+    def close(self) -> None:
+        self.close_child_ends()
+        if self.ready_read >= 0:
+            os.close(self.ready_read)
+            self.ready_read = -1
+
+
+def supervisor_argv(spec: SandboxSpec, supervisor: str, channels: Channels, port: int) -> list[str]:
+    agent_fd, control_fd, ready_fd = channels.child_fds()
     python = str(spec.env_dir / "bin" / "python")
     return [
         python,
         "-I",
         "-B",
         supervisor,
-        "--agent-socket",
-        agent_socket,
-        "--control-socket",
-        control_socket,
-        "--port",
-        str(port),
+        f"--agent-fd={agent_fd}",
+        f"--control-fd={control_fd}",
+        f"--ready-fd={ready_fd}",
+        f"--port={port}",
         "--",
         *spec.command,
     ]
@@ -79,18 +119,29 @@ def spawn(
         )
 
 
-async def wait_ready(state: StateDir, proc: subprocess.Popen[bytes], timeout: float = READY_TIMEOUT_S) -> None:
-    """Wait until the supervisor's control socket exists (both sockets then listen) or the launch failed."""
+async def wait_ready(
+    state: StateDir, proc: subprocess.Popen[bytes], channels: Channels, timeout: float = READY_TIMEOUT_S
+) -> None:
+    """Wait until the supervisor serves both sockets and started the agent, or the launch failed (bounded)."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not state.control_socket.exists():
-        if proc.poll() is not None:
-            raise InternalError(
-                f"sandbox {state.sandbox_id} exited during start ({proc.returncode}): {tail(state.log)}"
-            )
-        if loop.time() > deadline:
-            raise InternalError(f"sandbox {state.sandbox_id} did not start within {timeout:.0f}s: {tail(state.log)}")
-        await asyncio.sleep(READY_POLL_S)
+    said: asyncio.Future[bytes] = loop.create_future()
+
+    def readable() -> None:
+        if not said.done():
+            said.set_result(os.read(channels.ready_read, 1))
+
+    loop.add_reader(channels.ready_read, readable)
+    try:
+        ready = await asyncio.wait_for(said, timeout)
+    except TimeoutError:
+        raise InternalError(
+            f"sandbox {state.sandbox_id} did not start within {timeout:.0f}s: {tail(state.log)}"
+        ) from None
+    finally:
+        loop.remove_reader(channels.ready_read)
+    if ready != b"1":
+        await wait_exit(proc, 1.0)
+        raise InternalError(f"sandbox {state.sandbox_id} failed to start ({proc.returncode}): {tail(state.log)}")
 
 
 def tail(path: Path, limit: int = 2000) -> str:

@@ -1,15 +1,17 @@
 """In-sandbox supervisor: starts the agent, relays the gateway's Unix socket to the agent's TCP port, runs commands.
 
 It runs under the agent's own interpreter inside the sandbox, so it imports the standard library only and nothing
-of hangar. Two listening Unix sockets:
+of hangar. The host creates two listening Unix sockets in a directory the sandbox cannot write (so the sandbox can
+never swap a socket for a symlink to somewhere else) and hands them over as inherited file descriptors:
 
-* ``--agent-socket``: every connection is spliced to ``127.0.0.1:PORT`` (the agent) byte for byte, with flow
+* ``--agent-fd``: every connection is spliced to ``127.0.0.1:PORT`` (the agent) byte for byte, with flow
   control and no buffering of whole messages.
-* ``--control-socket``: one request line ``{"command": str, "timeout": float}``; the answer is a stream of frames
+* ``--control-fd``: one request line ``{"command": str, "timeout": float}``; the answer is a stream of frames
   ``kind (1 byte: o, e, x) + length (4 bytes, big endian) + payload``. ``o``/``e`` carry stdout/stderr bytes, the
   final ``x`` carries ``{"exit_code": int | null, "timed_out": bool}``.
 
-The supervisor exits with the agent's exit status when the agent ends, and kills every command it started.
+Once both serve and the agent is started it writes one byte to ``--ready-fd``. The supervisor exits with the
+agent's exit status when the agent ends, and kills every command it started.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import struct
 import sys
 
@@ -192,21 +195,21 @@ async def _close(writer: asyncio.StreamWriter) -> None:
         await writer.wait_closed()
 
 
-def _unlink(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+def _listener(fd: int) -> socket.socket:
+    sock = socket.socket(fileno=fd)
+    sock.set_inheritable(False)  # neither the agent nor an exec'd command gets the listening sockets
+    return sock
 
 
-async def supervise(agent_socket: str, control_socket: str, port: int, argv: list[str]) -> int:
+async def supervise(agent_fd: int, control_fd: int, ready_fd: int, port: int, argv: list[str]) -> int:
     loop = asyncio.get_running_loop()
     relay = Relay(port)
     commands = Commands()
-    for path in (agent_socket, control_socket):
-        _unlink(path)
-    relay_server = await loop.create_unix_server(relay.protocol, agent_socket)
-    # The control socket appears last: its existence tells the host that both sockets are ready.
-    control_server = await asyncio.start_unix_server(commands.handle, control_socket, limit=EXEC_LINE_LIMIT)
+    relay_server = await loop.create_unix_server(relay.protocol, sock=_listener(agent_fd))
+    control_server = await asyncio.start_unix_server(commands.handle, sock=_listener(control_fd), limit=EXEC_LINE_LIMIT)
     agent = await asyncio.create_subprocess_exec(*argv)
+    os.write(ready_fd, b"1")
+    os.close(ready_fd)
     stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
@@ -231,15 +234,16 @@ async def supervise(agent_socket: str, control_socket: str, port: int, argv: lis
 
 def main(args: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--agent-socket", required=True)
-    parser.add_argument("--control-socket", required=True)
+    parser.add_argument("--agent-fd", type=int, required=True)
+    parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--ready-fd", type=int, required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("argv", nargs=argparse.REMAINDER)
     ns = parser.parse_args(args)
     argv = ns.argv[1:] if ns.argv[:1] == ["--"] else ns.argv
     if not argv:
         parser.error("the agent's argv follows --")
-    return asyncio.run(supervise(ns.agent_socket, ns.control_socket, ns.port, argv))
+    return asyncio.run(supervise(ns.agent_fd, ns.control_fd, ns.ready_fd, ns.port, argv))
 
 
 if __name__ == "__main__":

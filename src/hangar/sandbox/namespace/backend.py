@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from hangar.sandbox.base import SandboxBackend, SandboxSpec, SandboxStats
@@ -19,6 +21,7 @@ from hangar.sandbox.namespace.uids import UidLeases
 from hangar.sandbox.state import StateDir, create_state, list_states
 from hangar.sandbox.supervised import (
     SUPERVISOR,
+    Channels,
     SupervisedSandbox,
     agent_environment,
     spawn,
@@ -31,9 +34,20 @@ DEFAULT_LEASE_DIR = Path("/run/hangar/uids")
 
 
 class NamespaceSandbox(SupervisedSandbox):
-    uid: int
-    cgroup: Cgroup
-    leases: UidLeases
+    def __init__(
+        self,
+        spec: SandboxSpec,
+        state: StateDir,
+        proc: subprocess.Popen[bytes],
+        forget: Callable[[str], None],
+        uid: int,
+        cgroup: Cgroup,
+        leases: UidLeases,
+    ) -> None:
+        super().__init__(spec, state, proc, forget)
+        self.uid = uid  # the host uid the sandbox runs as
+        self.cgroup = cgroup
+        self.leases = leases
 
     async def stats(self) -> SandboxStats:
         return SandboxStats(
@@ -107,50 +121,51 @@ class NamespaceBackend(SandboxBackend):
             uid = self.leases.acquire(spec.sandbox_id)
             cgroup = self.cgroup(spec.sandbox_id)
             state.write_record(backend=self.name, tag=self.tag, uid=uid, cgroup=cgroup.name)
-            os.chown(state.run, uid, uid)
             rootfs.mount_writable(state, spec.limits.disk_bytes, uid)
-            etc = rootfs.write_etc(state)
             cgroup.create(spec.limits)
-            supervisor = self._supervisor()
-            env = agent_environment(spec, spec.agent_port, rootfs.HOME, "/tmp")
-            command = supervisor_argv(
-                spec,
-                rootfs.SUPERVISOR_PATH,
-                f"{rootfs.SOCKET_DIR}/{state.agent_socket.name}",
-                f"{rootfs.SOCKET_DIR}/{state.control_socket.name}",
-                spec.agent_port,
-            )
-            filter_fd = seccomp.program_fd(seccomp.compile_bpf())
+            channels = Channels.open(state)
             try:
-                argv = launch_argv(
-                    setpriv=self.setpriv,
-                    bwrap=self.bwrap,
-                    uid=uid,
-                    procs_files=cgroup.procs_files(),
-                    seccomp_fd=filter_fd,
-                    sandbox_uid=rootfs.SANDBOX_UID,
-                    hostname=rootfs.HOSTNAME,
-                    mounts=rootfs.bwrap_mounts(state, etc, spec.code_dir, spec.env_dir, supervisor),
-                    environment=env,
-                    chdir=str(spec.code_dir),
-                    command=command,
-                )
-                # The launcher itself runs with an empty environment: bwrap --clearenv sets the agent's.
-                proc = spawn(argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, Path("/"), state.log, (filter_fd,))
+                proc = self._launch(spec, state, uid, cgroup, channels)
+                sandbox = NamespaceSandbox(spec, state, proc, self._live.discard, uid, cgroup, self.leases)
+                try:
+                    await wait_ready(state, proc, channels)
+                except BaseException:
+                    await sandbox.stop()
+                    raise
             finally:
-                os.close(filter_fd)
-            sandbox = NamespaceSandbox(spec, state, proc, self._live.discard)
-            sandbox.uid, sandbox.cgroup, sandbox.leases = uid, cgroup, self.leases
-            try:
-                await wait_ready(state, proc)
-            except BaseException:
-                await sandbox.stop()
-                raise
+                channels.close()
             return sandbox
         except BaseException:
             self._live.discard(spec.sandbox_id)
             await _remove(state, cgroup, self.leases, uid)
             raise
+
+    def _launch(
+        self, spec: SandboxSpec, state: StateDir, uid: int, cgroup: Cgroup, channels: Channels
+    ) -> subprocess.Popen[bytes]:
+        etc = rootfs.write_etc(state)
+        env = agent_environment(spec, spec.agent_port, rootfs.HOME, "/tmp")
+        filter_fd = seccomp.program_fd(seccomp.compile_bpf())
+        try:
+            argv = launch_argv(
+                setpriv=self.setpriv,
+                bwrap=self.bwrap,
+                uid=uid,
+                procs_files=cgroup.procs_files(),
+                seccomp_fd=filter_fd,
+                sandbox_uid=rootfs.SANDBOX_UID,
+                hostname=rootfs.HOSTNAME,
+                mounts=rootfs.bwrap_mounts(state, etc, spec.code_dir, spec.env_dir, self._supervisor()),
+                environment=env,
+                chdir=str(spec.code_dir),
+                command=supervisor_argv(spec, rootfs.SUPERVISOR_PATH, channels, spec.agent_port),
+            )
+            # The launcher gets a bare PATH only: bwrap --clearenv then sets the agent's environment.
+            fds = (filter_fd, *channels.child_fds())
+            return spawn(argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, Path("/"), state.log, fds)
+        finally:
+            os.close(filter_fd)
+            channels.close_child_ends()
 
     async def cleanup_orphans(self) -> int:
         """Remove every sandbox of this installation (tag) that this backend object did not start."""

@@ -13,7 +13,6 @@ from pathlib import Path
 from hangar.sandbox.state import StateDir
 
 HOME = "/home/agent"
-SOCKET_DIR = "/run/hangar"
 SUPERVISOR_PATH = "/opt/hangar/supervisor.py"
 SANDBOX_UID = 1000  # the agent's uid as seen inside; the host sees the leased uid
 HOSTNAME = "sandbox"
@@ -98,7 +97,8 @@ def system_mounts() -> list[str]:
 
 def bwrap_mounts(state: StateDir, etc: Path, code_dir: Path, env_dir: Path, supervisor: Path) -> list[str]:
     """The bind list, in order: system, /etc, writable home and /tmp, then env and code (which may live under /tmp on
-    the host), the supervisor and its socket dir, and finally the root itself made read-only."""
+    the host), the supervisor, and finally the root itself made read-only. The sockets are not in it: the
+    supervisor inherits them as fds."""
     args = system_mounts()
     args += ["--proc", "/proc", "--dev", "/dev", "--dir", "/etc"]
     for name in sorted(p.name for p in etc.iterdir()):
@@ -107,6 +107,6 @@ def bwrap_mounts(state: StateDir, etc: Path, code_dir: Path, env_dir: Path, supe
         args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
     args += ["--bind", str(state.home), HOME, "--bind", str(state.tmp), "/tmp"]
     args += ["--ro-bind", str(env_dir), str(env_dir), "--ro-bind", str(code_dir), str(code_dir)]
-    args += ["--ro-bind", str(supervisor), SUPERVISOR_PATH, "--bind", str(state.run), SOCKET_DIR]
+    args += ["--ro-bind", str(supervisor), SUPERVISOR_PATH]
     args += ["--remount-ro", "/"]
     return args

@@ -65,11 +65,12 @@ def policy_path(arch: str) -> Path:
     return PROFILES / f"seccomp-{arch}.json"
 
 
-def load_policy(arch: str) -> list[Rule]:
+def load_policy(arch: str, path: Path | None = None) -> list[Rule]:
     """Parse and lint one policy file: known actions, errnos and flags, no syscall listed twice."""
-    doc = json.loads(policy_path(arch).read_text())
+    path = path or policy_path(arch)
+    doc = json.loads(path.read_text())
     if doc.get("arch") != arch or doc.get("default_action") != "allow":
-        raise PolicyError(f"{policy_path(arch).name}: arch must be {arch!r} and default_action 'allow'")
+        raise PolicyError(f"{path.name}: arch must be {arch!r} and default_action 'allow'")
     rules: list[Rule] = []
     seen: set[str] = set()
     for entry in doc["rules"]:
