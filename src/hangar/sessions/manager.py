@@ -124,8 +124,11 @@ class SessionManager:
         )
         try:
             sandbox = await self.backend.start(spec)
-        except HangarError:
-            raise
+        except HangarError as exc:
+            if exc.status < 500:
+                raise
+            # The agent could not be launched: the caller's 424, never a 500 that boto3 would retry.
+            raise RuntimeClientError(f"The session's sandbox could not start: {exc.message}") from exc
         except Exception as exc:
             log.exception("sandbox start failed for session %s of %s", key.session_id, key.runtime_id)
             raise RuntimeClientError(f"Could not start a sandbox for this session: {exc}") from exc

@@ -1,0 +1,40 @@
+"""Data-plane e2e fixtures: one real ``hangar serve`` per module with test agents in its artifact store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.dataplane.support import seed, world_readable_dir
+from tests.support.server import HangarServer
+
+AGENTS = ("echo", "streaming", "async_task", "websocket_echo", "testbed", "rawecho", "garbage", "realsdk")
+# Lifecycle settings are seconds with a 60 s minimum on the wire; the server runs them 50x faster.
+TIME_SCALE = "0.02"
+BACKEND = "process"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[HangarServer]:
+    with world_readable_dir("hangar-dataplane-") as root:
+        data_dir = root / "data"
+        seed(data_dir, *AGENTS)
+        hangar = HangarServer(
+            data_dir=data_dir, env={"HANGAR_SESSION_TIME_SCALE": TIME_SCALE, "HANGAR_SANDBOX_BACKEND": BACKEND}
+        ).start()
+        try:
+            yield hangar
+        finally:
+            hangar.stop()
+
+
+@pytest.fixture(scope="module")
+def control(server: HangarServer) -> Any:
+    return server.boto3_client("bedrock-agentcore-control")
+
+
+@pytest.fixture(scope="module")
+def data(server: HangarServer) -> Any:
+    return server.boto3_client("bedrock-agentcore")
