@@ -17,6 +17,8 @@ import logging
 import threading
 import time
 import uuid
+import zipfile
+import zlib
 from pathlib import Path
 
 from hangar.artifacts.api import BuildError, CodeArtifact
@@ -62,16 +64,20 @@ class ArtifactBuilder:
             location = self.store.locate(artifact.bucket, artifact.prefix, artifact.version_id)
         except StoreError as exc:
             raise BuildError(f"artifact s3://{artifact.bucket}/{artifact.prefix}: {exc.message}") from None
-        with open_source(location) as source:
-            prints = fingerprint(source, interpreter, sdk_fingerprint())
-            code_files = {entry.name for entry in source.entries if entry.kind in ("file", "link")}
-            check_entry_point(artifact.entry_point, code_files, None)  # fail before spending minutes on uv
-            final_dir = self.versions_dir / prints.content_hash
-            with self._lock_for(prints.content_hash):
-                if final_dir.is_dir():
-                    log.info("version %s CACHED (%s)", prints.content_hash[:12], location.uri)
-                else:
-                    self._build(source, prints, interpreter, final_dir)
+        try:
+            with open_source(location) as source:
+                prints = fingerprint(source, interpreter, sdk_fingerprint())
+                code_files = {entry.name for entry in source.entries if entry.kind in ("file", "link")}
+                check_entry_point(artifact.entry_point, code_files, None)  # fail before spending minutes on uv
+                final_dir = self.versions_dir / prints.content_hash
+                with self._lock_for(prints.content_hash):
+                    if final_dir.is_dir():
+                        log.info("version %s CACHED (%s)", prints.content_hash[:12], location.uri)
+                    else:
+                        self._build(source, prints, interpreter, final_dir)
+        except (OSError, zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+            # A corrupt member (bad CRC, unknown compression), a full disk: a reason, not an internal error.
+            raise BuildError(f"{location.uri}: cannot be unpacked or built ({type(exc).__name__}: {exc})") from None
         env_dir = final_dir / "env"
         check_entry_point(artifact.entry_point, code_files, env_dir)
         log.info("prepared %s as %s in %.2fs", location.uri, prints.content_hash[:12], time.monotonic() - started)

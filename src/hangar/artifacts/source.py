@@ -108,7 +108,7 @@ def _scan_zip(uri: str, archive: zipfile.ZipFile) -> ZipSource:
             entries.append(Entry(name, "link", 0, target=_check_link(uri, name, target)))
             by_name[name] = info
             continue
-        if mode and not stat.S_ISREG(mode):
+        if stat.S_IFMT(mode) and not stat.S_ISREG(mode):  # zips often carry permission bits without a type
             raise BuildError(f"{uri}: {name} is not a regular file, folder or link")
         if info.file_size > limits.RATIO_CHECK_MIN_BYTES and (
             info.file_size > limits.MAX_COMPRESSION_RATIO * max(info.compress_size, 1)
