@@ -1,4 +1,4 @@
-"""Data-plane e2e fixtures: one real ``hangar serve`` per module with test agents in its artifact store."""
+"""Data-plane e2e fixtures: one real ``hangar serve`` for the package with test agents in its artifact store."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ TIME_SCALE = "0.02"
 BACKEND = "process"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def server() -> Iterator[HangarServer]:
     with world_readable_dir("hangar-dataplane-") as root:
         data_dir = root / "data"
@@ -30,11 +30,11 @@ def server() -> Iterator[HangarServer]:
             hangar.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def control(server: HangarServer) -> Any:
     return server.boto3_client("bedrock-agentcore-control")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def data(server: HangarServer) -> Any:
     return server.boto3_client("bedrock-agentcore")
