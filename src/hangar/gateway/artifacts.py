@@ -205,6 +205,7 @@ async def _receive(request: Request, upload, length: int) -> dict[str, str]:  # 
             sha256.update(chunk)
             crc32 = zlib.crc32(chunk, crc32)
             out.write(chunk)
+    request.state.body_read = True
     if size != length:
         raise StoreError("IncompleteBody", "You did not provide the number of bytes specified by Content-Length.", 400)
     declared = request.headers.get("x-amz-content-sha256", UNSIGNED_PAYLOAD)
@@ -352,6 +353,9 @@ def _error(request: Request, exc: HangarError, resource: str) -> Response:
     code = _AUTH_CODES.get(exc.code, exc.code)
     request_id = getattr(request.state, "request_id", "")
     headers = {"x-amz-request-id": request_id}
+    if request.headers.get("content-length", "0") != "0" and not getattr(request.state, "body_read", False):
+        # The client may still be holding the body back (Expect: 100-continue); this connection cannot be reused.
+        headers["Connection"] = "close"
     if request.method == "HEAD":  # S3 sends HEAD errors without a body; botocore reads the status alone
         return Response(status_code=exc.status, headers=headers)
     body = (
