@@ -7,6 +7,8 @@ outside its network namespace); on a developer's machine it stays on loopback.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 __all__ = ["SANDBOX_MARKER_ENV", "default_host", "serve"]
@@ -15,9 +17,10 @@ SANDBOX_MARKER_ENV = "HANGAR_SANDBOX"  # set (to "1") by Hangar in every sandbox
 _CONTAINER_MARKER_ENV = "DOCKER_CONTAINER"
 
 
-def default_host() -> str:
-    in_container = os.path.exists("/.dockerenv") or bool(os.environ.get(_CONTAINER_MARKER_ENV))
-    in_sandbox = os.environ.get(SANDBOX_MARKER_ENV, "") not in ("", "0")
+def default_host(environ: Mapping[str, str] = os.environ, dockerenv: Path = Path("/.dockerenv")) -> str:
+    """0.0.0.0 in a container (``/.dockerenv``, ``$DOCKER_CONTAINER``) or a Hangar sandbox, else 127.0.0.1."""
+    in_container = dockerenv.exists() or bool(environ.get(_CONTAINER_MARKER_ENV))
+    in_sandbox = environ.get(SANDBOX_MARKER_ENV, "") not in ("", "0")
     return "0.0.0.0" if in_container or in_sandbox else "127.0.0.1"
 
 
