@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from hangar.domain.arns import TAGGABLE_ARN
+from hangar.domain.errors import InternalError
 from hangar.domain.names import CLIENT_TOKEN, ENDPOINT_NAME, ENDPOINT_NAME_HINT, RUNTIME_ID, VERSION
 from hangar.domain.pagination import MAX_PAGE
 from hangar.domain.runtime import RuntimeSpec, check_runtime_name, parse_runtime_spec
@@ -20,6 +21,7 @@ from hangar.domain.tags import check_tag_keys, check_tags
 from hangar.domain.validation import Checker
 
 Query = dict[str, list[str]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,13 @@ def request_hash(command: Any) -> str:
 # -- parsers ---------------------------------------------------------------------------------------------------
 
 
+def _present(value: T | None) -> T:
+    """Once ``raise_if_any`` passed, every checked value is there; a None here is a bug in a parser."""
+    if value is None:
+        raise InternalError("a request passed validation without a required value")
+    return value
+
+
 def _one(query: Query, name: str) -> str | None:
     values = query.get(name)
     return values[-1] if values else None
@@ -171,9 +180,7 @@ def parse_create_runtime(body: dict[str, Any]) -> CreateRuntime:
     tags = check_tags(check, body.get("tags")) or {}
     token = _client_token(check, body.get("clientToken"))
     check.raise_if_any()
-    if name is None or spec is None:
-        raise AssertionError("a checker without problems returned no value")  # pragma: no cover
-    return CreateRuntime(name=name, spec=spec, tags=tags, client_token=token)
+    return CreateRuntime(name=_present(name), spec=_present(spec), tags=tags, client_token=token)
 
 
 def parse_update_runtime(runtime_id: str, body: dict[str, Any]) -> UpdateRuntime:
@@ -182,9 +189,7 @@ def parse_update_runtime(runtime_id: str, body: dict[str, Any]) -> UpdateRuntime
     spec = parse_runtime_spec(body, check)
     token = _client_token(check, body.get("clientToken"))
     check.raise_if_any()
-    if spec is None:
-        raise AssertionError("a checker without problems returned no value")  # pragma: no cover
-    return UpdateRuntime(runtime_id=runtime_id, spec=spec, client_token=token)
+    return UpdateRuntime(runtime_id=runtime_id, spec=_present(spec), client_token=token)
 
 
 def parse_delete_runtime(runtime_id: str, query: Query) -> DeleteRuntime:
