@@ -332,12 +332,22 @@ HTTP_CASES: tuple[Case, ...] = (
     ),
 )
 
-# WebSocket scripts: messages to send (text, or bytes), then what is received until the socket closes.
-WS_CASES: tuple[tuple[str, str, tuple[str | bytes, ...], tuple[tuple[str, str], ...]], ...] = (
-    ("ws_echo_text_and_bytes", "sync", ("hello", "é漢字", b"\x00\x01", "close:1000"), ()),
-    ("ws_custom_close_code", "sync", ("close:4001",), ()),
-    ("ws_handler_raises", "sync", ("first", "raise"), ()),
-    ("ws_session_and_headers", "sync", ("session", "close:1000"), FORWARDING_HEADERS[:5]),
-    ("ws_client_closes", "sync", ("one",), ()),
-    ("ws_no_handler", "bare", ("hello",), ()),
+
+@dataclass(frozen=True)
+class WsCase:
+    """A WebSocket script: messages to send (text or bytes); the transcript of what comes back is compared."""
+
+    name: str
+    flavour: str
+    messages: tuple[str | bytes, ...]
+    headers: tuple[tuple[str, str | bytes], ...] = ()
+
+
+WS_CASES: tuple[WsCase, ...] = (
+    WsCase("ws_echo_text_and_bytes", "sync", ("hello", "é漢字", b"\x00\x01", "close:1000")),
+    WsCase("ws_custom_close_code", "sync", ("close:4001",)),
+    WsCase("ws_handler_raises", "sync", ("first", "raise")),
+    WsCase("ws_session_and_headers", "sync", ("session", "close:1000"), FORWARDING_HEADERS[:5]),
+    WsCase("ws_client_closes", "sync", ("one",)),
+    WsCase("ws_no_handler", "bare", ("hello",)),
 )

@@ -89,7 +89,7 @@ def test_ping_answers_while_the_handler_blocks(implementation: str, asynchronous
                 events.append("invocation still pending")
             with connect(server.ws_url, open_timeout=WAIT) as lever:
                 lever.send("release")
-                events.append(f"lever: {lever.recv(timeout=WAIT)}")
+                events.append(f"lever: {lever.recv(timeout=WAIT)!r}")
             response = invocation.result(timeout=WAIT)
             events.append(f"invocation answered {response.status_code} {response.text}")
         assert poll_ping(server.url, "Healthy")
@@ -98,7 +98,7 @@ def test_ping_answers_while_the_handler_blocks(implementation: str, asynchronous
     assert events == [
         "ping answered while blocked",
         "invocation still pending",
-        "lever: released",
+        "lever: 'released'",
         'invocation answered 200 {"released": true}',
     ]
 

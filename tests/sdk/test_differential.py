@@ -15,7 +15,7 @@ from bedrock_agentcore.runtime import BedrockAgentCoreApp as ReferenceApp
 
 from hangar.sdk import AgentApp
 from tests.sdk.agents import FLAVOURS, build_agent
-from tests.sdk.corpus import HTTP_CASES, WS_CASES, Case
+from tests.sdk.corpus import HTTP_CASES, WS_CASES, Case, WsCase
 from tests.sdk.servers import ThreadServer
 from tests.sdk.wire import run_case, run_ws_script
 
@@ -48,14 +48,10 @@ def test_http_case(servers: dict[tuple[str, str], ThreadServer], case: Case) -> 
         assert hangar != reference
 
 
-@pytest.mark.parametrize("script", WS_CASES, ids=lambda script: script[0])
-def test_websocket_case(
-    servers: dict[tuple[str, str], ThreadServer],
-    script: tuple[str, str, tuple[str | bytes, ...], tuple[tuple[str, str | bytes], ...]],
-) -> None:
-    _, flavour, messages, headers = script
-    reference = run_ws_script(servers["reference", flavour].ws_url, messages, headers)
-    hangar = run_ws_script(servers["hangar", flavour].ws_url, messages, headers)
+@pytest.mark.parametrize("script", WS_CASES, ids=lambda script: script.name)
+def test_websocket_case(servers: dict[tuple[str, str], ThreadServer], script: WsCase) -> None:
+    reference = run_ws_script(servers["reference", script.flavour].ws_url, script.messages, script.headers)
+    hangar = run_ws_script(servers["hangar", script.flavour].ws_url, script.messages, script.headers)
     assert hangar == reference
     assert hangar, "a WebSocket script must observe something"
 

@@ -31,7 +31,10 @@ def normalise(text: str) -> str:
 
 
 def send(client: httpx.Client, base_url: str, req: Req) -> Outcome:
-    response = client.request(req.method, base_url + req.path, content=req.body, headers=list(req.headers))
+    headers = [
+        (name.encode(), value if isinstance(value, bytes) else value.encode("latin-1")) for name, value in req.headers
+    ]
+    response = client.request(req.method, base_url + req.path, content=req.body, headers=headers)
     body = response.content.decode("utf-8", "backslashreplace")
     return Outcome(response.status_code, response.headers.get("content-type"), normalise(body))
 

@@ -54,7 +54,7 @@ class AgentApp(Starlette):
         middleware: Sequence[Middleware] | None = None,
     ) -> None:
         self.handlers: dict[str, Callable[..., Any]] = {}
-        self._passes_context: dict[str, bool] = {}
+        self._registered: tuple[Callable[..., Any], bool] | None = None  # the decorated handler and its context rule
         self._websocket_handler: Callable[[WebSocket, RequestContext], Awaitable[None]] | None = None
         self.logger = app_logger(debug)
         self._tasks = AsyncTaskRegistry(self.logger)
@@ -92,7 +92,7 @@ class AgentApp(Starlette):
 
     def _register(self, func: Callable[..., Any], passes_context: bool) -> None:
         self.handlers[ENTRYPOINT] = func
-        self._passes_context[ENTRYPOINT] = passes_context
+        self._registered = (func, passes_context)
         with contextlib.suppress(AttributeError, TypeError):  # builtins and some callables refuse attributes
             func.run = lambda port=8080, host=None: self.run(port, host)  # type: ignore[attr-defined]
 
@@ -174,7 +174,7 @@ class AgentApp(Starlette):
             if handler is None:
                 self.logger.error("No entrypoint defined")
                 return JSONResponse({"error": "No entrypoint defined"}, status_code=500)
-            args = (payload, context) if self._passes_context[ENTRYPOINT] else (payload,)
+            args = (payload, context) if self._passes_context(handler) else (payload,)
             snapshot = contextvars.copy_context()
             result = await call_handler(handler, args, snapshot, self._worker)
             return await render_result(result, snapshot, self._worker)
@@ -184,6 +184,12 @@ class AgentApp(Starlette):
         except Exception as exc:
             self.logger.exception("Invocation failed")
             return JSONResponse({"error": str(exc)}, status_code=500)
+
+    def _passes_context(self, handler: Callable[..., Any]) -> bool:
+        """The rule of the decorator that registered ``handler``; the entrypoint rule if set through ``handlers``."""
+        if self._registered is not None and self._registered[0] is handler:
+            return self._registered[1]
+        return names_context_second(handler)
 
     async def _handle_ping(self, request: Request) -> Response:
         try:

@@ -9,7 +9,7 @@ error event; the status line has long been sent by then.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Generator
+from collections.abc import AsyncGenerator, Generator
 from contextvars import Context
 from typing import Any
 
@@ -54,7 +54,7 @@ class EventStreamResponse(Response):
         scope.cancel()
 
 
-async def sync_generator_events(generator: Generator[Any, Any, Any], context: Context) -> AsyncIterator[bytes]:
+async def sync_generator_events(generator: Generator[Any, Any, Any], context: Context) -> AsyncGenerator[bytes, None]:
     """SSE frames from a sync generator, each step run in the thread pool inside the request's context."""
 
     def step() -> bytes | None:
@@ -85,7 +85,7 @@ async def sync_generator_events(generator: Generator[Any, Any, Any], context: Co
 
 async def async_generator_events(
     generator: AsyncGenerator[Any, Any], context: Context, worker: WorkerLoop
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """SSE frames from an async generator, each step run on the worker loop inside the request's context."""
 
     async def step() -> bytes | None:
