@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from tests.control.support import seed_echo
+from tests.support.postgres import postgres  # noqa: F401 - the session fixture
 from tests.support.server import HangarServer
 
 

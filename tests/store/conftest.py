@@ -9,17 +9,7 @@ import pytest
 from sqlalchemy import Engine
 
 from hangar.store.engine import create_store_engine
-from tests.support.postgres import PostgresCluster, unavailable_reason
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresCluster]:
-    reason = unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    cluster = PostgresCluster.start()
-    yield cluster
-    cluster.stop()
+from tests.support.postgres import postgres  # noqa: F401 - the session fixture
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
