@@ -51,10 +51,13 @@ def _code_file(name: str, code_files: set[str]) -> None:
 
 
 def compile_bytecode(env_dir: Path, code_dir: Path, log: Path) -> None:
-    """Sandboxes cannot write next to read-only sources, so compile now or pay for it at every start."""
+    """Sandboxes cannot write next to read-only sources, so compile now or pay for it at every start.
+
+    uv compiled what it installed; this covers the copied SDK and the agent's own code."""
+    sdk_dirs = list((env_dir / "lib").glob("python3.*/site-packages/hangar"))
     with log.open("a") as out:
         subprocess.run(
-            [str(env_dir / "bin" / "python"), "-m", "compileall", "-q", "-j", "0", str(env_dir / "lib"), str(code_dir)],
+            [str(env_dir / "bin" / "python"), "-m", "compileall", "-q", "-j", "0", *map(str, sdk_dirs), str(code_dir)],
             stdout=out,
             stderr=subprocess.STDOUT,
             timeout=COMPILE_TIMEOUT_S,
