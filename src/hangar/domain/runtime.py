@@ -48,7 +48,8 @@ LIFECYCLE_MAX_CAPACITY_PROVIDER_S = 1209600
 S3_BUCKET = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
 # Any OCI image reference (registry[:port]/repo[:tag][@digest]); AgentCore itself only accepts ECR.
 OCI_REFERENCE = (
-    r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]{1,5})?/)?"
+    # registry: has a dot, a port, or is localhost (else the first part belongs to the repository, as in Docker)
+    r"(?:(?:localhost|[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)+)(?::[0-9]{1,5})?/|[a-zA-Z0-9-]+:[0-9]{1,5}/)?"
     r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[+._-][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
 )
