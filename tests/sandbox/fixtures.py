@@ -82,14 +82,19 @@ class AgentFiles:
         )
 
 
-@pytest.fixture(scope="session")
-def agent_files() -> Iterator[AgentFiles]:
+def prepared_agent_files() -> Iterator[AgentFiles]:
+    """The env (cached per machine) and a fresh code dir holding tests/sandbox/agent_app.py as main.py."""
     env = build_agent_env()
     code = world_readable_dir("hangar-test-code-")
     shutil.copy(HERE / "agent_app.py", code / "main.py")
     (code / "main.py").chmod(0o644)
     yield AgentFiles(env_dir=env, code_dir=code)
     shutil.rmtree(code, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def agent_files() -> Iterator[AgentFiles]:
+    yield from prepared_agent_files()
 
 
 @pytest.fixture

@@ -1,0 +1,378 @@
+"""An agent turned attacker, against the namespace backend: every move is contained, the evidence is asserted,
+and a neighbour sandbox started beside it keeps working and keeps its files.
+
+The agent is the real one (tests/sandbox/agent_app.py under uvicorn); the attacks run through ``exec``, i.e. as
+the sandbox's own uid inside its namespaces, cgroup and seccomp filter, exactly like code the agent would run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.server
+import shlex
+import shutil
+import socket
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from hangar.sandbox.base import Limits
+from hangar.sandbox.selection import namespace_unsupported_reason
+from tests.sandbox.fixtures import (
+    AgentFiles,
+    make_backend,
+    prepared_agent_files,
+    processes_with_env,
+    run_exec,
+    started,
+    wait_ping,
+    world_readable_dir,
+)
+
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.skipif(namespace_unsupported_reason() is not None, reason=str(namespace_unsupported_reason())),
+]
+SMALL = Limits(memory_bytes=160 << 20, cpus=0.5, pids=48, disk_bytes=8 << 20)
+SECRET = "neighbour-s3cret"
+
+if namespace_unsupported_reason() is None:
+    from hangar.sandbox.namespace.backend import NamespaceBackend, NamespaceSandbox
+    from hangar.sandbox.namespace.seccomp import machine_arch, resolve
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def files() -> Iterator[AgentFiles]:
+    yield from prepared_agent_files()
+
+
+@pytest.fixture
+def backend() -> Iterator[NamespaceBackend]:
+    root = world_readable_dir("hangar-attack-")
+    backend = make_backend("namespace", root)
+    assert isinstance(backend, NamespaceBackend)
+    yield backend
+    asyncio.run(make_backend("namespace", root).cleanup_orphans())
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@asynccontextmanager
+async def pair(
+    backend: NamespaceBackend, files: AgentFiles, limits: Limits = SMALL
+) -> AsyncIterator[tuple[NamespaceSandbox, NamespaceSandbox]]:
+    """An attacker and a neighbour (whose agent listens on 8000 and who keeps a secret in $HOME and /tmp)."""
+    async with (
+        started(backend, files.spec(limits=limits)) as attacker,
+        started(backend, files.spec(port=8000)) as neighbour,
+    ):
+        assert isinstance(attacker, NamespaceSandbox) and isinstance(neighbour, NamespaceSandbox)
+        out, _, code, _ = await run_exec(neighbour, f'echo {SECRET} | tee "$HOME/secret" /tmp/secret')
+        assert (out.decode().strip(), code) == (SECRET, 0)
+        await wait_ping(attacker)
+        yield attacker, neighbour
+        await assert_neighbour_fine(neighbour)
+
+
+async def assert_neighbour_fine(neighbour: NamespaceSandbox) -> None:
+    assert (await wait_ping(neighbour, timeout=10)).status_code == 200
+    assert (neighbour.state.home / "secret").read_text().strip() == SECRET
+    assert (neighbour.state.tmp / "secret").read_text().strip() == SECRET
+
+
+async def sh(sandbox: NamespaceSandbox, command: str, timeout: float = 20.0) -> tuple[str, str, int | None, bool]:
+    out, err, code, timed_out = await run_exec(sandbox, command, timeout)
+    return out.decode(errors="replace"), err.decode(errors="replace"), code, timed_out
+
+
+def py(files: AgentFiles, source: str) -> str:
+    return f"{files.env_dir}/bin/python -c {shlex.quote(source)}"
+
+
+async def test_cannot_read_a_neighbours_or_the_hosts_files(backend: NamespaceBackend, files: AgentFiles) -> None:
+    async with pair(backend, files) as (attacker, neighbour):
+        targets = [
+            neighbour.state.home / "secret",
+            neighbour.state.tmp / "secret",
+            backend.state_root,
+            Path("/etc/shadow"),
+            Path("/root"),
+            Path("/proc/1/root/etc/shadow"),
+        ]
+        for target in targets:
+            out, err, code, _ = await sh(attacker, f"cat {target} || ls {target}")
+            assert code != 0 and SECRET not in out
+            assert "No such file or directory" in err or "Permission denied" in err, (target, err)
+        out, _, _, _ = await sh(attacker, "ls -A /")
+        assert set(out.split()) == {"bin", "dev", "etc", "home", "lib", "lib64", "opt", "proc", "sbin", "tmp", "usr"}
+        out, _, _, _ = await sh(attacker, "ls -A /home; id -u")
+        assert out.split() == ["agent", "1000"]
+        # On the host: each sandbox has its own uid, and its writable dirs are private to it.
+        assert attacker.uid != neighbour.uid
+        home = neighbour.state.home.stat()
+        assert (home.st_uid, home.st_mode & 0o777) == (neighbour.uid, 0o700)
+        run = neighbour.state.run.stat()
+        assert (run.st_uid, run.st_mode & 0o777) == (0, 0o700)  # the socket dir belongs to the host alone
+
+
+async def test_cannot_see_signal_or_trace_a_neighbours_processes(backend: NamespaceBackend, files: AgentFiles) -> None:
+    async with pair(backend, files) as (attacker, neighbour):
+        host_pids = neighbour.cgroup.pids()
+        assert host_pids
+        out, _, _, _ = await sh(attacker, "ls /proc | grep -E '^[0-9]+$'")
+        visible = {int(p) for p in out.split()}
+        assert not visible & set(host_pids)
+        assert len(visible) < 10  # bwrap's init, supervisor, agent, this shell and its children only
+        out, err, _, _ = await sh(attacker, " ; ".join(f"kill -9 {p}" for p in host_pids))
+        assert err.count("No such process") == len(host_pids)
+        nrs = {name: resolve(machine_arch(), name) for name in ("ptrace", "process_vm_readv", "pidfd_open")}
+        probe = f"""
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+for name, nr in {nrs!r}.items():
+    if name == "ptrace":
+        rc = libc.syscall(nr, 16, 1, 0, 0)  # PTRACE_ATTACH to this namespace's pid 1
+    elif name == "process_vm_readv":
+        rc = libc.syscall(nr, 1, 0, 0, 0, 0, 0)
+    else:
+        rc = libc.syscall(nr, {host_pids[0]}, 0)  # a neighbour's host pid
+    print(name, rc, ctypes.get_errno())
+"""
+        out, _, code, _ = await sh(attacker, py(files, probe))
+        assert code == 0
+        results = {line.split()[0]: (int(line.split()[1]), int(line.split()[2])) for line in out.splitlines()}
+        assert results["ptrace"] == (-1, 1)  # EPERM from seccomp
+        assert results["process_vm_readv"] == (-1, 1)
+        assert results["pidfd_open"][0] == -1  # ESRCH: that pid does not exist in this namespace
+        # The host sees the attacker's processes under the attacker's own leased uid.
+        for pid in attacker.cgroup.pids():
+            with contextlib.suppress(FileNotFoundError):
+                uid_line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("Uid:"))
+                assert int(uid_line.split()[1]) in (attacker.uid, 0)  # 0: the launcher shell before setpriv
+        # Killing "everything" kills only the attacker's own sandbox.
+        with contextlib.suppress(Exception):
+            await sh(attacker, "kill -KILL -1", timeout=5)
+
+
+class _CountingHandler(http.server.BaseHTTPRequestHandler):
+    hits: list[str] = []
+
+    def do_GET(self) -> None:
+        self.hits.append(self.path)
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+@pytest.fixture
+def host_servers() -> Iterator[dict[str, int]]:
+    """Real HTTP servers on the host: one on loopback (like Hangar's own port) and one on every address."""
+    servers = [http.server.ThreadingHTTPServer((host, 0), _CountingHandler) for host in ("127.0.0.1", "0.0.0.0")]
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
+    for thread in threads:
+        thread.start()
+    _CountingHandler.hits = []
+    yield {"loopback": servers[0].server_address[1], "any": servers[1].server_address[1]}
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _host_address() -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))  # no packet is sent: UDP connect only picks the source address
+        return str(probe.getsockname()[0])
+
+
+async def test_cannot_reach_the_host_the_gateway_or_a_neighbour(
+    backend: NamespaceBackend, files: AgentFiles, host_servers: dict[str, int]
+) -> None:
+    abstract = f"\0hangar-attack-{uuid.uuid4().hex}"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(abstract)
+    listener.listen()
+    host_ip = _host_address()
+    targets = [
+        ("127.0.0.1", host_servers["loopback"]),
+        ("127.0.0.1", host_servers["any"]),
+        (host_ip, host_servers["any"]),
+        (host_ip, host_servers["loopback"]),
+        ("127.0.0.1", 8000),  # the neighbour's agent port
+        ("10.255.255.53", 53),  # the host's resolver
+    ]
+    probe = f"""
+import socket
+for host, port in {targets!r}:
+    s = socket.socket()
+    s.settimeout(3)
+    try:
+        s.connect((host, port))
+        print(host, port, "CONNECTED")
+    except OSError as exc:
+        print(host, port, type(exc).__name__, exc.errno)
+    s.close()
+u = socket.socket(socket.AF_UNIX)
+try:
+    u.connect({abstract!r})
+    print("abstract CONNECTED")
+except OSError as exc:
+    print("abstract", type(exc).__name__, exc.errno)
+"""
+    try:
+        async with pair(backend, files) as (attacker, _neighbour):
+            out, _, code, _ = await sh(attacker, py(files, probe))
+    finally:
+        listener.close()
+    assert code == 0
+    assert "CONNECTED" not in out
+    lines = out.splitlines()
+    for line in lines[:2] + lines[4:5]:  # loopback inside the sandbox is the sandbox's own: refused
+        assert "ConnectionRefusedError 111" in line, line
+    for line in lines[2:4] + lines[5:6]:  # no route out of a network-less namespace
+        assert "OSError 101" in line, line  # ENETUNREACH
+    assert "abstract ConnectionRefusedError 111" in lines[6]  # abstract sockets belong to the host's netns
+    assert _CountingHandler.hits == []
+
+
+async def test_cannot_mount_unshare_or_load_modules(backend: NamespaceBackend, files: AgentFiles) -> None:
+    names = ["mount", "unshare", "setns", "init_module", "finit_module", "bpf", "keyctl", "kexec_load", "reboot"]
+    nrs = {name: resolve(machine_arch(), name) for name in names}
+    probe = f"""
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+for name, nr in {nrs!r}.items():
+    args = {{"mount": (b"none", b"/tmp", b"tmpfs", 0, None), "unshare": (0x10000000,)}}.get(name, (0, 0, 0, 0))
+    ctypes.set_errno(0)
+    rc = libc.syscall(nr, *args)
+    print(name, rc, ctypes.get_errno())
+"""
+    async with pair(backend, files) as (attacker, _neighbour):
+        out, _, code, _ = await sh(attacker, py(files, probe))
+        assert code == 0
+        for line in out.splitlines():
+            assert line.split()[1:] == ["-1", "1"], line  # EPERM
+        out, err, code, _ = await sh(attacker, "unshare -U true; unshare -n true; unshare -m true")
+        assert code != 0 and err.count("unshare failed") == 3
+        out, _, _, _ = await sh(attacker, "grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status")
+        status = dict(line.split(":\t") for line in out.splitlines())
+        assert status == {"CapEff": "0000000000000000", "CapBnd": "0000000000000000", "NoNewPrivs": "1", "Seccomp": "2"}
+
+
+async def test_fork_bomb_stops_at_the_pids_limit(backend: NamespaceBackend, files: AgentFiles) -> None:
+    limits = Limits(memory_bytes=256 << 20, cpus=0.5, pids=32, disk_bytes=8 << 20)
+    bomb = """
+import os, time
+children = 0
+try:
+    while children < 1000:
+        if os.fork() == 0:
+            os.closerange(0, 3)  # the command's output ends when the parent exits
+            time.sleep(60)
+            os._exit(0)
+        children += 1
+except OSError as exc:
+    print(children, type(exc).__name__, exc.errno, flush=True)
+"""
+    async with pair(backend, files, limits) as (attacker, _neighbour):
+        out, _, _, timed_out = await sh(attacker, py(files, bomb), timeout=30)
+        assert not timed_out
+        forked, error, errno = out.split()
+        assert int(forked) < limits.pids and (error, errno) == ("BlockingIOError", "11")  # EAGAIN from pids.max
+        assert attacker.cgroup.pid_count() <= limits.pids
+
+
+async def test_memory_bomb_is_killed_inside_its_cgroup(backend: NamespaceBackend, files: AgentFiles) -> None:
+    limits = Limits(memory_bytes=128 << 20, cpus=0.5, pids=48, disk_bytes=8 << 20)
+    bomb = """
+hog = []
+for step in range(128):
+    hog.append(bytearray(8 << 20))
+    print(step, flush=True)
+print("survived")
+"""
+    async with pair(backend, files, limits) as (attacker, _neighbour):
+        before = attacker.cgroup.oom_kills()
+        out, _, code, _ = await sh(attacker, py(files, bomb), timeout=60)
+        assert "survived" not in out
+        assert code in (137, -9)  # SIGKILL from the memory cgroup's OOM killer
+        assert attacker.cgroup.oom_kills() > before
+        assert len(out.split()) * (8 << 20) <= limits.memory_bytes
+        assert attacker.alive()  # the biggest process died, not the sandbox
+
+
+async def test_filling_the_disk_stops_at_the_size_limit(backend: NamespaceBackend, files: AgentFiles) -> None:
+    async with pair(backend, files) as (attacker, _neighbour):
+        _, err, code, _ = await sh(attacker, 'dd if=/dev/zero of="$HOME/fill" bs=1M count=64')
+        assert code != 0 and "No space left on device" in err
+        assert (attacker.state.home / "fill").stat().st_size <= SMALL.disk_bytes
+        _, err, code, _ = await sh(attacker, "dd if=/dev/zero of=/tmp/more bs=1M count=4")
+        assert code != 0 and "No space left on device" in err  # home and /tmp share one budget
+        for target in ("/fill", "/usr/fill", f"{files.code_dir}/fill", f"{files.env_dir}/fill", "/etc/fill"):
+            _, err, code, _ = await sh(attacker, f"echo x > {target}")
+            assert code != 0 and "Read-only file system" in err, (target, err)
+
+
+async def test_cpu_hog_is_throttled_by_the_quota(backend: NamespaceBackend, files: AgentFiles) -> None:
+    limits = Limits(memory_bytes=256 << 20, cpus=0.2, pids=48, disk_bytes=8 << 20)
+    async with pair(backend, files, limits) as (attacker, _neighbour):
+        before = attacker.cgroup.cpu_throttled()
+        _, _, _, timed_out = await sh(attacker, py(files, "while True: pass"), timeout=1.5)
+        assert timed_out
+        assert attacker.cgroup.cpu_throttled() > before
+
+
+async def test_symlinks_do_not_reach_outside_the_tree(backend: NamespaceBackend, files: AgentFiles) -> None:
+    canary = world_readable_dir("hangar-canary-")
+    (canary / "keep").write_text("intact")
+    try:
+        async with pair(backend, files) as (attacker, neighbour):
+            plant = (
+                f'ln -s {canary} "$HOME/dir"; ln -s {canary}/keep "$HOME/file"; ln -s / "$HOME/root"; '
+                f'ln -s {neighbour.state.home} /tmp/nb; echo pwned > "$HOME/file"; echo pwned > /tmp/nb/secret; '
+                'echo pwned > "$HOME/root/etc/passwd"'
+            )
+            _, err, code, _ = await sh(attacker, plant)
+            assert code != 0
+            assert err.count("Directory nonexistent") == 2 and "Read-only file system" in err
+            await attacker.stop()  # the host deletes the tree: it must not follow the planted links
+        assert (canary / "keep").read_text() == "intact"
+        assert not attacker.state.path.exists()
+    finally:
+        shutil.rmtree(canary, ignore_errors=True)
+
+
+async def test_a_double_forked_daemon_dies_with_stop(backend: NamespaceBackend, files: AgentFiles) -> None:
+    marker = f"HANGAR_DAEMON_MARK={uuid.uuid4().hex}"
+    async with pair(backend, files) as (attacker, _neighbour):
+        double_fork = (
+            "import os, time\n"
+            "if os.fork() == 0:\n"
+            "    os.setsid()\n"
+            "    if os.fork() == 0:\n"
+            "        os.closerange(0, 3); time.sleep(3000)\n"
+            "    os._exit(0)\n"
+            "os.wait()\n"
+        )
+        quiet = "</dev/null >/dev/null 2>&1"
+        daemon = f"export {marker}; setsid -f sleep 3000 {quiet}; {py(files, double_fork)}; echo spawned"
+        out, _, code, timed_out = await sh(attacker, daemon)
+        assert (out, code, timed_out) == ("spawned\n", 0, False)
+        for _ in range(200):
+            if len(processes_with_env(marker)) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        assert len(processes_with_env(marker)) >= 2  # they left the command's group and outlived it
+        await attacker.stop()
+        assert processes_with_env(marker) == []
+        assert attacker.cgroup.pids() == []
