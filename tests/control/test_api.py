@@ -254,3 +254,11 @@ def test_endpoint_limits_and_conflicts(client: Any) -> None:
     assert response["Error"]["Code"] == "ResourceNotFoundException"
     response = _fails(client.create_agent_runtime_endpoint, agentRuntimeId=runtime_id, name="bad-name")
     assert response["Error"]["Code"] == "ValidationException"
+
+
+def test_the_last_version_cannot_be_deleted(client: Any) -> None:
+    runtime_id = _create(client)["agentRuntimeId"]
+    wait_settled(lambda: client.get_agent_runtime(agentRuntimeId=runtime_id))  # CREATE_FAILED, DEFAULT serves none
+    response = _fails(client.delete_agent_runtime, agentRuntimeId=runtime_id, agentRuntimeVersion="1")
+    assert response["Error"]["Code"] == "ConflictException"
+    assert client.get_agent_runtime(agentRuntimeId=runtime_id, agentRuntimeVersion="1")["status"] == "CREATE_FAILED"

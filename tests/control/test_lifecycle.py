@@ -207,8 +207,13 @@ def test_failed_builds_and_recovery(client: Any) -> None:
     assert default["status"] == "UPDATE_FAILED" and default["liveVersion"] == "2"
     versions = client.list_agent_runtime_versions(agentRuntimeId=runtime_id)["agentRuntimes"]
     assert [v["status"] for v in versions] == ["CREATE_FAILED", "READY", "UPDATE_FAILED"]
-    # a failed version no endpoint serves can be deleted
+    # a failed version no endpoint serves can be deleted; the runtime then shows version 2 and its status
     assert client.delete_agent_runtime(agentRuntimeId=runtime_id, agentRuntimeVersion="3")["status"] == "DELETING"
+    shown = _get(client, runtime_id)
+    assert (shown["agentRuntimeVersion"], shown["status"]) == ("2", "READY") and "failureReason" not in shown
+    # version numbers are never reused
+    again = client.update_agent_runtime(agentRuntimeId=runtime_id, agentRuntimeArtifact=code_artifact(), roleArn=ROLE)
+    assert again["agentRuntimeVersion"] == "4"
 
 
 def test_container_artifact_is_stored_and_fails_clearly(client: Any) -> None:

@@ -152,7 +152,25 @@ def _delete_version(conn: Connection, runtime: Runtime, number: int, now: Any) -
         )
     if version.status in IN_PROGRESS:
         raise ConflictError(f"Version {number} is {version.status.value}; retry once it settles")
+    newest = rows.newest_version(conn, runtime.runtime_id)
     rows.save_version(conn, _version_status(version, Status.DELETING, now))
+    remaining = rows.newest_version(conn, runtime.runtime_id)
+    if remaining is None:
+        raise ConflictError(f"Version {number} is the last version of {runtime.runtime_id}; delete the runtime instead")
+    if newest is not None and newest.number == number:
+        # the runtime now shows its next newest version, so it takes that version's status too
+        rows.save_runtime(
+            conn,
+            Runtime(
+                runtime.runtime_id,
+                runtime.name,
+                remaining.status,
+                runtime.latest_version,
+                runtime.created_at,
+                now,
+                remaining.failure_reason,
+            ),
+        )
     return {"status": Status.DELETING.value, "agentRuntimeId": runtime.runtime_id, "agentRuntimeVersion": str(number)}
 
 

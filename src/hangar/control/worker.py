@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -29,6 +30,7 @@ log = logging.getLogger("hangar.control")
 
 SWEEP_INTERVAL_S = 5.0  # a safety net; writes wake the worker at once
 MAX_PARALLEL_BUILDS = 2
+PURGE_INTERVAL_S = 3600.0  # how often expired clientTokens are dropped
 
 Prepare = Callable[[RuntimeSpec], PreparedVersion]
 
@@ -42,6 +44,7 @@ class Worker:
         self._task: asyncio.Task[None] | None = None
         self._builds: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(MAX_PARALLEL_BUILDS)
+        self._next_purge = 0.0
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -76,10 +79,10 @@ class Worker:
 
     # -- builds -----------------------------------------------------------------------------------------------
     async def _start_builds(self) -> None:
-        pending = await asyncio.to_thread(self.ctx.store.read, lambda c: rows.versions_in(c, set(IN_PROGRESS)))
+        pending, deleting = await asyncio.to_thread(self.ctx.store.read, _pending_builds)
         for version in pending:
             key = (version.runtime_id, version.number)
-            if key not in self._builds:
+            if key not in self._builds and version.runtime_id not in deleting:
                 self._builds[key] = asyncio.create_task(self._build(version), name=f"build-{key[0]}-{key[1]}")
 
     async def _build(self, version: Version) -> None:
@@ -115,9 +118,17 @@ class Worker:
         for runtime in store.read(lambda c: rows.runtimes_in(c, {Status.DELETING})):
             store.write(lambda c, r=runtime: rows.delete_runtime(c, r.runtime_id))
             changed = True
-        store.write(lambda c: idempotency.forget_before(c, utcnow() - TOKEN_TTL))
+        if time.monotonic() >= self._next_purge:
+            store.write(lambda c: idempotency.forget_before(c, utcnow() - TOKEN_TTL))
+            self._next_purge = time.monotonic() + PURGE_INTERVAL_S
         if changed:
             self.ctx.after_write()
+
+
+def _pending_builds(conn: Connection) -> tuple[list[Version], set[str]]:
+    """Versions waiting for a build, and the runtimes being deleted (whose versions need none)."""
+    deleting = {r.runtime_id for r in rows.runtimes_in(conn, {Status.DELETING})}
+    return rows.versions_in(conn, set(IN_PROGRESS)), deleting
 
 
 def _finish_endpoint_delete(conn: Connection, endpoint: Endpoint) -> None:

@@ -125,8 +125,11 @@ def get_version(conn: Connection, runtime_id: str, number: int) -> Version | Non
 
 
 def newest_version(conn: Connection, runtime_id: str) -> Version | None:
+    """The highest-numbered version that is not being deleted."""
     number = conn.execute(
-        select(func.max(runtime_versions.c.version)).where(runtime_versions.c.runtime_id == runtime_id)
+        select(func.max(runtime_versions.c.version)).where(
+            and_(runtime_versions.c.runtime_id == runtime_id, runtime_versions.c.status != Status.DELETING.value)
+        )
     ).scalar()
     return None if number is None else get_version(conn, runtime_id, number)
 
