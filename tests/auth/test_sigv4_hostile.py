@@ -170,3 +170,24 @@ def test_garbage_authorization_is_a_clean_4xx(auth_server: HangarServer, value: 
 def test_garbage_presigned_query_is_a_clean_4xx(auth_server: HangarServer, query: str) -> None:
     response = httpx.get(f"{auth_server.url}{CREDENTIALS}?{query}")
     assert response.status_code in (400, 403), response.text
+
+
+def test_declared_payload_hash_must_match_and_unsigned_payload_is_s3_only(auth_server: HangarServer, admin_key) -> None:
+    import hashlib
+
+    url = auth_server.url + CREDENTIALS
+    unsigned = signed("POST", url, admin_key, b'{"name": "u"}', {**JSON, "X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD"})
+    refused(send(unsigned), 403, "InvalidSignatureException")
+    other = hashlib.sha256(b"something else").hexdigest()
+    lying = signed("POST", url, admin_key, b'{"name": "u"}', {**JSON, "X-Amz-Content-SHA256": other})
+    refused(send(lying), 403, "InvalidSignatureException")
+    honest_hash = hashlib.sha256(b'{"name": "u"}').hexdigest()
+    honest = signed("POST", url, admin_key, b'{"name": "u"}', {**JSON, "X-Amz-Content-SHA256": honest_hash})
+    assert send(honest).status_code == 201
+
+
+def test_both_signature_forms_at_once(auth_server: HangarServer, admin_key) -> None:
+    url = presigned_url(auth_server.url + CREDENTIALS, admin_key)
+    request = signed("GET", auth_server.url + CREDENTIALS, admin_key)
+    response = httpx.get(url, headers={"Authorization": request.headers["Authorization"]})
+    refused(response, 400, "IncompleteSignatureException")

@@ -274,18 +274,24 @@ def _expected_signature(
 
 def _payload_hash(request: SignedRequest, claim: _Claim, payload_sha256: str) -> str:
     """The hash the client signed: the body's sha256, or what S3 clients declare in x-amz-content-sha256."""
-    if claim.presigned:
-        return UNSIGNED_PAYLOAD if claim.service == "s3" else payload_sha256
     declared = request.header_values("x-amz-content-sha256")
-    if not declared:
-        return payload_sha256
-    value = declared[0].strip()
-    if value == UNSIGNED_PAYLOAD and claim.service == "s3":
-        return value
-    if not _HEX64.match(value):
-        raise InvalidSignatureError(f"x-amz-content-sha256 value {value[:40]!r} is not supported here.")
-    if not hmac.compare_digest(value, payload_sha256):
-        raise InvalidSignatureError("The provided 'x-amz-content-sha256' header does not match what was computed.")
+    if claim.presigned:
+        if claim.service == "s3":
+            return UNSIGNED_PAYLOAD
+        value = payload_sha256
+    elif declared:
+        value = declared[0].strip()
+        if value != UNSIGNED_PAYLOAD:
+            if not _HEX64.match(value):
+                raise InvalidSignatureError(f"x-amz-content-sha256 value {value[:40]!r} is not supported here.")
+            if not hmac.compare_digest(value, payload_sha256):
+                raise InvalidSignatureError(
+                    "The provided 'x-amz-content-sha256' header does not match what was computed."
+                )
+    else:
+        value = payload_sha256
+    if value == UNSIGNED_PAYLOAD and claim.service != "s3":
+        raise InvalidSignatureError("UNSIGNED-PAYLOAD is accepted for the S3 service only.")
     return value
 
 
