@@ -225,7 +225,8 @@ def list_runtimes(ctx: Context, command: ListRuntimes) -> dict[str, Any]:
         page = rows.list_runtimes(conn, after=after, limit=command.max_results + 1)
         more = len(page) > command.max_results
         page = page[: command.max_results]
-        items = [views.runtime_summary(ctx.place, r, rows.newest_version(conn, r.runtime_id)) for r in page]
+        newest = rows.newest_versions(conn, [r.runtime_id for r in page])
+        items = [views.runtime_summary(ctx.place, r, newest.get(r.runtime_id)) for r in page]
         document: dict[str, Any] = {"agentRuntimes": items}
         if more:
             document["nextToken"] = encode_token(ctx.token_secret, scope, page[-1].runtime_id)

@@ -134,6 +134,28 @@ def newest_version(conn: Connection, runtime_id: str) -> Version | None:
     return None if number is None else get_version(conn, runtime_id, number)
 
 
+def newest_versions(conn: Connection, runtime_ids: list[str]) -> dict[str, Version]:
+    """``newest_version`` for many runtimes in one query (a page of ListAgentRuntimes)."""
+    if not runtime_ids:
+        return {}
+    newest = (
+        select(runtime_versions.c.runtime_id, func.max(runtime_versions.c.version).label("version"))
+        .where(
+            and_(
+                runtime_versions.c.runtime_id.in_(runtime_ids),
+                runtime_versions.c.status != Status.DELETING.value,
+            )
+        )
+        .group_by(runtime_versions.c.runtime_id)
+        .subquery()
+    )
+    query = select(runtime_versions).join(
+        newest,
+        and_(runtime_versions.c.runtime_id == newest.c.runtime_id, runtime_versions.c.version == newest.c.version),
+    )
+    return {row.runtime_id: _version(row) for row in conn.execute(query)}
+
+
 def save_version(conn: Connection, version: Version) -> None:
     """Status, failure and prepared environment: the only parts of a version that ever change."""
     prepared = version.prepared
