@@ -13,7 +13,6 @@ from tests.support.server import HangarServer
 AGENTS = ("echo", "streaming", "async_task", "websocket_echo", "testbed", "rawecho", "garbage", "realsdk")
 # Lifecycle settings are seconds with a 60 s minimum on the wire; the server runs them 50x faster.
 TIME_SCALE = "0.02"
-BACKEND = "process"
 
 
 @pytest.fixture(scope="package")
@@ -21,9 +20,7 @@ def server() -> Iterator[HangarServer]:
     with world_readable_dir("hangar-dataplane-") as root:
         data_dir = root / "data"
         seed(data_dir, *AGENTS)
-        hangar = HangarServer(
-            data_dir=data_dir, env={"HANGAR_SESSION_TIME_SCALE": TIME_SCALE, "HANGAR_SANDBOX_BACKEND": BACKEND}
-        ).start()
+        hangar = HangarServer(data_dir=data_dir, env={"HANGAR_SESSION_TIME_SCALE": TIME_SCALE}).start()
         try:
             yield hangar
         finally:

@@ -24,9 +24,7 @@ def test_idle_sessions_are_reaped_and_max_lifetime_ends_used_ones(
     data: Any, control: Any, server: HangarServer
 ) -> None:
     # idle 90 s -> 1.8 s, max lifetime 200 s -> 4 s
-    runtime = deploy(
-        control, "testbed", lifecycleConfiguration={"idleRuntimeSessionTimeout": 90, "maxLifetime": 200}
-    )
+    runtime = deploy(control, "testbed", lifecycleConfiguration={"idleRuntimeSessionTimeout": 90, "maxLifetime": 200})
     arn, runtime_id = runtime["agentRuntimeArn"], runtime["agentRuntimeId"]
     idle, used = new_session_id(), new_session_id()
     _call(data, arn, idle, {"action": "count"})
@@ -74,10 +72,10 @@ def test_a_session_stays_on_its_version_when_the_endpoint_moves(data: Any, contr
         environmentVariables={"AGENT_VERSION": "two"},
     )
     wait_for(
-        lambda: control.get_agent_runtime_endpoint(agentRuntimeId=runtime_id, endpointName="DEFAULT").get(
-            "liveVersion"
+        lambda: (
+            control.get_agent_runtime_endpoint(agentRuntimeId=runtime_id, endpointName="DEFAULT").get("liveVersion")
+            == "2"
         )
-        == "2"
     )
     pinned = _call(data, arn, old_session, {"action": "count"})
     assert pinned["version"] == "one" and pinned["count"] == 2

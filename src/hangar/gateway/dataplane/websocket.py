@@ -108,7 +108,7 @@ async def _agent_to_client(websocket: WebSocket, agent: ClientConnection) -> Non
         pass
     except WebSocketDisconnect:
         return
-    received = agent.close_rcvd
+    received = agent.protocol.close_rcvd
     code = received.code if received is not None else 1011
     reason = received.reason if received is not None else "the agent's connection ended without a close frame"
     with contextlib.suppress(RuntimeError, WebSocketDisconnect):

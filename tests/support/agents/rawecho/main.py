@@ -8,7 +8,7 @@ import time
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -19,13 +19,12 @@ async def ping(request: Request) -> JSONResponse:
     return JSONResponse({"status": "Healthy", "time_of_last_update": STARTED})
 
 
-async def invocations(request: Request) -> StreamingResponse:
-    headers = {"x-agent-saw-" + k: v for k, v in request.headers.items() if k.startswith(("x-", "authorization"))}
-    return StreamingResponse(
-        request.stream(),
-        media_type=request.headers.get("content-type", "application/json"),
-        headers={"x-agent-headers": ",".join(sorted(headers))},
-    )
+async def invocations(request: Request) -> Response:
+    """Content-Type application/x-headers: answer with the headers received; else stream the body back."""
+    content_type = request.headers.get("content-type", "application/json")
+    if content_type == "application/x-headers":
+        return JSONResponse(dict(request.headers))
+    return StreamingResponse(request.stream(), media_type=content_type)
 
 
 async def card(request: Request) -> JSONResponse:
