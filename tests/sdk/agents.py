@@ -154,6 +154,16 @@ async def _aforever(state: AgentState) -> AsyncIterator[Any]:
         state.closed_streams += 1
 
 
+async def _astuck(state: AgentState) -> AsyncIterator[Any]:
+    """One item, then an await that only a cancellation ends (a model call that hangs)."""
+    try:
+        yield {"tick": 0}
+        await asyncio.sleep(WAIT_LIMIT)
+        yield {"tick": 1}
+    finally:
+        state.closed_streams += 1
+
+
 def _stream_items() -> list[Any]:
     return ["hi", "data: already-sse\n\n", {"u": "漢字"}, None, [1, 2], Point(3, 4), b"raw"]
 
@@ -221,6 +231,8 @@ def build_agent(app_class: type, flavour: str) -> Any:
             return _forever(state)
         if kind == "astream_forever":
             return _aforever(state)
+        if kind == "astream_stuck":
+            return _astuck(state)
         if kind == "stream_items":
             return iter(_stream_items())
         return None

@@ -138,15 +138,27 @@ def closed_streams(url: str) -> int:
     return int(httpx.post(f"{url}/invocations", json={"kind": "closed_streams"}, timeout=WAIT).json())
 
 
-@pytest.mark.parametrize(
-    ("flavour", "stream_kind"),
-    [("sync", "stream_forever"), ("sync", "astream_forever"), ("async", "astream_forever")],
-    ids=["sync-generator", "async-generator-from-sync-handler", "async-generator-from-async-handler"],
-)
-@pytest.mark.parametrize("implementation", sorted(IMPLEMENTATIONS))
+STREAMS = {
+    "sync-generator": ("sync", "stream_forever"),
+    "async-generator-from-sync-handler": ("sync", "astream_forever"),
+    "async-generator-from-async-handler": ("async", "astream_forever"),
+    "async-generator-parked-in-await": ("async", "astream_stuck"),
+}
+# The reference SDK only notices a disconnect when its generator yields again, so a generator parked in an await
+# runs on until that await ends (documented in docs/sdk.md); that case is Hangar's alone.
+DISCONNECT_CASES = [
+    (implementation, stream)
+    for implementation in sorted(IMPLEMENTATIONS)
+    for stream in STREAMS
+    if not (implementation == "reference" and stream == "async-generator-parked-in-await")
+]
+
+
+@pytest.mark.parametrize(("implementation", "stream"), DISCONNECT_CASES, ids=[f"{i}-{s}" for i, s in DISCONNECT_CASES])
 def test_client_disconnect_closes_an_endless_stream(
-    streaming_servers: dict[tuple[str, str], ThreadServer], implementation: str, flavour: str, stream_kind: str
+    streaming_servers: dict[tuple[str, str], ThreadServer], implementation: str, stream: str
 ) -> None:
+    flavour, stream_kind = STREAMS[stream]
     url = streaming_servers[implementation, flavour].url
     before = closed_streams(url)
     with (
