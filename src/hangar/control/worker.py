@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -92,7 +93,7 @@ class Worker:
                 prepared: PreparedVersion | None = None
                 reason: str | None = None
                 try:
-                    prepared = await asyncio.to_thread(self.prepare, version.spec)
+                    prepared = await in_daemon_thread(self.prepare, version.spec)
                 except BuildError as exc:
                     reason = exc.reason
                 except Exception as exc:
@@ -123,6 +124,34 @@ class Worker:
             self._next_purge = time.monotonic() + PURGE_INTERVAL_S
         if changed:
             self.ctx.after_write()
+
+
+async def in_daemon_thread(fn: Callable[[RuntimeSpec], PreparedVersion], spec: RuntimeSpec) -> PreparedVersion:
+    """Run a build in a daemon thread: a stopping server does not wait minutes for it (asyncio's default
+    executor would); an interrupted build is simply redone at the next start, as after a crash."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[PreparedVersion] = loop.create_future()
+
+    def deliver(result: PreparedVersion | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        result: PreparedVersion | None = None
+        error: BaseException | None = None
+        try:
+            result = fn(spec)
+        except BaseException as exc:
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the server stopped meanwhile
+            loop.call_soon_threadsafe(deliver, result, error)
+
+    threading.Thread(target=run, name="hangar-build", daemon=True).start()
+    return await future
 
 
 def _pending_builds(conn: Connection) -> tuple[list[Version], set[str]]:
