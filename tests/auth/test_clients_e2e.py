@@ -146,3 +146,19 @@ def test_restart_keeps_the_admin_key_and_a_lost_file_gets_a_new_one(tmp_path: Pa
         assert server.boto3_client("bedrock-agentcore-control").list_agent_runtimes()
     finally:
         server.stop()
+
+
+def test_boto3_s3_upload_and_a_week_long_presigned_download(auth_server: HangarServer) -> None:
+    """The artifact store speaks S3: S3SigV4Auth signatures (path as sent, x-amz-content-sha256) verify."""
+    import httpx
+
+    s3 = auth_server.boto3_client("s3", s3={"addressing_style": "path"}, signature_version="s3v4")
+    s3.create_bucket(Bucket="auth-test")
+    body = b"zip bytes " * 5000
+    s3.put_object(Bucket="auth-test", Key="agents/a b+c/code.zip", Body=body)
+    assert s3.get_object(Bucket="auth-test", Key="agents/a b+c/code.zip")["Body"].read() == body
+    url = s3.generate_presigned_url(
+        "get_object", Params={"Bucket": "auth-test", "Key": "agents/a b+c/code.zip"}, ExpiresIn=7 * 24 * 3600
+    )
+    assert httpx.get(url).content == body
+    assert httpx.get(url.replace("code.zip", "other.zip")).status_code == 403

@@ -32,7 +32,8 @@ from hangar.auth.errors import (
 ALGORITHM = "AWS4-HMAC-SHA256"
 SERVICES = ("bedrock-agentcore", "s3")
 MAX_SKEW_S = 300  # AWS allows the signing time to be 5 minutes off the server's clock, either way
-MAX_PRESIGNED_EXPIRES_S = 300  # AgentCore's limit for presigned WebSocket URLs
+# Longest X-Amz-Expires per service: AgentCore's limit for presigned WebSocket URLs, S3's one week.
+MAX_PRESIGNED_EXPIRES_S = {"bedrock-agentcore": 300, "s3": 7 * 24 * 3600}
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _AMZ_DATE = "%Y%m%dT%H%M%SZ"
 _BAD_SIGNATURE = (
@@ -173,10 +174,9 @@ class SigV4Verifier:
         claim.presigned = True
         claim.security_token = params.get("X-Amz-Security-Token")
         expires = params["X-Amz-Expires"]
-        if not expires.isdigit() or not 1 <= int(expires) <= MAX_PRESIGNED_EXPIRES_S:
-            raise IncompleteSignatureError(
-                f"X-Amz-Expires must be a whole number of seconds from 1 to {MAX_PRESIGNED_EXPIRES_S}."
-            )
+        longest = MAX_PRESIGNED_EXPIRES_S.get(claim.service, MAX_PRESIGNED_EXPIRES_S["bedrock-agentcore"])
+        if not expires.isdigit() or not 1 <= int(expires) <= longest:
+            raise IncompleteSignatureError(f"X-Amz-Expires must be a whole number of seconds from 1 to {longest}.")
         claim.expires = int(expires)
         claim.query = [(key, value) for key, value in query if key != "X-Amz-Signature"]
         self._check_signed_headers_present(request, claim)
