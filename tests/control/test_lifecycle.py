@@ -136,6 +136,15 @@ def test_version_and_endpoint_deletion_rules(client: Any) -> None:
     client.create_agent_runtime_endpoint(agentRuntimeId=runtime_id, name="pinned", agentRuntimeVersion="1")
     wait_until(lambda: _endpoint(client, runtime_id, "pinned"), lambda e: e["status"] == "READY")
     wait_until(lambda: _endpoint(client, runtime_id, "DEFAULT"), lambda e: e.get("liveVersion") == "3")
+    one_by_one = {"PageSize": 1}
+    pages = client.get_paginator("list_agent_runtime_versions").paginate(
+        agentRuntimeId=runtime_id, PaginationConfig=one_by_one
+    )
+    assert [p["agentRuntimes"][0]["agentRuntimeVersion"] for p in pages] == ["1", "2", "3"]
+    pages = client.get_paginator("list_agent_runtime_endpoints").paginate(
+        agentRuntimeId=runtime_id, PaginationConfig=one_by_one
+    )
+    assert [p["runtimeEndpoints"][0]["name"] for p in pages] == ["DEFAULT", "pinned"]
 
     for served in ("1", "3"):  # "pinned" serves 1, DEFAULT serves 3
         with pytest.raises(ClientError) as excinfo:
