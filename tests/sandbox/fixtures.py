@@ -143,14 +143,14 @@ async def run_exec(sandbox: Sandbox, command: str, timeout: float = 20.0) -> tup
     raise AssertionError("exec ended without an exit event")
 
 
-def make_backend(name: str, state_root: Path) -> SandboxBackend:
+def make_backend(name: str, state_root: Path, egress: str = "deny") -> SandboxBackend:
     if name == "process":
         from hangar.sandbox.process import ProcessBackend
 
         return ProcessBackend(state_root=state_root)
     from hangar.sandbox.namespace import NamespaceBackend
 
-    return NamespaceBackend(state_root=state_root, tag=instance_tag(state_root))
+    return NamespaceBackend(state_root=state_root, tag=instance_tag(state_root), egress=egress)  # type: ignore[arg-type]
 
 
 def processes_with_env(marker: str) -> list[int]:

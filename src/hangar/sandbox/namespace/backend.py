@@ -6,15 +6,17 @@ Everything a sandbox owns is named after it: the state dir ``<state_root>/<sandb
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from hangar.sandbox.base import SandboxBackend, SandboxSpec, SandboxStats
-from hangar.sandbox.namespace import rootfs, seccomp
+from hangar.sandbox.namespace import network, rootfs, seccomp
 from hangar.sandbox.namespace.cgroups import Cgroup, CgroupLayout, detect, list_names
 from hangar.sandbox.namespace.launcher import launch_argv
 from hangar.sandbox.namespace.uids import UidLeases
@@ -43,11 +45,13 @@ class NamespaceSandbox(SupervisedSandbox):
         uid: int,
         cgroup: Cgroup,
         leases: UidLeases,
+        link: network.Link | None,
     ) -> None:
         super().__init__(spec, state, proc, forget)
         self.uid = uid  # the host uid the sandbox runs as
         self.cgroup = cgroup
         self.leases = leases
+        self.link = link  # its network namespace with egress, or None (no network but lo)
 
     async def stats(self) -> SandboxStats:
         return SandboxStats(
@@ -60,19 +64,31 @@ class NamespaceSandbox(SupervisedSandbox):
         await self.cgroup.kill_all()
 
     async def _release(self) -> None:
-        await _remove(self.state, self.cgroup, self.leases, self.uid)
+        await _remove(self.state, self.cgroup, self.leases, self.uid, _names(self.link))
 
 
-async def _remove(state: StateDir | None, cgroup: Cgroup | None, leases: UidLeases, uid: int | None) -> None:
+async def _remove(
+    state: StateDir | None,
+    cgroup: Cgroup | None,
+    leases: UidLeases,
+    uid: int | None,
+    netns: tuple[str, str] | None,
+) -> None:
     """Undo a sandbox in reverse order of creation; every step tolerates what is already gone."""
     if cgroup is not None:
         await cgroup.kill_all()
         await cgroup.remove()
+    if netns is not None:
+        await asyncio.to_thread(network.delete, *netns)
     if state is not None:
         rootfs.unmount_writable(state)
         state.remove()
     if uid is not None:
         leases.release(uid)
+
+
+def _names(link: network.Link | None) -> tuple[str, str] | None:
+    return (link.netns, link.host_if) if link else None
 
 
 class NamespaceBackend(SandboxBackend):
@@ -85,6 +101,7 @@ class NamespaceBackend(SandboxBackend):
         tag: str,
         lease_dir: Path = DEFAULT_LEASE_DIR,
         layout: CgroupLayout | None = None,
+        egress: Literal["allow", "deny"] = "deny",
     ) -> None:
         found = layout or detect()
         if found is None:
@@ -93,6 +110,8 @@ class NamespaceBackend(SandboxBackend):
         self.tag = tag
         self.layout = found
         self.leases = UidLeases(lease_dir, tag)
+        self.egress = egress
+        self._firewall_installed = False
         self.setpriv = shutil.which("setpriv") or "setpriv"
         self.bwrap = shutil.which("bwrap") or "bwrap"
         self._live: set[str] = set()
@@ -117,16 +136,20 @@ class NamespaceBackend(SandboxBackend):
         self._live.add(spec.sandbox_id)
         uid: int | None = None
         cgroup: Cgroup | None = None
+        link: network.Link | None = None
         try:
             uid = self.leases.acquire(spec.sandbox_id)
             cgroup = self.cgroup(spec.sandbox_id)
             state.write_record(backend=self.name, tag=self.tag, uid=uid, cgroup=cgroup.name)
             rootfs.mount_writable(state, spec.limits.disk_bytes, uid)
             cgroup.create(spec.limits)
+            if spec.network == "public" and self.egress == "allow":
+                link = network.plan(self.tag, spec.sandbox_id, uid - self.leases.first)
+                await asyncio.to_thread(self._connect, link)
             channels = Channels.open(state)
             try:
-                proc = self._launch(spec, state, uid, cgroup, channels)
-                sandbox = NamespaceSandbox(spec, state, proc, self._live.discard, uid, cgroup, self.leases)
+                proc = self._launch(spec, state, uid, cgroup, channels, link)
+                sandbox = NamespaceSandbox(spec, state, proc, self._live.discard, uid, cgroup, self.leases, link)
                 try:
                     await wait_ready(state, proc, channels)
                 except BaseException:
@@ -137,11 +160,23 @@ class NamespaceBackend(SandboxBackend):
             return sandbox
         except BaseException:
             self._live.discard(spec.sandbox_id)
-            await _remove(state, cgroup, self.leases, uid)
+            await _remove(state, cgroup, self.leases, uid, _names(link))
             raise
 
+    def _connect(self, link: network.Link) -> None:
+        if not self._firewall_installed:
+            network.install_firewall()
+            self._firewall_installed = True
+        network.create(link)
+
     def _launch(
-        self, spec: SandboxSpec, state: StateDir, uid: int, cgroup: Cgroup, channels: Channels
+        self,
+        spec: SandboxSpec,
+        state: StateDir,
+        uid: int,
+        cgroup: Cgroup,
+        channels: Channels,
+        link: network.Link | None,
     ) -> subprocess.Popen[bytes]:
         etc = rootfs.write_etc(state)
         env = agent_environment(spec, spec.agent_port, rootfs.HOME, "/tmp")
@@ -159,6 +194,7 @@ class NamespaceBackend(SandboxBackend):
                 environment=env,
                 chdir=str(spec.code_dir),
                 command=supervisor_argv(spec, rootfs.SUPERVISOR_PATH, channels, spec.agent_port),
+                netns=str(link.netns_path) if link else None,
             )
             # The launcher gets a bare PATH only: bwrap --clearenv then sets the agent's environment.
             fds = (filter_fd, *channels.child_fds())
@@ -175,13 +211,24 @@ class NamespaceBackend(SandboxBackend):
                 continue
             orphans.add(state.sandbox_id)
             uid = state.read_record().get("uid")
-            await _remove(state, self.cgroup(state.sandbox_id), self.leases, uid if isinstance(uid, int) else None)
+            await _remove(
+                state,
+                self.cgroup(state.sandbox_id),
+                self.leases,
+                uid if isinstance(uid, int) else None,
+                network.names(self.tag, state.sandbox_id),
+            )
         prefix = f"hangar-{self.tag}-"
         for name in list_names(self.layout, prefix):
             sandbox_id = name[len(prefix) :]
             if sandbox_id not in self._live:
                 orphans.add(sandbox_id)
-                await _remove(None, Cgroup(self.layout, name), self.leases, None)
+                await _remove(None, Cgroup(self.layout, name), self.leases, None, None)
+        for name in network.list_netns(prefix):
+            sandbox_id = name[len(prefix) :]
+            if sandbox_id not in self._live:
+                orphans.add(sandbox_id)
+                await _remove(None, None, self.leases, None, network.names(self.tag, sandbox_id))
         for uid, sandbox_id in self.leases.owned().items():
             if sandbox_id not in self._live:
                 orphans.add(sandbox_id)

@@ -14,7 +14,6 @@ JOIN_CGROUPS = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125
 NAMESPACES = (
     "--unshare-user",
     "--unshare-pid",
-    "--unshare-net",  # only lo inside: the gateway reaches the agent through the bound Unix socket
     "--unshare-ipc",
     "--unshare-uts",
     "--unshare-cgroup",
@@ -35,7 +34,12 @@ def launch_argv(
     environment: Mapping[str, str],
     chdir: str,
     command: Sequence[str],
+    netns: str | None = None,
 ) -> list[str]:
+    """``netns``: a prepared network namespace with egress to enter (nsenter, still as root), else bwrap makes an
+    empty one (only lo): the gateway reaches the agent through the inherited Unix socket either way."""
+    enter = ["nsenter", f"--net={netns}"] if netns else []
+    network = [] if netns else ["--unshare-net"]
     drop = [
         setpriv,
         f"--reuid={uid}",
@@ -45,9 +49,29 @@ def launch_argv(
         "--inh-caps=-all",
         "--bounding-set=-all",
     ]
-    sandbox = [bwrap, *NAMESPACES, "--uid", str(sandbox_uid), "--gid", str(sandbox_uid), "--hostname", hostname]
+    sandbox = [
+        bwrap,
+        *NAMESPACES,
+        *network,
+        "--uid",
+        str(sandbox_uid),
+        "--gid",
+        str(sandbox_uid),
+        "--hostname",
+        hostname,
+    ]
     sandbox += ["--die-with-parent", "--new-session", "--clearenv"]
     for key, value in environment.items():
         sandbox += ["--setenv", key, value]
     sandbox += [*mounts, "--chdir", chdir, "--seccomp", str(seccomp_fd), "--", *command]
-    return ["/bin/sh", "-c", JOIN_CGROUPS, "hangar-launch", str(len(procs_files)), *procs_files, *drop, *sandbox]
+    return [
+        "/bin/sh",
+        "-c",
+        JOIN_CGROUPS,
+        "hangar-launch",
+        str(len(procs_files)),
+        *procs_files,
+        *enter,
+        *drop,
+        *sandbox,
+    ]

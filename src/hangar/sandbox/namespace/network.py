@@ -1,0 +1,197 @@
+"""Egress for PUBLIC sandboxes: a network namespace per sandbox, a veth pair to the host, NAT out.
+
+Each sandbox with egress owns the netns ``hangar-<tag>-<sandbox_id>`` (found by name after a crash) holding one end
+of a veth pair called ``eth0``; the host end is ``hg<hash>`` (every sandbox link starts with ``hg``, which the
+firewall matches). Addresses come from the uid lease, so they never collide: slot k of ``sandbox_pool`` is a /30,
+host ``.1``, sandbox ``.2``. IPv6 stays off on both ends (no address is ever generated).
+
+The firewall is data (``profiles/egress.json``) and lives in Hangar's own chains, rebuilt idempotently:
+
+* ``HANGAR-INPUT`` (from INPUT): anything arriving from ``hg+`` is refused, so a sandbox never reaches a host
+  service, whatever address it binds (loopback is unreachable anyway: a packet to 127/8 from outside is martian).
+* ``HANGAR-FORWARD`` (from FORWARD): ``hg+`` to ``hg+`` refused (no sandbox reaches another), blocked
+  destinations refused except DNS to the host's resolvers, the rest accepted; replies only when established.
+* ``HANGAR-NAT`` (from nat POSTROUTING): the pool is masqueraded behind the host's address.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import json
+import subprocess
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+POLICY = Path(__file__).resolve().parent.parent / "profiles" / "egress.json"
+NETNS_DIR = Path("/run/netns")
+LINK_PREFIX = "hg"
+IP_TIMEOUT_S = 10
+REJECT = ["-j", "REJECT", "--reject-with", "icmp-admin-prohibited"]
+
+
+class NetworkError(RuntimeError):
+    """A host networking command failed."""
+
+
+@dataclass(frozen=True)
+class Link:
+    netns: str
+    host_if: str
+    host_ip: str
+    sandbox_ip: str
+    prefix: int = 30
+
+    @property
+    def netns_path(self) -> Path:
+        return NETNS_DIR / self.netns
+
+
+def names(tag: str, sandbox_id: str) -> tuple[str, str]:
+    """(netns, host interface) of a sandbox: derived from its name alone, so cleanup needs no memory."""
+    digest = hashlib.sha256(f"{tag}/{sandbox_id}".encode()).hexdigest()[:10]
+    return f"hangar-{tag}-{sandbox_id}", f"{LINK_PREFIX}{digest}"
+
+
+def plan(tag: str, sandbox_id: str, slot: int) -> Link:
+    pool = ipaddress.ip_network(load_policy()["sandbox_pool"])
+    subnets = pool.num_addresses // 4
+    if not 0 <= slot < subnets:
+        raise NetworkError(f"slot {slot} is outside the sandbox pool {pool} ({subnets} subnets)")
+    base = int(pool.network_address) + 4 * slot
+    netns, host_if = names(tag, sandbox_id)
+    return Link(
+        netns=netns,
+        host_if=host_if,
+        host_ip=str(ipaddress.ip_address(base + 1)),
+        sandbox_ip=str(ipaddress.ip_address(base + 2)),
+    )
+
+
+@cache
+def load_policy() -> dict[str, object]:
+    policy = json.loads(POLICY.read_text())
+    ipaddress.ip_network(policy["sandbox_pool"])
+    for cidr in policy["blocked_destinations"]:
+        ipaddress.ip_network(cidr)
+    return dict(policy)
+
+
+def create(link: Link) -> None:
+    """The netns, the veth pair (no IPv6 on either end) and the sandbox's default route via the host end."""
+    _ip(
+        [],
+        [
+            f"netns add {link.netns}",
+            f"link add {link.host_if} type veth peer name eth0 netns {link.netns}",
+            f"link set dev {link.host_if} addrgenmode none",
+            f"addr add {link.host_ip}/{link.prefix} dev {link.host_if}",
+            f"link set dev {link.host_if} up",
+        ],
+    )
+    _ip(
+        ["-n", link.netns],
+        [
+            "link set dev eth0 addrgenmode none",
+            f"addr add {link.sandbox_ip}/{link.prefix} dev eth0",
+            "link set dev eth0 up",
+            "link set dev lo up",
+            f"route add default via {link.host_ip}",
+        ],
+    )
+
+
+def delete(netns: str, host_if: str) -> None:
+    """Remove a sandbox's link and netns; tolerates either being gone already."""
+    if Path("/sys/class/net", host_if).exists():
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True, timeout=IP_TIMEOUT_S, check=False)
+    if (NETNS_DIR / netns).exists():
+        subprocess.run(["ip", "netns", "del", netns], capture_output=True, timeout=IP_TIMEOUT_S, check=False)
+
+
+def list_netns(prefix: str) -> list[str]:
+    with contextlib.suppress(FileNotFoundError):
+        return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(prefix))
+    return []
+
+
+def host_resolvers(resolv_conf: Path = Path("/etc/resolv.conf")) -> list[str]:
+    found = []
+    with contextlib.suppress(OSError):
+        for line in resolv_conf.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "nameserver":
+                with contextlib.suppress(ValueError):
+                    if ipaddress.ip_address(parts[1]).version == 4:
+                        found.append(parts[1])
+    return found
+
+
+def firewall_rules() -> dict[str, list[list[str]]]:
+    """Every rule of Hangar's chains, per (table, chain): the policy file rendered for iptables."""
+    policy = load_policy()
+    pool = str(policy["sandbox_pool"])
+    links = f"{LINK_PREFIX}+"
+    forward: list[list[str]] = [
+        ["-o", links, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
+        ["-o", links, *REJECT],
+        ["-i", links, "-o", links, *REJECT],
+    ]
+    if policy.get("allow_host_resolvers"):
+        for resolver in host_resolvers():
+            for proto in ("udp", "tcp"):
+                forward.append(["-i", links, "-d", resolver, "-p", proto, "--dport", "53", "-j", "ACCEPT"])
+    forward += [["-i", links, "-d", str(cidr), *REJECT] for cidr in policy["blocked_destinations"]]  # type: ignore[attr-defined]
+    forward.append(["-i", links, "-j", "ACCEPT"])
+    return {
+        "filter/HANGAR-INPUT": [["-i", links, *REJECT]],
+        "filter/HANGAR-FORWARD": forward,
+        "nat/HANGAR-NAT": [["-s", pool, "!", "-o", links, "-j", "MASQUERADE"]],
+    }
+
+
+JUMPS = {"filter/HANGAR-INPUT": "INPUT", "filter/HANGAR-FORWARD": "FORWARD", "nat/HANGAR-NAT": "POSTROUTING"}
+
+
+def install_firewall() -> None:
+    """(Re)build Hangar's chains and make sure the host forwards; safe to call at every start."""
+    for key, rules in firewall_rules().items():
+        table, chain = key.split("/")
+        _iptables(["-t", table, "-N", chain], check=False)
+        _iptables(["-t", table, "-F", chain])
+        for rule in rules:
+            _iptables(["-t", table, "-A", chain, *rule])
+        parent = JUMPS[key]
+        if _iptables(["-t", table, "-C", parent, "-j", chain], check=False) != 0:
+            _iptables(["-t", table, "-I", parent, "1", "-j", chain])
+    # IPv6: no sandbox link has an address, and anything that still arrives from one is dropped.
+    if _iptables(["-C", "INPUT", "-i", f"{LINK_PREFIX}+", "-j", "DROP"], check=False, v6=True) not in (0, None):
+        _iptables(["-I", "INPUT", "1", "-i", f"{LINK_PREFIX}+", "-j", "DROP"], check=False, v6=True)
+    Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
+
+
+def _ip(options: list[str], batch: list[str]) -> None:
+    result = subprocess.run(
+        ["ip", *options, "-batch", "-"],
+        input="\n".join(batch).encode(),
+        capture_output=True,
+        timeout=IP_TIMEOUT_S,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise NetworkError(f"ip {' '.join(options)} -batch failed: {result.stderr.decode(errors='replace').strip()}")
+
+
+def _iptables(args: list[str], check: bool = True, v6: bool = False) -> int | None:
+    tool = "ip6tables" if v6 else "iptables"
+    try:
+        result = subprocess.run([tool, "-w", *args], capture_output=True, timeout=IP_TIMEOUT_S, check=False)
+    except FileNotFoundError:
+        if check:
+            raise NetworkError(f"{tool} is not installed (Debian: iptables)") from None
+        return None
+    if check and result.returncode != 0:
+        raise NetworkError(f"{tool} {' '.join(args)}: {result.stderr.decode(errors='replace').strip()}")
+    return result.returncode
