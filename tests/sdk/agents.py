@@ -93,6 +93,10 @@ def _raise_value_error() -> None:
     raise ValueError("boom é")
 
 
+def _raise_surrogate() -> None:
+    raise ValueError("bad \ud800 text")
+
+
 def _raise_http(status: int, detail: str | None) -> None:
     raise HTTPException(status_code=status, detail=detail)
 
@@ -202,6 +206,7 @@ def build_agent(app_class: type, flavour: str) -> Any:
             "echo": lambda: {"payload": payload},
             "headers": lambda: _headers_view(context, BedrockAgentCoreContext),
             "raise": _raise_value_error,
+            "raise_surrogate": _raise_surrogate,
             "http_exception": lambda: _raise_http(418, "short and stout"),
             "http_exception_no_detail": lambda: _raise_http(404, None),
             "response": lambda: JSONResponse({"custom": True}, status_code=201, headers={"x-agent": "yes"}),

@@ -190,6 +190,16 @@ HTTP_CASES: tuple[Case, ...] = (
     ),
     # Handler errors.
     case("handler_raises", "sync", kind("raise")),
+    case(
+        "error_message_lone_surrogate",
+        "sync",
+        kind("raise_surrogate"),
+        difference=Difference(
+            why="an error message UTF-8 cannot carry is escaped instead of escaping as a bare 500 text/plain",
+            reference=(Outcome(500, "text/plain; charset=utf-8", "Internal Server Error"),),
+            hangar=(Outcome(500, JSON, '{"error":"bad \\ud800 text"}'),),
+        ),
+    ),
     case("http_exception", "sync", kind("http_exception")),
     case("http_exception_default_detail", "sync", kind("http_exception_no_detail")),
     case("response_passthrough", "sync", kind("response")),

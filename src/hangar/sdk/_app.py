@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import Lifespan
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -34,6 +34,7 @@ from ._dispatch import (
 from ._logging import app_logger
 from ._payload import PayloadError, read_payload
 from ._ping import PingStatus, PingTracker
+from ._serialize import CompactJSONResponse
 from ._server import serve
 from ._tasks import AsyncTaskRegistry
 from ._worker import WorkerLoop
@@ -166,24 +167,24 @@ class AgentApp(Starlette):
             payload = await read_payload(request)
         except PayloadError as exc:
             self.logger.warning("Rejected invocation body: %s", exc)
-            return JSONResponse(exc.body, status_code=400)
+            return CompactJSONResponse(exc.body, status_code=400)
         try:
             if self.debug and (answer := debug_action_response(self, payload, self.logger)) is not None:
                 return answer
             handler = self.handlers.get(ENTRYPOINT)
             if handler is None:
                 self.logger.error("No entrypoint defined")
-                return JSONResponse({"error": "No entrypoint defined"}, status_code=500)
+                return CompactJSONResponse({"error": "No entrypoint defined"}, status_code=500)
             args = (payload, context) if self._passes_context(handler) else (payload,)
             snapshot = contextvars.copy_context()
             result = await call_handler(handler, args, snapshot, self._worker)
             return await render_result(result, snapshot, self._worker)
         except HTTPException as exc:
             self.logger.warning("Handler raised HTTP %d: %s", exc.status_code, exc.detail)
-            return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+            return CompactJSONResponse({"error": exc.detail}, status_code=exc.status_code)
         except Exception as exc:
             self.logger.exception("Invocation failed")
-            return JSONResponse({"error": str(exc)}, status_code=500)
+            return CompactJSONResponse({"error": str(exc)}, status_code=500)
 
     def _passes_context(self, handler: Callable[..., Any]) -> bool:
         """The rule of the decorator that registered ``handler``; the entrypoint rule if set through ``handlers``."""
@@ -197,7 +198,7 @@ class AgentApp(Starlette):
         except Exception:
             self.logger.exception("Ping status could not be computed")
             body = {"status": PingStatus.HEALTHY.value, "time_of_last_update": int(time.time())}
-        return JSONResponse(body)
+        return CompactJSONResponse(body)
 
     async def _handle_websocket(self, websocket: WebSocket) -> None:
         context = bind_request_context(websocket, self)

@@ -9,9 +9,8 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from starlette.responses import JSONResponse
-
 from ._ping import PingStatus
+from ._serialize import CompactJSONResponse
 
 __all__ = ["DEBUG_ACTION_KEY", "debug_action_response"]
 
@@ -48,7 +47,7 @@ def _actions(app: _HealthControls) -> dict[str, Callable[[], dict[str, Any]]]:
     }
 
 
-def debug_action_response(app: _HealthControls, payload: Any, logger: logging.Logger) -> JSONResponse | None:
+def debug_action_response(app: _HealthControls, payload: Any, logger: logging.Logger) -> CompactJSONResponse | None:
     """The response to a debug action, or None when the payload carries none (the handler then runs).
 
     Non-object payloads carry no action and go to the handler.
@@ -61,8 +60,8 @@ def debug_action_response(app: _HealthControls, payload: Any, logger: logging.Lo
     try:
         act = _actions(app).get(action)
         if act is None:
-            return JSONResponse({"error": f"Unknown action: {action}"}, status_code=400)
-        return JSONResponse(act())
+            return CompactJSONResponse({"error": f"Unknown action: {action}"}, status_code=400)
+        return CompactJSONResponse(act())
     except Exception as exc:
         logger.exception("Debug action %r failed", action)
-        return JSONResponse({"error": "Debug action failed", "details": str(exc)}, status_code=500)
+        return CompactJSONResponse({"error": "Debug action failed", "details": str(exc)}, status_code=500)

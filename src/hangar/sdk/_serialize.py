@@ -13,7 +13,9 @@ import dataclasses
 import json
 from typing import Any
 
-__all__ = ["ERROR_EVENT_MESSAGE", "error_event", "sse_event", "to_json_bytes"]
+from starlette.responses import JSONResponse
+
+__all__ = ["ERROR_EVENT_MESSAGE", "CompactJSONResponse", "error_event", "sse_event", "to_json_bytes"]
 
 ERROR_EVENT_MESSAGE = "An error occurred during streaming"
 
@@ -66,3 +68,17 @@ def sse_event(obj: Any) -> bytes:
 def error_event(exc: BaseException) -> bytes:
     """The last event of a stream whose generator raised; the HTTP status is already 200 by then."""
     return sse_event({"error": str(exc), "error_type": type(exc).__name__, "message": ERROR_EVENT_MESSAGE})
+
+
+class CompactJSONResponse(JSONResponse):
+    """Starlette's compact JSON, used for the contract's own bodies (errors, ping, debug actions).
+
+    Unlike ``JSONResponse`` it never fails to render: an error message holding a lone surrogate is escaped and a
+    value JSON cannot hold is written as its ``str()``, so a bad exception cannot turn into a bare 500.
+    """
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError too
+            return json.dumps(content, ensure_ascii=True, separators=(",", ":"), default=str).encode("ascii")
