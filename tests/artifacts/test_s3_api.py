@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import subprocess
 import sys
@@ -132,6 +133,8 @@ def test_uploads_over_250_mb_are_refused_before_the_body(s3, tmp_path: Path) -> 
 def test_aws_cli_s3api_and_s3_cp(hangar: HangarServer, tmp_path: Path) -> None:
     source = tmp_path / "code.zip"
     source.write_bytes(b"zip bytes from the aws cli")
+    big = tmp_path / "big.zip"
+    big.write_bytes(os.urandom(9 * 1024 * 1024))  # above aws s3 cp's 8 MB threshold: a multipart upload
     env = {
         **os.environ,
         "AWS_SHARED_CREDENTIALS_FILE": str(hangar.credentials_file),
@@ -153,3 +156,54 @@ def test_aws_cli_s3api_and_s3_cp(hangar: HangarServer, tmp_path: Path) -> None:
     assert "api/code.zip" in listing and "cp/code.zip" in listing
     aws("s3", "cp", "s3://cli-bucket/cp/code.zip", str(tmp_path / "back.zip"))
     assert (tmp_path / "back.zip").read_bytes() == source.read_bytes()
+    aws("s3", "cp", str(big), "s3://cli-bucket/multipart/big.zip")
+    aws("s3", "cp", "s3://cli-bucket/multipart/big.zip", str(tmp_path / "big-back.zip"))  # ranged GETs
+    assert (tmp_path / "big-back.zip").read_bytes() == big.read_bytes()
+
+
+def test_multipart_parts_are_checked(s3, hangar: HangarServer) -> None:  # type: ignore[no-untyped-def]
+    key = "mp/code.zip"
+    upload_id = s3.create_multipart_upload(Bucket="hangar-artifacts", Key=key)["UploadId"]
+    first = s3.upload_part(Bucket="hangar-artifacts", Key=key, UploadId=upload_id, PartNumber=1, Body=b"a" * 10)
+    second = s3.upload_part(Bucket="hangar-artifacts", Key=key, UploadId=upload_id, PartNumber=2, Body=b"b" * 5)
+    with pytest.raises(ClientError) as wrong_etag:
+        s3.complete_multipart_upload(
+            Bucket="hangar-artifacts",
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": second["ETag"]}]},
+        )
+    assert error_code(wrong_etag) == "InvalidPart"
+    done = s3.complete_multipart_upload(
+        Bucket="hangar-artifacts",
+        Key=key,
+        UploadId=upload_id,
+        MultipartUpload={"Parts": [{"PartNumber": n, "ETag": part["ETag"]} for n, part in ((1, first), (2, second))]},
+    )
+    assert done["VersionId"] == hashlib.sha256(b"a" * 10 + b"b" * 5).hexdigest()[:32]
+    assert s3.get_object(Bucket="hangar-artifacts", Key=key)["Body"].read() == b"a" * 10 + b"b" * 5
+
+    aborted = s3.create_multipart_upload(Bucket="hangar-artifacts", Key=key)["UploadId"]
+    s3.abort_multipart_upload(Bucket="hangar-artifacts", Key=key, UploadId=aborted)
+    with pytest.raises(ClientError) as gone:
+        s3.upload_part(Bucket="hangar-artifacts", Key=key, UploadId=aborted, PartNumber=1, Body=b"x")
+    assert error_code(gone) == "NoSuchUpload"
+    assert not list((hangar.data_dir / "artifacts" / ".tmp" / "multipart").iterdir())
+
+
+def test_a_part_that_would_pass_250_mb_is_refused_before_its_body(s3, hangar: HangarServer) -> None:  # type: ignore[no-untyped-def]
+    upload_id = s3.create_multipart_upload(Bucket="hangar-artifacts", Key="mp/huge.zip")["UploadId"]
+    s3.upload_part(Bucket="hangar-artifacts", Key="mp/huge.zip", UploadId=upload_id, PartNumber=1, Body=b"x" * 1000)
+    key_id, secret = read_admin_key(hangar.credentials_file)
+    url = f"{hangar.url}/hangar-artifacts/mp/huge.zip?partNumber=2&uploadId={upload_id}"
+    request = AWSRequest("PUT", url, headers={"Content-Length": str(250 * 1000 * 1000 - 999)})
+    request.headers["X-Amz-Content-SHA256"] = "UNSIGNED-PAYLOAD"
+    S3SigV4Auth(Credentials(key_id, secret), "s3", "us-west-2").add_auth(request)
+    connection = http.client.HTTPConnection("127.0.0.1", hangar.port, timeout=30)
+    connection.putrequest("PUT", url[len(hangar.url) :], skip_accept_encoding=True)
+    for name, value in request.headers.items():
+        connection.putheader(name, value)
+    connection.endheaders()  # the body is never sent: the answer must come first
+    response = connection.getresponse()
+    assert response.status == 400 and b"<Code>EntityTooLarge</Code>" in response.read()
+    connection.close()

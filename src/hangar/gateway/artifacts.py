@@ -14,25 +14,34 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import zlib
 from collections.abc import Iterator
 from email.utils import formatdate
+from pathlib import Path
 from urllib.parse import quote
-from xml.sax.saxutils import escape
+from xml.sax.saxutils import escape, unescape
 
+import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from hangar.artifacts.limits import MAX_ZIPPED_BYTES
+from hangar.artifacts.multipart import MultipartUploads
 from hangar.artifacts.store import RESERVED_BUCKETS, ArtifactStore, StoredObject, StoreError
 from hangar.domain.errors import HangarError, NotFoundError, ValidationError
 from hangar.gateway import authn
+from hangar.gateway.app import read_capped_body
 from hangar.gateway.routing import Route
 
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 S3_NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
 MAX_LIST_KEYS = 1000
 CHUNK_CHECKSUMS = ("x-amz-checksum-crc32", "x-amz-checksum-sha256")
+MAX_COMPLETE_BODY = 2 * 1024 * 1024  # CompleteMultipartUpload lists at most 10,000 parts
+_PART = re.compile(r"<Part>(.*?)</Part>", re.DOTALL)
+_PART_NUMBER = re.compile(r"<PartNumber>\s*(\d{1,5})\s*</PartNumber>")
+_PART_ETAG = re.compile(r"<ETag>([^<]*)</ETag>")
 # How Hangar's auth errors read in S3's vocabulary (botocore and the aws CLI print the S3 code).
 _AUTH_CODES = {
     "InvalidSignatureException": "SignatureDoesNotMatch",
@@ -69,6 +78,11 @@ async def object_get(request: Request, params: dict[str, str]) -> Response:
     return await _s3(request, params["bucket"], params["key"], _get_object)
 
 
+async def object_post(request: Request, params: dict[str, str]) -> Response:
+    _refuse_api_path(request, params["bucket"])
+    return await _s3(request, params["bucket"], params["key"], _post_object)
+
+
 async def object_delete(request: Request, params: dict[str, str]) -> Response:
     _refuse_api_path(request, params["bucket"])
     return await _s3(request, params["bucket"], params["key"], _delete_object)
@@ -99,24 +113,58 @@ async def _bucket_get(request: Request, store: ArtifactStore, bucket: str, _key:
 
 
 async def _put_object(request: Request, store: ArtifactStore, bucket: str, key: str | None) -> Response:
+    """PutObject, and UploadPart when the query names an upload."""
     object_key = _require_key(key)
-    if "x-amz-copy-source" in request.headers or {"uploadId", "partNumber"} & set(request.query_params):
-        raise StoreError("NotImplemented", "Copies and multipart uploads are not implemented; use PutObject.", 501)
+    if "x-amz-copy-source" in request.headers:
+        raise StoreError("NotImplemented", "CopyObject is not implemented; upload the object itself.", 501)
     if "aws-chunked" in request.headers.get("content-encoding", ""):
         raise StoreError("NotImplemented", "aws-chunked uploads are not implemented; send a plain body.", 501)
     length = _content_length(request)
-    store.object_path(bucket, object_key)  # NoSuchBucket / bad key before a byte is read
-    upload = store.new_upload()
+    query = request.query_params
+    uploads = MultipartUploads(store)
+    part = None
+    if "uploadId" in query or "partNumber" in query:
+        part = uploads.room_for_part(bucket, object_key, query.get("uploadId", ""), query.get("partNumber", ""), length)
+    else:
+        store.object_path(bucket, object_key)  # NoSuchBucket / bad key before a byte is read
+    received = store.new_upload()
     try:
-        digests = await _receive(request, upload, length)
-        version_id = store.put(bucket, object_key, upload, digests["sha256"])
+        sha256 = await _receive(request, received, length)
+        if part is not None:
+            headers = {"ETag": uploads.put_part(part, received, sha256)}
+        else:
+            version_id = store.put(bucket, object_key, received, sha256)
+            headers = {"ETag": f'"{version_id}"', "x-amz-version-id": version_id}
     finally:
-        upload.unlink(missing_ok=True)
-    headers = {"ETag": f'"{version_id}"', "x-amz-version-id": version_id}
+        received.unlink(missing_ok=True)
     for name in CHUNK_CHECKSUMS:
         if name in request.headers:
             headers[name] = request.headers[name]
     return Response(status_code=200, headers=headers)
+
+
+async def _post_object(request: Request, store: ArtifactStore, bucket: str, key: str | None) -> Response:
+    """CreateMultipartUpload (``?uploads``) and CompleteMultipartUpload (``?uploadId=``)."""
+    object_key = _require_key(key)
+    uploads = MultipartUploads(store)
+    fields = f"<Bucket>{escape(bucket)}</Bucket><Key>{escape(object_key)}</Key>"
+    if "uploads" in request.query_params:
+        upload_id = uploads.create(bucket, object_key)
+        return _xml("InitiateMultipartUploadResult", f"{fields}<UploadId>{upload_id}</UploadId>")
+    upload_id = request.query_params.get("uploadId")
+    if upload_id is None:
+        raise StoreError("NotImplemented", "Only multipart uploads are implemented for POST.", 501)
+    body = await read_capped_body(request, MAX_COMPLETE_BODY)
+    request.state.body_read = True
+    declared = request.headers.get("x-amz-content-sha256", UNSIGNED_PAYLOAD)
+    if declared != UNSIGNED_PAYLOAD and declared != hashlib.sha256(body).hexdigest():
+        raise StoreError("XAmzContentSHA256Mismatch", "The body does not match 'x-amz-content-sha256'.", 400)
+    parts = _listed_parts(body.decode("utf-8", "replace"))
+    version_id = await anyio.to_thread.run_sync(uploads.complete, bucket, object_key, upload_id, parts)
+    location = f"<Location>/{escape(bucket)}/{escape(object_key)}</Location>"
+    response = _xml("CompleteMultipartUploadResult", f'{location}{fields}<ETag>"{version_id}"</ETag>')
+    response.headers["x-amz-version-id"] = version_id
+    return response
 
 
 async def _get_object(request: Request, store: ArtifactStore, bucket: str, key: str | None) -> Response:
@@ -130,6 +178,11 @@ async def _get_object(request: Request, store: ArtifactStore, bucket: str, key: 
 
 
 async def _delete_object(request: Request, store: ArtifactStore, bucket: str, key: str | None) -> Response:
+    """DeleteObject, and AbortMultipartUpload when the query names an upload."""
+    upload_id = request.query_params.get("uploadId")
+    if upload_id is not None:
+        MultipartUploads(store).abort(bucket, _require_key(key), upload_id)
+        return Response(status_code=204)
     store.delete(bucket, _require_key(key))
     return Response(status_code=204)
 
@@ -192,8 +245,9 @@ def _content_length(request: Request) -> int:
     return length
 
 
-async def _receive(request: Request, upload, length: int) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    """Stream the body into ``upload``; check its length, declared sha256 and any CRC32/SHA256 checksum."""
+async def _receive(request: Request, upload: Path, length: int) -> str:
+    """Stream the body into ``upload``; check its length, declared sha256 and any CRC32/SHA256 checksum.
+    Returns the body's sha256 (hex)."""
     sha256 = hashlib.sha256()
     crc32 = 0
     size = 0
@@ -220,7 +274,18 @@ async def _receive(request: Request, upload, length: int) -> dict[str, str]:  # 
     for name, value in expected.items():
         if name in request.headers and request.headers[name] != value:
             raise StoreError("BadDigest", f"The {name[15:].upper()} you specified did not match the body.", 400)
-    return {"sha256": sha256.hexdigest()}
+    return sha256.hexdigest()
+
+
+def _listed_parts(body: str) -> list[tuple[int, str]]:
+    """(PartNumber, ETag) of each <Part> of a CompleteMultipartUpload body, the ETag without its quotes."""
+    parts: list[tuple[int, str]] = []
+    for block in _PART.findall(body):
+        number, etag = _PART_NUMBER.search(block), _PART_ETAG.search(block)
+        if number is None or etag is None:
+            raise StoreError("MalformedXML", "Each <Part> needs a <PartNumber> and an <ETag>.", 400)
+        parts.append((int(number.group(1)), unescape(etag.group(1), {"&quot;": '"'}).strip('"')))
+    return parts
 
 
 def _require_key(key: str | None) -> str:
@@ -374,6 +439,6 @@ ROUTES = [
     Route("PUT", "/{bucket}/{key+}", object_put, name="S3PutObject", auth="custom"),
     Route("GET", "/{bucket}/{key+}", object_get, name="S3GetObject", auth="custom"),
     Route("DELETE", "/{bucket}/{key+}", object_delete, name="S3DeleteObject", auth="custom"),
-    Route("POST", "/{bucket}/{key+}", not_implemented, name="S3NotImplemented", auth="custom"),
+    Route("POST", "/{bucket}/{key+}", object_post, name="S3PostObject", auth="custom"),
     Route("DELETE", "/{bucket}", not_implemented, name="S3DeleteBucket", auth="custom"),
 ]
