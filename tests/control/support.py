@@ -47,7 +47,9 @@ def unique_name(prefix: str = "agent") -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
-def wait_until(fetch: Callable[[], dict[str, Any]], done: Callable[[dict[str, Any]], bool], timeout: float = 180.0):
+def wait_until(
+    fetch: Callable[[], dict[str, Any]], done: Callable[[dict[str, Any]], bool], timeout: float = 180.0
+) -> dict[str, Any]:
     """Poll ``fetch`` until ``done`` holds (bounded); returns the last answer."""
     deadline = time.monotonic() + timeout
     last: dict[str, Any] = {}

@@ -17,12 +17,12 @@ from hangar.store import runtimes as runtime_rows
 from hangar.store import tags as rows
 
 
-def _resource(ctx: Context, conn: Connection, arn: str) -> ResourceRef:
+def _resource(ctx: Context, conn: Connection, arn: str, *, for_update: bool = False) -> ResourceRef:
     """The runtime or endpoint an ARN names; NotFound when it is not one of ours or does not exist."""
     ref = parse_resource_arn(arn)
     if ref is None or ref.account_id != ctx.place.account_id or ref.region != ctx.place.region:
         raise NotFoundError(f"No taggable resource {arn}")
-    runtime = runtime_rows.get_runtime(conn, ref.runtime_id)
+    runtime = runtime_rows.get_runtime(conn, ref.runtime_id, for_update=for_update)
     if runtime is None or runtime.status == Status.DELETING:
         raise NotFoundError(f"No taggable resource {arn}")
     if ref.endpoint_name is not None:
@@ -34,7 +34,7 @@ def _resource(ctx: Context, conn: Connection, arn: str) -> ResourceRef:
 
 def tag_resource(ctx: Context, command: TagResource) -> dict[str, Any]:
     def write(conn: Connection) -> dict[str, Any]:
-        ref = _resource(ctx, conn, command.resource_arn)
+        ref = _resource(ctx, conn, command.resource_arn, for_update=True)
         merged = {**rows.get_tags(conn, ref.runtime_id, ref.endpoint_name), **command.tags}
         if len(merged) > MAX_TAGS:
             raise ValidationError(f"A resource has at most {MAX_TAGS} tags", reason="FieldValidationFailed")
@@ -46,7 +46,7 @@ def tag_resource(ctx: Context, command: TagResource) -> dict[str, Any]:
 
 def untag_resource(ctx: Context, command: UntagResource) -> dict[str, Any]:
     def write(conn: Connection) -> dict[str, Any]:
-        ref = _resource(ctx, conn, command.resource_arn)
+        ref = _resource(ctx, conn, command.resource_arn, for_update=True)
         rows.remove_tags(conn, ref.runtime_id, ref.endpoint_name, list(command.keys))
         return {}
 

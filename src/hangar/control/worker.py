@@ -161,7 +161,7 @@ def _pending_builds(conn: Connection) -> tuple[list[Version], set[str]]:
 
 
 def _finish_endpoint_delete(conn: Connection, endpoint: Endpoint) -> None:
-    runtime = rows.get_runtime(conn, endpoint.runtime_id)
+    runtime = rows.get_runtime(conn, endpoint.runtime_id, for_update=True)
     if runtime is not None and runtime.status != Status.DELETING:
         endpoint_rows.delete_endpoint(conn, endpoint.runtime_id, endpoint.name)
     # an endpoint of a runtime being deleted goes with the runtime row (cascade)
@@ -169,8 +169,8 @@ def _finish_endpoint_delete(conn: Connection, endpoint: Endpoint) -> None:
 
 def settle(conn: Connection, built: Version, prepared: PreparedVersion | None, reason: str | None) -> None:
     """Record a build's outcome on the version, the runtime and every endpoint waiting for it (one transaction)."""
+    runtime = rows.get_runtime(conn, built.runtime_id, for_update=True)  # every writer locks the runtime first
     version = rows.get_version(conn, built.runtime_id, built.number)
-    runtime = rows.get_runtime(conn, built.runtime_id, for_update=True)
     if version is None or runtime is None or version.status not in IN_PROGRESS:
         return  # deleted meanwhile, or settled by another process
     now = utcnow()
@@ -192,6 +192,8 @@ def settle(conn: Connection, built: Version, prepared: PreparedVersion | None, r
 
 def promote_endpoint(conn: Connection, seen: Endpoint) -> bool:
     """An endpoint moving to a version that is already settled goes live (or fails) now; True if it changed."""
+    if rows.get_runtime(conn, seen.runtime_id, for_update=True) is None:
+        return False
     endpoint = endpoint_rows.get_endpoint(conn, seen.runtime_id, seen.name)
     if endpoint is None or endpoint.status not in IN_PROGRESS or endpoint.target_version is None:
         return False
