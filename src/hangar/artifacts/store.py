@@ -164,8 +164,9 @@ class ArtifactStore:
         upload.chmod(0o644)
         version_path.parent.mkdir(parents=True, exist_ok=True)
         if not version_path.exists():
-            os.link(upload, version_path.with_suffix(".new"))
-            os.replace(version_path.with_suffix(".new"), version_path)
+            staged = version_path.with_name(f".{version_id}.{uuid.uuid4().hex}")  # unique: puts may race
+            os.link(upload, staged)
+            os.replace(staged, version_path)
         os.replace(upload, target)
         return version_id
 
@@ -209,7 +210,7 @@ class ArtifactStore:
 
     def version_files(self, bucket: str, key: str) -> list[Path]:
         directory = self._version_dir(bucket, key)
-        return sorted(directory.iterdir()) if directory.is_dir() else []
+        return sorted(p for p in directory.iterdir() if not p.name.startswith(".")) if directory.is_dir() else []
 
     # -- what the builder reads ----------------------------------------------------------------------------
 

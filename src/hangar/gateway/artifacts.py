@@ -16,7 +16,8 @@ import base64
 import hashlib
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from email.utils import formatdate
 from pathlib import Path
 from urllib.parse import quote
@@ -29,6 +30,7 @@ from starlette.responses import FileResponse, Response
 from hangar.artifacts.limits import MAX_ZIPPED_BYTES
 from hangar.artifacts.multipart import MultipartUploads
 from hangar.artifacts.store import RESERVED_BUCKETS, ArtifactStore, StoredObject, StoreError
+from hangar.config import Settings
 from hangar.domain.errors import HangarError, NotFoundError, ValidationError
 from hangar.gateway import authn
 from hangar.gateway.app import read_capped_body
@@ -194,7 +196,10 @@ async def _not_implemented(request: Request, store: ArtifactStore, bucket: str, 
 # -- request plumbing --------------------------------------------------------------------------------------
 
 
-async def _s3(request: Request, bucket: str, key: str | None, operation) -> Response:  # type: ignore[no-untyped-def]
+Operation = Callable[[Request, ArtifactStore, str, "str | None"], Awaitable[Response]]
+
+
+async def _s3(request: Request, bucket: str, key: str | None, operation: Operation) -> Response:
     """Authenticate, run one operation, render any failure as S3 XML."""
     resource = f"/{bucket}/{key}" if key else f"/{bucket}"
     try:
@@ -309,7 +314,7 @@ def _etag(store: ArtifactStore, bucket: str, stored: StoredObject) -> str:
     return f'"{hashlib.sha256(f"{stored.path}:{stored.size}:{stored.mtime}".encode()).hexdigest()[:32]}"'
 
 
-def _settings(request: Request):  # type: ignore[no-untyped-def]
+def _settings(request: Request) -> Settings:
     return request.app.state.services.settings
 
 
@@ -401,8 +406,6 @@ def _field(name: str, value: str, url: bool) -> str:
 
 
 def _iso(timestamp: float) -> str:
-    from datetime import UTC, datetime
-
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
