@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
+from collections.abc import Iterator
 
 import uvicorn
 from starlette.applications import Starlette
@@ -20,11 +22,23 @@ async def ping(request: Request) -> JSONResponse:
 
 
 async def invocations(request: Request) -> Response:
-    """Content-Type application/x-headers: answer with the headers received; else stream the body back."""
+    """Content-Type application/x-headers: answer with the headers received; else send the body back.
+
+    The body is read completely (to a temporary file) before answering, as a request/response agent does.
+    """
     content_type = request.headers.get("content-type", "application/json")
     if content_type == "application/x-headers":
         return JSONResponse(dict(request.headers))
-    return StreamingResponse(request.stream(), media_type=content_type)
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the response generator
+    async for chunk in request.stream():
+        spool.write(chunk)
+    spool.seek(0)
+
+    def chunks() -> Iterator[bytes]:
+        with spool:
+            yield from iter(lambda: spool.read(1024 * 1024), b"")
+
+    return StreamingResponse(chunks(), media_type=content_type)
 
 
 async def card(request: Request) -> JSONResponse:
