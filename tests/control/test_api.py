@@ -262,3 +262,26 @@ def test_the_last_version_cannot_be_deleted(client: Any) -> None:
     response = _fails(client.delete_agent_runtime, agentRuntimeId=runtime_id, agentRuntimeVersion="1")
     assert response["Error"]["Code"] == "ConflictException"
     assert client.get_agent_runtime(agentRuntimeId=runtime_id, agentRuntimeVersion="1")["status"] == "CREATE_FAILED"
+
+
+def test_concurrent_creates_of_one_name_make_one_runtime(client: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    name = unique_name("race")
+
+    def attempt(_: int) -> str:
+        try:
+            return _create(client, agentRuntimeName=name)["agentRuntimeId"]
+        except ClientError as exc:
+            return exc.response["Error"]["Code"]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = list(pool.map(attempt, range(8)))
+    winners = [o for o in outcomes if o.startswith(name)]
+    assert len(winners) == 1 and outcomes.count("ConflictException") == 7, outcomes
+
+    token = str(uuid.uuid4())
+    other = unique_name("same")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda _: _create(client, agentRuntimeName=other, clientToken=token), range(8)))
+    assert len({a["agentRuntimeId"] for a in answers}) == 1

@@ -96,3 +96,59 @@ def test_lifecycle_on_postgresql(client: Any, server: HangarServer) -> None:
     assert wait_until(lambda: {"status": state()}, lambda d: d["status"] != "DELETING")["status"] == (
         "ResourceNotFoundException"
     )
+
+
+def test_races_on_postgresql(client: Any) -> None:
+    """Concurrent creates of one name, and concurrent retries of one clientToken, against PostgreSQL."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    name = unique_name("race")
+
+    def attempt(token: str | None) -> str:
+        extra = {"clientToken": token} if token else {}
+        try:
+            return client.create_agent_runtime(
+                agentRuntimeName=name, agentRuntimeArtifact=container_artifact(), roleArn=ROLE, **extra
+            )["agentRuntimeId"]
+        except ClientError as exc:
+            return exc.response["Error"]["Code"]
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        outcomes = list(pool.map(attempt, [None] * 6))
+    assert sum(o.startswith(name) for o in outcomes) == 1 and outcomes.count("ConflictException") == 5, outcomes
+
+    name = unique_name("token")
+    token = str(uuid.uuid4())
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        outcomes = list(pool.map(attempt, [token] * 6))
+    assert len(set(outcomes)) == 1 and outcomes[0].startswith(name), outcomes
+
+
+def test_two_gateways_on_one_database(server: HangarServer, client: Any) -> None:
+    """A second ``hangar serve`` on the same store: races between processes end the same way, and each
+    gateway sees the other's writes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    second = HangarServer(data_dir=server.data_dir, env=dict(server.env)).start()
+    try:
+        other = second.boto3_client("bedrock-agentcore-control")
+        name = unique_name("twin")
+
+        def attempt(index: int) -> str:
+            target = client if index % 2 else other
+            try:
+                return target.create_agent_runtime(
+                    agentRuntimeName=name, agentRuntimeArtifact=container_artifact(), roleArn=ROLE
+                )["agentRuntimeId"]
+            except ClientError as exc:
+                return exc.response["Error"]["Code"]
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            outcomes = list(pool.map(attempt, range(8)))
+        winners = [o for o in outcomes if o.startswith(name)]
+        assert len(winners) == 1 and outcomes.count("ConflictException") == 7, outcomes
+        seen = wait_settled(lambda: other.get_agent_runtime(agentRuntimeId=winners[0]))
+        assert seen["status"] == "CREATE_FAILED"
+        assert client.get_agent_runtime(agentRuntimeId=winners[0])["status"] == "CREATE_FAILED"
+    finally:
+        second.stop()
