@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -16,11 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from hangar.domain.errors import RuntimeClientError
 from hangar.sandbox.base import SandboxBackend
 from tests.sandbox.fixtures import (
     AgentFiles,
     client,
     encode_spec,
+    eventually,
     make_backend,
     processes_with_env,
     run_exec,
@@ -109,12 +112,30 @@ async def test_exec_timeout_kills_the_command_group(backend: SandboxBackend, age
         assert out == b"started\n"
         assert timed_out
         # Both sleeps shared the command's process group, so the timeout took them too (bounded wait: reaping).
-        for _ in range(200):
-            if not processes_with_env(marker):
-                break
-            await asyncio.sleep(0.01)
-        assert processes_with_env(marker) == []
+        assert await eventually(lambda: not processes_with_env(marker))
         assert sandbox.alive()
+
+
+async def test_exec_caller_hanging_up_ends_the_command(backend: SandboxBackend, agent_files: AgentFiles) -> None:
+    marker = f"HANGAR_HANGUP_MARK={uuid.uuid4().hex}"
+    async with started(backend, agent_files.spec()) as sandbox:
+        events = sandbox.exec(f"export {marker}; echo started; sleep 300", 120.0)
+        first = await anext(events)
+        assert (first.kind, first.data) == ("stdout", b"started\n")
+        assert await eventually(lambda: processes_with_env(marker))
+        await events.aclose()  # the gateway's client went away
+        assert await eventually(lambda: not processes_with_env(marker))
+
+
+async def test_alive_reports_the_agents_death(backend: SandboxBackend, agent_files: AgentFiles) -> None:
+    async with started(backend, agent_files.spec()) as sandbox:
+        await wait_ping(sandbox)
+        async with client(sandbox) as http:
+            agent_pid = (await http.get("/env")).json()["pid"]
+        # The sandbox may end before this command can report: that is the point.
+        with contextlib.suppress(RuntimeClientError):
+            await run_exec(sandbox, f"kill -9 {agent_pid}")
+        assert await eventually(lambda: not sandbox.alive())
 
 
 async def test_stats_report_the_tree(backend: SandboxBackend, agent_files: AgentFiles) -> None:
@@ -196,11 +217,8 @@ async def test_cleanup_orphans_after_a_crash(backend_name: str, state_root: Path
         assert holder.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(holder.stdout.readline), 60)
         assert line == b"started\n"
-        for _ in range(500):  # start() returns once the supervisor listens; its agent starts a moment later
-            if len(processes_with_env(marker)) >= 4:
-                break
-            await asyncio.sleep(0.01)
-        assert len(processes_with_env(marker)) >= 4  # two supervisors and two agents
+        # start() returns once the supervisor listens and has started its agent: two supervisors, two agents.
+        assert await eventually(lambda: len(processes_with_env(marker)) >= 4)
     finally:
         holder.send_signal(signal.SIGKILL)  # the crash: no stop() ever runs
         holder.wait(timeout=10)

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,3 +188,14 @@ def decode_spec(data: dict[str, object]) -> SandboxSpec:
             "command": tuple(data["command"]),  # type: ignore[call-overload]
         }
     )
+
+
+async def eventually(condition: Callable[[], object], timeout: float = 5.0) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` passes (bounded); returns its last truth value."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True

@@ -25,6 +25,7 @@ from hangar.sandbox.base import Limits
 from hangar.sandbox.selection import namespace_unsupported_reason
 from tests.sandbox.fixtures import (
     AgentFiles,
+    eventually,
     make_backend,
     prepared_agent_files,
     processes_with_env,
@@ -368,11 +369,8 @@ async def test_a_double_forked_daemon_dies_with_stop(backend: NamespaceBackend, 
         daemon = f"export {marker}; setsid -f sleep 3000 {quiet}; {py(files, double_fork)}; echo spawned"
         out, _, code, timed_out = await sh(attacker, daemon)
         assert (out, code, timed_out) == ("spawned\n", 0, False)
-        for _ in range(200):
-            if len(processes_with_env(marker)) >= 2:
-                break
-            await asyncio.sleep(0.01)
-        assert len(processes_with_env(marker)) >= 2  # they left the command's group and outlived it
+        # They left the command's group and session, and outlived the command.
+        assert await eventually(lambda: len(processes_with_env(marker)) >= 2)
         await attacker.stop()
         assert processes_with_env(marker) == []
         assert attacker.cgroup.pids() == []

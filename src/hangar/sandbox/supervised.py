@@ -232,13 +232,17 @@ class SupervisedSandbox(Sandbox):
                 return
             self._stopped = True
             if self.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.send_signal(signal.SIGTERM)
+                self._ask_to_exit()
                 await wait_exit(self.proc, STOP_GRACE_S)
             await self._kill_tree()
             await wait_exit(self.proc, STOP_GRACE_S)
             await self._release()
             self._forget(self.id)
+
+    def _ask_to_exit(self) -> None:
+        """SIGTERM the supervisor: it ends its commands, gives the agent a short grace, and exits."""
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGTERM)
 
     @abstractmethod
     async def _kill_tree(self) -> None:

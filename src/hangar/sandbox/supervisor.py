@@ -144,25 +144,29 @@ class Commands:
             process_group=0,
         )
         self.groups.add(proc.pid)
-        timed_out = False
+        work = asyncio.ensure_future(
+            asyncio.gather(_pump(proc.stdout, b"o", writer), _pump(proc.stderr, b"e", writer), proc.wait())
+        )
+        # The caller sends nothing after its request: a read that returns means it hung up.
+        hangup = asyncio.ensure_future(reader.read(1))
         try:
-            pumps = [
-                asyncio.ensure_future(_pump(proc.stdout, b"o", writer)),
-                asyncio.ensure_future(_pump(proc.stderr, b"e", writer)),
-            ]
-            try:
-                await asyncio.wait_for(asyncio.gather(*pumps, proc.wait()), timeout)
-            except TimeoutError:
-                timed_out = True
+            done, _ = await asyncio.wait({work, hangup}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if work in done:
+                work.result()
+            else:
                 _kill_group(proc.pid)
-                for pump in pumps:
-                    pump.cancel()
+                work.cancel()
                 await proc.wait()
-            writer.write(_frame(b"x", json.dumps({"exit_code": proc.returncode, "timed_out": timed_out}).encode()))
+                if hangup in done:
+                    return  # nobody to tell: the caller went away, and its command went with it
+            result = {"exit_code": proc.returncode, "timed_out": work not in done}
+            writer.write(_frame(b"x", json.dumps(result).encode()))
             await writer.drain()
         except (ConnectionError, asyncio.CancelledError):
-            pass  # the caller went away: its command goes too
+            pass  # the caller went away mid-stream: its command goes too
         finally:
+            hangup.cancel()
+            work.cancel()
             _kill_group(proc.pid)
             self.groups.discard(proc.pid)
             await _close(writer)

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -59,6 +60,11 @@ class NamespaceSandbox(SupervisedSandbox):
             pids=self.cgroup.pid_count(),
             cpu_seconds=self.cgroup.cpu_seconds(),
         )
+
+    def _ask_to_exit(self) -> None:
+        """SIGTERM everything but bwrap: bwrap would die at once and take the namespace with it (--die-with-parent),
+        whereas the supervisor and the agent get their grace this way."""
+        self.cgroup.signal_all(signal.SIGTERM, spare="bwrap")
 
     async def _kill_tree(self) -> None:
         await self.cgroup.kill_all()

@@ -120,18 +120,21 @@ class Cgroup:
         if self.layout.version == 2 and (self.paths["pids"] / "cgroup.kill").exists():
             self._write("pids", "cgroup.kill", 1, optional=True)
         if self._freeze(True):
-            self._signal_all()
+            self.signal_all(signal.SIGKILL)
             self._freeze(False)  # a v1-frozen task dies only once thawed; its SIGKILL is already pending
         for _ in range(KILL_ROUNDS):
-            if not self._signal_all():
+            if not self.signal_all(signal.SIGKILL):
                 return
             await asyncio.sleep(KILL_PAUSE_S)
 
-    def _signal_all(self) -> int:
+    def signal_all(self, signum: int, spare: str | None = None) -> int:
+        """Send ``signum`` to every process in the cgroup, except those whose command name is ``spare``."""
         pids = self.pids()
         for pid in pids:
+            if spare is not None and _comm(pid) == spare:
+                continue
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signum)
         return len(pids)
 
     async def remove(self) -> None:
@@ -171,6 +174,13 @@ class Cgroup:
     def _read_int(self, controller: str, name: str) -> int:
         text = self._read(controller, name).strip()
         return int(text) if text.isdigit() else 0
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def list_names(layout: CgroupLayout, prefix: str) -> list[str]:
