@@ -4,9 +4,7 @@ straight into the store's directory (as an operator may) or as zips."""
 from __future__ import annotations
 
 import stat
-import tempfile
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -51,14 +49,6 @@ class Artifacts:
         self, prefix: str, entry: tuple[str, ...] = ("main.py",), runtime: str = "PYTHON_3_11", version_id=None
     ) -> CodeArtifact:  # type: ignore[no-untyped-def]
         return CodeArtifact(BUCKET, prefix, version_id, runtime, entry)
-
-
-@pytest.fixture
-def world_readable_dir() -> Iterator[Path]:
-    """A data dir every uid can traverse (pytest's own tmp root is 0700), so a sandbox uid can use the build."""
-    with tempfile.TemporaryDirectory(prefix="hangar-artifacts-") as directory:
-        Path(directory).chmod(0o755)
-        yield Path(directory)
 
 
 @pytest.fixture

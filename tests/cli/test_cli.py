@@ -16,6 +16,8 @@ import pytest
 from tests.support.server import HANGAR_BIN, HangarServer
 
 AGENT = """\
+import os
+
 import six
 from hangar.sdk import BedrockAgentCoreApp
 
@@ -24,7 +26,7 @@ app = BedrockAgentCoreApp()
 
 @app.entrypoint
 def invoke(payload):
-    return {"echo": payload, "six": six.__version__}
+    return {"echo": payload, "six": six.__version__, "greeting": os.environ.get("GREETING")}
 
 
 if __name__ == "__main__":
@@ -98,6 +100,12 @@ def test_deploy_update_versions_endpoints_delete(hangar: HangarServer, tmp_path:
     created = as_json(hangar_cli(hangar, "deploy", str(folder), "--name", "cli_echo", "--env", "GREETING=hi", "--json"))
     assert created["status"] == "READY" and created["agentRuntimeVersion"] == "1"
     assert created["agentRuntimeArn"].endswith(f":runtime/{created['agentRuntimeId']}")
+    # The built environment runs in a sandbox: requirements installed, hangar.sdk importable, variables passed.
+    data_plane = hangar.boto3_client("bedrock-agentcore", read_timeout=120)
+    answer = data_plane.invoke_agent_runtime(
+        agentRuntimeArn=created["agentRuntimeArn"], runtimeSessionId="cli-deploy-" + "0" * 40, payload=b'{"n": 1}'
+    )
+    assert json.loads(answer["response"].read()) == {"echo": {"n": 1}, "six": "1.17.0", "greeting": "hi"}
 
     (folder / "main.py").write_text(AGENT + "# v2\n")
     updated = as_json(hangar_cli(hangar, "deploy", str(folder), "--name", "cli_echo", "--json"))
