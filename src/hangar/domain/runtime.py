@@ -380,7 +380,7 @@ def _check_environment(check: Checker, value: Any) -> dict[str, str] | None:
         text = check.string(item, f"{path}.{key}", min_len=0, max_len=5000)
         if text is None:
             if item is None:
-                check.fail(f"{path}.{key}", "Member must not be null")
+                check.fail_null(f"{path}.{key}")
             continue
         if "\x00" in text:
             check.fail(f"{path}.{key}", "Member must not contain NUL")

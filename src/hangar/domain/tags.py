@@ -18,7 +18,7 @@ def check_tags(check: Checker, value: Any, path: str = "tags") -> dict[str, str]
     for key, item in tags.items():
         key_ok = check.string(key, f"{path}.key", min_len=1, max_len=128, pattern=TAG_TEXT)
         if item is None:
-            check.fail(f"{path}.{key}", "Member must not be null")
+            check.fail_null(f"{path}.{key}")
             continue
         value_ok = check.string(item, f"{path}.{key}", min_len=0, max_len=256, pattern=TAG_TEXT)
         if key_ok is not None and value_ok is not None:

@@ -72,8 +72,12 @@ class Checker:
     def required(self, document: dict[str, Any], key: str, path: str) -> Any:
         value = document.get(key)
         if value is None:
-            self.fail(path, "Member must not be null")
+            self.fail_null(path)
         return value
+
+    def fail_null(self, path: str) -> None:
+        self._messages.append(f"Value null at '{path}' failed to satisfy constraint: Member must not be null")
+        self.problems.append(FieldProblem(name=path, message="Member must not be null"))
 
     # -- scalars ----------------------------------------------------------------------------------------------
     def string(
@@ -182,7 +186,7 @@ class Checker:
         for index, item in enumerate(items):
             member_path = f"{path}.{index + 1}.member"
             if item is None:
-                self.fail(member_path, "Member must not be null")
+                self.fail_null(member_path)
                 continue
             found = self.string(item, member_path, **string_rules)
             if found is not None:
