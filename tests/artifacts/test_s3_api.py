@@ -7,6 +7,7 @@ import http.client
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import boto3
@@ -207,3 +208,25 @@ def test_a_part_that_would_pass_250_mb_is_refused_before_its_body(s3, hangar: Ha
     response = connection.getresponse()
     assert response.status == 400 and b"<Code>EntityTooLarge</Code>" in response.read()
     connection.close()
+
+
+def test_an_abandoned_upload_leaves_no_file(s3, hangar: HangarServer) -> None:  # type: ignore[no-untyped-def]
+    key_id, secret = read_admin_key(hangar.credentials_file)
+    url = f"{hangar.url}/hangar-artifacts/abandoned.zip"
+    request = AWSRequest("PUT", url, headers={"Content-Length": "100000"})
+    request.headers["X-Amz-Content-SHA256"] = "UNSIGNED-PAYLOAD"
+    S3SigV4Auth(Credentials(key_id, secret), "s3", "us-west-2").add_auth(request)
+    connection = http.client.HTTPConnection("127.0.0.1", hangar.port, timeout=30)
+    connection.putrequest("PUT", "/hangar-artifacts/abandoned.zip", skip_accept_encoding=True)
+    for name, value in request.headers.items():
+        connection.putheader(name, value)
+    connection.endheaders(b"only the first bytes")
+    connection.close()
+    uploads = hangar.data_dir / "artifacts" / ".tmp"
+    deadline = time.monotonic() + 30
+    while list(uploads.glob("upload-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not list(uploads.glob("upload-*"))
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket="hangar-artifacts", Key="abandoned.zip")
+    assert "unhandled error" not in hangar.log()

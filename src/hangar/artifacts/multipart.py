@@ -18,10 +18,9 @@ import uuid
 from pathlib import Path
 
 from hangar.artifacts.limits import MAX_ZIPPED_BYTES
-from hangar.artifacts.store import ArtifactStore, StoreError
+from hangar.artifacts.store import STALE_UPLOAD_S, ArtifactStore, StoreError
 
 MAX_PARTS = 10_000
-STALE_UPLOAD_S = 24 * 3600
 _UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 CHUNK = 1024 * 1024
 

@@ -12,10 +12,12 @@ the first 32 hex digits of the object's sha256: putting identical bytes twice yi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import os
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +47,7 @@ RESERVED_BUCKETS = frozenset(
     }
 )
 MAX_KEY_BYTES = 1024
+STALE_UPLOAD_S = 24 * 3600  # unfinished uploads (single or multipart) older than this are removed
 
 
 class StoreError(HangarError):
@@ -144,8 +147,15 @@ class ArtifactStore:
         return self.bucket_dir(bucket).joinpath(*key_parts(key))
 
     def new_upload(self) -> Path:
-        """A fresh temporary path for an upload in flight (same filesystem as the buckets)."""
+        """A fresh temporary path for an upload in flight (same filesystem as the buckets).
+
+        Uploads delete their file when they end; files older than a day are leftovers of a crash."""
         self._tmp.mkdir(parents=True, exist_ok=True)
+        cutoff = time.time() - STALE_UPLOAD_S
+        for leftover in self._tmp.glob("upload-*"):
+            with contextlib.suppress(FileNotFoundError):
+                if leftover.stat().st_mtime < cutoff:
+                    leftover.unlink()
         return self._tmp / f"upload-{uuid.uuid4().hex}"
 
     def put(self, bucket: str, key: str, upload: Path, sha256_hex: str) -> str:

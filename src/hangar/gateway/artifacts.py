@@ -24,7 +24,7 @@ from urllib.parse import quote
 from xml.sax.saxutils import escape, unescape
 
 import anyio.to_thread
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, Response
 
 from hangar.artifacts.limits import MAX_ZIPPED_BYTES
@@ -257,13 +257,16 @@ async def _receive(request: Request, upload: Path, length: int) -> str:
     crc32 = 0
     size = 0
     with open(upload, "wb") as out:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > length:
-                raise StoreError("IncompleteBody", "The body is longer than its Content-Length.", 400)
-            sha256.update(chunk)
-            crc32 = zlib.crc32(chunk, crc32)
-            out.write(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > length:
+                    raise StoreError("IncompleteBody", "The body is longer than its Content-Length.", 400)
+                sha256.update(chunk)
+                crc32 = zlib.crc32(chunk, crc32)
+                out.write(chunk)
+        except ClientDisconnect:
+            raise StoreError("IncompleteBody", "The client went away before sending the whole body.", 400) from None
     request.state.body_read = True
     if size != length:
         raise StoreError("IncompleteBody", "You did not provide the number of bytes specified by Content-Length.", 400)
