@@ -112,3 +112,13 @@ def test_bad_requirements_fail_with_uv_output(artifacts: Artifacts) -> None:
     assert "installing requirements.txt failed" in failure.value.reason
     assert "hangar-no-such-package-zq9" in failure.value.reason
     assert not list(artifacts.builder.versions_dir.iterdir()), "a failed build must leave nothing behind"
+
+
+def test_pyproject_dependencies_and_the_agents_own_starlette_win(shared: Artifacts) -> None:
+    """pyproject.toml works like requirements.txt; an SDK dependency the agent pins is not replaced."""
+    pyproject = '[project]\nname = "agent"\nversion = "0"\ndependencies = ["six==1.17.0", "starlette==0.46.2"]\n'
+    shared.folder("pyproject-agent", {"main.py": AGENT, "pyproject.toml": pyproject})
+    prepared = shared.builder.prepare(shared.artifact("pyproject-agent"))
+    site = next((prepared.env_dir / "lib").glob("python3.11/site-packages"))
+    assert [p.name for p in site.glob("starlette-*.dist-info")] == ["starlette-0.46.2.dist-info"]
+    assert list(site.glob("six-1.17.0.dist-info")) and list(site.glob("uvicorn-*.dist-info"))
