@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.support.server import HangarServer, read_admin_key
+from tests.support.server import HangarServer, free_port, read_admin_key
 
 BIN = Path(sys.executable).parent
 _AWS_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"}
@@ -132,6 +132,7 @@ def test_restart_keeps_the_admin_key_and_a_lost_file_gets_a_new_one(tmp_path: Pa
     server = HangarServer(data_dir=tmp_path / "data").start()
     first = read_admin_key(server.credentials_file)
     server.stop()
+    server.port = free_port()  # a fresh port: another test may have taken the old one meanwhile
     server.start()
     try:
         assert read_admin_key(server.credentials_file) == first
@@ -139,6 +140,7 @@ def test_restart_keeps_the_admin_key_and_a_lost_file_gets_a_new_one(tmp_path: Pa
     finally:
         server.stop()
     server.credentials_file.unlink()
+    server.port = free_port()
     server.start()
     try:
         second = read_admin_key(server.credentials_file)
