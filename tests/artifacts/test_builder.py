@@ -62,11 +62,11 @@ def test_build_installs_requirements_and_sdk_and_runs_as_an_unprivileged_uid(sha
 
 
 def test_identical_content_is_built_once(shared: Artifacts) -> None:
-    files = {"main.py": AGENT, "requirements.txt": "six==1.17.0\n"}
+    files = {"main.py": AGENT, "requirements.txt": "six==1.17.0\n", "pkg/util.py": "X = 1\n"}
     shared.folder("six-agent", files)
     first = shared.builder.prepare(shared.artifact("six-agent"))
     built_at = json.loads((first.code_dir.parent / "build.json").read_text())["builtAt"]
-    shared.zip("copies/same-code.zip", files)  # same content, other key, zipped: same hash
+    shared.zip("copies/same-code.zip", files)  # same content, other key, zipped (no folder entries): same hash
     again = shared.builder.prepare(shared.artifact("copies/same-code.zip"))
     assert again == first
     assert json.loads((again.code_dir.parent / "build.json").read_text())["builtAt"] == built_at

@@ -22,13 +22,16 @@ class Fingerprint:
 
 
 def fingerprint(source: Source, interpreter: Interpreter, sdk_fingerprint: str) -> Fingerprint:
-    """Hash code (names, kinds, modes, bytes), requirements (part of the code), runtime, interpreter and SDK."""
+    """Hash code (file and link names, executable bits, link targets, bytes), requirements (part of the code),
+    runtime, interpreter and SDK."""
     digest = hashlib.sha256()
     for part in (BUILD_FORMAT, interpreter.runtime, str(interpreter.path), sdk_fingerprint):
         digest.update(part.encode() + b"\0")
     files: dict[str, str] = {}
     total = 0
     for entry in source.entries:
+        if entry.kind == "dir":
+            continue  # implied by the files below it; zips often omit folder entries that a folder always has
         digest.update(f"{entry.kind}\0{entry.name}\0{int(entry.executable)}\0{entry.target}\0".encode())
         if entry.kind != "file":
             continue
