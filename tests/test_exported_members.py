@@ -26,7 +26,11 @@ PUBLIC = [
     "RequestContextFormatter",
     "is_forwardable_header",
 ]
-ALLOWED_TOP_LEVEL = {"hangar", "starlette", "uvicorn", "anyio", "sniffio", "idna", "typing_extensions"}
+# starlette and uvicorn, plus what they bring: anyio and its helpers (exceptiongroup is its backport on Python 3.10).
+ALLOWED_TOP_LEVEL = {
+    *("hangar", "starlette", "uvicorn"),
+    *("anyio", "sniffio", "idna", "typing_extensions", "exceptiongroup"),
+}
 
 
 def private_modules() -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import traceback
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from ._context import BedrockAgentCoreContext
 
@@ -22,8 +22,9 @@ class RequestContextFormatter(logging.Formatter):
     """Formats a record as JSON: timestamp, level, message, logger, ids, and the error when there is one."""
 
     def format(self, record: logging.LogRecord) -> str:
+        created = datetime.fromtimestamp(record.created, timezone.utc)  # noqa: UP017 - agents may run Python 3.10
         entry: dict[str, object] = {
-            "timestamp": datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+            "timestamp": created.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
             "level": record.levelname,
             "message": record.getMessage(),
             "logger": record.name,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import threading
 from collections.abc import Callable, Coroutine
 from contextvars import Context
@@ -84,7 +85,7 @@ class WorkerLoop:
                 caller.call_soon_threadsafe(deliver, task)
 
         def start() -> None:
-            task = loop.create_task(coro, context=context)
+            task = _create_task(loop, coro, context)
             started.append(task)
             task.add_done_callback(relay)
 
@@ -106,8 +107,15 @@ class WorkerLoop:
         loop = self.loop()
 
         def launch() -> None:
-            task = loop.create_task(coro, context=context)
+            task = _create_task(loop, coro, context)
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
         loop.call_soon_threadsafe(launch)
+
+
+def _create_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], context: Context) -> asyncio.Task[T]:
+    """A task running in ``context`` itself (3.11+), or in a copy of it on Python 3.10 (agents may run 3.10)."""
+    if sys.version_info >= (3, 11):  # noqa: UP036 - the SDK runs in agents' interpreters, 3.10 included
+        return loop.create_task(coro, context=context)
+    return context.run(loop.create_task, coro)
