@@ -46,7 +46,10 @@ def control(server: HangarServer) -> Any:
 @pytest.fixture(scope="module")
 def runtimes(control: Any, panva_idp: RunningIdp, glewlwyd_idp: RunningIdp) -> dict[str, dict[str, Any]]:
     """A JWT testbed and a JWT websocket agent per IdP, and one SigV4-only testbed."""
-    found: dict[str, dict[str, Any]] = {"sigv4": deploy(control, "testbed")}
+    found: dict[str, dict[str, Any]] = {
+        "sigv4": deploy(control, "testbed"),
+        "sigv4-ws": deploy(control, "websocket_echo"),
+    }
     for name, idp in (("panva", panva_idp), ("glewlwyd", glewlwyd_idp)):
         authorizer = {"customJWTAuthorizer": rules_for(idp)}
         found[f"{name}-http"] = deploy(control, "testbed", authorizerConfiguration=authorizer)
@@ -149,11 +152,23 @@ def test_websocket_with_bearer_token(
         assert caught.value.response.status_code == status
 
 
-def test_websocket_presigned_url_on_jwt_runtime_is_refused_and_on_sigv4_runtime_accepted(
+def test_websocket_sigv4_on_jwt_runtime_is_refused_and_on_sigv4_runtime_accepted(
     server: HangarServer, runtimes: dict[str, dict[str, Any]]
 ) -> None:
     admin = read_admin_key(server.credentials_file)
-    jwt_url = presigned_url(_url(server, runtimes["panva-ws"], "ws"), admin).replace("http://", "ws://")
-    with pytest.raises(InvalidStatus) as caught:
-        connect(jwt_url, open_timeout=60)
-    assert caught.value.response.status_code == 403
+    for form in ("presigned", "headers"):
+        for name, accepted in (("panva-ws", False), ("sigv4-ws", True)):
+            url = _url(server, runtimes[name], "ws") + f"?{SESSION}={new_session_id()}"
+            if form == "presigned":
+                target, headers = presigned_url(url, admin).replace("http://", "ws://"), {}
+            else:
+                target = url.replace("http://", "ws://")
+                headers = {k: v for k, v in signed("GET", url, admin).headers.items() if k.lower() != "host"}
+            if accepted:
+                with connect(target, additional_headers=headers, open_timeout=60) as socket:
+                    socket.send(f"{form} ok")
+                    assert socket.recv(timeout=30) == f"{form} ok"
+            else:
+                with pytest.raises(InvalidStatus) as caught:
+                    connect(target, additional_headers=headers, open_timeout=60)
+                assert caught.value.response.status_code == 403
