@@ -78,6 +78,7 @@ def test_console_script_entry_point_is_checked_against_the_environment(shared: A
     shared.folder("script-agent", {"main.py": "print('hi')\n"})
     prepared = shared.builder.prepare(shared.artifact("script-agent", entry=("uvicorn", "main.py")))
     assert prepared.command()[0] == str(prepared.env_dir / "bin" / "uvicorn")
+    assert shared.builder.prepare(shared.artifact("script-agent", entry=("./main.py",))).code_dir == prepared.code_dir
     with pytest.raises(BuildError, match=r"neither a \.py file nor a console script"):
         shared.builder.prepare(shared.artifact("script-agent", entry=("no-such-tool", "main.py")))
 

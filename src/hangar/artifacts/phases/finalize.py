@@ -46,7 +46,9 @@ def check_entry_point(entry_point: tuple[str, ...], code_files: set[str], env_di
 
 
 def _code_file(name: str, code_files: set[str]) -> None:
-    if name.startswith("/") or ".." in name.split("/") or name not in code_files:
+    """``name`` as the agent's working directory sees it: ``main.py``, ``./main.py`` and ``src/app.py`` are fine."""
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if name.startswith("/") or ".." in parts or "/".join(parts) not in code_files:
         raise BuildError(f"entryPoint file {name!r} is not in the code artifact")
 
 
