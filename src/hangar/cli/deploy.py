@@ -219,7 +219,7 @@ def deploy(
         task = progress.add_task(f"packaging {path}")
         package = package_folder(path, Path(scratch) / "artifact.zip")
         script = next((part for part in entry_point if part.endswith(".py")), entry_point[-1])
-        if script not in package.names:
+        if "/".join(part for part in script.split("/") if part not in ("", ".")) not in package.names:
             fail(f"entry point {script} is not in {path} (or it is excluded by an ignore file)")
         key = f"{name}/{package.sha256[:16]}.zip"
         progress.update(task, description=f"uploading {package.files} files, {package.size / 1e6:.2f} MB")
