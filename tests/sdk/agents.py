@@ -116,6 +116,15 @@ def _headers_view(context: Any, agent_context: Any) -> dict[str, Any]:
     }
 
 
+def _context_vars(agent_context: Any) -> dict[str, Any]:
+    return {
+        "request_id": agent_context.get_request_id(),
+        "session_id": agent_context.get_session_id(),
+        "workload_access_token": agent_context.get_workload_access_token(),
+        "headers": agent_context.get_request_headers(),
+    }
+
+
 def _numbers(count: int, fail_at: int | None, state: AgentState) -> Iterator[Any]:
     try:
         for index in range(count):
@@ -277,6 +286,10 @@ def build_agent(app_class: type, flavour: str) -> Any:
             if kind == "items":
                 yield from _stream_items()
                 return
+            if kind == "context_vars":
+                yield _context_vars(BedrockAgentCoreContext)
+                yield _context_vars(BedrockAgentCoreContext)  # still there on the next step
+                return
             yield from _numbers(_count(payload), payload.get("fail_at") if isinstance(payload, dict) else None, state)
 
     elif flavour == "asyncgen":
@@ -292,6 +305,11 @@ def build_agent(app_class: type, flavour: str) -> Any:
                 return
             if kind == "session":
                 yield {"session_id": context.session_id}
+                return
+            if kind == "context_vars":
+                yield _context_vars(BedrockAgentCoreContext)
+                await asyncio.sleep(0)
+                yield _context_vars(BedrockAgentCoreContext)
                 return
             async for item in _anumbers(_count(payload), None, state):
                 yield item

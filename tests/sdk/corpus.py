@@ -237,6 +237,9 @@ HTTP_CASES: tuple[Case, ...] = (
     # Headers and RequestContext.
     case("forwarded_and_restricted_headers", "sync", post({"kind": "headers"}, *FORWARDING_HEADERS)),
     case("no_forwardable_headers", "sync", kind("headers")),
+    case("async_handler_headers", "async", post({"kind": "headers"}, *FORWARDING_HEADERS)),
+    case("sync_generator_context_vars", "syncgen", post({"kind": "context_vars"}, *FORWARDING_HEADERS)),
+    case("async_generator_context_vars", "asyncgen", post({"kind": "context_vars"}, *FORWARDING_HEADERS)),
     case("only_plain_workload_token", "sync", post({"kind": "headers"}, ("WorkloadAccessToken", "plain"))),
     case("duplicate_header_last_wins", "sync", post({"kind": "headers"}, ("X-Dup", "first"), ("X-Dup", "second"))),
     case("latin1_header_value", "sync", post({"kind": "headers"}, ("X-Weird", b"caf\xe9"))),
