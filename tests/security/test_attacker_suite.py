@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import http.server
 import shlex
 import shutil
@@ -322,6 +323,19 @@ async def test_filling_the_disk_stops_at_the_size_limit(backend: NamespaceBacken
         for target in ("/fill", "/usr/fill", f"{files.code_dir}/fill", f"{files.env_dir}/fill", "/etc/fill"):
             _, err, code, _ = await sh(attacker, f"echo x > {target}")
             assert code != 0 and "Read-only file system" in err, (target, err)
+
+
+async def test_flooding_stdout_fills_only_its_own_budget(backend: NamespaceBackend, files: AgentFiles) -> None:
+    flood = "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n"
+    spec = dataclasses.replace(files.spec(), command=(str(files.env_dir / "bin" / "python"), "-c", flood))
+    async with started(backend, files.spec(port=8000)) as neighbour, started(backend, spec) as flooder:
+        assert isinstance(flooder, NamespaceSandbox)
+        # The flooder dies of ENOSPC on its own stdout once the log has used up its disk budget.
+        assert await eventually(lambda: not flooder.alive(), timeout=30)
+        log_size = flooder.log_path.stat().st_size
+        assert SMALL.disk_bytes // 2 < log_size <= files.spec().limits.disk_bytes
+        assert flooder.proc.returncode not in (0, None)  # its print failed (ENOSPC); the host's /run did not fill
+        assert (await wait_ping(neighbour)).status_code == 200
 
 
 async def test_cpu_hog_is_throttled_by_the_quota(backend: NamespaceBackend, files: AgentFiles) -> None:

@@ -108,7 +108,8 @@ class ProcessBackend(SandboxBackend):
         )
         state = create_state(self.state_root, spec.sandbox_id)
         try:
-            state.home.mkdir(parents=True, mode=0o700)
+            state.rw.mkdir(mode=0o700)
+            state.home.mkdir(mode=0o700)
             state.tmp.mkdir(mode=0o700)
             port = free_loopback_port()
             env = agent_environment(spec, port, str(state.home), str(state.tmp))

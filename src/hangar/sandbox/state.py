@@ -60,8 +60,10 @@ class StateDir:
 
     @property
     def log(self) -> Path:
-        """The agent's and supervisor's stdout and stderr."""
-        return self.path / "agent.log"
+        """The agent's and supervisor's stdout and stderr. It lives in the writable area, which the sandbox cannot
+        see (only ``home`` and ``tmp`` are bound in) but whose size limit it counts against: an agent that prints
+        forever fills its own budget, never the host's /run."""
+        return self.rw / "agent.log"
 
     @property
     def record(self) -> Path:

@@ -106,7 +106,7 @@ def spawn(
     argv: Sequence[str], env: Mapping[str, str], cwd: Path, log: Path, pass_fds: Sequence[int] = ()
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` as the leader of a new session (stop kills the whole group), output appended to ``log``."""
-    with open(log, "ab", buffering=0) as out:
+    with open(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab", buffering=0) as out:
         return subprocess.Popen(
             list(argv),
             env=dict(env),
