@@ -191,3 +191,12 @@ def test_both_signature_forms_at_once(auth_server: HangarServer, admin_key) -> N
     request = signed("GET", auth_server.url + CREDENTIALS, admin_key)
     response = httpx.get(url, headers={"Authorization": request.headers["Authorization"]})
     refused(response, 400, "IncompleteSignatureException")
+
+
+def test_refusals_are_logged_without_secrets_and_none_was_a_server_error(auth_server: HangarServer, admin_key) -> None:
+    """Runs after the hostile requests above (file order): the log names refusals, never a secret or a 500."""
+    send(signed("GET", auth_server.url + CREDENTIALS, (admin_key[0], "Z" * 40)))
+    log = auth_server.log()
+    assert "refused GET /hangar/credentials/: InvalidSignatureException" in log
+    assert "unhandled error" not in log and "Traceback" not in log
+    assert admin_key[1] not in log and "Z" * 40 not in log

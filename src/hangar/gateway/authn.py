@@ -5,13 +5,17 @@ Nothing here is stored globally: each call reads the connection it is given and 
 
 from __future__ import annotations
 
+import logging
+
 from starlette.requests import HTTPConnection
 
 from hangar.auth.sigv4 import SignedRequest
-from hangar.domain.errors import AccessDeniedError, InternalError, UnauthorizedError
+from hangar.domain.errors import AccessDeniedError, HangarError, InternalError, UnauthorizedError
 from hangar.domain.invocation import InvocationTarget
 from hangar.domain.types import Principal
 from hangar.services import Services
+
+log = logging.getLogger("hangar.auth")
 
 
 def signed_request(conn: HTTPConnection) -> SignedRequest:
@@ -30,15 +34,12 @@ def signed_request(conn: HTTPConnection) -> SignedRequest:
 
 async def authenticate_sigv4(conn: HTTPConnection, services: Services, payload_sha256: str) -> Principal:
     """Verify the request's SigV4 signature (header or presigned query form); fail closed."""
-    if services.sigv4 is None:
-        raise InternalError("SigV4 verification is not configured")
-    caller = await services.sigv4.verify(signed_request(conn), payload_sha256)
-    return Principal(
-        kind="sigv4",
-        account_id=caller.key.account_id,
-        name=caller.key.principal_name,
-        access_key_id=caller.key.access_key_id,
-    )
+    request = signed_request(conn)
+    try:
+        return await _sigv4(request, services, payload_sha256)
+    except HangarError as exc:
+        _log_refusal(request, exc)
+        raise
 
 
 async def authenticate_invocation(
@@ -49,15 +50,36 @@ async def authenticate_invocation(
     The other method is refused outright (403), as AgentCore does, even when its credentials would be valid.
     WebSocket upgrades use the same rules: SigV4 headers or a presigned URL, or ``Authorization: Bearer``.
     """
+    request = signed_request(conn)
+    try:
+        return await _invocation(request, services, target, payload_sha256)
+    except HangarError as exc:
+        _log_refusal(request, exc)
+        raise
+
+
+async def _sigv4(request: SignedRequest, services: Services, payload_sha256: str) -> Principal:
+    if services.sigv4 is None:
+        raise InternalError("SigV4 verification is not configured")
+    caller = await services.sigv4.verify(request, payload_sha256)
+    return Principal(
+        kind="sigv4",
+        account_id=caller.key.account_id,
+        name=caller.key.principal_name,
+        access_key_id=caller.key.access_key_id,
+    )
+
+
+async def _invocation(
+    request: SignedRequest, services: Services, target: InvocationTarget, payload_sha256: str
+) -> Principal:
     if services.sigv4 is None or services.jwt is None:
         raise InternalError("Inbound authentication is not configured")
-    request = signed_request(conn)
-    authorization = request.header_values("authorization")
-    bearer = _bearer(authorization)
+    bearer = _bearer(request.header_values("authorization"))
     if target.jwt_authorizer is None:
         if bearer is not None:
             raise AccessDeniedError(_MISMATCH + " This runtime accepts SigV4-signed requests only.")
-        return await authenticate_sigv4(conn, services, payload_sha256)
+        return await _sigv4(request, services, payload_sha256)
     if services.sigv4.carries_signature(request):
         raise AccessDeniedError(_MISMATCH + " This runtime accepts OAuth bearer tokens only.")
     if bearer is None:
@@ -73,6 +95,11 @@ async def authenticate_invocation(
 
 
 _MISMATCH = "Authorization method mismatch: the runtime is configured for a different authorization method."
+
+
+def _log_refusal(request: SignedRequest, error: HangarError) -> None:
+    """One line per refused caller for the operator; messages carry no secrets, tokens or signatures."""
+    log.info("refused %s %s: %s %s", request.method, request.raw_path[:200], error.code, error.message)
 
 
 def _bearer(authorization: list[str]) -> str | None:
