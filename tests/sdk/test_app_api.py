@@ -228,3 +228,26 @@ def test_bind_address(tmp_path: Path, environ: dict[str, str], dockerenv: bool, 
     if dockerenv:
         marker.touch()
     assert default_host(environ, marker) == expected
+
+
+@BOTH
+def test_time_of_last_update_moves_only_when_the_status_changes(app_class: type) -> None:
+    app = app_class()
+    app.entrypoint(lambda payload: payload)
+    with serving(app) as server:
+
+        def body() -> dict[str, Any]:
+            answer: dict[str, Any] = httpx.get(f"{server.url}/ping", timeout=TIMEOUT).json()
+            return answer
+
+        first, second = body(), body()
+        assert first == second
+        assert first["status"] == "Healthy"
+        assert isinstance(first["time_of_last_update"], int)
+        task_id = app.add_async_task("work")
+        busy = body()
+        assert busy["status"] == "HealthyBusy"
+        assert busy["time_of_last_update"] >= first["time_of_last_update"]
+        assert body() == busy
+        app.complete_async_task(task_id)
+        assert body()["status"] == "Healthy"
