@@ -150,3 +150,34 @@ def test_jwks_unreachable_fails_closed(idp: RunningIdp) -> None:
 
 def test_invalid_authorizer_configuration_fails_closed(idp: RunningIdp) -> None:
     refused(JwtAuthorizer(), forge(idp), {"discoveryUrl": "ftp://x"}, 401, "configuration")
+
+
+def test_oversized_discovery_document_fails_closed(idp: RunningIdp) -> None:
+    """A hostile or broken IdP endpoint answering huge documents, with and without Content-Length."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Huge(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"issuer": "' + b"x" * 400_000 + b'"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            if self.path.startswith("/declared/"):
+                self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Huge)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        for prefix in ("/declared", "/streamed"):
+            rules = rules_for(idp, discoveryUrl=f"{base}{prefix}/.well-known/openid-configuration")
+            refused(JwtAuthorizer(), forge(idp), rules, 401, "larger than")
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
