@@ -20,6 +20,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.error import URLError
@@ -151,4 +152,9 @@ def fail(message: str) -> NoReturn:
 
 
 def print_json(data: object) -> None:
-    console.print_json(json.dumps(data, default=str))
+    """Indented JSON on stdout; timestamps (botocore gives datetimes) in ISO 8601."""
+    console.print_json(json.dumps(data, default=_json_value))
+
+
+def _json_value(value: object) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)

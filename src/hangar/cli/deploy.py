@@ -7,7 +7,6 @@ object key, and on the server the same content hash: nothing is uploaded or buil
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import stat
 import tempfile
@@ -22,7 +21,17 @@ import typer
 from botocore.exceptions import ClientError
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from hangar.cli.client import DATA_DIR, ENDPOINT_URL, REGION, Hangar, aws_errors, connect, console, fail
+from hangar.cli.client import (
+    DATA_DIR,
+    ENDPOINT_URL,
+    REGION,
+    Hangar,
+    aws_errors,
+    connect,
+    console,
+    fail,
+    print_json,
+)
 from hangar.cli.resources import find_runtime, wait_for_runtime
 
 DEFAULT_BUCKET = "hangar-artifacts"
@@ -181,7 +190,7 @@ def upload(
             version_id = upload_file(hangar, source, bucket, key)
     result = {"uri": destination, "bytes": size, "files": files, "versionId": version_id}
     if as_json:
-        console.print_json(json.dumps(result))
+        print_json(result)
     else:
         console.print(f"uploaded {destination} ({size} bytes, {files} files), versionId {version_id}")
 
@@ -244,10 +253,10 @@ def deploy(
     if final.get("status") != "READY":
         result["failureReason"] = final.get("failureReason", "")
         if as_json:
-            console.print_json(json.dumps(result))
+            print_json(result)
         fail(f"version {version} of {name} is {final.get('status')}: {final.get('failureReason') or 'no reason given'}")
     if as_json:
-        console.print_json(json.dumps(result))
+        print_json(result)
         return
     console.print(f"[green]✓[/green] {name} version {version} is READY ({result['seconds']}s)")
     console.print(f"  arn: {answer['agentRuntimeArn']}", highlight=False)

@@ -5,9 +5,7 @@ A RUNTIME argument is a runtime name, id or ARN. Tables for people, ``--json`` f
 
 from __future__ import annotations
 
-import json
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,7 @@ from botocore.exceptions import ClientError
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from hangar.cli.client import DATA_DIR, ENDPOINT_URL, REGION, aws_errors, connect, console, fail
+from hangar.cli.client import DATA_DIR, ENDPOINT_URL, REGION, aws_errors, connect, console, fail, print_json
 
 POLL_S = 0.5
 FINAL = ("READY", "CREATE_FAILED", "UPDATE_FAILED", "DELETE_FAILED")
@@ -86,7 +84,7 @@ def _runtime_id(control: BaseClient, ref: str) -> str:
 def _print(data: object, as_json: bool, table: Table | None = None) -> None:
     if as_json or table is None:
         clean = {k: v for k, v in data.items() if k != "ResponseMetadata"} if isinstance(data, dict) else data
-        console.print_json(json.dumps(clean, default=_json_default))
+        print_json(clean)
     else:
         console.print(table)
 
@@ -98,10 +96,6 @@ def _table(title: str, columns: list[str], rows: list[list[object]]) -> Table:
     for row in rows:
         table.add_row(*("" if cell is None else str(cell) for cell in row))
     return table
-
-
-def _json_default(value: object) -> str:
-    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 def _when(value: object) -> str:
