@@ -85,6 +85,10 @@ def test_errors_are_s3_shaped(s3, hangar: HangarServer) -> None:  # type: ignore
         with pytest.raises(ClientError) as bad_name:
             s3.create_bucket(Bucket=reserved)
         assert error_code(bad_name) == "InvalidBucketName"
+    for hidden in (".versions", ".tmp"):  # the store's own bookkeeping is never a bucket
+        with pytest.raises(ClientError) as bookkeeping:
+            s3.list_objects_v2(Bucket=hidden)
+        assert error_code(bookkeeping) == "InvalidBucketName"
     with pytest.raises(ClientError) as dotdot:
         s3.put_object(Bucket="hangar-artifacts", Key="a/../../escape", Body=b"x")
     assert error_code(dotdot) == "InvalidArgument"
