@@ -97,3 +97,22 @@ def test_key_rotation_refetches_once_and_is_rate_limited(tmp_path) -> None:  # t
         assert authorize(authorizer, token, rules_for(third))
     finally:
         third.stop()
+
+
+def test_an_unreachable_idp_is_not_asked_again_for_five_seconds(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Fail closed, then back off: a request arriving right after a failed fetch does not wait on the IdP again."""
+    from tests.support.server import free_port
+
+    clock = _Clock()
+    authorizer = JwtAuthorizer(JwksCache(clock=clock))
+    port = free_port()
+    rules = {"discoveryUrl": f"http://127.0.0.1:{port}/.well-known/openid-configuration"}
+    refused(authorizer, "eyJhbGciOiJSUzI1NiJ9.e30.c2ln", rules, 401, "unreachable")
+    idp = start_panva(tmp_path, port=port)
+    try:
+        token = idp.token("agent-client")
+        refused(authorizer, token, rules, 401, "unreachable")  # still backing off, the IdP was not asked
+        clock.now += 6
+        assert authorize(authorizer, token, rules).client_id == "agent-client"
+    finally:
+        idp.stop()

@@ -3,7 +3,9 @@
 Per discovery URL we keep the issuer and its JSON Web Key Set. Keys are re-read every ``REFRESH_AFTER_S``; a token
 naming an unknown ``kid`` triggers one early re-read, at most once per ``UNKNOWN_KID_REFETCH_S`` (so a flood of
 made-up kids cannot turn us into a load generator against the IdP). If the IdP is unreachable we keep using keys
-fetched less than ``MAX_STALE_S`` ago; with none, verification fails closed.
+fetched less than ``MAX_STALE_S`` ago; with none, verification fails closed, and for ``FAILURE_BACKOFF_S`` after a
+failed fetch tokens are refused without asking the IdP again (a dead IdP costs one wait per 5 s, not one per
+request).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ FETCH_DEADLINE_S = 10.0  # whole fetch, however slowly the bytes drip in
 REFRESH_AFTER_S = 900.0
 MAX_STALE_S = 6 * 3600.0
 UNKNOWN_KID_REFETCH_S = 30.0
+FAILURE_BACKOFF_S = 5.0  # after a failed fetch with nothing cached, refuse at once for this long instead of retrying
 
 
 class KeySetError(Exception):
@@ -53,6 +56,7 @@ class JwksCache:
         self._clock = clock
         self._entries: dict[str, _IssuerKeys] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._failures: dict[str, tuple[float, str]] = {}
 
     async def resolve(self, discovery_url: str, kid: str | None) -> tuple[str, dict[str, Any]]:
         """The issuer of ``discovery_url`` and the JWK that ``kid`` names (or the only key, when no kid)."""
@@ -78,13 +82,19 @@ class JwksCache:
             entry = self._entries.get(discovery_url)
             if entry is not None and self._clock() - entry.fetched_at < REFRESH_AFTER_S:
                 return entry
+            if entry is None and discovery_url in self._failures:
+                failed_at, reason = self._failures[discovery_url]
+                if self._clock() - failed_at < FAILURE_BACKOFF_S:
+                    raise KeySetError(reason)
             try:
                 fresh = await _fetch(discovery_url, self._clock())
-            except KeySetError:
+            except KeySetError as exc:
                 if entry is not None and self._clock() - entry.fetched_at < MAX_STALE_S:
                     log.warning("could not refresh keys from %s; using the ones fetched earlier", discovery_url)
                     return entry
+                self._failures[discovery_url] = (self._clock(), str(exc))
                 raise
+            self._failures.pop(discovery_url, None)
             self._entries[discovery_url] = fresh
             return fresh
 
