@@ -1,8 +1,8 @@
 """Operator API for access keys (``hangar credentials``), SigV4-signed like every other call.
 
-    POST   /hangar/credentials/                  {"name": "ci"} -> 201 the new key, secret included (shown once)
-    GET    /hangar/credentials/                  -> 200 {"credentials": [...]} (never a secret)
-    DELETE /hangar/credentials/{accessKeyId}/    -> 200 {"accessKeyId": ...}; 409 for the last remaining key
+POST   /hangar/credentials/                  {"name": "ci"} -> 201 the new key, secret included (shown once)
+GET    /hangar/credentials/                  -> 200 {"credentials": [...]} (never a secret)
+DELETE /hangar/credentials/{accessKeyId}/    -> 200 {"accessKeyId": ...}; 409 for the last remaining key
 """
 
 from __future__ import annotations
