@@ -54,6 +54,7 @@ class SandboxStats:
 class Sandbox(ABC):
     id: str
     socket_path: Path
+    log_path: Path  # the supervisor's and agent's stdout and stderr; deleted with the sandbox on stop
 
     @abstractmethod
     def alive(self) -> bool:
