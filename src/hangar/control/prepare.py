@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from typing import TYPE_CHECKING
 
 from hangar.artifacts.api import BuildError, CodeArtifact
 from hangar.config import Settings
 from hangar.domain.invocation import PreparedVersion
 from hangar.domain.runtime import RuntimeSpec
+
+if TYPE_CHECKING:
+    from hangar.artifacts.builder import ArtifactBuilder
 
 NO_CONTAINER_BACKEND = "container images are not supported by this installation yet: no container backend"
 
@@ -17,16 +21,18 @@ class Preparer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._builder: Any = None
+        self._builder: ArtifactBuilder | None = None
+        self._lock = threading.Lock()
 
     def prepare(self, spec: RuntimeSpec) -> PreparedVersion:
         code = spec.code
         if code is None:
             raise BuildError(NO_CONTAINER_BACKEND)
-        if self._builder is None:
-            from hangar.artifacts.builder import ArtifactBuilder  # heavy; only needed once something is built
+        with self._lock:  # builds run in parallel threads; they must share one builder (and its per-hash locks)
+            if self._builder is None:
+                from hangar.artifacts.builder import ArtifactBuilder  # heavy; only needed once something is built
 
-            self._builder = ArtifactBuilder(self.settings)
+                self._builder = ArtifactBuilder(self.settings)
         artifact = CodeArtifact(
             bucket=code.bucket,
             prefix=code.prefix,
