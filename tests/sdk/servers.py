@@ -93,7 +93,6 @@ class ExampleProcess:
     def start(self) -> ExampleProcess:
         script = REPO / "examples" / self.name / "main.py"
         env = {**os.environ, "PORT": str(self.port)}
-        env.pop("DOCKER_CONTAINER", None)
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - the child writes to it until stop()
         self.process = subprocess.Popen(
             [sys.executable, str(script)], cwd=script.parent, env=env, stdout=self.log, stderr=subprocess.STDOUT
