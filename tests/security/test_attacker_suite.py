@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import dataclasses
 import http.server
+import platform
 import shlex
 import shutil
+import signal
 import socket
 import threading
 import uuid
@@ -269,6 +271,28 @@ for name, nr in {nrs!r}.items():
         out, _, _, _ = await sh(attacker, "grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status")
         status = dict(line.split(":\t") for line in out.splitlines())
         assert status == {"CapEff": "0000000000000000", "CapBnd": "0000000000000000", "NoNewPrivs": "1", "Seccomp": "2"}
+
+
+I386_GETPID = """
+import ctypes, mmap
+code = bytes([0xB8, 0x14, 0, 0, 0, 0xCD, 0x80, 0xC3])  # mov eax, 20 (getpid on i386); int 0x80; ret
+page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+page.write(code)
+call = ctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(page)))
+print("i386 syscall returned", call(), flush=True)
+"""
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the i386 ABI exists on x86_64 only")
+async def test_syscalls_through_a_foreign_abi_are_killed(backend: NamespaceBackend, files: AgentFiles) -> None:
+    """A deny-list keyed on x86_64 numbers must not be bypassed through ``int 0x80`` (i386 numbers differ)."""
+    async with pair(backend, files) as (attacker, _neighbour):
+        out, _, code, _ = await sh(attacker, py(files, I386_GETPID))
+        assert "returned" not in out
+        assert code in (128 + signal.SIGSYS, -signal.SIGSYS)  # killed by seccomp's architecture check
+        x32 = py(files, "import ctypes; print(ctypes.CDLL(None).syscall(0x40000000 | 39))")  # x32 getpid
+        out, _, code, _ = await sh(attacker, x32)
+        assert code in (128 + signal.SIGSYS, -signal.SIGSYS) or out.strip() == "-1"
 
 
 async def test_fork_bomb_stops_at_the_pids_limit(backend: NamespaceBackend, files: AgentFiles) -> None:
