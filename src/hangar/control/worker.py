@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 
 from sqlalchemy import Connection
 
@@ -109,15 +110,15 @@ class Worker:
         store = self.ctx.store
         changed = False
         for endpoint in store.read(lambda c: endpoint_rows.endpoints_in(c, set(IN_PROGRESS))):
-            changed |= store.write(lambda c, e=endpoint: promote_endpoint(c, e))
+            changed |= store.write(partial(promote_endpoint, seen=endpoint))
         for endpoint in store.read(lambda c: endpoint_rows.endpoints_in(c, {Status.DELETING})):
-            store.write(lambda c, e=endpoint: _finish_endpoint_delete(c, e))
+            store.write(partial(_finish_endpoint_delete, endpoint=endpoint))
             changed = True
         for version in store.read(lambda c: rows.versions_in(c, {Status.DELETING})):
-            store.write(lambda c, v=version: rows.delete_version(c, v.runtime_id, v.number))
+            store.write(partial(rows.delete_version, runtime_id=version.runtime_id, number=version.number))
             changed = True
         for runtime in store.read(lambda c: rows.runtimes_in(c, {Status.DELETING})):
-            store.write(lambda c, r=runtime: rows.delete_runtime(c, r.runtime_id))
+            store.write(partial(rows.delete_runtime, runtime_id=runtime.runtime_id))
             changed = True
         if time.monotonic() >= self._next_purge:
             store.write(lambda c: idempotency.forget_before(c, utcnow() - TOKEN_TTL))
