@@ -200,3 +200,23 @@ def test_refusals_are_logged_without_secrets_and_none_was_a_server_error(auth_se
     assert "refused GET /hangar/credentials/: InvalidSignatureException" in log
     assert "unhandled error" not in log and "Traceback" not in log
     assert admin_key[1] not in log and "Z" * 40 not in log
+
+
+@pytest.mark.parametrize("path", ["/hangar/credentials/../", "/hangar/credentials/%2E%2E/"])
+def test_dot_segments_cannot_reuse_a_signature_for_another_path(auth_server: HangarServer, admin_key, path) -> None:
+    """botocore signs paths with dot segments normalised; such a path would be signed as one and routed as another.
+
+    Sent over a raw socket: HTTP clients normalise dot segments themselves.
+    """
+    import socket
+
+    request = signed("DELETE", auth_server.url + path, admin_key)
+    lines = [f"DELETE {path} HTTP/1.1", *(f"{k}: {v}" for k, v in request.headers.items()), "Connection: close"]
+    with socket.create_connection(("127.0.0.1", auth_server.port), timeout=10) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.decode(errors="replace").partition("\r\n")
+    assert int(status_line.split()[1]) == 403, answer  # routed as DeleteCredential("..") otherwise
+    assert "InvalidSignatureException" in rest

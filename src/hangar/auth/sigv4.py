@@ -262,6 +262,9 @@ def _expected_signature(
     )
     signer.received = received
     signer.payload_hash = payload_hash
+    if claim.service != "s3" and any(unquote(part) in (".", "..") for part in request.raw_path.split("/")):
+        # botocore signs such paths normalised, so the signature would cover a different path than the one routed.
+        raise InvalidSignatureError("The request path must not contain '.' or '..' segments.")
     url = f"http://hangar.invalid{request.raw_path}"  # the host is signed as a header, never parsed from here
     if urlsplit(url).path != request.raw_path:
         raise InvalidSignatureError("The request path cannot be canonicalised.")
