@@ -51,6 +51,7 @@ async def kill_session(sid: int) -> None:
     itself escapes: this backend does not isolate."""
     if not Path("/proc/self/stat").exists():
         with contextlib.suppress(ProcessLookupError, PermissionError):
+            # SAFETY: sid is the session our own supervisor leads (cleanup checks its start time first).
             os.killpg(sid, signal.SIGKILL)
         return
     for _ in range(KILL_ROUNDS):
@@ -59,6 +60,7 @@ async def kill_session(sid: int) -> None:
             return
         for pid in members:
             with contextlib.suppress(ProcessLookupError, PermissionError):
+                # SAFETY: only members of that session, re-read from /proc each round.
                 os.kill(pid, signal.SIGKILL)
         await asyncio.sleep(KILL_PAUSE_S)
 

@@ -204,6 +204,9 @@ class NamespaceBackend(SandboxBackend):
             )
             # The launcher gets a bare PATH only: bwrap --clearenv then sets the agent's environment.
             fds = (filter_fd, *channels.child_fds())
+            # SAFETY: root starts the launcher; it joins the sandbox's cgroups, then setpriv drops to the leased uid
+            # with no capabilities and no_new_privs before bwrap runs; only the seccomp memfd and the supervisor's
+            # fds are passed down.
             return spawn(argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, Path("/"), state.log, fds)
         finally:
             os.close(filter_fd)

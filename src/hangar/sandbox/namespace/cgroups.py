@@ -134,6 +134,7 @@ class Cgroup:
             if spare is not None and _comm(pid) == spare:
                 continue
             with contextlib.suppress(ProcessLookupError):
+                # SAFETY: pids read from this sandbox's own cgroup.procs: nothing outside the sandbox is ever signalled.
                 os.kill(pid, signum)
         return len(pids)
 
@@ -158,6 +159,7 @@ class Cgroup:
 
     def _write(self, controller: str, name: str, value: object, optional: bool = False) -> bool:
         try:
+            # SAFETY: writes only inside this sandbox's own hangar-<tag>-<id> cgroup directories.
             (self.paths[controller] / name).write_text(str(value))
         except OSError:
             if not optional:

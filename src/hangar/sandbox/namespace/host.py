@@ -41,6 +41,7 @@ def unsupported_reason() -> str | None:
         "/usr/bin/true",
     ]
     try:
+        # SAFETY: runs /usr/bin/true in a throwaway bwrap as nobody (65534) without capabilities.
         result = subprocess.run(probe, capture_output=True, timeout=PROBE_TIMEOUT_S, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"an unprivileged bwrap probe failed: {exc}"

@@ -106,6 +106,7 @@ def create(link: Link) -> None:
 def delete(netns: str, host_if: str) -> None:
     """Remove a sandbox's link and netns; tolerates either being gone already."""
     if Path("/sys/class/net", host_if).exists():
+        # SAFETY: deletes only links and namespaces named after one of this installation's sandboxes.
         subprocess.run(["ip", "link", "del", host_if], capture_output=True, timeout=IP_TIMEOUT_S, check=False)
     if (NETNS_DIR / netns).exists():
         subprocess.run(["ip", "netns", "del", netns], capture_output=True, timeout=IP_TIMEOUT_S, check=False)
@@ -169,10 +170,13 @@ def install_firewall() -> None:
     # IPv6: no sandbox link has an address, and anything that still arrives from one is dropped.
     if _iptables(["-C", "INPUT", "-i", f"{LINK_PREFIX}+", "-j", "DROP"], check=False, v6=True) not in (0, None):
         _iptables(["-I", "INPUT", "1", "-i", f"{LINK_PREFIX}+", "-j", "DROP"], check=False, v6=True)
+    # SAFETY: host-wide forwarding; HANGAR-FORWARD decides what a sandbox may send, and nothing else on this host
+    # forwards unless its own rules allow it (documented in docs/sandbox.md, host changes).
     Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
 
 
 def _ip(options: list[str], batch: list[str]) -> None:
+    # SAFETY: ip commands built from names and addresses Hangar derived itself; none comes from the agent.
     result = subprocess.run(
         ["ip", *options, "-batch", "-"],
         input="\n".join(batch).encode(),
@@ -187,6 +191,7 @@ def _ip(options: list[str], batch: list[str]) -> None:
 def _iptables(args: list[str], check: bool = True, v6: bool = False) -> int | None:
     tool = "ip6tables" if v6 else "iptables"
     try:
+        # SAFETY: touches only Hangar's own HANGAR-* chains and the jumps to them (rules from profiles/egress.json).
         result = subprocess.run([tool, "-w", *args], capture_output=True, timeout=IP_TIMEOUT_S, check=False)
     except FileNotFoundError:
         if check:

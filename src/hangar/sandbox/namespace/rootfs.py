@@ -54,6 +54,7 @@ def mount_writable(state: StateDir, size_bytes: int, uid: int) -> None:
         raise OSError(err, f"mount tmpfs on {state.rw}: {os.strerror(err)}")
     for path in (state.home, state.tmp):
         path.mkdir(mode=0o700)
+        # SAFETY: hands the sandbox's own fresh directories on its own tmpfs to its leased uid.
         os.chown(path, uid, uid)
 
 
