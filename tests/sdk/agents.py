@@ -229,6 +229,8 @@ def build_agent(app_class: type, flavour: str) -> Any:
             "force_busy": lambda: app.force_ping_status(PingStatus.HEALTHY_BUSY),
             "clear_forced": app.clear_forced_ping_status,
             "closed_streams": lambda: state.closed_streams,
+            "config_bundle_ref": BedrockAgentCoreContext.get_config_bundle_ref,
+            "config_bundle": BedrockAgentCoreContext.get_config_bundle,
         }
         if kind not in actions:
             return {"unknown_kind": kind}

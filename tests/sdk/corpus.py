@@ -245,6 +245,15 @@ HTTP_CASES: tuple[Case, ...] = (
     case("latin1_header_value", "sync", post({"kind": "headers"}, ("X-Weird", b"caf\xe9"))),
     case("long_header_value", "sync", post({"kind": "headers"}, ("X-Long", "v" * 6000))),
     case("empty_header_value", "sync", post({"kind": "headers"}, ("X-Empty", ""))),
+    case("config_bundle_absent", "sync", kind("config_bundle_ref"), kind("config_bundle")),
+    case(
+        "config_bundle_ref_from_baggage",
+        "sync",
+        post(
+            {"kind": "config_bundle_ref"},
+            ("baggage", "aws.agentcore.configbundle_arn=arn%3Aaws%3Abundle%2Fb-1,aws.agentcore.configbundle_version=7"),
+        ),
+    ),
     case("malformed_baggage", "sync", post({"kind": "headers"}, ("baggage", ",,=x,k=,=,only-key"))),
     # Routing.
     case("get_invocations", "sync", Req(method="GET")),

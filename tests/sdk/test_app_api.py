@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hangar.sdk import AgentApp, BedrockAgentCoreApp, PingStatus, RequestContext
 from hangar.sdk._server import default_host
+from tests.sdk.agents import build_agent
 from tests.sdk.servers import ThreadServer
 
 TIMEOUT = 30.0
@@ -251,3 +252,13 @@ def test_time_of_last_update_moves_only_when_the_status_changes(app_class: type)
         assert body() == busy
         app.complete_async_task(task_id)
         assert body()["status"] == "Healthy"
+
+
+def test_a_named_config_bundle_is_refused_clearly() -> None:
+    baggage = "aws.agentcore.configbundle_arn=arn%3Abundle%2Fb-9,aws.agentcore.configbundle_version=1"
+    with serving(build_agent(AgentApp, "sync")) as server:
+        response = httpx.post(
+            f"{server.url}/invocations", json={"kind": "config_bundle"}, headers={"baggage": baggage}, timeout=TIMEOUT
+        )
+    assert response.status_code == 500
+    assert response.json() == {"error": "configuration bundle 'b-9': Hangar serves no configuration bundles"}

@@ -160,6 +160,14 @@ class BedrockAgentCoreContext:
     def get_config_bundle_ref(cls) -> ConfigBundleRef | None:
         return cls._config_bundle_ref.get()
 
+    @classmethod
+    def get_config_bundle(cls) -> dict[str, Any]:
+        """``{}`` when the request names no bundle, as in AgentCore; Hangar has no bundle service to fetch one from."""
+        ref = cls.get_config_bundle_ref()
+        if ref is None:
+            return {}
+        raise NotImplementedError(f"configuration bundle {ref.bundle_id!r}: Hangar serves no configuration bundles")
+
 
 def bind_request_context(connection: HTTPConnection, tasks: _TaskTracker | None) -> RequestContext:
     """Read the contract's headers from an HTTP request or WebSocket into context variables and a RequestContext."""
