@@ -123,3 +123,23 @@ def test_pyproject_dependencies_and_the_agents_own_starlette_win(shared: Artifac
     site = next((prepared.env_dir / "lib").glob("python3.11/site-packages"))
     assert [p.name for p in site.glob("starlette-*.dist-info")] == ["starlette-0.46.2.dist-info"]
     assert list(site.glob("six-1.17.0.dist-info")) and list(site.glob("uvicorn-*.dist-info"))
+
+
+def test_unreachable_index_falls_back_to_uvs_cache(shared: Artifacts, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = {"main.py": AGENT, "requirements.txt": "six==1.17.0\n"}
+    shared.folder("online-agent", files)
+    shared.builder.prepare(shared.artifact("online-agent"))  # fills uv's cache
+    for variable in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy"):
+        monkeypatch.setenv(variable, "http://127.0.0.1:9")  # nothing listens there: the index is unreachable
+    monkeypatch.setenv("UV_HTTP_RETRIES", "0")  # uv passes through to the build: no 10 s of retries here
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    shared.folder("offline-agent", {**files, "main.py": AGENT + "# built offline\n"})
+    prepared = shared.builder.prepare(shared.artifact("offline-agent"))
+    build_log = (prepared.code_dir.parent / "build.log").read_text()
+    assert "trying uv's cache alone (--offline)" in build_log
+    assert list((prepared.env_dir / "lib").glob("python3.11/site-packages/six-1.17.0.dist-info"))
+
+    shared.folder("offline-missing", {"main.py": "", "requirements.txt": "hangar-no-such-package-zq9==1.0\n"})
+    with pytest.raises(BuildError, match="unreachable, and uv's cache alone did not satisfy"):
+        shared.builder.prepare(shared.artifact("offline-missing"))
