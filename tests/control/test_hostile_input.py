@@ -101,6 +101,18 @@ BODIES: list[tuple[str, bytes]] = [
     ("header CRLF", _create_body(requestHeaderConfiguration={"requestHeaderAllowlist": ["X-A\r\nX-B"]})),
     ("allowed ports huge", _create_body(allowedPorts=[{"port": 70000}])),
     ("filesystems not list", _create_body(filesystemConfigurations={"a": 1})),
+    ("hooks blob", _create_body(hooksConfiguration={"build": {"x": "y" * 200_000}})),
+    (
+        "authorizer blob",
+        _create_body(
+            authorizerConfiguration={
+                "customJWTAuthorizer": {
+                    "discoveryUrl": "https://idp.example.com/.well-known/openid-configuration",
+                    "extra": "z" * 200_000,
+                }
+            }
+        ),
+    ),
 ]
 
 
@@ -112,7 +124,7 @@ def test_bad_create_bodies(server: HangarServer, label: str, body: bytes) -> Non
 
 REQUESTS: list[tuple[str, str, str, str]] = [
     ("GET", "/runtimes/..%2F..%2Fetc-abcdefghij/", "", "ValidationException"),
-    ("GET", "/runtimes/%2e%2e/", "", "ValidationException"),
+    ("GET", "/runtimes/%2e%2e/", "", "InvalidSignatureException"),  # SigV4 refuses dot segments first
     ("GET", "/runtimes/a%00b-abcdefghij/", "", "ValidationException"),
     ("GET", "/runtimes/%D0%B0%D0%B1-abcdefghij/", "", "ValidationException"),
     ("GET", "/runtimes/" + "a" * 5000 + "-abcdefghij/", "", "ValidationException"),
@@ -158,7 +170,8 @@ REQUESTS: list[tuple[str, str, str, str]] = [
 @pytest.mark.parametrize(("method", "path", "query", "code"), REQUESTS)
 def test_bad_paths_and_queries(server: HangarServer, method: str, path: str, query: str, code: str) -> None:
     response = signed(server, method, path, query=query)
-    _assert_aws_error(response, 400 if code == "ValidationException" else 404, code)
+    status = {"ValidationException": 400, "InvalidSignatureException": 403, "ResourceNotFoundException": 404}[code]
+    _assert_aws_error(response, status, code)
 
 
 def test_oversize_body_is_refused(server: HangarServer) -> None:

@@ -7,6 +7,7 @@ version whose ``RuntimeSpec`` never changes afterwards; the version moves CREATI
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -54,6 +55,9 @@ OCI_REFERENCE = (
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[+._-][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
 )
 SERVER_PATH = r"/[A-Za-z0-9\-._~/%]*"
+
+# Members stored as given (their unknown parts included) are capped, so a version row stays small.
+MAX_ECHOED_MEMBER_BYTES = 64 * 1024
 
 # Newer optional members echoed back as given (checked for shape in ``wire_shapes.check_extras``).
 EXTRA_MEMBERS = (
@@ -183,6 +187,9 @@ def parse_runtime_spec(body: dict[str, Any], check: Checker) -> RuntimeSpec | No
     environment = _check_environment(check, body.get("environmentVariables"))
     authorizer = check_authorizer(check, body.get("authorizerConfiguration"))
     headers = check_request_headers(check, body.get("requestHeaderConfiguration"), jwt=authorizer is not None)
+    for name, kept in (("authorizerConfiguration", authorizer), *extras.items()):
+        if kept is not None and len(json.dumps(kept)) > MAX_ECHOED_MEMBER_BYTES:
+            check.fail(name, f"Member must be smaller than {MAX_ECHOED_MEMBER_BYTES} bytes as JSON", quote=False)
     if check.problems or artifact is None or role_arn is None or network is None or lifecycle is None:
         return None
     if protocol is None:
