@@ -92,6 +92,9 @@ def test_errors_are_s3_shaped(s3, hangar: HangarServer) -> None:  # type: ignore
     with pytest.raises(ClientError) as dotdot:
         s3.put_object(Bucket="hangar-artifacts", Key="a/../../escape", Body=b"x")
     assert error_code(dotdot) == "InvalidArgument"
+    with pytest.raises(ClientError) as long_name:
+        s3.put_object(Bucket="hangar-artifacts", Key="a/" + "n" * 256, Body=b"x")
+    assert error_code(long_name) == "KeyTooLongError"
     key_id, _secret = read_admin_key(hangar.credentials_file)
     wrong = boto3.client(
         "s3",

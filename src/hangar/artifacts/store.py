@@ -47,6 +47,7 @@ RESERVED_BUCKETS = frozenset(
     }
 )
 MAX_KEY_BYTES = 1024
+MAX_SEGMENT_BYTES = 255  # NAME_MAX of the filesystem that holds the objects
 STALE_UPLOAD_S = 24 * 3600  # unfinished uploads (single or multipart) older than this are removed
 
 
@@ -109,6 +110,12 @@ def key_parts(key: str, *, allow_trailing_slash: bool = False) -> list[str]:
                 "InvalidArgument",
                 f"Object key {key[:200]!r} is not stored here: keys must not start with '/', contain '//', "
                 "or have '.' or '..' segments.",
+                400,
+            )
+        if len(part.encode()) > MAX_SEGMENT_BYTES:
+            raise StoreError(
+                "KeyTooLongError",
+                f"Each '/'-separated part of a key is a file name here: at most {MAX_SEGMENT_BYTES} bytes.",
                 400,
             )
     return parts
