@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import io
+import json
+import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +19,7 @@ from bedrock_agentcore.runtime import BedrockAgentCoreApp as ReferenceApp
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from hangar.sdk import AgentApp, BedrockAgentCoreApp, PingStatus, RequestContext
+from hangar.sdk import AgentApp, BedrockAgentCoreApp, PingStatus, RequestContext, RequestContextFormatter
 from hangar.sdk._server import default_host
 from tests.sdk.agents import build_agent
 from tests.sdk.servers import ThreadServer
@@ -262,3 +266,69 @@ def test_a_named_config_bundle_is_refused_clearly() -> None:
         )
     assert response.status_code == 500
     assert response.json() == {"error": "configuration bundle 'b-9': Hangar serves no configuration bundles"}
+
+
+class AsyncCallable:
+    """An agent object whose ``__call__`` is a coroutine function (frameworks hand these out)."""
+
+    async def __call__(self, payload: Any, context: Any) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        return {"object": payload, "session": context.session_id}
+
+
+async def prefixed(prefix: str, payload: Any) -> dict[str, Any]:
+    await asyncio.sleep(0)
+    return {"partial": f"{prefix}{payload}"}
+
+
+@BOTH
+@pytest.mark.parametrize("shape", ["async-callable-object", "partial-of-async-function"])
+def test_wrapped_async_handlers_run_on_the_worker_loop(app_class: type, shape: str) -> None:
+    app = app_class()
+    if shape == "async-callable-object":
+        app.entrypoint(AsyncCallable())
+        expected: dict[str, Any] = {"object": "x", "session": "s-2"}
+    else:
+        app.entrypoint(functools.partial(prefixed, ">"))
+        expected = {"partial": ">x"}
+    with serving(app) as server:
+        response = httpx.post(
+            f"{server.url}/invocations",
+            json="x",
+            headers={"X-Amzn-Bedrock-AgentCore-Runtime-Session-Id": "s-2"},
+            timeout=TIMEOUT,
+        )
+    assert response.json() == expected
+
+
+def test_log_lines_are_json_with_the_request_and_session_ids() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(RequestContextFormatter())
+    app = AgentApp()
+    app.logger.addHandler(handler)
+
+    @app.entrypoint
+    async def invoke_fn(payload: Any) -> None:
+        app.logger.info("handling %s", payload["n"])
+
+    try:
+        with serving(app) as server:
+            httpx.post(
+                f"{server.url}/invocations",
+                json={"n": "é1"},
+                headers={
+                    "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id": "s-log",
+                    "X-Amzn-Bedrock-AgentCore-Runtime-Request-Id": "r-log",
+                },
+                timeout=TIMEOUT,
+            )
+    finally:
+        app.logger.removeHandler(handler)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    [line] = [line for line in lines if line["message"] == "handling é1"]
+    assert line["requestId"] == "r-log"
+    assert line["sessionId"] == "s-log"
+    assert line["level"] == "INFO"
+    assert line["logger"] == "hangar.sdk.app"
+    assert line["timestamp"].endswith("Z")
