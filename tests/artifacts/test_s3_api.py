@@ -13,7 +13,7 @@ from pathlib import Path
 import boto3
 import httpx
 import pytest
-from botocore.auth import S3SigV4Auth
+from botocore.auth import S3SigV4Auth, SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
@@ -109,10 +109,19 @@ def test_errors_are_s3_shaped(s3, hangar: HangarServer) -> None:  # type: ignore
     assert error_code(unsigned) == "SignatureDoesNotMatch"
 
 
-def test_api_paths_are_never_buckets(hangar: HangarServer) -> None:
-    """The S3 routes come last and step aside for Hangar's own paths (JSON errors, as for any unknown route)."""
-    response = httpx.get(f"{hangar.url}/healthz/whatever")
-    assert response.status_code == 404 and response.headers["x-amzn-ErrorType"] == "ResourceNotFoundException"
+def test_only_s3_requests_reach_the_store(s3, hangar: HangarServer) -> None:  # type: ignore[no-untyped-def]
+    """The S3 routes come last and step aside for Hangar's own paths, for unsigned requests, and for requests
+    signed for another service: those get the gateway's JSON 404, as for any unknown route."""
+    s3.put_object(Bucket="hangar-artifacts", Key="visible/code.zip", Body=b"zip")
+    key_id, secret = read_admin_key(hangar.credentials_file)
+    signed_for_agentcore = AWSRequest("GET", f"{hangar.url}/hangar-artifacts/visible/code.zip")
+    SigV4Auth(Credentials(key_id, secret), "bedrock-agentcore", "us-west-2").add_auth(signed_for_agentcore)
+    for response in (
+        httpx.get(f"{hangar.url}/healthz/whatever"),
+        httpx.get(f"{hangar.url}/hangar-artifacts/visible/code.zip"),
+        httpx.get(signed_for_agentcore.url, headers=dict(signed_for_agentcore.headers.items())),
+    ):
+        assert response.status_code == 404 and response.headers["x-amzn-ErrorType"] == "ResourceNotFoundException"
     assert httpx.get(f"{hangar.url}/healthz").json()["status"] == "ok"
 
 

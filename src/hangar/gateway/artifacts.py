@@ -6,8 +6,9 @@ DeleteObject. Everything else answers ``NotImplemented``. Errors are S3's XML, w
 
 Requests are SigV4-signed for service ``s3``. The signature covers the declared ``x-amz-content-sha256``, so it is
 verified before the body is read; the body's real sha256 is compared with the declared one after streaming it to a
-temporary file, which is deleted on any mismatch. These routes come last: AWS API routes always win, and a first
-path segment that belongs to the API is never a bucket.
+temporary file, which is deleted on any mismatch. These routes come last: AWS API routes always win, a first
+path segment that belongs to the API is never a bucket, and a request not signed for ``s3`` (a probe, a mistyped
+API call) gets the gateway's usual JSON 404, never an S3 answer.
 """
 
 from __future__ import annotations
@@ -60,38 +61,40 @@ _AUTH_CODES = {
 async def create_bucket(request: Request, params: dict[str, str]) -> Response:
     bucket = params["bucket"]
     if request.url.path.endswith("/"):
-        _refuse_api_path(request, bucket)  # "PUT /runtimes/" and friends are API paths, never CreateBucket
+        _s3_only(request, bucket)  # "PUT /runtimes/" and friends are API paths, never CreateBucket
+    else:
+        _s3_only(request, bucket, check_name=False)  # a reserved name is refused in S3's terms below
     return await _s3(request, bucket, None, _create_bucket)
 
 
 async def bucket_get(request: Request, params: dict[str, str]) -> Response:
     bucket = params["bucket"]
-    _refuse_api_path(request, bucket)
+    _s3_only(request, bucket)
     return await _s3(request, bucket, None, _bucket_get)
 
 
 async def object_put(request: Request, params: dict[str, str]) -> Response:
-    _refuse_api_path(request, params["bucket"])
+    _s3_only(request, params["bucket"])
     return await _s3(request, params["bucket"], params["key"], _put_object)
 
 
 async def object_get(request: Request, params: dict[str, str]) -> Response:
-    _refuse_api_path(request, params["bucket"])
+    _s3_only(request, params["bucket"])
     return await _s3(request, params["bucket"], params["key"], _get_object)
 
 
 async def object_post(request: Request, params: dict[str, str]) -> Response:
-    _refuse_api_path(request, params["bucket"])
+    _s3_only(request, params["bucket"])
     return await _s3(request, params["bucket"], params["key"], _post_object)
 
 
 async def object_delete(request: Request, params: dict[str, str]) -> Response:
-    _refuse_api_path(request, params["bucket"])
+    _s3_only(request, params["bucket"])
     return await _s3(request, params["bucket"], params["key"], _delete_object)
 
 
 async def not_implemented(request: Request, params: dict[str, str]) -> Response:
-    _refuse_api_path(request, params["bucket"])
+    _s3_only(request, params["bucket"])
     return await _s3(request, params["bucket"], params.get("key"), _not_implemented)
 
 
@@ -212,15 +215,26 @@ async def _s3(request: Request, bucket: str, key: str | None, operation: Operati
         return _error(request, exc, resource)
 
 
-def _refuse_api_path(request: Request, bucket: str) -> None:
-    """A first segment that belongs to Hangar's API is no bucket: answer exactly as the gateway does when no
-    route matches (405-style ValidationError when another method of that path exists, else 404)."""
-    if bucket not in RESERVED_BUCKETS and bucket not in _api_prefixes(request):
+def _s3_only(request: Request, bucket: str, *, check_name: bool = True) -> None:
+    """Step aside unless this is an S3 request: signed for service ``s3`` (header or presigned query), and not on
+    a path of Hangar's own API. Otherwise answer exactly as the gateway does when no route matches (405-style
+    ValidationError when another method of that path exists, else 404), so a mistyped API call or an unsigned
+    probe never gets an S3 answer."""
+    api_path = check_name and (bucket in RESERVED_BUCKETS or bucket in _api_prefixes(request))
+    if _signed_for_s3(request) and not api_path:
         return
     path = request.scope.get("raw_path", b"").decode("latin-1").split("?", 1)[0] or request.url.path
     if any(route.match(path) is not None for route in _api_routes(request)):
         raise ValidationError(f"Method {request.method} is not allowed on {path}", reason="CannotParse")
     raise NotFoundError(f"No operation matches {request.method} {path}")
+
+
+def _signed_for_s3(request: Request) -> bool:
+    credential = request.query_params.get("X-Amz-Credential", "")
+    authorization = request.headers.get("authorization", "")
+    if "Credential=" in authorization:
+        credential = authorization.split("Credential=", 1)[1].split(",", 1)[0]
+    return credential.strip().endswith("/s3/aws4_request")
 
 
 def _api_routes(request: Request) -> list[Route]:
