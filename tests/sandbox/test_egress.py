@@ -29,7 +29,10 @@ for target in sys.argv[1:]:
     try:
         s.connect((host, int(port)))
         s.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
-        print(target, "OK", s.recv(1000).split(b"\\r\\n\\r\\n", 1)[-1].decode())
+        answer = b""
+        while chunk := s.recv(65536):  # HTTP/1.0: the server closes after the body
+            answer += chunk
+        print(target, "OK", answer.split(b"\\r\\n\\r\\n", 1)[-1].decode(errors="replace"))
     except OSError as exc:
         print(target, type(exc).__name__, exc.errno)
     s.close()

@@ -10,21 +10,56 @@ never swap a socket for a symlink to somewhere else) and hands them over as inhe
   ``kind (1 byte: o, e, x) + length (4 bytes, big endian) + payload``. ``o``/``e`` carry stdout/stderr bytes, the
   final ``x`` carries ``{"exit_code": int | null, "timed_out": bool}``.
 
-Once both serve and the agent is started it writes one byte to ``--ready-fd``. The supervisor exits with the
-agent's exit status when the agent ends, and kills every command it started.
+The agent is spawned first, before anything heavy is imported, so its own start-up overlaps the supervisor's
+(importing asyncio costs tens of milliseconds). Once both sockets serve, the supervisor writes one byte to
+``--ready-fd``. It exits with the agent's exit status when the agent ends, and kills every command it started.
+
+Usage: ``supervisor.py --agent-fd=N --control-fd=N --ready-fd=N --port=N -- AGENT_ARGV...``
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
-import json
 import os
-import signal
-import socket
-import struct
 import sys
+
+OPTIONS = ("agent_fd", "control_fd", "ready_fd", "port")
+
+
+def parse(args: list[str]) -> tuple[dict[str, int], list[str]]:
+    """``--name=N`` options, then ``--`` and the agent's argv; exits with a usage message otherwise."""
+    if "--" not in args or args[-1] == "--":
+        raise SystemExit(f"usage: {__doc__.rsplit('Usage: ', 1)[1].strip()}")
+    cut = args.index("--")
+    options: dict[str, int] = {}
+    for item in args[:cut]:
+        key, _, value = item.partition("=")
+        name = key.removeprefix("--").replace("-", "_")
+        if name not in OPTIONS or not value.isdigit():
+            raise SystemExit(f"supervisor: bad option {item!r}")
+        options[name] = int(value)
+    if set(options) != set(OPTIONS):
+        raise SystemExit(f"supervisor: missing {sorted(set(OPTIONS) - set(options))}")
+    return options, args[cut + 1 :]
+
+
+def spawn_agent(options: dict[str, int], argv: list[str]) -> int:
+    for name in ("agent_fd", "control_fd", "ready_fd"):
+        os.set_inheritable(options[name], False)  # the agent never gets the supervisor's sockets
+    return os.posix_spawnp(argv[0], argv, os.environ)
+
+
+if __name__ == "__main__":
+    EARLY = parse(sys.argv[1:])
+    EARLY_AGENT = spawn_agent(*EARLY)
+    # The supervisor never speaks TLS: keeping asyncio from importing ssl saves loading OpenSSL (~4 MiB RSS).
+    sys.modules["ssl"] = None  # type: ignore[assignment]
+
+import asyncio  # noqa: E402 (after the early spawn, on purpose)
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import struct  # noqa: E402
 
 CHUNK = 65536
 HIGH_WATER = 256 * 1024
@@ -205,50 +240,50 @@ def _listener(fd: int) -> socket.socket:
     return sock
 
 
-async def supervise(agent_fd: int, control_fd: int, ready_fd: int, port: int, argv: list[str]) -> int:
+async def _wait_pid(pid: int) -> int:
+    """Exit status of our child ``pid``, awaited through a pidfd (no watcher thread)."""
     loop = asyncio.get_running_loop()
-    relay = Relay(port)
+    pidfd = os.pidfd_open(pid)
+    exited = loop.create_future()
+    loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
+    try:
+        await exited
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+async def supervise(options: dict[str, int], agent: int) -> int:
+    loop = asyncio.get_running_loop()
+    relay = Relay(options["port"])
     commands = Commands()
-    relay_server = await loop.create_unix_server(relay.protocol, sock=_listener(agent_fd))
-    control_server = await asyncio.start_unix_server(commands.handle, sock=_listener(control_fd), limit=EXEC_LINE_LIMIT)
-    agent = await asyncio.create_subprocess_exec(*argv)
-    os.write(ready_fd, b"1")
-    os.close(ready_fd)
+    relay_server = await loop.create_unix_server(relay.protocol, sock=_listener(options["agent_fd"]))
+    control_server = await asyncio.start_unix_server(
+        commands.handle, sock=_listener(options["control_fd"]), limit=EXEC_LINE_LIMIT
+    )
     stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    waiter = asyncio.ensure_future(agent.wait())
+    waiter = asyncio.ensure_future(_wait_pid(agent))
+    os.write(options["ready_fd"], b"1")
+    os.close(options["ready_fd"])
     stopper = asyncio.ensure_future(stopping.wait())
     await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
     relay_server.close()
     control_server.close()
     commands.kill_all()
-    if agent.returncode is None:
+    if not waiter.done():
         with contextlib.suppress(ProcessLookupError):
-            agent.terminate()
-        try:
-            await asyncio.wait_for(waiter, AGENT_GRACE_S)
-        except TimeoutError:
-            agent.kill()
-            await waiter
+            os.kill(agent, signal.SIGTERM)
+        done, _ = await asyncio.wait({waiter}, timeout=AGENT_GRACE_S)
+        if not done:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(agent, signal.SIGKILL)
     stopper.cancel()
-    code = agent.returncode or 0
+    code = await waiter
     return 128 - code if code < 0 else code
 
 
-def main(args: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--agent-fd", type=int, required=True)
-    parser.add_argument("--control-fd", type=int, required=True)
-    parser.add_argument("--ready-fd", type=int, required=True)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("argv", nargs=argparse.REMAINDER)
-    ns = parser.parse_args(args)
-    argv = ns.argv[1:] if ns.argv[:1] == ["--"] else ns.argv
-    if not argv:
-        parser.error("the agent's argv follows --")
-    return asyncio.run(supervise(ns.agent_fd, ns.control_fd, ns.ready_fd, ns.port, argv))
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(asyncio.run(supervise(EARLY[0], EARLY_AGENT)))
