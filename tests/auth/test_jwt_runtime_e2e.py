@@ -29,8 +29,6 @@ SESSION = "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id"
 def server() -> Iterator[HangarServer]:
     with world_readable_dir("hangar-auth-e2e-") as root:
         seed(root / "data", "testbed", "websocket_echo")
-        # uvicorn needs a WebSocket library to upgrade at all; the example relies on the SDK's own dependencies.
-        (root / "data" / "artifacts" / "agents" / "websocket_echo" / "requirements.txt").write_text("websockets\n")
         hangar = HangarServer(data_dir=root / "data", env={"HANGAR_SANDBOX_BACKEND": "process"}).start()
         try:
             yield hangar

@@ -1,8 +1,9 @@
 """``hangar.sdk`` inside every environment: agents import it without listing it in their requirements.
 
 The SDK is copied from the installed ``hangar`` package (it imports only starlette and uvicorn), with an empty
-``hangar/__init__.py`` above it; its two dependencies are installed with the ranges Hangar itself declares,
-unless the agent's requirements already brought them.
+``hangar/__init__.py`` above it; its dependencies are installed with the ranges Hangar itself declares, unless
+the agent's requirements already brought them. ``websockets`` is among them because uvicorn serves the contract's
+``/ws`` route only when a WebSocket library is installed (without one it answers 404 to every upgrade).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from hangar.artifacts.api import BuildError
 
-SDK_DEPENDENCIES = ("starlette", "uvicorn")
+SDK_DEPENDENCIES = ("starlette", "uvicorn", "websockets")
 DISTRIBUTION = "hangar-runtime"
 _REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*([^;]*)(;.*)?$")
 

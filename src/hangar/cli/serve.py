@@ -6,12 +6,6 @@ import logging
 from pathlib import Path
 
 import typer
-import uvicorn
-from rich.console import Console
-
-from hangar.config import Settings
-
-console = Console(stderr=True)
 
 
 def serve(
@@ -25,6 +19,13 @@ def serve(
     log_level: str = typer.Option(None, "--log-level", help="debug, info, warning or error."),
 ) -> None:
     """Start Hangar on embedded defaults (SQLite and artifacts under the data dir)."""
+    # Imported here so that every other `hangar` command starts without loading the server's dependencies.
+    import uvicorn
+    from rich.console import Console
+
+    from hangar.config import Settings
+
+    console = Console(stderr=True)
     overrides = {
         "host": host,
         "port": port,
