@@ -72,10 +72,12 @@ def signed(
     body: bytes = b"",
     headers: dict[str, str] | None = None,
     query: str = "",
+    http: httpx.Client | None = None,
 ) -> httpx.Response:
     """A request signed with SigV4 exactly as sent (for bodies and paths boto3 would never produce)."""
     key_id, secret = read_admin_key(server.credentials_file)
     url = f"{server.url}{path}" + (f"?{query}" if query else "")
     request = AWSRequest(method=method, url=url, data=body, headers=dict(headers or {}))
     SigV4Auth(Credentials(key_id, secret), "bedrock-agentcore", "us-west-2").add_auth(request)
-    return httpx.request(method, url, content=body, headers=dict(request.headers.items()), timeout=30)
+    sender = http or httpx
+    return sender.request(method, url, content=body, headers=dict(request.headers.items()), timeout=30)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.control.support import ROLE, container_artifact, signed, unique_name
@@ -188,8 +189,6 @@ def test_unknown_fields_are_tolerated(server: HangarServer) -> None:
 
 
 def test_unsigned_and_badly_signed_requests_are_denied(server: HangarServer) -> None:
-    import httpx
-
     response = httpx.put(f"{server.url}/runtimes/", content=_create_body())
     assert 400 <= response.status_code < 500 and "x-amzn-ErrorType" in response.headers
 
@@ -208,3 +207,79 @@ def test_no_request_above_reached_the_unexpected_error_path(server: HangarServer
     log = server.log()
     assert "unhandled error while serving a request" not in log
     assert "Traceback" not in log
+
+
+FULL_BODY: dict[str, Any] = {
+    "agentRuntimeName": "fuzzed",
+    "agentRuntimeArtifact": {"codeConfiguration": CODE},
+    "roleArn": ROLE,
+    "networkConfiguration": {
+        "networkMode": "VPC",
+        "networkModeConfig": {"securityGroups": ["sg-0123456789abcdef0"], "subnets": ["subnet-0123456789abcdef0"]},
+    },
+    "protocolConfiguration": {"serverProtocol": "MCP", "port": 9000, "path": "/mcp"},
+    "lifecycleConfiguration": {"idleRuntimeSessionTimeout": 60, "maxLifetime": 120},
+    "environmentVariables": {"A": "1"},
+    "authorizerConfiguration": {
+        "customJWTAuthorizer": {
+            "discoveryUrl": "https://idp.example.com/.well-known/openid-configuration",
+            "allowedAudience": ["a"],
+            "allowedClients": ["c"],
+            "allowedScopes": ["s"],
+            "customClaims": [
+                {
+                    "inboundTokenClaimName": "team",
+                    "inboundTokenClaimValueType": "STRING",
+                    "authorizingClaimMatchValue": {
+                        "claimMatchValue": {"matchValueString": "x"},
+                        "claimMatchOperator": "EQUALS",
+                    },
+                }
+            ],
+        }
+    },
+    "requestHeaderConfiguration": {"requestHeaderAllowlist": ["X-Team"]},
+    "allowedPorts": [{"portRange": {"from": 8000, "to": 8100}}],
+    "resourceConfigurations": [{"minimumMemoryInMiB": 512}],
+    "tags": {"k": "v"},
+}
+ODD_VALUES: list[Any] = [None, -1, 1e308, True, "", "x" * 3000, [None], {"a": None}, "\u0000😀", [[[]]]]
+
+
+def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix] if prefix else []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found += _paths(value, (*prefix, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _paths(value, (*prefix, index))
+    return found
+
+
+def _replaced(node: Any, path: tuple[Any, ...], value: Any) -> Any:
+    copy = json.loads(json.dumps(node))
+    target = copy
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    return copy
+
+
+def test_every_member_swapped_for_odd_values_never_fails_the_server(server: HangarServer) -> None:
+    """Each member of a full create body replaced, one at a time, by each odd value: a 202 or an AWS 4xx."""
+    statuses: dict[int, int] = {}
+    http = httpx.Client()  # one keep-alive connection for the whole sweep
+    for index, path in enumerate(_paths(FULL_BODY)):
+        for number, odd in enumerate(ODD_VALUES):
+            body = _replaced({**FULL_BODY, "agentRuntimeName": f"fz{index}_{number}"}, path, odd)
+            if path == ("agentRuntimeName",):
+                body["agentRuntimeName"] = odd
+            response = signed(
+                server, "PUT", "/runtimes/", json.dumps(body).encode(), {"Content-Type": "application/json"}, http=http
+            )
+            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+            assert response.status_code in (202, 400), (path, odd, response.status_code, response.text[:300])
+            assert "x-amzn-ErrorType" in response.headers or response.status_code == 202
+    http.close()
+    assert statuses.get(400, 0) > 100

@@ -327,13 +327,16 @@ def _check_lifecycle(check: Checker, value: Any, capacity_provider: bool) -> dic
         return None
     ceiling = LIFECYCLE_MAX_CAPACITY_PROVIDER_S if capacity_provider else LIFECYCLE_MAX_S
     idle = check.integer(
-        lifecycle.get("idleRuntimeSessionTimeout", DEFAULT_IDLE_TIMEOUT_S),
+        _or_default(lifecycle.get("idleRuntimeSessionTimeout"), DEFAULT_IDLE_TIMEOUT_S),
         f"{path}.idleRuntimeSessionTimeout",
         minimum=60,
         maximum=ceiling,
     )
     max_life = check.integer(
-        lifecycle.get("maxLifetime", DEFAULT_MAX_LIFETIME_S), f"{path}.maxLifetime", minimum=60, maximum=ceiling
+        _or_default(lifecycle.get("maxLifetime"), DEFAULT_MAX_LIFETIME_S),
+        f"{path}.maxLifetime",
+        minimum=60,
+        maximum=ceiling,
     )
     if idle is None or max_life is None:
         return None
@@ -345,6 +348,11 @@ def _check_lifecycle(check: Checker, value: Any, capacity_provider: bool) -> dic
         )
         return None
     return {"idleRuntimeSessionTimeout": idle, "maxLifetime": max_life}
+
+
+def _or_default(value: Any, default: int) -> Any:
+    """An explicit JSON null means "not given", as it does for AWS."""
+    return default if value is None else value
 
 
 def _check_protocol(check: Checker, value: Any) -> dict[str, Any] | None:
