@@ -177,6 +177,18 @@ async def test_two_sandboxes_run_side_by_side(backend: SandboxBackend, agent_fil
         assert env_a["HOME"] != env_b["HOME"] or backend.isolates
 
 
+async def test_concurrent_starts_and_stops(backend: SandboxBackend, agent_files: AgentFiles) -> None:
+    sandboxes = await asyncio.gather(*(backend.start(agent_files.spec()) for _ in range(4)))
+    try:
+        assert len({s.socket_path for s in sandboxes}) == 4
+        answers = await asyncio.gather(*(wait_ping(s) for s in sandboxes))
+        assert [a.status_code for a in answers] == [200] * 4
+    finally:
+        await asyncio.gather(*(s.stop() for s in sandboxes))
+    assert not any(s.alive() for s in sandboxes)
+    assert not any(s.socket_path.parent.parent.exists() for s in sandboxes)
+
+
 async def test_start_rejects_a_bad_id(backend: SandboxBackend, agent_files: AgentFiles) -> None:
     spec = agent_files.spec()
     bad = type(spec)(**{**spec.__dict__, "sandbox_id": "../escape"})

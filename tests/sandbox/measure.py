@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from hangar.sandbox.base import Sandbox, SandboxBackend
+from hangar.sandbox.base import Limits, Sandbox, SandboxBackend
 from hangar.sandbox.selection import namespace_unsupported_reason
 from tests.sandbox.fixtures import AgentFiles, make_backend, prepared_agent_files, wait_ping, world_readable_dir
 
@@ -24,6 +24,8 @@ STARTS = 10
 REQUESTS = 2000
 IDLE = 8
 REQUEST = b"GET /ping HTTP/1.1\r\nHost: agent\r\n\r\n"
+# Hangar's defaults (HANGAR_SESSION_*): a CPU quota below one core would stretch the agent's import time.
+LIMITS = Limits(memory_bytes=2048 << 20, cpus=1.0, pids=256, disk_bytes=512 << 20)
 
 
 def request_loop(connect: Callable[[], socket.socket], count: int) -> list[float]:
@@ -98,7 +100,7 @@ async def measure(name: str, backend: SandboxBackend, files: AgentFiles) -> None
     starts = []
     for _ in range(STARTS):
         began = time.perf_counter()
-        sandbox = await backend.start(files.spec())
+        sandbox = await backend.start(files.spec(limits=LIMITS))
         try:
             await wait_ping(sandbox)
             starts.append(time.perf_counter() - began)
@@ -106,7 +108,7 @@ async def measure(name: str, backend: SandboxBackend, files: AgentFiles) -> None
             await sandbox.stop()
     print(f"[{name}] start -> first /ping 200: {ms(starts)}")
 
-    sandbox = await backend.start(files.spec())
+    sandbox = await backend.start(files.spec(limits=LIMITS))
     try:
         await wait_ping(sandbox)
         request_loop(unix(sandbox.socket_path), 200)  # warm-up
@@ -123,7 +125,7 @@ async def measure(name: str, backend: SandboxBackend, files: AgentFiles) -> None
         await sandbox.stop()
 
     before = mem_available()
-    idle = [await backend.start(files.spec()) for _ in range(IDLE)]
+    idle = [await backend.start(files.spec(limits=LIMITS)) for _ in range(IDLE)]
     try:
         for sandbox in idle:
             await wait_ping(sandbox)

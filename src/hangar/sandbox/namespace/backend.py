@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -118,6 +119,7 @@ class NamespaceBackend(SandboxBackend):
         self.leases = UidLeases(lease_dir, tag)
         self.egress = egress
         self._firewall_installed = False
+        self._firewall_lock = threading.Lock()  # concurrent starts connect in worker threads
         self.setpriv = shutil.which("setpriv") or "setpriv"
         self.bwrap = shutil.which("bwrap") or "bwrap"
         self._live: set[str] = set()
@@ -170,9 +172,10 @@ class NamespaceBackend(SandboxBackend):
             raise
 
     def _connect(self, link: network.Link) -> None:
-        if not self._firewall_installed:
-            network.install_firewall()
-            self._firewall_installed = True
+        with self._firewall_lock:
+            if not self._firewall_installed:
+                network.install_firewall()
+                self._firewall_installed = True
         network.create(link)
 
     def _launch(
