@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from hangar.domain.errors import RuntimeClientError
+from hangar.domain.errors import HangarError, RuntimeClientError
 from hangar.sandbox.base import SandboxBackend
 from tests.sandbox.fixtures import (
     AgentFiles,
@@ -187,6 +188,16 @@ async def test_concurrent_starts_and_stops(backend: SandboxBackend, agent_files:
         await asyncio.gather(*(s.stop() for s in sandboxes))
     assert not any(s.alive() for s in sandboxes)
     assert not any(s.socket_path.parent.parent.exists() for s in sandboxes)
+
+
+async def test_a_failed_launch_raises_and_leaves_nothing(
+    backend: SandboxBackend, agent_files: AgentFiles, state_root: Path
+) -> None:
+    spec = dataclasses.replace(agent_files.spec(), command=(str(agent_files.env_dir / "bin" / "no-such-agent"),))
+    with pytest.raises(HangarError, match="no-such-agent"):
+        await backend.start(spec)
+    assert [p for p in state_root.iterdir() if p.name.startswith("t-")] == []
+    assert await make_backend(backend.name, state_root).cleanup_orphans() == 0  # no cgroup, netns or lease left
 
 
 async def test_start_rejects_a_bad_id(backend: SandboxBackend, agent_files: AgentFiles) -> None:
