@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -202,13 +203,6 @@ def _assert_aws_error(response: Any, status: int, code: str) -> None:
     assert len(response.content) < 20_000  # hostile input is never echoed back in full
 
 
-def test_no_request_above_reached_the_unexpected_error_path(server: HangarServer) -> None:
-    """Runs last in this module: the server logged no unhandled exception for any hostile request."""
-    log = server.log()
-    assert "unhandled error while serving a request" not in log
-    assert "Traceback" not in log
-
-
 FULL_BODY: dict[str, Any] = {
     "agentRuntimeName": "fuzzed",
     "agentRuntimeArtifact": {"codeConfiguration": CODE},
@@ -283,3 +277,41 @@ def test_every_member_swapped_for_odd_values_never_fails_the_server(server: Hang
             assert "x-amzn-ErrorType" in response.headers or response.status_code == 202
     http.close()
     assert statuses.get(400, 0) > 100
+
+
+def test_endpoint_and_tag_bodies_swapped_for_odd_values(server: HangarServer) -> None:
+    http = httpx.Client()
+    created = signed(server, "PUT", "/runtimes/", _create_body(), {"Content-Type": "application/json"}, http=http)
+    runtime_id, arn = created.json()["agentRuntimeId"], created.json()["agentRuntimeArn"]
+    cases = [
+        (
+            "PUT",
+            f"/runtimes/{runtime_id}/runtime-endpoints/",
+            {"name": "e1", "agentRuntimeVersion": "1", "description": "d", "tags": {"a": "b"}},
+        ),
+        ("PUT", f"/runtimes/{runtime_id}/runtime-endpoints/DEFAULT/", {"agentRuntimeVersion": "1", "description": "d"}),
+        ("PUT", f"/runtimes/{runtime_id}/", json.loads(_create_body())),
+        ("POST", "/tags/" + quote(arn, safe=""), {"tags": {"a": "b"}}),
+    ]
+    for method, path, body in cases:
+        for member in _paths(body):
+            for odd in ODD_VALUES:
+                response = signed(
+                    server,
+                    method,
+                    path,
+                    json.dumps(_replaced(body, member, odd)).encode(),
+                    {"Content-Type": "application/json"},
+                    http=http,
+                )
+                assert response.status_code < 500, (path, member, odd, response.text[:300])
+                if response.status_code >= 400:
+                    assert response.headers["x-amzn-ErrorType"], response.text[:300]
+    http.close()
+
+
+def test_no_request_above_reached_the_unexpected_error_path(server: HangarServer) -> None:
+    """Runs last in this module: the server logged no unhandled exception for any hostile request."""
+    log = server.log()
+    assert "unhandled error while serving a request" not in log
+    assert "Traceback" not in log
