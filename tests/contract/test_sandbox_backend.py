@@ -13,7 +13,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -73,6 +73,13 @@ async def test_agent_answers_through_the_socket(backend: SandboxBackend, agent_f
                 async for chunk in response.aiter_raw():
                     received += len(chunk)
             assert received == size
+
+            async def body() -> AsyncIterator[bytes]:
+                for _ in range(128):
+                    yield b"y" * 65536
+
+            uploaded = await http.post("/upload", content=body())
+            assert uploaded.json() == {"received": 128 * 65536}
 
 
 async def test_environment_and_working_directory(backend: SandboxBackend, agent_files: AgentFiles) -> None:

@@ -21,6 +21,13 @@ async def env(request: Request) -> JSONResponse:
     return JSONResponse({"environ": dict(os.environ), "cwd": os.getcwd(), "uid": os.getuid(), "pid": os.getpid()})
 
 
+async def upload(request: Request) -> JSONResponse:
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+    return JSONResponse({"received": received})
+
+
 async def stream(request: Request) -> StreamingResponse:
     size = int(request.query_params.get("bytes", "1048576"))
 
@@ -40,6 +47,7 @@ app = Starlette(
         Route("/invocations", invocations, methods=["POST"]),
         Route("/env", env),
         Route("/stream", stream),
+        Route("/upload", upload, methods=["POST"]),
     ]
 )
 
