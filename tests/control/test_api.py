@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.control.support import ROLE, container_artifact, unique_name, wait_settled
+from tests.control.support import ROLE, code_artifact, container_artifact, unique_name, wait_settled, wait_until
 
 
 def _create(client: Any, **overrides: Any) -> dict[str, Any]:
@@ -285,3 +285,25 @@ def test_concurrent_creates_of_one_name_make_one_runtime(client: Any) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         answers = list(pool.map(lambda _: _create(client, agentRuntimeName=other, clientToken=token), range(8)))
     assert len({a["agentRuntimeId"] for a in answers}) == 1
+
+
+def test_a_recreated_endpoint_does_not_inherit_old_tags(client: Any) -> None:
+    created = client.create_agent_runtime(
+        agentRuntimeName=unique_name(), agentRuntimeArtifact=code_artifact(), roleArn=ROLE
+    )
+    runtime_id = created["agentRuntimeId"]
+    assert wait_settled(lambda: client.get_agent_runtime(agentRuntimeId=runtime_id))["status"] == "READY"
+    endpoint_arn = f"{created['agentRuntimeArn']}/runtime-endpoint/canary"
+    client.create_agent_runtime_endpoint(agentRuntimeId=runtime_id, name="canary", tags={"old": "yes"})
+    assert client.list_tags_for_resource(resourceArn=endpoint_arn)["tags"] == {"old": "yes"}
+    wait_until(
+        lambda: client.get_agent_runtime_endpoint(agentRuntimeId=runtime_id, endpointName="canary"),
+        lambda e: e["status"] == "READY",
+    )
+    client.delete_agent_runtime_endpoint(agentRuntimeId=runtime_id, endpointName="canary")
+    wait_until(
+        lambda: client.list_agent_runtime_endpoints(agentRuntimeId=runtime_id),
+        lambda page: [e["name"] for e in page["runtimeEndpoints"]] == ["DEFAULT"],
+    )
+    client.create_agent_runtime_endpoint(agentRuntimeId=runtime_id, name="canary")
+    assert client.list_tags_for_resource(resourceArn=endpoint_arn)["tags"] == {}

@@ -26,6 +26,7 @@ from hangar.domain.runtime import IN_PROGRESS, Runtime, RuntimeSpec, Status, Ver
 from hangar.store import endpoints as endpoint_rows
 from hangar.store import idempotency
 from hangar.store import runtimes as rows
+from hangar.store import tags as tag_rows
 from hangar.store.transactions import utcnow
 
 log = logging.getLogger("hangar.control")
@@ -165,6 +166,7 @@ def _finish_endpoint_delete(conn: Connection, endpoint: Endpoint) -> None:
     runtime = rows.get_runtime(conn, endpoint.runtime_id, for_update=True)
     if runtime is not None and runtime.status != Status.DELETING:
         endpoint_rows.delete_endpoint(conn, endpoint.runtime_id, endpoint.name)
+        tag_rows.drop_tags(conn, endpoint.runtime_id, endpoint.name)
     # an endpoint of a runtime being deleted goes with the runtime row (cascade)
 
 

@@ -40,3 +40,12 @@ def remove_tags(conn: Connection, runtime_id: str, endpoint_name: str | None, ke
             )
         )
     )
+
+
+def drop_tags(conn: Connection, runtime_id: str, endpoint_name: str) -> None:
+    """Every tag of one endpoint (it is being removed; a new endpoint of that name starts untagged)."""
+    conn.execute(
+        delete(resource_tags).where(
+            and_(resource_tags.c.runtime_id == runtime_id, resource_tags.c.endpoint_name == endpoint_name)
+        )
+    )
