@@ -33,6 +33,7 @@ log = logging.getLogger("hangar.control")
 
 SWEEP_INTERVAL_S = 5.0  # a safety net; writes wake the worker at once
 MAX_PARALLEL_BUILDS = 2
+BUILD_TIMEOUT_S = 1800.0  # a build still running then fails the version rather than leave it CREATING forever
 PURGE_INTERVAL_S = 3600.0  # how often expired clientTokens are dropped
 
 Prepare = Callable[[RuntimeSpec], PreparedVersion]
@@ -95,9 +96,11 @@ class Worker:
                 prepared: PreparedVersion | None = None
                 reason: str | None = None
                 try:
-                    prepared = await in_daemon_thread(self.prepare, version.spec)
+                    prepared = await asyncio.wait_for(in_daemon_thread(self.prepare, version.spec), BUILD_TIMEOUT_S)
                 except BuildError as exc:
                     reason = exc.reason
+                except TimeoutError:
+                    reason = f"preparing the artifact took longer than {BUILD_TIMEOUT_S:.0f} seconds"
                 except Exception as exc:
                     log.exception("preparing %s version %s failed unexpectedly", *key)
                     reason = f"internal error while preparing the artifact ({type(exc).__name__})"
