@@ -109,6 +109,7 @@ class ProcessBackend(SandboxBackend):
             spec.sandbox_id,
         )
         state = create_state(self.state_root, spec.sandbox_id)
+        self._live.add(spec.sandbox_id)
         try:
             state.rw.mkdir(mode=0o700)
             state.home.mkdir(mode=0o700)
@@ -117,18 +118,18 @@ class ProcessBackend(SandboxBackend):
             env = agent_environment(spec, port, str(state.home), str(state.tmp))
             channels = Channels.open(state)
             try:
-                argv = supervisor_argv(spec, str(SUPERVISOR), channels, port)
-                proc = spawn(argv, env, spec.code_dir, state.log, channels.child_fds())
-            finally:
-                channels.close_child_ends()
-            state.write_record(backend=self.name, pid=proc.pid, start_time=process_start_time(proc.pid), port=port)
-            sandbox = ProcessSandbox(spec, state, proc, self._live.discard)
-            self._live.add(spec.sandbox_id)
-            try:
-                await wait_ready(state, proc, channels)
-            except BaseException:
-                await sandbox.stop()
-                raise
+                try:
+                    argv = supervisor_argv(spec, str(SUPERVISOR), channels, port)
+                    proc = spawn(argv, env, spec.code_dir, state.log, channels.child_fds())
+                finally:
+                    channels.close_child_ends()
+                state.write_record(backend=self.name, pid=proc.pid, start_time=process_start_time(proc.pid), port=port)
+                sandbox = ProcessSandbox(spec, state, proc, self._live.discard)
+                try:
+                    await wait_ready(state, proc, channels)
+                except BaseException:
+                    await sandbox.stop()
+                    raise
             finally:
                 channels.close()
         except BaseException:

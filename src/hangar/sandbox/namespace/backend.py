@@ -71,10 +71,11 @@ class NamespaceSandbox(SupervisedSandbox):
         await self.cgroup.kill_all()
 
     async def _release(self) -> None:
-        await _remove(self.state, self.cgroup, self.leases, self.uid, _names(self.link))
+        await _remove(self.id, self.state, self.cgroup, self.leases, self.uid, _names(self.link))
 
 
 async def _remove(
+    sandbox_id: str,
     state: StateDir | None,
     cgroup: Cgroup | None,
     leases: UidLeases,
@@ -91,7 +92,7 @@ async def _remove(
         rootfs.unmount_writable(state)
         state.remove()
     if uid is not None:
-        leases.release(uid)
+        leases.release(uid, sandbox_id)
 
 
 def _names(link: network.Link | None) -> tuple[str, str] | None:
@@ -145,6 +146,7 @@ class NamespaceBackend(SandboxBackend):
         uid: int | None = None
         cgroup: Cgroup | None = None
         link: network.Link | None = None
+        sandbox: NamespaceSandbox | None = None
         try:
             uid = self.leases.acquire(spec.sandbox_id)
             cgroup = self.cgroup(spec.sandbox_id)
@@ -168,7 +170,8 @@ class NamespaceBackend(SandboxBackend):
             return sandbox
         except BaseException:
             self._live.discard(spec.sandbox_id)
-            await _remove(state, cgroup, self.leases, uid, _names(link))
+            if sandbox is None:  # otherwise its stop() already undid everything
+                await _remove(spec.sandbox_id, state, cgroup, self.leases, uid, _names(link))
             raise
 
     def _connect(self, link: network.Link) -> None:
@@ -224,6 +227,7 @@ class NamespaceBackend(SandboxBackend):
             orphans.add(state.sandbox_id)
             uid = state.read_record().get("uid")
             await _remove(
+                state.sandbox_id,
                 state,
                 self.cgroup(state.sandbox_id),
                 self.leases,
@@ -235,16 +239,16 @@ class NamespaceBackend(SandboxBackend):
             sandbox_id = name[len(prefix) :]
             if sandbox_id not in self._live:
                 orphans.add(sandbox_id)
-                await _remove(None, Cgroup(self.layout, name), self.leases, None, None)
+                await _remove(sandbox_id, None, Cgroup(self.layout, name), self.leases, None, None)
         for name in network.list_netns(prefix):
             sandbox_id = name[len(prefix) :]
             if sandbox_id not in self._live:
                 orphans.add(sandbox_id)
-                await _remove(None, None, self.leases, None, network.names(self.tag, sandbox_id))
+                await _remove(sandbox_id, None, None, self.leases, None, network.names(self.tag, sandbox_id))
         for uid, sandbox_id in self.leases.owned().items():
             if sandbox_id not in self._live:
                 orphans.add(sandbox_id)
-                self.leases.release(uid)
+                self.leases.release(uid, sandbox_id)
         if orphans:
             log.warning("removed %d orphaned sandboxes of a previous Hangar process", len(orphans))
         return len(orphans)

@@ -38,9 +38,12 @@ class UidLeases:
             return uid
         raise RuntimeError(f"all {self.count} sandbox uids from {self.first} are leased")
 
-    def release(self, uid: int) -> None:
+    def release(self, uid: int, sandbox_id: str) -> None:
+        """Return ``uid`` if ``sandbox_id`` still holds it (a repeated release never frees someone else's lease)."""
+        path = self.lease_dir / str(uid)
         with contextlib.suppress(FileNotFoundError):
-            (self.lease_dir / str(uid)).unlink()
+            if path.read_bytes() == f"{self.tag}/{sandbox_id}".encode():
+                path.unlink()
 
     def owned(self) -> dict[int, str]:
         """uid -> sandbox id of every lease this installation (tag) holds."""
