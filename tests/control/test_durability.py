@@ -121,3 +121,27 @@ def test_sigkill_during_a_burst_of_creates(server: HangarServer) -> None:
     for runtime in burst:  # and none stays CREATING
         settled = wait_settled(lambda r=runtime: client.get_agent_runtime(agentRuntimeId=r["agentRuntimeId"]))
         assert settled["status"] == "READY", (settled, server.log()[-4000:])
+
+
+def test_delete_during_a_build_and_sigkill_finishes_the_delete(server: HangarServer, data_dir: Path) -> None:
+    """Delete a runtime while its first build runs, crash at once: after the restart it is gone for good."""
+    seed_echo(data_dir, key="echo_fresh")
+    (data_dir / "artifacts" / "agents" / "echo_fresh" / "extra.txt").write_text("changes the content hash\n")
+    client = server.boto3_client("bedrock-agentcore-control")
+    created = client.create_agent_runtime(
+        agentRuntimeName=unique_name(), agentRuntimeArtifact=code_artifact("echo_fresh/"), roleArn=ROLE
+    )
+    runtime_id = created["agentRuntimeId"]
+    assert client.get_agent_runtime(agentRuntimeId=runtime_id)["status"] == "CREATING"
+    assert client.delete_agent_runtime(agentRuntimeId=runtime_id)["status"] == "DELETING"
+    client = _restart(server)
+
+    def state() -> dict[str, Any]:
+        try:
+            return {"status": client.get_agent_runtime(agentRuntimeId=runtime_id)["status"]}
+        except ClientError as exc:
+            return {"status": exc.response["Error"]["Code"]}
+
+    assert wait_until(state, lambda d: d["status"] != "DELETING")["status"] == "ResourceNotFoundException"
+    names = [r["agentRuntimeId"] for r in client.list_agent_runtimes()["agentRuntimes"]]
+    assert runtime_id not in names
