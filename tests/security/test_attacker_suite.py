@@ -72,12 +72,12 @@ def backend() -> Iterator[NamespaceBackend]:
 
 @asynccontextmanager
 async def pair(
-    backend: NamespaceBackend, files: AgentFiles, limits: Limits = SMALL
+    backend: NamespaceBackend, files: AgentFiles, limits: Limits = SMALL, network: str = "none"
 ) -> AsyncIterator[tuple[NamespaceSandbox, NamespaceSandbox]]:
     """An attacker and a neighbour (whose agent listens on 8000 and who keeps a secret in $HOME and /tmp)."""
     async with (
-        started(backend, files.spec(limits=limits)) as attacker,
-        started(backend, files.spec(port=8000)) as neighbour,
+        started(backend, files.spec(limits=limits, network=network)) as attacker,
+        started(backend, files.spec(port=8000, network=network)) as neighbour,
     ):
         assert isinstance(attacker, NamespaceSandbox) and isinstance(neighbour, NamespaceSandbox)
         out, _, code, _ = await run_exec(neighbour, f'echo {SECRET} | tee "$HOME/secret" /tmp/secret')
@@ -199,23 +199,8 @@ def _host_address() -> str:
         return str(probe.getsockname()[0])
 
 
-async def test_cannot_reach_the_host_the_gateway_or_a_neighbour(
-    backend: NamespaceBackend, files: AgentFiles, host_servers: dict[str, int]
-) -> None:
-    abstract = f"\0hangar-attack-{uuid.uuid4().hex}"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(abstract)
-    listener.listen()
-    host_ip = _host_address()
-    targets = [
-        ("127.0.0.1", host_servers["loopback"]),
-        ("127.0.0.1", host_servers["any"]),
-        (host_ip, host_servers["any"]),
-        (host_ip, host_servers["loopback"]),
-        ("127.0.0.1", 8000),  # the neighbour's agent port
-        ("10.255.255.53", 53),  # the host's resolver
-    ]
-    probe = f"""
+def reach_probe(targets: list[tuple[str, int]], abstract: str) -> str:
+    return f"""
 import socket
 for host, port in {targets!r}:
     s = socket.socket()
@@ -233,11 +218,66 @@ try:
 except OSError as exc:
     print("abstract", type(exc).__name__, exc.errno)
 """
+
+
+@pytest.fixture
+def abstract_socket() -> Iterator[str]:
+    """A host service on an abstract Unix socket (these are scoped by network namespace, not by path)."""
+    name = f"\0hangar-attack-{uuid.uuid4().hex}"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(name)
+    listener.listen()
+    yield name
+    listener.close()
+
+
+async def test_public_sandbox_cannot_reach_the_host_the_gateway_or_a_neighbour(
+    files: AgentFiles, host_servers: dict[str, int], abstract_socket: str
+) -> None:
+    """The default for PUBLIC runtimes: egress through NAT, yet nothing of the host and no other sandbox."""
+    root = world_readable_dir("hangar-attack-public-")
+    backend = make_backend("namespace", root, egress="allow")
+    assert isinstance(backend, NamespaceBackend)
+    host_ip = _host_address()
     try:
-        async with pair(backend, files) as (attacker, _neighbour):
-            out, _, code, _ = await sh(attacker, py(files, probe))
+        async with pair(backend, files, network="public") as (attacker, neighbour):
+            assert attacker.link is not None and neighbour.link is not None
+            targets = [
+                ("127.0.0.1", host_servers["loopback"]),  # refused: the sandbox's own loopback
+                ("127.0.0.1", host_servers["any"]),
+                (host_ip, host_servers["any"]),  # rejected by HANGAR-INPUT from here on
+                (host_ip, host_servers["loopback"]),
+                (attacker.link.host_ip, host_servers["any"]),  # its own gateway address: the host too
+                (neighbour.link.sandbox_ip, 8000),  # rejected by HANGAR-FORWARD
+            ]
+            out, _, code, _ = await sh(attacker, py(files, reach_probe(targets, abstract_socket)))
     finally:
-        listener.close()
+        await make_backend("namespace", root).cleanup_orphans()
+        shutil.rmtree(root, ignore_errors=True)
+    assert code == 0 and "CONNECTED" not in out
+    lines = out.splitlines()
+    for line in lines[:2]:
+        assert "ConnectionRefusedError 111" in line, line
+    for line in lines[2:6]:
+        assert "OSError 113" in line, line  # EHOSTUNREACH: icmp-admin-prohibited from Hangar's chains
+    assert "abstract ConnectionRefusedError 111" in lines[6]
+    assert _CountingHandler.hits == []
+
+
+async def test_cannot_reach_the_host_the_gateway_or_a_neighbour(
+    backend: NamespaceBackend, files: AgentFiles, host_servers: dict[str, int], abstract_socket: str
+) -> None:
+    host_ip = _host_address()
+    targets = [
+        ("127.0.0.1", host_servers["loopback"]),
+        ("127.0.0.1", host_servers["any"]),
+        (host_ip, host_servers["any"]),
+        (host_ip, host_servers["loopback"]),
+        ("127.0.0.1", 8000),  # the neighbour's agent port
+        ("10.255.255.53", 53),  # the host's resolver
+    ]
+    async with pair(backend, files) as (attacker, _neighbour):
+        out, _, code, _ = await sh(attacker, py(files, reach_probe(targets, abstract_socket)))
     assert code == 0
     assert "CONNECTED" not in out
     lines = out.splitlines()
