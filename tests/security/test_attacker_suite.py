@@ -384,6 +384,10 @@ async def test_filling_the_disk_stops_at_the_size_limit(backend: NamespaceBacken
         assert (attacker.state.home / "fill").stat().st_size <= SMALL.disk_bytes
         _, err, code, _ = await sh(attacker, "dd if=/dev/zero of=/tmp/more bs=1M count=4")
         assert code != 0 and "No space left on device" in err  # home and /tmp share one budget
+        out, err, code, _ = await sh(
+            attacker, "dd if=/dev/zero of=/dev/shm/fill bs=1M count=64; stat -c %s /dev/shm/fill"
+        )
+        assert "No space left on device" in err and int(out.split()[-1]) <= SMALL.disk_bytes  # shm has its own cap
         for target in ("/fill", "/usr/fill", f"{files.code_dir}/fill", f"{files.env_dir}/fill", "/etc/fill"):
             _, err, code, _ = await sh(attacker, f"echo x > {target}")
             assert code != 0 and "Read-only file system" in err, (target, err)

@@ -202,7 +202,9 @@ class NamespaceBackend(SandboxBackend):
                 seccomp_fd=filter_fd,
                 sandbox_uid=rootfs.SANDBOX_UID,
                 hostname=rootfs.HOSTNAME,
-                mounts=rootfs.bwrap_mounts(state, etc, spec.code_dir, spec.env_dir, self._supervisor()),
+                mounts=rootfs.bwrap_mounts(
+                    state, etc, spec.code_dir, spec.env_dir, self._supervisor(), spec.limits.disk_bytes
+                ),
                 environment=env,
                 chdir=str(spec.code_dir),
                 command=supervisor_argv(spec, rootfs.SUPERVISOR_PATH, channels, spec.agent_port),

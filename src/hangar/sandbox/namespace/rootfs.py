@@ -96,12 +96,15 @@ def system_mounts() -> list[str]:
     return args
 
 
-def bwrap_mounts(state: StateDir, etc: Path, code_dir: Path, env_dir: Path, supervisor: Path) -> list[str]:
-    """The bind list, in order: system, /etc, writable home and /tmp, then env and code (which may live under /tmp on
-    the host), the supervisor, and finally the root itself made read-only. The sockets are not in it: the
-    supervisor inherits them as fds."""
+def bwrap_mounts(
+    state: StateDir, etc: Path, code_dir: Path, env_dir: Path, supervisor: Path, shm_bytes: int
+) -> list[str]:
+    """The bind list, in order: system, /dev with a size-capped /dev/shm, /etc, writable home and /tmp, then env and
+    code (which may live under /tmp on the host), the supervisor, and finally the root itself made read-only. The
+    sockets are not in it: the supervisor inherits them as fds."""
     args = system_mounts()
-    args += ["--proc", "/proc", "--dev", "/dev", "--dir", "/etc"]
+    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(max(shm_bytes, 4096)), "--tmpfs", "/dev/shm"]
+    args += ["--dir", "/etc"]
     for name in sorted(p.name for p in etc.iterdir()):
         args += ["--ro-bind", str(etc / name), f"/etc/{name}"]
     for name in ETC_FROM_HOST:
