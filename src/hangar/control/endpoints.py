@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Connection
@@ -103,16 +104,13 @@ def update_endpoint(ctx: Context, command: UpdateEndpoint) -> dict[str, Any]:
         current = endpoint.live_version or endpoint.target_version
         version = _servable_version(conn, runtime, command.version if command.version is not None else current)
         now = utcnow()
-        moved = Endpoint(
-            endpoint.runtime_id,
-            endpoint.name,
-            endpoint.endpoint_id,
-            Status.UPDATING,
-            endpoint.created_at,
-            now,
-            live_version=endpoint.live_version,
+        moved = replace(
+            endpoint,
+            status=Status.UPDATING,
+            updated_at=now,
             target_version=version.number,
             description=command.description if command.description is not None else endpoint.description,
+            failure_reason=None,
         )
         rows.save_endpoint(conn, moved)
         document = {
@@ -138,18 +136,7 @@ def delete_endpoint(ctx: Context, command: DeleteEndpoint) -> dict[str, Any]:
             raise ConflictError("The DEFAULT endpoint cannot be deleted; it goes with its runtime")
         if endpoint.status != Status.DELETING:
             rows.save_endpoint(
-                conn,
-                Endpoint(
-                    endpoint.runtime_id,
-                    endpoint.name,
-                    endpoint.endpoint_id,
-                    Status.DELETING,
-                    endpoint.created_at,
-                    utcnow(),
-                    endpoint.live_version,
-                    endpoint.target_version,
-                    endpoint.description,
-                ),
+                conn, replace(endpoint, status=Status.DELETING, updated_at=utcnow(), failure_reason=None)
             )
         return {"status": Status.DELETING.value, "agentRuntimeId": command.runtime_id, "endpointName": command.name}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
@@ -87,24 +89,14 @@ def update_runtime(ctx: Context, command: UpdateRuntime) -> dict[str, Any]:
         now = utcnow()
         rows.insert_version(conn, Version(runtime.runtime_id, number, command.spec, Status.UPDATING, now, now))
         rows.save_runtime(
-            conn, Runtime(runtime.runtime_id, runtime.name, Status.UPDATING, number, runtime.created_at, now)
+            conn, replace(runtime, status=Status.UPDATING, latest_version=number, updated_at=now, failure_reason=None)
         )
         default = endpoint_rows.get_endpoint(conn, runtime.runtime_id, DEFAULT_ENDPOINT)
         if default is not None:
-            endpoint_rows.save_endpoint(
-                conn,
-                Endpoint(
-                    default.runtime_id,
-                    default.name,
-                    default.endpoint_id,
-                    Status.UPDATING,
-                    default.created_at,
-                    now,
-                    live_version=default.live_version,
-                    target_version=number,
-                    description=default.description,
-                ),
+            moving = replace(
+                default, status=Status.UPDATING, target_version=number, updated_at=now, failure_reason=None
             )
+            endpoint_rows.save_endpoint(conn, moving)
         return {
             "agentRuntimeArn": ctx.place.runtime_arn(runtime.runtime_id),
             "agentRuntimeId": runtime.runtime_id,
@@ -127,20 +119,15 @@ def delete_runtime(ctx: Context, command: DeleteRuntime) -> dict[str, Any]:
         if command.version is not None:
             return _delete_version(conn, runtime, command.version, now)
         if runtime.status != Status.DELETING:
-            rows.save_runtime(
-                conn,
-                Runtime(
-                    runtime.runtime_id, runtime.name, Status.DELETING, runtime.latest_version, runtime.created_at, now
-                ),
-            )
+            rows.save_runtime(conn, replace(runtime, status=Status.DELETING, updated_at=now, failure_reason=None))
             for endpoint in endpoint_rows.endpoints_of(conn, runtime.runtime_id):
-                endpoint_rows.save_endpoint(conn, _with_status(endpoint, Status.DELETING, now))
+                endpoint_rows.save_endpoint(conn, replace(endpoint, status=Status.DELETING, updated_at=now))
         return {"status": Status.DELETING.value, "agentRuntimeId": runtime.runtime_id}
 
     return idempotent_write(ctx, "DeleteAgentRuntime", command, write)
 
 
-def _delete_version(conn: Connection, runtime: Runtime, number: int, now: Any) -> dict[str, Any]:
+def _delete_version(conn: Connection, runtime: Runtime, number: int, now: datetime) -> dict[str, Any]:
     if runtime.status == Status.DELETING:
         raise ConflictError(f"Agent runtime {runtime.runtime_id} is being deleted")
     version = require_version(conn, runtime.runtime_id, number)
@@ -153,53 +140,15 @@ def _delete_version(conn: Connection, runtime: Runtime, number: int, now: Any) -
     if version.status in IN_PROGRESS:
         raise ConflictError(f"Version {number} is {version.status.value}; retry once it settles")
     newest = rows.newest_version(conn, runtime.runtime_id)
-    rows.save_version(conn, _version_status(version, Status.DELETING, now))
+    rows.save_version(conn, replace(version, status=Status.DELETING, updated_at=now))
     remaining = rows.newest_version(conn, runtime.runtime_id)
     if remaining is None:
         raise ConflictError(f"Version {number} is the last version of {runtime.runtime_id}; delete the runtime instead")
     if newest is not None and newest.number == number:
         # the runtime now shows its next newest version, so it takes that version's status too
-        rows.save_runtime(
-            conn,
-            Runtime(
-                runtime.runtime_id,
-                runtime.name,
-                remaining.status,
-                runtime.latest_version,
-                runtime.created_at,
-                now,
-                remaining.failure_reason,
-            ),
-        )
+        shown = replace(runtime, status=remaining.status, updated_at=now, failure_reason=remaining.failure_reason)
+        rows.save_runtime(conn, shown)
     return {"status": Status.DELETING.value, "agentRuntimeId": runtime.runtime_id, "agentRuntimeVersion": str(number)}
-
-
-def _with_status(endpoint: Endpoint, status: Status, now: Any) -> Endpoint:
-    return Endpoint(
-        endpoint.runtime_id,
-        endpoint.name,
-        endpoint.endpoint_id,
-        status,
-        endpoint.created_at,
-        now,
-        endpoint.live_version,
-        endpoint.target_version,
-        endpoint.description,
-        endpoint.failure_reason,
-    )
-
-
-def _version_status(version: Version, status: Status, now: Any) -> Version:
-    return Version(
-        version.runtime_id,
-        version.number,
-        version.spec,
-        status,
-        version.created_at,
-        now,
-        version.failure_reason,
-        version.prepared,
-    )
 
 
 def get_runtime(ctx: Context, command: GetRuntime) -> dict[str, Any]:

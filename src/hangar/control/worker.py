@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from functools import partial
 
@@ -22,7 +23,7 @@ from hangar.artifacts.api import BuildError
 from hangar.control.context import TOKEN_TTL, Context
 from hangar.domain.endpoint import Endpoint
 from hangar.domain.invocation import PreparedVersion
-from hangar.domain.runtime import IN_PROGRESS, Runtime, RuntimeSpec, Status, Version
+from hangar.domain.runtime import IN_PROGRESS, RuntimeSpec, Status, Version
 from hangar.store import endpoints as endpoint_rows
 from hangar.store import idempotency
 from hangar.store import runtimes as rows
@@ -182,15 +183,9 @@ def settle(conn: Connection, built: Version, prepared: PreparedVersion | None, r
     now = utcnow()
     failed = Status.CREATE_FAILED if version.status == Status.CREATING else Status.UPDATE_FAILED
     status = Status.READY if prepared is not None else failed
-    rows.save_version(
-        conn,
-        Version(version.runtime_id, version.number, version.spec, status, version.created_at, now, reason, prepared),
-    )
+    rows.save_version(conn, replace(version, status=status, updated_at=now, failure_reason=reason, prepared=prepared))
     if runtime.latest_version == version.number and runtime.status in IN_PROGRESS:
-        rows.save_runtime(
-            conn,
-            Runtime(runtime.runtime_id, runtime.name, status, runtime.latest_version, runtime.created_at, now, reason),
-        )
+        rows.save_runtime(conn, replace(runtime, status=status, updated_at=now, failure_reason=reason))
     for endpoint in endpoint_rows.endpoints_of(conn, runtime.runtime_id):
         if endpoint.target_version == version.number and endpoint.status in IN_PROGRESS:
             _move(conn, endpoint, status == Status.READY, f"version {version.number}: {reason}", now)
@@ -213,28 +208,17 @@ def promote_endpoint(conn: Connection, seen: Endpoint) -> bool:
 
 
 def _move(conn: Connection, endpoint: Endpoint, ok: bool, reason: str, now: datetime) -> None:
+    """The endpoint's move ends: the target goes live, or the move fails and the live version stays."""
     if ok:
-        moved = Endpoint(
-            endpoint.runtime_id,
-            endpoint.name,
-            endpoint.endpoint_id,
-            Status.READY,
-            endpoint.created_at,
-            now,
+        moved = replace(
+            endpoint,
+            status=Status.READY,
             live_version=endpoint.target_version,
-            description=endpoint.description,
+            target_version=None,
+            updated_at=now,
+            failure_reason=None,
         )
     else:
         status = Status.CREATE_FAILED if endpoint.live_version is None else Status.UPDATE_FAILED
-        moved = Endpoint(
-            endpoint.runtime_id,
-            endpoint.name,
-            endpoint.endpoint_id,
-            status,
-            endpoint.created_at,
-            now,
-            live_version=endpoint.live_version,
-            description=endpoint.description,
-            failure_reason=reason,
-        )
+        moved = replace(endpoint, status=status, target_version=None, updated_at=now, failure_reason=reason)
     endpoint_rows.save_endpoint(conn, moved)
