@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.control.support import ROLE, code_artifact, unique_name, wait_settled
+from tests.control.support import ROLE, code_artifact, unique_name, wait_settled, wait_until
 from tests.support.server import HangarServer
 
 AWS = Path(sys.executable).parent / "aws"
@@ -32,7 +32,7 @@ def ok(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return json.loads(result.stdout) if result.stdout.strip() else {}
 
 
-def test_create_list_get_update_delete(server: HangarServer) -> None:
+def test_create_list_get_update_delete(server: HangarServer, client: Any) -> None:
     name = unique_name("cli")
     created = ok(
         aws(
@@ -52,7 +52,8 @@ def test_create_list_get_update_delete(server: HangarServer) -> None:
     assert created["status"] == "CREATING" and created["agentRuntimeVersion"] == "1"
     assert created["createdAt"].endswith("+00:00")  # the CLI prints the wire value verbatim
 
-    ready = wait_settled(lambda: ok(aws(server, "get-agent-runtime", "--agent-runtime-id", runtime_id)))
+    wait_settled(lambda: client.get_agent_runtime(agentRuntimeId=runtime_id))  # boto3 polls: the CLI starts slowly
+    ready = ok(aws(server, "get-agent-runtime", "--agent-runtime-id", runtime_id))
     assert ready["status"] == "READY", ready.get("failureReason")
     listed = ok(aws(server, "list-agent-runtimes"))["agentRuntimes"]
     assert [r["agentRuntimeName"] for r in listed if r["agentRuntimeId"] == runtime_id] == [name]
@@ -74,23 +75,20 @@ def test_create_list_get_update_delete(server: HangarServer) -> None:
         )
     )
     assert updated["status"] == "UPDATING" and updated["agentRuntimeVersion"] == "2"
-    again = wait_settled(lambda: ok(aws(server, "get-agent-runtime", "--agent-runtime-id", runtime_id)))
+    wait_settled(lambda: client.get_agent_runtime(agentRuntimeId=runtime_id))
+    again = ok(aws(server, "get-agent-runtime", "--agent-runtime-id", runtime_id))
     assert again["status"] == "READY" and again["environmentVariables"] == {"MODE": "cli"}
     versions = ok(aws(server, "list-agent-runtime-versions", "--agent-runtime-id", runtime_id))["agentRuntimes"]
     assert [v["agentRuntimeVersion"] for v in versions] == ["1", "2"]
 
     deleted = ok(aws(server, "delete-agent-runtime", "--agent-runtime-id", runtime_id))
     assert deleted["status"] == "DELETING"
-    missing = wait_settled_or_missing(server, runtime_id)
+    wait_until(
+        lambda: {"ids": [r["agentRuntimeId"] for r in client.list_agent_runtimes()["agentRuntimes"]]},
+        lambda page: runtime_id not in page["ids"],
+    )
+    missing = aws(server, "get-agent-runtime", "--agent-runtime-id", runtime_id)
     assert missing.returncode == 255 and "ResourceNotFoundException" in missing.stderr
-
-
-def wait_settled_or_missing(server: HangarServer, runtime_id: str) -> subprocess.CompletedProcess[str]:
-    for _ in range(100):
-        result = aws(server, "get-agent-runtime", "--agent-runtime-id", runtime_id)
-        if result.returncode != 0:
-            return result
-    raise AssertionError("the runtime was never removed")
 
 
 def test_hyphenated_name_is_refused(server: HangarServer) -> None:
