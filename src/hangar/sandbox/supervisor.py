@@ -88,6 +88,8 @@ class _Splice(asyncio.Protocol):
             self.pending.clear()
         if self.eof:
             peer.forward_eof()
+            if peer.eof:
+                self.close_both()
         elif self.transport is not None:
             self.transport.resume_reading()
 
@@ -103,7 +105,14 @@ class _Splice(asyncio.Protocol):
         self.eof = True
         if self.peer is not None:
             self.peer.forward_eof()
+            if self.peer.eof:  # both directions are done: nothing more can flow
+                self.close_both()
         return True  # keep our write side open: the answer may still be flowing
+
+    def close_both(self) -> None:
+        for side in (self, self.peer):
+            if side is not None and side.transport is not None:
+                side.transport.close()
 
     def forward_eof(self) -> None:
         if self.transport is None or self.transport.is_closing():
