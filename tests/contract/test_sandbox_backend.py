@@ -82,6 +82,35 @@ async def test_agent_answers_through_the_socket(backend: SandboxBackend, agent_f
             assert uploaded.json() == {"received": 128 * 65536}
 
 
+@pytest.fixture(scope="module")
+def echo_example(agent_files: AgentFiles) -> Iterator[Path]:
+    """examples/echo with hangar.sdk beside it, as the artifacts builder would lay out a version."""
+    code = world_readable_dir("hangar-test-echo-")
+    shutil.copy(REPO / "examples" / "echo" / "main.py", code / "main.py")
+    shutil.copytree(
+        REPO / "src" / "hangar" / "sdk", code / "hangar" / "sdk", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    (code / "hangar" / "__init__.py").write_text("")
+    subprocess.run(["chmod", "-R", "a+rX", str(code)], check=True, timeout=30)
+    yield code
+    shutil.rmtree(code, ignore_errors=True)
+
+
+async def test_the_echo_example_runs_on_the_sdk(
+    backend: SandboxBackend, agent_files: AgentFiles, echo_example: Path
+) -> None:
+    spec = dataclasses.replace(agent_files.spec(), code_dir=echo_example)
+    async with started(backend, spec) as sandbox:
+        assert (await wait_ping(sandbox)).status_code == 200
+        async with client(sandbox) as http:
+            answer = await http.post(
+                "/invocations",
+                json={"prompt": "hi"},
+                headers={"X-Amzn-Bedrock-AgentCore-Runtime-Session-Id": "s" * 33},
+            )
+        assert answer.json() == {"echo": {"prompt": "hi"}, "session_id": "s" * 33}
+
+
 async def test_environment_and_working_directory(backend: SandboxBackend, agent_files: AgentFiles) -> None:
     os.environ["HANGAR_TEST_HOST_SECRET"] = "must-not-leak"
     try:
