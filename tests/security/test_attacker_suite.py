@@ -93,6 +93,11 @@ async def assert_neighbour_fine(neighbour: NamespaceSandbox) -> None:
     assert (neighbour.state.tmp / "secret").read_text().strip() == SECRET
 
 
+def contained(move: str, evidence: object) -> None:
+    """One line per move for the report (``pytest -rP`` or ``-s`` shows them)."""
+    print(f"CONTAINED {move}: {evidence}")
+
+
 async def sh(sandbox: NamespaceSandbox, command: str, timeout: float = 20.0) -> tuple[str, str, int | None, bool]:
     out, err, code, timed_out = await run_exec(sandbox, command, timeout)
     return out.decode(errors="replace"), err.decode(errors="replace"), code, timed_out
@@ -126,6 +131,7 @@ async def test_cannot_read_a_neighbours_or_the_hosts_files(backend: NamespaceBac
         assert (home.st_uid, home.st_mode & 0o777) == (neighbour.uid, 0o700)
         run = neighbour.state.run.stat()
         assert (run.st_uid, run.st_mode & 0o777) == (0, 0o700)  # the socket dir belongs to the host alone
+        contained("read files", f"{len(targets)} paths absent inside; neighbour home 0700, uid {home.st_uid}")
 
 
 async def test_cannot_see_signal_or_trace_a_neighbours_processes(backend: NamespaceBackend, files: AgentFiles) -> None:
@@ -157,6 +163,7 @@ for name, nr in {nrs!r}.items():
         assert results["ptrace"] == (-1, 1)  # EPERM from seccomp
         assert results["process_vm_readv"] == (-1, 1)
         assert results["pidfd_open"][0] == -1  # ESRCH: that pid does not exist in this namespace
+        contained("see/signal/trace processes", f"{len(visible)} pids visible, syscalls {results}")
         # The host sees the attacker's processes under the attacker's own leased uid.
         for pid in attacker.cgroup.pids():
             with contextlib.suppress(FileNotFoundError):
@@ -261,6 +268,7 @@ async def test_public_sandbox_cannot_reach_the_host_the_gateway_or_a_neighbour(
     for line in lines[2:6]:
         assert "OSError 113" in line, line  # EHOSTUNREACH: icmp-admin-prohibited from Hangar's chains
     assert "abstract ConnectionRefusedError 111" in lines[6]
+    contained("reach host/neighbour over NAT", "; ".join(lines))
     assert _CountingHandler.hits == []
 
 
@@ -286,6 +294,7 @@ async def test_cannot_reach_the_host_the_gateway_or_a_neighbour(
     for line in lines[2:4] + lines[5:6]:  # no route out of a network-less namespace
         assert "OSError 101" in line, line  # ENETUNREACH
     assert "abstract ConnectionRefusedError 111" in lines[6]  # abstract sockets belong to the host's netns
+    contained("reach host/neighbour without network", "; ".join(lines))
     assert _CountingHandler.hits == []
 
 
@@ -311,6 +320,7 @@ for name, nr in {nrs!r}.items():
         out, _, _, _ = await sh(attacker, "grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status")
         status = dict(line.split(":\t") for line in out.splitlines())
         assert status == {"CapEff": "0000000000000000", "CapBnd": "0000000000000000", "NoNewPrivs": "1", "Seccomp": "2"}
+        contained("mount/unshare/modules", f"EPERM for {names}; {status}")
 
 
 I386_GETPID = """
@@ -333,6 +343,7 @@ async def test_syscalls_through_a_foreign_abi_are_killed(backend: NamespaceBacke
         x32 = py(files, "import ctypes; print(ctypes.CDLL(None).syscall(0x40000000 | 39))")  # x32 getpid
         out, _, code, _ = await sh(attacker, x32)
         assert code in (128 + signal.SIGSYS, -signal.SIGSYS) or out.strip() == "-1"
+        contained("foreign ABI syscalls", f"i386 int 0x80 killed by SIGSYS; x32 -> {code} {out.strip()!r}")
 
 
 async def test_fork_bomb_stops_at_the_pids_limit(backend: NamespaceBackend, files: AgentFiles) -> None:
@@ -356,6 +367,7 @@ except OSError as exc:
         forked, error, errno = out.split()
         assert int(forked) < limits.pids and (error, errno) == ("BlockingIOError", "11")  # EAGAIN from pids.max
         assert attacker.cgroup.pid_count() <= limits.pids
+        contained("fork bomb", f"{forked} forks, then {error} errno {errno}; pids.max {limits.pids}")
 
 
 async def test_memory_bomb_is_killed_inside_its_cgroup(backend: NamespaceBackend, files: AgentFiles) -> None:
@@ -375,6 +387,9 @@ print("survived")
         assert attacker.cgroup.oom_kills() > before
         assert len(out.split()) * (8 << 20) <= limits.memory_bytes
         assert attacker.alive()  # the biggest process died, not the sandbox
+        contained(
+            "memory bomb", f"exit {code}, oom_kill {attacker.cgroup.oom_kills()}, {len(out.split())} x 8 MiB allocated"
+        )
 
 
 async def test_filling_the_disk_stops_at_the_size_limit(backend: NamespaceBackend, files: AgentFiles) -> None:
@@ -388,6 +403,7 @@ async def test_filling_the_disk_stops_at_the_size_limit(backend: NamespaceBacken
             attacker, "dd if=/dev/zero of=/dev/shm/fill bs=1M count=64; stat -c %s /dev/shm/fill"
         )
         assert "No space left on device" in err and int(out.split()[-1]) <= SMALL.disk_bytes  # shm has its own cap
+        contained("fill the disk", "ENOSPC in home, /tmp and /dev/shm; read-only /, /usr, /etc, code, env")
         for target in ("/fill", "/usr/fill", f"{files.code_dir}/fill", f"{files.env_dir}/fill", "/etc/fill"):
             _, err, code, _ = await sh(attacker, f"echo x > {target}")
             assert code != 0 and "Read-only file system" in err, (target, err)
@@ -404,6 +420,7 @@ async def test_flooding_stdout_fills_only_its_own_budget(backend: NamespaceBacke
         assert SMALL.disk_bytes // 2 < log_size <= files.spec().limits.disk_bytes
         assert flooder.proc.returncode not in (0, None)  # its print failed (ENOSPC); the host's /run did not fill
         assert (await wait_ping(neighbour)).status_code == 200
+        contained("flood stdout", f"log stopped at {log_size} bytes, flooder exit {flooder.proc.returncode}")
 
 
 async def test_cpu_hog_is_throttled_by_the_quota(backend: NamespaceBackend, files: AgentFiles) -> None:
@@ -413,6 +430,7 @@ async def test_cpu_hog_is_throttled_by_the_quota(backend: NamespaceBackend, file
         _, _, _, timed_out = await sh(attacker, py(files, "while True: pass"), timeout=1.5)
         assert timed_out
         assert attacker.cgroup.cpu_throttled() > before
+        contained("CPU hog", f"nr_throttled {before} -> {attacker.cgroup.cpu_throttled()}")
 
 
 async def test_symlinks_do_not_reach_outside_the_tree(backend: NamespaceBackend, files: AgentFiles) -> None:
@@ -430,6 +448,7 @@ async def test_symlinks_do_not_reach_outside_the_tree(backend: NamespaceBackend,
             assert err.count("Directory nonexistent") == 2 and "Read-only file system" in err
             await attacker.stop()  # the host deletes the tree: it must not follow the planted links
         assert (canary / "keep").read_text() == "intact"
+        contained("symlinks out of the tree", f"writes failed ({err.strip().splitlines()}); canary intact after stop")
         assert not attacker.state.path.exists()
     finally:
         shutil.rmtree(canary, ignore_errors=True)
@@ -456,3 +475,4 @@ async def test_a_double_forked_daemon_dies_with_stop(backend: NamespaceBackend, 
         await attacker.stop()
         assert processes_with_env(marker) == []
         assert attacker.cgroup.pids() == []
+        contained("outlive stop", "double-forked and setsid daemons gone; cgroup empty")
