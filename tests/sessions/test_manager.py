@@ -15,6 +15,7 @@ import pytest
 from hangar.config import Settings
 from hangar.domain.errors import RuntimeClientError, ServiceQuotaExceededError
 from hangar.sandbox.process import ProcessBackend
+from hangar.sessions.agent_http import AgentHttpError
 from hangar.sessions.manager import SessionManager
 from hangar.sessions.session import Session, SessionState
 from tests.support.agent_env import make_target
@@ -48,15 +49,21 @@ def run(scenario: Callable[[SessionManager], Awaitable[None]], tmp_path: Path, *
 async def call(session: Session, payload: dict[str, object]) -> dict[str, object]:
     session.begin()
     try:
-        response = await session.client.post(
+        response = await session.client.request(
+            "POST",
             session.target.path,
-            content=json.dumps(payload),
-            headers={"x-amzn-bedrock-agentcore-runtime-session-id": session.key.session_id},
+            [
+                ("content-type", "application/json"),
+                ("x-amzn-bedrock-agentcore-runtime-session-id", session.key.session_id),
+            ],
+            json.dumps(payload).encode(),
         )
+        body = await response.read(1024 * 1024)
+        await response.aclose()
     finally:
         session.finish()
-    assert response.status_code == 200, response.text
-    return response.json()
+    assert response.status_code == 200, body
+    return json.loads(body)
 
 
 async def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -186,8 +193,8 @@ def test_crashed_agent_ends_its_session(agent_env: Path, tmp_path: Path) -> None
     async def scenario(manager: SessionManager) -> None:
         session = await manager.get_or_start(make_target(agent_env, "testbed"), SID)
         session.begin()
-        with pytest.raises(Exception):  # noqa: B017 - the connection breaks in whichever way the OS reports
-            await session.client.post("/invocations", content=b'{"action": "exit"}')
+        with pytest.raises(AgentHttpError):
+            await session.client.request("POST", "/invocations", [], b'{"action": "exit"}')
         session.finish()
         assert await manager.agent_failed(session)
         assert session.state is SessionState.TERMINATED and session.end_reason == "agent exited"

@@ -26,7 +26,7 @@ def encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
 
 
 class StreamedResponse(Response):
-    """An ASGI response whose body is ``chunks`` (e.g. an upstream ``httpx.Response.aiter_raw()``).
+    """An ASGI response whose body is ``chunks`` (e.g. the body of an agent's answer).
 
     ``close`` releases the source (always awaited), ``on_end`` learns whether the stream completed.
     """

@@ -14,12 +14,11 @@ import logging
 import time
 import uuid
 
-import httpx
-
 from hangar.config import Settings
 from hangar.domain.errors import HangarError, RuntimeClientError, ServiceUnavailableError
 from hangar.domain.invocation import InvocationTarget
 from hangar.sandbox.base import SandboxBackend, SandboxSpec
+from hangar.sessions.agent_http import AgentHttp
 from hangar.sessions.lifecycle import Lifecycle
 from hangar.sessions.limits import SessionQuota, sandbox_limits
 from hangar.sessions.probe import wait_ready
@@ -28,9 +27,6 @@ from hangar.sessions.session import Session, SessionKey
 
 log = logging.getLogger("hangar.sessions")
 
-# Requests to the agent have no read/write deadline (streams may run for an hour); connecting must be quick.
-AGENT_TIMEOUT = httpx.Timeout(None, connect=10.0)
-AGENT_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=32)
 DEATH_WAIT_S = 1.0
 
 
@@ -132,11 +128,7 @@ class SessionManager:
         except Exception as exc:
             log.exception("sandbox start failed for session %s of %s", key.session_id, key.runtime_id)
             raise RuntimeClientError(f"Could not start a sandbox for this session: {exc}") from exc
-        client = httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(uds=str(sandbox.socket_path), limits=AGENT_LIMITS, retries=0),
-            base_url="http://agent",
-            timeout=AGENT_TIMEOUT,
-        )
+        client = AgentHttp(str(sandbox.socket_path))
         try:
             await wait_ready(client, sandbox, self.settings.session_start_timeout_s)
         except BaseException:
@@ -208,7 +200,7 @@ class SessionManager:
             log.exception("could not write session records")
 
 
-async def _close_quietly(client: httpx.AsyncClient, sandbox: object) -> None:
+async def _close_quietly(client: AgentHttp, sandbox: object) -> None:
     stop = getattr(sandbox, "stop", None)
     try:
         if stop is not None:

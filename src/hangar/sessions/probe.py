@@ -7,12 +7,12 @@ import json
 import time
 from dataclasses import dataclass
 
-import httpx
-
 from hangar.domain.errors import RuntimeClientError
 from hangar.sandbox.base import Sandbox
+from hangar.sessions.agent_http import AgentHttp, AgentHttpError
 
 PING_TIMEOUT_S = 2.0
+MAX_PING_BODY = 64 * 1024
 _FIRST_POLL_S = 0.005
 _MAX_POLL_S = 0.1
 
@@ -23,7 +23,18 @@ class PingResult:
     time_of_last_update: float | None
 
 
-async def wait_ready(client: httpx.AsyncClient, sandbox: Sandbox, timeout_s: float) -> None:
+async def _get_ping(client: AgentHttp, timeout_s: float) -> tuple[int, bytes]:
+    async def exchange() -> tuple[int, bytes]:
+        response = await client.request("GET", "/ping", [])
+        try:
+            return response.status_code, await response.read(MAX_PING_BODY)
+        finally:
+            await response.aclose()
+
+    return await asyncio.wait_for(exchange(), timeout_s)
+
+
+async def wait_ready(client: AgentHttp, sandbox: Sandbox, timeout_s: float) -> None:
     """Poll ``GET /ping`` until the agent answers at all (any HTTP status: MCP servers have no /ping)."""
     deadline = time.monotonic() + timeout_s
     delay = _FIRST_POLL_S
@@ -36,24 +47,24 @@ async def wait_ready(client: httpx.AsyncClient, sandbox: Sandbox, timeout_s: flo
                 f"Runtime initialization time exceeded: the agent did not answer /ping within {timeout_s:g}s"
             )
         try:
-            await client.get("/ping", timeout=min(PING_TIMEOUT_S, remaining))
+            await _get_ping(client, min(PING_TIMEOUT_S, remaining))
             return
-        except httpx.HTTPError:
+        except (AgentHttpError, TimeoutError):
             pass
         await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 2, _MAX_POLL_S)
 
 
-async def ping(client: httpx.AsyncClient) -> PingResult | None:
+async def ping(client: AgentHttp) -> PingResult | None:
     """One ``GET /ping``; None when the agent does not answer."""
     try:
-        response = await client.get("/ping", timeout=PING_TIMEOUT_S)
-    except httpx.HTTPError:
+        status, content = await _get_ping(client, PING_TIMEOUT_S)
+    except (AgentHttpError, TimeoutError):
         return None
-    if response.status_code != 200:
+    if status != 200:
         return PingResult(None, None)
     try:
-        body = json.loads(response.content)
+        body = json.loads(content)
     except ValueError:
         return PingResult(None, None)
     if not isinstance(body, dict):

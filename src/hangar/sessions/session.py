@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple
 
-import httpx
-
 from hangar.domain.invocation import InvocationTarget
 from hangar.sandbox.base import Sandbox
+from hangar.sessions.agent_http import AgentHttp
 
 
 class SessionState(StrEnum):
@@ -31,7 +30,7 @@ class Session:
     key: SessionKey
     target: InvocationTarget  # the version that served the first call: the session stays on it
     sandbox: Sandbox
-    client: httpx.AsyncClient  # one pooled client per sandbox, over its Unix socket
+    client: AgentHttp  # one pooled client per sandbox, over its Unix socket
     idle_timeout_s: float
     max_lifetime_s: float
     started_at: float = field(default_factory=time.time)

@@ -18,6 +18,7 @@ from hangar.gateway.dataplane.common import (
     services_of,
     session_id_of,
 )
+from hangar.sessions.agent_http import AgentHttpError
 
 CARD_PATH = "/.well-known/agent-card.json"
 MAX_CARD = 1024 * 1024
@@ -34,14 +35,14 @@ async def get_agent_card(request: Request, params: dict[str, str]) -> Response:
         )
     session = await manager.get_or_start(target, session_id)
     headers = agent_headers(request.headers, session.target, session_id, request.state.request_id)
-    upstream = await call_agent(manager, session, session.client.build_request("GET", CARD_PATH, headers=headers))
+    upstream = await call_agent(manager, session, "GET", CARD_PATH, headers)
     try:
-        raw = b""
-        async for chunk in upstream.aiter_raw():
-            raw += chunk
-            if len(raw) > MAX_CARD:
-                raise RuntimeClientError(f"The agent card is larger than {MAX_CARD} bytes")
+        raw = await upstream.read(MAX_CARD + 1)
+        if len(raw) > MAX_CARD:
+            raise RuntimeClientError(f"The agent card is larger than {MAX_CARD} bytes")
         card = json.loads(raw)
+    except AgentHttpError as exc:
+        raise RuntimeClientError(f"The agent's card could not be read: {exc}") from exc
     except ValueError as exc:
         raise RuntimeClientError("The agent's card is not valid JSON") from exc
     finally:

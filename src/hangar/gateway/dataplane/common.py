@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import uuid
 
-import httpx
 from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 
 from hangar.domain.errors import InternalError, RuntimeClientError, ValidationError
 from hangar.domain.invocation import InvocationTarget
 from hangar.services import Services
+from hangar.sessions.agent_http import AgentHttpError, AgentResponse, Body
 from hangar.sessions.manager import SessionManager
 from hangar.sessions.session import Session
 
@@ -85,7 +85,7 @@ def agent_headers(
     return out
 
 
-def echo_headers(inbound: Headers, upstream: Headers | httpx.Headers, session_id: str) -> list[tuple[str, str]]:
+def echo_headers(inbound: Headers, upstream: Headers | dict[str, str], session_id: str) -> list[tuple[str, str]]:
     """Headers of the answer besides Content-Type: the session id, MCP session, trace context."""
     out = [(SESSION_HEADER, session_id)]
     for name in (*MCP_ECHO, *TRACE_HEADERS):
@@ -98,20 +98,23 @@ def echo_headers(inbound: Headers, upstream: Headers | httpx.Headers, session_id
 async def call_agent(
     manager: SessionManager,
     session: Session,
-    request: httpx.Request,
-) -> httpx.Response:
-    """Send ``request`` to the session's agent and return the open (streaming) answer once its headers arrive.
+    method: str,
+    path: str,
+    headers: list[tuple[str, str]],
+    body: Body = b"",
+) -> AgentResponse:
+    """Send a request to the session's agent and return its open answer once the status and headers are in.
 
     The session is Active from here until the caller calls ``session.finish()`` (when the stream ends). A
     connection failure, a crash, a non-HTTP answer or an HTTP error status become RuntimeClientError.
     """
     session.begin()
     try:
-        response = await session.client.send(request, stream=True)
-    except httpx.HTTPError as exc:
+        response = await session.client.request(method, path, headers, body)
+    except AgentHttpError as exc:
         session.finish()
         ended = await manager.agent_failed(session)
-        cause = "the agent process exited" if ended else f"{type(exc).__name__}: {exc or 'no details'}"
+        cause = "the agent process exited" if ended else str(exc)
         raise RuntimeClientError(f"The agent did not return a valid HTTP response ({cause})") from exc
     except BaseException:
         session.finish()
@@ -119,20 +122,11 @@ async def call_agent(
     if response.status_code < 400:
         return response
     try:
-        snippet = await _snippet(response)
+        snippet = await response.read(_SNIPPET)
+    except AgentHttpError:
+        snippet = b""
     finally:
         await response.aclose()
         session.finish()
-    raise RuntimeClientError(f"Received error ({response.status_code}) from the agent: {snippet}")
-
-
-async def _snippet(response: httpx.Response) -> str:
-    data = b""
-    try:
-        async for chunk in response.aiter_raw():
-            data += chunk
-            if len(data) >= _SNIPPET:
-                break
-    except httpx.HTTPError:
-        pass
-    return data[:_SNIPPET].decode("utf-8", "replace").strip() or "(empty body)"
+    text = snippet.decode("utf-8", "replace").strip() or "(empty body)"
+    raise RuntimeClientError(f"Received error ({response.status_code}) from the agent: {text}")

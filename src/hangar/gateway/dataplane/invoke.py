@@ -35,8 +35,7 @@ async def invoke(request: Request, params: dict[str, str]) -> Response:
         if "content-type" not in request.headers:
             headers.append(("content-type", "application/json"))  # boto3 sends none for a blob payload
         headers.append(("content-length", str(body.size)))
-        outgoing = session.client.build_request("POST", session.target.path, headers=headers, content=body.content())
-        upstream = await call_agent(manager, session, outgoing)
+        upstream = await call_agent(manager, session, "POST", session.target.path, headers, body.content())
     finally:
         body.close()  # the agent has the whole body once its answer's headers arrived
 
@@ -49,4 +48,4 @@ async def invoke(request: Request, params: dict[str, str]) -> Response:
     if "content-length" in upstream.headers:
         out.append(("content-length", upstream.headers["content-length"]))
     out += echo_headers(request.headers, upstream.headers, session_id)
-    return StreamedResponse(upstream.aiter_raw(), upstream.status_code, out, close=upstream.aclose, on_end=on_end)
+    return StreamedResponse(upstream.iter_raw(), upstream.status_code, out, close=upstream.aclose, on_end=on_end)
