@@ -111,3 +111,16 @@ async def test_orphaned_network_namespaces_are_removed(state_root: Path, agent_f
     assert not Path("/sys/class/net", link.host_if).exists()
     assert not sandbox.alive()
     await sandbox.stop()
+
+
+def test_firewall_is_one_valid_transaction_per_table() -> None:
+    import subprocess
+
+    from hangar.sandbox.namespace import network
+
+    payload = network.restore_payload(network.firewall_rules())
+    assert payload.count("COMMIT") == 2  # filter and nat, each replaced atomically
+    checked = subprocess.run(
+        ["iptables-restore", "-w", "--noflush", "--test"], input=payload.encode(), capture_output=True, timeout=10
+    )
+    assert checked.returncode == 0, checked.stderr

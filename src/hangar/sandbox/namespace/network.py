@@ -5,7 +5,7 @@ of a veth pair called ``eth0``; the host end is ``hg<hash>`` (every sandbox link
 firewall matches). Addresses come from the uid lease, so they never collide: slot k of ``sandbox_pool`` is a /30,
 host ``.1``, sandbox ``.2``. IPv6 stays off on both ends (no address is ever generated).
 
-The firewall is data (``profiles/egress.json``) and lives in Hangar's own chains, rebuilt idempotently:
+The firewall is data (``profiles/egress.json``) and lives in Hangar's own chains, replaced atomically:
 
 * ``HANGAR-INPUT`` (from INPUT): anything arriving from ``hg+`` is refused, so a sandbox never reaches a host
   service, whatever address it binds (loopback is unreachable anyway: a packet to 127/8 from outside is martian).
@@ -156,14 +156,33 @@ def firewall_rules() -> dict[str, list[list[str]]]:
 JUMPS = {"filter/HANGAR-INPUT": "INPUT", "filter/HANGAR-FORWARD": "FORWARD", "nat/HANGAR-NAT": "POSTROUTING"}
 
 
+def restore_payload(rules: dict[str, list[list[str]]]) -> str:
+    """The chains in iptables-restore form: each table is replaced in one transaction, so another Hangar process
+    rebuilding them never leaves a moment in which a chain is empty."""
+    tables: dict[str, list[str]] = {}
+    for key, chain_rules in rules.items():
+        table, chain = key.split("/")
+        lines = tables.setdefault(table, [])
+        lines.insert(0, f":{chain} - [0:0]")  # declared: created if missing, emptied if present
+        lines.extend(" ".join(["-A", chain, *rule]) for rule in chain_rules)
+    return "".join(f"*{table}\n" + "\n".join(lines) + "\nCOMMIT\n" for table, lines in tables.items())
+
+
 def install_firewall() -> None:
     """(Re)build Hangar's chains and make sure the host forwards; safe to call at every start."""
-    for key, rules in firewall_rules().items():
+    rules = firewall_rules()
+    # SAFETY: --noflush replaces only the HANGAR-* chains declared in the payload; other rules stay untouched.
+    result = subprocess.run(
+        ["iptables-restore", "-w", "--noflush"],
+        input=restore_payload(rules).encode(),
+        capture_output=True,
+        timeout=IP_TIMEOUT_S,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise NetworkError(f"iptables-restore: {result.stderr.decode(errors='replace').strip()}")
+    for key in rules:
         table, chain = key.split("/")
-        _iptables(["-t", table, "-N", chain], check=False)
-        _iptables(["-t", table, "-F", chain])
-        for rule in rules:
-            _iptables(["-t", table, "-A", chain, *rule])
         parent = JUMPS[key]
         if _iptables(["-t", table, "-C", parent, "-j", chain], check=False) != 0:
             _iptables(["-t", table, "-I", parent, "1", "-j", chain])
