@@ -145,14 +145,17 @@ class AgentHttp:
 
     async def _exchange(self, conn: _Connection, method: str, head: bytes, body: Body) -> AgentResponse:
         try:
-            if isinstance(body, bytes):
-                conn.writer.write(head + body)
-            else:
-                conn.writer.write(head)
-                async for piece in body:
-                    conn.writer.write(piece)
-                    await conn.writer.drain()
-            await conn.writer.drain()
+            try:
+                if isinstance(body, bytes):
+                    conn.writer.write(head + body)
+                else:
+                    conn.writer.write(head)
+                    async for piece in body:
+                        conn.writer.write(piece)
+                        await conn.writer.drain()
+                await conn.writer.drain()
+            except OSError as exc:
+                raise _StaleConnection from exc  # nothing was answered yet
             while True:
                 try:
                     raw = await conn.reader.readuntil(b"\r\n\r\n")

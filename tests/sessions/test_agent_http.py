@@ -1,0 +1,172 @@
+"""The agent HTTP client against a scripted Unix-socket server: framing, keep-alive, broken and garbage answers."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from hangar.sessions.agent_http import AgentHttp, AgentHttpError
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def serve(handler: Handler, scenario: Callable[[AgentHttp, list[int]], Awaitable[None]]) -> list[int]:
+    """Run ``scenario`` against a Unix server whose connections go to ``handler``; returns connection ids seen."""
+    directory = Path(tempfile.mkdtemp(prefix="ah-"))
+    connections: list[int] = []
+
+    async def main() -> None:
+        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            connections.append(len(connections))
+            try:
+                await handler(reader, writer)
+            finally:
+                writer.close()
+
+        server = await asyncio.start_unix_server(on_connect, str(directory / "s.sock"))
+        client = AgentHttp(str(directory / "s.sock"))
+        try:
+            await scenario(client, connections)
+        finally:
+            await client.aclose()
+            server.close()
+            await server.wait_closed()
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 30))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return connections
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return head, await reader.readexactly(length)
+
+
+async def body_of(client: AgentHttp, body: bytes = b"{}") -> tuple[int, bytes, dict[str, str]]:
+    response = await client.request("POST", "/invocations", [("content-type", "application/json")], body)
+    try:
+        data = b"".join([piece async for piece in response.iter_raw()])
+    finally:
+        await response.aclose()
+    return response.status_code, data, response.headers
+
+
+def test_keep_alive_reuses_one_connection_and_decodes_chunked_bodies() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                _, body = await read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx-a: 1\r\nx-a: 2\r\n\r\n")
+            writer.write(
+                b"3;ext=1\r\nabc\r\n" + f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\nx-trailer: t\r\n\r\n"
+            )
+            await writer.drain()
+
+    async def scenario(client: AgentHttp, connections: list[int]) -> None:
+        for payload in (b"first", b"second"):
+            status, data, headers = await body_of(client, payload)
+            assert (status, data, headers["x-a"]) == (200, b"abc" + payload, "1, 2")
+        assert len(connections) == 1
+
+    serve(handler, scenario)
+
+
+def test_a_closed_pooled_connection_is_retried_once_on_a_fresh_one() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+        # then close, as an agent's keep-alive timeout would
+
+    async def scenario(client: AgentHttp, connections: list[int]) -> None:
+        assert (await body_of(client))[1] == b"ok"
+        assert (await body_of(client))[1] == b"ok"
+        assert len(connections) == 2
+
+    serve(handler, scenario)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"\x00\xffnot http at all\r\n\r\n",
+        b"HTTP/1.1 20 OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort",
+        b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nabc",
+        b"HTTP/1.1 200 OK\r\nx: " + b"a" * 70000 + b"\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n",
+    ],
+)
+def test_garbage_answers_are_agent_http_errors(answer: bytes) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+
+    async def scenario(client: AgentHttp, _connections: list[int]) -> None:
+        with pytest.raises(AgentHttpError):
+            await body_of(client)
+
+    serve(handler, scenario)
+
+
+def test_body_framed_by_close_and_http_1_0_are_not_reused() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the end")
+        await writer.drain()
+
+    async def scenario(client: AgentHttp, connections: list[int]) -> None:
+        assert (await body_of(client))[1] == b"until the end"
+        assert (await body_of(client))[1] == b"until the end"
+        assert len(connections) == 2
+
+    serve(handler, scenario)
+
+
+def test_streamed_request_body_gets_its_declared_length() -> None:
+    received: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _head, body = await read_request(reader)
+        received.append(body)
+        writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        await writer.drain()
+
+    async def pieces():  # type: ignore[no-untyped-def]
+        for piece in (b"ab", b"cd", b"e"):
+            yield piece
+
+    async def scenario(client: AgentHttp, _connections: list[int]) -> None:
+        response = await client.request("POST", "/x", [("content-length", "5")], pieces())
+        assert response.status_code == 204 and await response.read(10) == b""
+        await response.aclose()
+
+    serve(handler, scenario)
+    assert received == [b"abcde"]
+
+
+def test_unreachable_socket_is_an_agent_http_error() -> None:
+    async def main() -> None:
+        client = AgentHttp("/nonexistent/agent.sock")
+        with pytest.raises(AgentHttpError, match="cannot connect"):
+            await client.request("GET", "/ping", [])
+
+    asyncio.run(main())
