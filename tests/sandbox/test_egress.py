@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import shlex
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,6 +83,10 @@ async def test_public_sandbox_reaches_the_internet_through_nat_and_nothing_else(
         assert seen["169.254.169.254:80"] == "OSError 113"  # cloud metadata: a blocked destination
         assert seen["192.168.1.1:80"] == "OSError 113"
         assert (NETNS_DIR / link.netns).exists() and Path("/sys/class/net", link.host_if).exists()
+        # Nobody on the host reaches the agent's port around the gateway: only the Unix socket leads in.
+        with pytest.raises(OSError) as refused:
+            socket.create_connection((link.sandbox_ip, 8080), timeout=3).close()
+        assert refused.value.errno == errno.EHOSTUNREACH or "not permitted" in str(refused.value)
     assert not (NETNS_DIR / link.netns).exists()
     assert not Path("/sys/class/net", link.host_if).exists()
 

@@ -9,6 +9,8 @@ The firewall is data (``profiles/egress.json``) and lives in Hangar's own chains
 
 * ``HANGAR-INPUT`` (from INPUT): anything arriving from ``hg+`` is refused, so a sandbox never reaches a host
   service, whatever address it binds (loopback is unreachable anyway: a packet to 127/8 from outside is martian).
+* ``HANGAR-OUTPUT`` (from OUTPUT): the host opens no connection to a sandbox's address (the gateway uses the Unix
+  socket), so no local user of the host can reach an agent's port around Hangar's authentication.
 * ``HANGAR-FORWARD`` (from FORWARD): ``hg+`` to ``hg+`` refused (no sandbox reaches another), blocked
   destinations refused except DNS to the host's resolvers, the rest accepted; replies only when established.
 * ``HANGAR-NAT`` (from nat POSTROUTING): the pool is masqueraded behind the host's address.
@@ -148,12 +150,21 @@ def firewall_rules() -> dict[str, list[list[str]]]:
     forward.append(["-i", links, "-j", "ACCEPT"])
     return {
         "filter/HANGAR-INPUT": [["-i", links, *REJECT]],
+        "filter/HANGAR-OUTPUT": [
+            ["-o", links, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
+            ["-o", links, *REJECT],
+        ],
         "filter/HANGAR-FORWARD": forward,
         "nat/HANGAR-NAT": [["-s", pool, "!", "-o", links, "-j", "MASQUERADE"]],
     }
 
 
-JUMPS = {"filter/HANGAR-INPUT": "INPUT", "filter/HANGAR-FORWARD": "FORWARD", "nat/HANGAR-NAT": "POSTROUTING"}
+JUMPS = {
+    "filter/HANGAR-INPUT": "INPUT",
+    "filter/HANGAR-OUTPUT": "OUTPUT",
+    "filter/HANGAR-FORWARD": "FORWARD",
+    "nat/HANGAR-NAT": "POSTROUTING",
+}
 
 
 def restore_payload(rules: dict[str, list[list[str]]]) -> str:
