@@ -178,6 +178,29 @@ def test_only_allowlisted_and_contract_headers_reach_the_agent(data: Any, rawech
     assert not names & {"x-not-allowed", "authorization", "x-amz-date", "x-amz-security-token"}
 
 
+def test_mcp_runtime_gets_mcp_headers_and_a_session_id_it_did_not_send(data: Any, control: Any) -> None:
+    mcp = deploy(control, "rawecho", protocolConfiguration={"serverProtocol": "MCP"})
+    session_id = new_session_id()
+    response = data.invoke_agent_runtime(
+        agentRuntimeArn=mcp["agentRuntimeArn"],
+        runtimeSessionId=session_id,
+        payload=b"{}",
+        contentType="application/x-headers",
+        mcpProtocolVersion="2025-06-18",
+    )
+    seen = json.loads(response["response"].read())
+    assert seen["mcp-session-id"] == session_id and seen["mcp-protocol-version"] == "2025-06-18"
+    assert response["mcpSessionId"] == session_id
+    explicit = data.invoke_agent_runtime(
+        agentRuntimeArn=mcp["agentRuntimeArn"],
+        runtimeSessionId=session_id,
+        payload=b"{}",
+        contentType="application/x-headers",
+        mcpSessionId="client-chosen",
+    )
+    assert json.loads(explicit["response"].read())["mcp-session-id"] == "client-chosen"
+
+
 def test_agent_card_of_an_a2a_runtime(data: Any, control: Any, rawecho: dict[str, Any]) -> None:
     a2a = deploy(control, "rawecho", protocolConfiguration={"serverProtocol": "A2A"})
     card = data.get_agent_card(agentRuntimeArn=a2a["agentRuntimeArn"], runtimeSessionId=new_session_id())

@@ -85,11 +85,18 @@ def agent_headers(
     return out
 
 
-def echo_headers(inbound: Headers, upstream: Headers | dict[str, str], session_id: str) -> list[tuple[str, str]]:
-    """Headers of the answer besides Content-Type: the session id, MCP session, trace context."""
+def echo_headers(
+    inbound: Headers, upstream: Headers | dict[str, str], session_id: str, *, mcp: bool = False
+) -> list[tuple[str, str]]:
+    """Headers of the answer besides Content-Type: the session id, MCP session, trace context.
+
+    For MCP runtimes the ``Mcp-Session-Id`` Hangar added (when the caller sent none) is returned too.
+    """
     out = [(SESSION_HEADER, session_id)]
     for name in (*MCP_ECHO, *TRACE_HEADERS):
         value = upstream.get(name) or inbound.get(name)
+        if value is None and mcp and name == "mcp-session-id":
+            value = session_id
         if value is not None:
             out.append((name, value))
     return out

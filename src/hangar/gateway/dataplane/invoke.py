@@ -47,5 +47,5 @@ async def invoke(request: Request, params: dict[str, str]) -> Response:
     out = [("content-type", upstream.headers.get("content-type") or "application/json")]
     if "content-length" in upstream.headers:
         out.append(("content-length", upstream.headers["content-length"]))
-    out += echo_headers(request.headers, upstream.headers, session_id)
+    out += echo_headers(request.headers, upstream.headers, session_id, mcp=session.target.protocol == "MCP")
     return StreamedResponse(upstream.iter_raw(), upstream.status_code, out, close=upstream.aclose, on_end=on_end)

@@ -68,6 +68,7 @@ app = Starlette(
         Route("/ping", ping),
         Route("/invocations", invocations, methods=["POST"]),
         Route("/", invocations, methods=["POST"]),
+        Route("/mcp", invocations, methods=["POST"]),
         Route("/.well-known/agent-card.json", card),
         WebSocketRoute("/ws", ws),
     ]
