@@ -164,6 +164,23 @@ async def test_exec_caller_hanging_up_ends_the_command(backend: SandboxBackend, 
         assert await eventually(lambda: not processes_with_env(marker))
 
 
+async def test_concurrent_commands_and_stop_during_one(backend: SandboxBackend, agent_files: AgentFiles) -> None:
+    async with started(backend, agent_files.spec()) as sandbox:
+        results = await asyncio.gather(*(run_exec(sandbox, f"sleep 0.2; echo {n}") for n in range(3)))
+        assert [r[0] for r in results] == [b"0\n", b"1\n", b"2\n"]
+        events = sandbox.exec("echo begun; sleep 300", 120.0)
+        assert (await anext(events)).data == b"begun\n"
+        stopping = asyncio.ensure_future(sandbox.stop())
+        # The sandbox ends under the command: the caller is told (a killed exit, or the sandbox's end), never hung.
+        try:
+            last = await asyncio.wait_for(anext(events), 30)
+            assert last.kind == "exit" and last.exit_code is not None and last.exit_code < 0
+        except RuntimeClientError:
+            pass
+        await stopping
+        await events.aclose()
+
+
 async def test_alive_reports_the_agents_death(backend: SandboxBackend, agent_files: AgentFiles) -> None:
     async with started(backend, agent_files.spec()) as sandbox:
         await wait_ping(sandbox)
