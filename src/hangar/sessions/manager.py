@@ -40,7 +40,7 @@ class SessionManager:
         self.lifecycle = Lifecycle(self)
         self._live: dict[SessionKey, Session] = {}
         self._starting: dict[SessionKey, asyncio.Task[Session]] = {}
-        self._stopping: set[asyncio.Task[None]] = set()  # sandboxes being stopped: shutdown waits for them
+        self._stopping: set[asyncio.Task[object]] = set()  # sandbox stops and crash checks: shutdown waits for them
         self._closing = False
 
     def describe_backend(self) -> dict[str, object]:
@@ -65,7 +65,8 @@ class SessionManager:
             task.cancel()
         await asyncio.gather(*self._starting.values(), return_exceptions=True)
         await asyncio.gather(*(self.end(s, "Hangar shut down") for s in list(self._live.values())))
-        await asyncio.gather(*self._stopping, return_exceptions=True)
+        while self._stopping:  # a background check may end one more session while we wait
+            await asyncio.gather(*list(self._stopping), return_exceptions=True)
 
     def live_sessions(self) -> list[Session]:
         return list(self._live.values())
@@ -81,7 +82,9 @@ class SessionManager:
         key = SessionKey(target.runtime_id, session_id)
         session = self._live.get(key)
         if session is not None:
-            return session
+            if session.sandbox.alive():
+                return session
+            await self.end(session, "agent exited")  # noticed before the lifecycle loop did: start afresh
         task = self._starting.get(key)
         if task is None:
             if self._closing:
@@ -192,6 +195,12 @@ class SessionManager:
             return False
         await self.end(session, "agent exited")
         return True
+
+    def agent_failed_later(self, session: Session) -> None:
+        """Like ``agent_failed``, in the background (a broken stream must not wait for the check)."""
+        task = asyncio.create_task(self.agent_failed(session))
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
 
     async def _save(self) -> None:
         try:

@@ -42,7 +42,7 @@ async def invoke(request: Request, params: dict[str, str]) -> Response:
     async def on_end(completed: bool) -> None:
         session.finish()
         if not completed:
-            await manager.agent_failed(session)
+            manager.agent_failed_later(session)
 
     out = [("content-type", upstream.headers.get("content-type") or "application/json")]
     if "content-length" in upstream.headers:
