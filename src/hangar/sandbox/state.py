@@ -120,8 +120,10 @@ def same_process(pid: int, start_time: object) -> bool:
 
 
 def session_members(sid: int) -> list[int]:
-    """Pids whose session id is ``sid`` (field 6 of /proc/PID/stat)."""
-    members = []
+    """Pids whose session id is ``sid`` (field 6 of /proc/PID/stat); none where there is no /proc."""
+    members: list[int] = []
+    if not os.path.isdir("/proc/self"):
+        return members
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
