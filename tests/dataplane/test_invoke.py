@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.dataplane.support import deploy, new_session_id, session_state, wait_for
+from tests.dataplane.support import deploy, new_session_id, session_state, sessions, wait_for
 from tests.support.server import HangarServer
 
 
@@ -108,3 +109,13 @@ def test_agent_killed_mid_stream_breaks_the_clients_stream_and_ends_the_session(
     assert "IncompleteRead" in repr(raised.value) or "ProtocolError" in repr(raised.value)
     assert b'data: {"index": 0}' in received
     wait_for(lambda: session_state(server, testbed["agentRuntimeId"], session_id) == "Terminated", timeout=30)
+
+
+def test_concurrent_first_calls_share_one_sandbox(data: Any, testbed: dict[str, Any], server: HangarServer) -> None:
+    session_id = new_session_id()
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(pool.map(lambda _: _invoke(data, testbed, {"action": "count"}, session_id), range(6)))
+    counts = sorted(json.loads(a["body"])["count"] for a in answers)
+    assert counts == [1, 2, 3, 4, 5, 6]  # one agent process counted every call
+    records = [s for s in sessions(server) if s["runtimeSessionId"] == session_id]
+    assert [r["state"] for r in records] == ["Idle"]
