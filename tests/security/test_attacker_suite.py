@@ -134,6 +134,24 @@ async def test_cannot_read_a_neighbours_or_the_hosts_files(backend: NamespaceBac
         contained("read files", f"{len(targets)} paths absent inside; neighbour home 0700, uid {home.st_uid}")
 
 
+async def test_a_sandboxs_secrets_never_show_in_host_command_lines(
+    backend: NamespaceBackend, files: AgentFiles
+) -> None:
+    """Any host user can read every /proc/PID/cmdline: the environment must travel another way (bwrap --args)."""
+    secret = f"sk-{uuid.uuid4().hex}"
+    async with started(backend, files.spec(environment={"API_KEY": secret})) as sandbox:
+        await wait_ping(sandbox)
+        out, _, _, _ = await sh(sandbox, 'printf %s "$API_KEY"')  # type: ignore[arg-type]
+        assert out == secret  # the agent does get it
+        leaking = []
+        for entry in Path("/proc").iterdir():
+            with contextlib.suppress(OSError):
+                if entry.name.isdigit() and secret.encode() in (entry / "cmdline").read_bytes():
+                    leaking.append(int(entry.name))
+        assert leaking == []
+    contained("secrets in command lines", "API_KEY reaches the agent, no host cmdline carries it")
+
+
 async def test_cannot_see_signal_or_trace_a_neighbours_processes(backend: NamespaceBackend, files: AgentFiles) -> None:
     async with pair(backend, files) as (attacker, neighbour):
         host_pids = neighbour.cgroup.pids()

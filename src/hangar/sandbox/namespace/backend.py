@@ -20,7 +20,7 @@ from typing import Literal
 from hangar.sandbox.base import SandboxBackend, SandboxSpec, SandboxStats
 from hangar.sandbox.namespace import network, rootfs, seccomp
 from hangar.sandbox.namespace.cgroups import Cgroup, CgroupLayout, detect, list_names
-from hangar.sandbox.namespace.launcher import launch_argv
+from hangar.sandbox.namespace.launcher import data_fd, fill, launch_argv
 from hangar.sandbox.namespace.uids import UidLeases
 from hangar.sandbox.state import StateDir, create_state, list_states
 from hangar.sandbox.supervised import (
@@ -192,9 +192,10 @@ class NamespaceBackend(SandboxBackend):
     ) -> subprocess.Popen[bytes]:
         etc = rootfs.write_etc(state)
         env = agent_environment(spec, spec.agent_port, rootfs.HOME, "/tmp")
-        filter_fd = seccomp.program_fd(seccomp.compile_bpf())
+        filter_fd = data_fd("hangar-seccomp", seccomp.compile_bpf())
+        args_fd = data_fd("hangar-bwrap-args")
         try:
-            argv = launch_argv(
+            argv, bwrap_args = launch_argv(
                 setpriv=self.setpriv,
                 bwrap=self.bwrap,
                 uid=uid,
@@ -208,16 +209,19 @@ class NamespaceBackend(SandboxBackend):
                 environment=env,
                 chdir=str(spec.code_dir),
                 command=supervisor_argv(spec, rootfs.SUPERVISOR_PATH, channels, spec.agent_port),
+                args_fd=args_fd,
                 netns=str(link.netns_path) if link else None,
             )
+            fill(args_fd, bwrap_args)
             # The launcher gets a bare PATH only: bwrap --clearenv then sets the agent's environment.
-            fds = (filter_fd, *channels.child_fds())
+            fds = (filter_fd, args_fd, *channels.child_fds())
             # SAFETY: root starts the launcher; it joins the sandbox's cgroups, then setpriv drops to the leased uid
-            # with no capabilities and no_new_privs before bwrap runs; only the seccomp memfd and the supervisor's
-            # fds are passed down.
+            # with no capabilities and no_new_privs before bwrap runs; only the seccomp and argument memfds and the
+            # supervisor's fds are passed down.
             return spawn(argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, Path("/"), state.log, fds)
         finally:
             os.close(filter_fd)
+            os.close(args_fd)
             channels.close_child_ends()
 
     async def cleanup_orphans(self) -> int:

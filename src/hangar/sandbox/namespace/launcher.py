@@ -7,6 +7,7 @@ process of the sandbox starts inside its limits without a ``preexec_fn`` (which 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 
 # Joins each cgroup.procs file given before the command, then becomes the command.
@@ -34,10 +35,14 @@ def launch_argv(
     environment: Mapping[str, str],
     chdir: str,
     command: Sequence[str],
+    args_fd: int,
     netns: str | None = None,
-) -> list[str]:
-    """``netns``: a prepared network namespace with egress to enter (nsenter, still as root), else bwrap makes an
-    empty one (only lo): the gateway reaches the agent through the inherited Unix socket either way."""
+) -> tuple[list[str], bytes]:
+    """The launcher's argv, and bwrap's own arguments for ``args_fd``: bwrap reads them from that fd (``--args``),
+    so the agent's environment (API keys, say) never shows in a command line that every host user can read.
+
+    ``netns``: a prepared network namespace with egress to enter (nsenter, still as root), else bwrap makes an empty
+    one (only lo): the gateway reaches the agent through the inherited Unix socket either way."""
     enter = ["nsenter", f"--net={netns}"] if netns else []
     network = [] if netns else ["--unshare-net"]
     drop = [
@@ -50,7 +55,6 @@ def launch_argv(
         "--bounding-set=-all",
     ]
     sandbox = [
-        bwrap,
         *NAMESPACES,
         *network,
         "--uid",
@@ -63,8 +67,8 @@ def launch_argv(
     sandbox += ["--die-with-parent", "--new-session", "--clearenv"]
     for key, value in environment.items():
         sandbox += ["--setenv", key, value]
-    sandbox += [*mounts, "--chdir", chdir, "--seccomp", str(seccomp_fd), "--", *command]
-    return [
+    sandbox += [*mounts, "--chdir", chdir, "--seccomp", str(seccomp_fd)]
+    argv = [
         "/bin/sh",
         "-c",
         JOIN_CGROUPS,
@@ -73,5 +77,24 @@ def launch_argv(
         *procs_files,
         *enter,
         *drop,
-        *sandbox,
+        bwrap,
+        "--args",
+        str(args_fd),
+        "--",
+        *command,  # the supervisor's argv: fds, port and the agent's argv, nothing secret
     ]
+    return argv, b"\0".join(arg.encode() for arg in sandbox) + b"\0"
+
+
+def data_fd(name: str, data: bytes = b"") -> int:
+    """A readable fd holding ``data`` in memory (a memfd: nothing on disk), positioned at its start."""
+    fd = os.memfd_create(name)
+    fill(fd, data)
+    return fd
+
+
+def fill(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.lseek(fd, 0, os.SEEK_SET)

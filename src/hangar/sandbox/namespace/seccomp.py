@@ -174,11 +174,3 @@ def compile_bpf(arch: str | None = None) -> bytes:
     if not program or len(program) % 8:
         raise PolicyError(f"libseccomp produced an invalid program ({len(program)} bytes)")
     return program
-
-
-def program_fd(program: bytes) -> int:
-    """A readable, inheritable fd holding ``program`` for bwrap (a memfd: nothing on disk)."""
-    fd = os.memfd_create("hangar-seccomp", 0)
-    os.write(fd, program)
-    os.lseek(fd, 0, os.SEEK_SET)
-    return fd
