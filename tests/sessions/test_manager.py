@@ -200,3 +200,22 @@ def test_crashed_agent_ends_its_session(agent_env: Path, tmp_path: Path) -> None
         assert session.state is SessionState.TERMINATED and session.end_reason == "agent exited"
 
     run(scenario, tmp_path)
+
+
+def test_warm_pool_hands_a_ready_sandbox_to_the_next_session(agent_env: Path, tmp_path: Path) -> None:
+    async def scenario(manager: SessionManager) -> None:
+        target = make_target(agent_env, "testbed", idle_timeout_s=300)  # spares live 3 s (scale 0.01)
+        first = await manager.get_or_start(target, SID)
+        await wait_for(lambda: manager.pool.count() == 1)
+        spare_id = manager.pool._spares[(target.runtime_id, target.version)][0].sandbox.id
+        second = await manager.get_or_start(target, SID2)
+        assert second.sandbox.id == spare_id != first.sandbox.id
+        assert (await call(second, {"action": "count"}))["count"] == 1
+        await wait_for(lambda: manager.pool.count() == 1)  # refilled
+        other_version = make_target(agent_env, "testbed", version="2")
+        assert manager.pool.take(other_version) == (None, [])
+        await manager.stop_session(target.runtime_id, SID)
+        await manager.stop_session(target.runtime_id, SID2)
+        await wait_for(lambda: manager.pool.count() == 0)  # unused spares end after the idle timeout
+
+    run(scenario, tmp_path, warm_pool_size=1, session_time_scale=0.01)

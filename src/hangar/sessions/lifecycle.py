@@ -68,6 +68,7 @@ class Lifecycle:
     async def sweep(self) -> None:
         """One pass over every live session; ends the ones whose time is up."""
         now = time.time()
+        self.manager.expire_spares(now)
         ending: list[tuple[Session, str]] = []
         to_ping: list[Session] = []
         for session in self.manager.live_sessions():

@@ -17,10 +17,11 @@ import uuid
 from hangar.config import Settings
 from hangar.domain.errors import HangarError, RuntimeClientError, ServiceUnavailableError
 from hangar.domain.invocation import InvocationTarget
-from hangar.sandbox.base import SandboxBackend, SandboxSpec
+from hangar.sandbox.base import Sandbox, SandboxBackend, SandboxSpec
 from hangar.sessions.agent_http import AgentHttp
 from hangar.sessions.lifecycle import Lifecycle
 from hangar.sessions.limits import SessionQuota, sandbox_limits
+from hangar.sessions.pool import Spare, WarmPool
 from hangar.sessions.probe import wait_ready
 from hangar.sessions.records import SessionRecords
 from hangar.sessions.session import Session, SessionKey
@@ -38,6 +39,12 @@ class SessionManager:
         self.quota = SessionQuota(settings)
         self.records = records or SessionRecords(settings.data_dir / "sessions" / "records.json")
         self.lifecycle = Lifecycle(self)
+        self.pool = WarmPool(
+            settings.warm_pool_size,
+            self._launch,
+            lambda: self.quota.total + self.pool.count() < settings.max_sessions,
+            settings.session_time_scale,
+        )
         self._live: dict[SessionKey, Session] = {}
         self._starting: dict[SessionKey, asyncio.Task[Session]] = {}
         self._stopping: set[asyncio.Task[object]] = set()  # sandbox stops and crash checks: shutdown waits for them
@@ -64,6 +71,7 @@ class SessionManager:
         for task in list(self._starting.values()):
             task.cancel()
         await asyncio.gather(*self._starting.values(), return_exceptions=True)
+        self._stop_in_background(await self.pool.close())
         await asyncio.gather(*(self.end(s, "Hangar shut down") for s in list(self._live.values())))
         while self._stopping:  # a background check may end one more session while we wait
             await asyncio.gather(*list(self._stopping), return_exceptions=True)
@@ -110,7 +118,26 @@ class SessionManager:
         return session
 
     async def _start_sandbox(self, key: SessionKey, target: InvocationTarget) -> Session:
+        spare, dead = self.pool.take(target)
+        self._stop_in_background(dead)
+        if spare is not None:
+            sandbox, client = spare.sandbox, spare.client
+        else:
+            sandbox, client = await self._launch(target)
+        self.pool.want(target)
+        log.info("session %s of %s started in sandbox %s", key.session_id, target.runtime_arn, sandbox.id)
         scale = self.settings.session_time_scale
+        return Session(
+            key=key,
+            target=target,
+            sandbox=sandbox,
+            client=client,
+            idle_timeout_s=target.idle_timeout_s * scale,
+            max_lifetime_s=target.max_lifetime_s * scale,
+        )
+
+    async def _launch(self, target: InvocationTarget) -> tuple[Sandbox, AgentHttp]:
+        """Start a sandbox for ``target`` and wait until its agent answers ``/ping``."""
         spec = SandboxSpec(
             sandbox_id=f"hs-{uuid.uuid4().hex[:24]}",
             code_dir=target.prepared.code_dir,
@@ -129,7 +156,7 @@ class SessionManager:
             # The agent could not be launched: the caller's 424, never a 500 that boto3 would retry.
             raise RuntimeClientError(f"The session's sandbox could not start: {exc.message}") from exc
         except Exception as exc:
-            log.exception("sandbox start failed for session %s of %s", key.session_id, key.runtime_id)
+            log.exception("sandbox start failed for %s v%s", target.runtime_id, target.version)
             raise RuntimeClientError(f"Could not start a sandbox for this session: {exc}") from exc
         client = AgentHttp(str(sandbox.socket_path))
         try:
@@ -137,15 +164,17 @@ class SessionManager:
         except BaseException:
             await _close_quietly(client, sandbox)
             raise
-        log.info("session %s of %s started in sandbox %s", key.session_id, target.runtime_arn, sandbox.id)
-        return Session(
-            key=key,
-            target=target,
-            sandbox=sandbox,
-            client=client,
-            idle_timeout_s=target.idle_timeout_s * scale,
-            max_lifetime_s=target.max_lifetime_s * scale,
-        )
+        return sandbox, client
+
+    def expire_spares(self, now: float) -> None:
+        """Stop warm-pool sandboxes nobody took in time (called by the lifecycle loop)."""
+        self._stop_in_background(self.pool.expired(now))
+
+    def _stop_in_background(self, spares: list[Spare]) -> None:
+        for spare in spares:
+            task = asyncio.create_task(_close_quietly(spare.client, spare.sandbox))
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
 
     def _environment(self, target: InvocationTarget) -> dict[str, str]:
         region = self.settings.region
