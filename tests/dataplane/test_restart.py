@@ -21,16 +21,18 @@ def data_dir() -> Iterator[Path]:
 
 
 def _processes_mentioning(needles: list[str]) -> list[str]:
+    """Processes whose command line or cgroup names one of ``needles`` (sandbox ids name cgroups and state dirs)."""
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            text = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            text += " " + (proc / "cgroup").read_text(errors="replace")
         except OSError:
             continue
-        if any(needle in cmdline for needle in needles):
-            found.append(f"{proc.name}: {cmdline}")
+        if any(needle in text for needle in needles):
+            found.append(f"{proc.name}: {text.strip()}")
     return found
 
 
