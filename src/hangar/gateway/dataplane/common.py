@@ -113,7 +113,7 @@ async def call_agent(
     """Send a request to the session's agent and return its open answer once the status and headers are in.
 
     The session is Active from here until the caller calls ``session.finish()`` (when the stream ends). A
-    connection failure, a crash, a non-HTTP answer or an HTTP error status become RuntimeClientError.
+    connection failure, a crash, a non-HTTP answer or a status other than 2xx become RuntimeClientError.
     """
     session.begin()
     try:
@@ -126,8 +126,8 @@ async def call_agent(
     except BaseException:
         session.finish()
         raise
-    if response.status_code < 400:
-        return response
+    if response.status_code < 300:
+        return response  # boto3 treats any other status as an error: it must be an AWS-shaped one
     try:
         snippet = await response.read(_SNIPPET)
     except AgentHttpError:
