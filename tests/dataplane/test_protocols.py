@@ -92,6 +92,23 @@ def test_websocket_with_a_presigned_url(server: HangarServer, rawecho: dict[str,
     assert session_state(server, runtime["agentRuntimeId"], session_id) == "Idle"
 
 
+def test_websocket_to_the_sdk_echo_example(server: HangarServer, control: Any) -> None:
+    runtime = deploy(control, "websocket_echo")
+    url = _ws_url(server, runtime["agentRuntimeArn"])
+    session_id = new_session_id()
+
+    async def talk() -> tuple[str, int | None]:
+        async with websockets.connect(url, additional_headers=_signed_ws_headers(server, url, session_id)) as ws:
+            await ws.send("one")
+            first = await ws.recv()
+            await ws.send("close")
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            return str(first), ws.close_code
+
+    assert asyncio.run(talk()) == ("one", 1000)
+
+
 def test_websocket_without_credentials_is_refused(server: HangarServer, rawecho: dict[str, Any]) -> None:
     async def talk() -> int:
         with pytest.raises(websockets.InvalidStatus) as raised:
