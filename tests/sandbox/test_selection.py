@@ -32,7 +32,8 @@ def test_namespace_gets_the_installation_tag_and_egress_setting(tmp_path: Path) 
     backend = select_backend(Settings(data_dir=tmp_path, sandbox_backend="namespace", egress="deny"))
     assert backend.name == "namespace"
     assert backend.egress == "deny"  # type: ignore[attr-defined]
-    other = select_backend(Settings(data_dir=tmp_path / "other", sandbox_backend="namespace"))
+    other = select_backend(Settings(data_dir=tmp_path / "other", sandbox_backend="namespace", egress="allow"))
+    assert other.egress == "allow"  # type: ignore[attr-defined]
     assert other.tag != backend.tag  # type: ignore[attr-defined]  # two installations never clean up each other
 
 

@@ -33,11 +33,7 @@ def select_backend(settings: Settings) -> SandboxBackend:
         if reason is None:
             from hangar.sandbox.namespace import NamespaceBackend
 
-            if settings.egress == "allow":
-                log.info(
-                    "namespace sandboxes have no egress yet (network 'none' for every runtime); see docs/sandbox.md"
-                )
-            return NamespaceBackend(state_root=Path("/run/hangar") / tag, tag=tag)
+            return NamespaceBackend(state_root=Path("/run/hangar") / tag, tag=tag, egress=settings.egress)
         if choice == "namespace":
             raise RuntimeError(f"sandbox_backend=namespace, but this host cannot run it: {reason}")
         log.warning("namespace sandboxes unavailable (%s): falling back to the 'process' backend, NO ISOLATION", reason)
