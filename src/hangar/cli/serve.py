@@ -25,7 +25,7 @@ def serve(
 
     from hangar.config import Settings
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     overrides = {
         "host": host,
         "port": port,
@@ -38,6 +38,8 @@ def serve(
     }
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Alembic narrates every plugin and migration at INFO; only its warnings belong in Hangar's log.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     from hangar.gateway.app import create_app
 
     app = create_app(settings)
