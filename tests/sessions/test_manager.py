@@ -219,3 +219,17 @@ def test_warm_pool_hands_a_ready_sandbox_to_the_next_session(agent_env: Path, tm
         await wait_for(lambda: manager.pool.count() == 0)  # unused spares end after the idle timeout
 
     run(scenario, tmp_path, warm_pool_size=1, session_time_scale=0.01)
+
+
+def test_healthy_busy_counts_only_with_time_of_last_update(agent_env: Path, tmp_path: Path) -> None:
+    async def scenario(manager: SessionManager) -> None:
+        stamped = make_target(agent_env, "busyping", idle_timeout_s=100, environment={"STAMP": "1"})
+        bare = make_target(agent_env, "busyping", runtime_id="busybare-abcdefghij", idle_timeout_s=100)
+        kept = await manager.get_or_start(stamped, SID)
+        reaped = await manager.get_or_start(bare, SID)
+        await wait_for(lambda: reaped.state is SessionState.TERMINATED)
+        assert reaped.end_reason == "idle timeout"
+        assert kept.state is SessionState.ACTIVE and kept.busy
+        assert time.time() - kept.last_activity < kept.idle_timeout_s
+
+    run(scenario, tmp_path, session_time_scale=0.01)
