@@ -60,6 +60,10 @@ class Settings(BaseSettings):
         "keep 1 in production).",
     )
     warm_pool_size: int = Field(0, description="Ready sandboxes kept per runtime (0 = scale to zero).")
+    warm_pool_runtimes: dict[str, int] = Field(
+        {},
+        description='Per-runtime warm pool sizes by runtime name, overriding warm_pool_size (JSON: {"my_agent": 2}).',
+    )
     log_level: str = Field("info", description="Log level of the server (debug, info, warning, error).")
 
     @field_validator("account_id")

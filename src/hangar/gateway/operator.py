@@ -1,7 +1,8 @@
 """Operator API beyond AWS: see and stop sessions (``hangar sessions``), SigV4-signed like every other call.
 
-GET    /hangar/sessions/                          -> 200 {"sessions": [...]}: live ones (with memory use),
-                                                     then recently Terminated ones (also from before a restart)
+GET    /hangar/sessions/                          -> 200 {"sessions": [...], "warmPool": {...}}: live ones (with
+                                                     memory use and startKind), then recently Terminated ones
+                                                     (also from before a restart); the warm pool's spares
 DELETE /hangar/sessions/{runtimeId}/{sessionId}/  -> 200 {"stopped": true}; 404 when no such live session
 """
 
@@ -47,7 +48,9 @@ async def list_sessions(request: Request, _params: dict[str, str]) -> Response:
     for entry in sessions:
         if entry["state"] != "Terminated":
             entry["memoryBytes"] = by_sandbox.get(str(entry["sandboxId"]))
-    return JSONResponse({"sessions": sessions, "backend": manager.describe_backend()})
+    return JSONResponse(
+        {"sessions": sessions, "backend": manager.describe_backend(), "warmPool": manager.pool.describe()}
+    )
 
 
 async def stop_session(request: Request, params: dict[str, str]) -> Response:

@@ -40,9 +40,10 @@ class SessionManager:
         self.records = records or SessionRecords(settings.data_dir / "sessions" / "records.json")
         self.lifecycle = Lifecycle(self)
         self.pool = WarmPool(
-            settings.warm_pool_size,
+            lambda target: settings.warm_pool_runtimes.get(target.runtime_name, settings.warm_pool_size),
             self._launch,
-            lambda: self.quota.total + self.pool.count() < settings.max_sessions,
+            lambda spares: self.quota.total + spares < settings.max_sessions,
+            self._stop_in_background,
             settings.session_time_scale,
         )
         self._live: dict[SessionKey, Session] = {}
@@ -63,6 +64,7 @@ class SessionManager:
             log.warning("%d sessions of the previous Hangar process are Terminated", previous)
         await self.records.save([])
         self.lifecycle.start()
+        self.pool.start()
 
     async def stop(self) -> None:
         """Hangar shuts down: every session ends and its sandbox is stopped."""
@@ -119,13 +121,21 @@ class SessionManager:
 
     async def _start_sandbox(self, key: SessionKey, target: InvocationTarget) -> Session:
         spare, dead = self.pool.take(target)
-        self._stop_in_background(dead)
+        self._stop_in_background(dead)  # a spare whose agent died is never handed out: the claim goes cold
         if spare is not None:
-            sandbox, client = spare.sandbox, spare.client
+            sandbox, client, start_kind = spare.sandbox, spare.client, "warm"
         else:
             sandbox, client = await self._launch(target)
+            start_kind = "cold"
+        self.pool.claims[start_kind] += 1
         self.pool.want(target)
-        log.info("session %s of %s started in sandbox %s", key.session_id, target.runtime_arn, sandbox.id)
+        log.info(
+            "session %s of %s started in sandbox %s (start_kind=%s)",
+            key.session_id,
+            target.runtime_arn,
+            sandbox.id,
+            start_kind,
+        )
         scale = self.settings.session_time_scale
         return Session(
             key=key,
@@ -134,6 +144,7 @@ class SessionManager:
             client=client,
             idle_timeout_s=target.idle_timeout_s * scale,
             max_lifetime_s=target.max_lifetime_s * scale,
+            start_kind=start_kind,
         )
 
     async def _launch(self, target: InvocationTarget) -> tuple[Sandbox, AgentHttp]:
@@ -167,8 +178,8 @@ class SessionManager:
         return sandbox, client
 
     def expire_spares(self, now: float) -> None:
-        """Stop warm-pool sandboxes nobody took in time (called by the lifecycle loop)."""
-        self._stop_in_background(self.pool.expired(now))
+        """Stop warm-pool sandboxes that died or are no longer wanted, refill the rest (lifecycle loop)."""
+        self.pool.sweep(now)
 
     def _stop_in_background(self, spares: list[Spare]) -> None:
         for spare in spares:

@@ -1,10 +1,20 @@
 """Warm pool: sandboxes already started and answering ``/ping``, kept per (runtime, version) for new sessions.
 
-With ``warm_pool_size`` N > 0, the first session of a version starts cold; from then on N spare sandboxes of that
-version are kept ready, and a new session takes one instead of waiting for a start (the pool refills in the
-background). A sandbox knows nothing about its session until a request names it, so any spare fits any session.
-Spares of a version nobody asks for end after that version's idle timeout, so versions an endpoint has left drain
-away on their own. Spares do not count as sessions, but the pool never grows past ``max_sessions``.
+A spare is a cold-path sandbox started ahead of time: same backend, same ``SandboxSpec`` (fresh id, uid lease,
+cgroup, namespaces), never one that served a session before. A sandbox knows nothing about its session until a
+request names it, so any spare of a version fits any session of that version, and is used once.
+
+Which versions get spares:
+
+- with a ``served`` source (wired by ``sessions/setup.py`` from the control plane): every version an endpoint
+  serves, filled in the background as soon as it is READY behind an endpoint and drained as soon as no endpoint
+  serves it (runtime deleted or updated and its endpoints moved on);
+- without one (a bare manager): a version gets spares after its first session and keeps them until its idle
+  timeout passes without a new session.
+
+Sizes: ``warm_pool_size`` for every runtime, ``warm_pool_runtimes`` (runtime name -> size) per runtime. Spares do
+not count as sessions (``max_sessions_per_runtime`` is about sessions), but spares plus sessions never exceed
+``max_sessions``. Fills, refills and drains run beside the request path; a claim is a dict lookup.
 """
 
 from __future__ import annotations
@@ -12,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -22,34 +34,66 @@ from hangar.sessions.agent_http import AgentHttp
 
 log = logging.getLogger("hangar.sessions")
 
+RECONCILE_S = 1.0  # how often the served versions are re-read
+
 
 @dataclass
 class Spare:
     target: InvocationTarget
     sandbox: Sandbox
     client: AgentHttp
-    expires_at: float = field(default=0.0)
+    started_at: float = field(default_factory=time.time)
 
 
 Launch = Callable[[InvocationTarget], Awaitable[tuple[Sandbox, AgentHttp]]]
+Served = Callable[[], Awaitable[list[InvocationTarget]]]
 PoolKey = tuple[str, str]  # (runtime id, version)
 
 
+def pool_key(target: InvocationTarget) -> PoolKey:
+    return (target.runtime_id, target.version)
+
+
 class WarmPool:
-    def __init__(self, size: int, launch: Launch, has_room: Callable[[], bool], idle_scale: float) -> None:
-        self.size = size
+    def __init__(
+        self,
+        size_of: Callable[[InvocationTarget], int],
+        launch: Launch,
+        has_room: Callable[[int], bool],
+        discard: Callable[[list[Spare]], None],
+        idle_scale: float = 1.0,
+    ) -> None:
+        self._size_of = size_of
         self._launch = launch
-        self._has_room = has_room
+        self._has_room = has_room  # given how many spares exist or are starting: may one more start?
+        self._discard = discard  # stops sandboxes in the background
         self._idle_scale = idle_scale
+        self.served: Served | None = None
         self._spares: dict[PoolKey, list[Spare]] = {}
+        self._wanted: dict[PoolKey, tuple[InvocationTarget, float]] = {}  # key -> (target, wanted until)
         self._filling: dict[PoolKey, asyncio.Task[None]] = {}
+        self._launching = 0
+        self._loop: asyncio.Task[None] | None = None
+        self.claims: Counter[str] = Counter()  # start_kind -> sessions started that way (warm | cold)
 
     def count(self) -> int:
         return sum(len(spares) for spares in self._spares.values())
 
+    def describe(self) -> dict[str, object]:
+        """For the operator API: ready spares per version and how sessions were started."""
+        return {
+            "ready": {
+                f"{rid}/{version}": [s.sandbox.id for s in spares] for (rid, version), spares in self._spares.items()
+            },
+            "starting": self._launching,
+            "sessionsStarted": dict(self.claims),
+        }
+
+    # --- the request path: a lookup, nothing else
+
     def take(self, target: InvocationTarget) -> tuple[Spare | None, list[Spare]]:
         """A live spare of the target's version (or None), and dead spares found on the way (to be stopped)."""
-        spares = self._spares.get((target.runtime_id, target.version), [])
+        spares = self._spares.get(pool_key(target), [])
         dead: list[Spare] = []
         while spares:
             spare = spares.pop()
@@ -59,41 +103,101 @@ class WarmPool:
         return None, dead
 
     def want(self, target: InvocationTarget) -> None:
-        """Refill the target's version up to ``size`` in the background (one fill per version at a time)."""
-        key = (target.runtime_id, target.version)
-        if self.size <= 0 or key in self._filling:
-            return
-        task = asyncio.create_task(self._fill(key, target), name=f"warm-pool-{target.runtime_id}-v{target.version}")
-        self._filling[key] = task
-        task.add_done_callback(lambda _: self._filling.pop(key, None))
+        """A session of ``target`` started: refill its version (and, with no served source, keep it wanted)."""
+        key = pool_key(target)
+        if self.served is None and self._size_of(target) > 0:
+            until = time.time() + target.idle_timeout_s * self._idle_scale
+            self._wanted[key] = (target, max(until, self._wanted.get(key, (target, 0.0))[1]))
+        if key in self._wanted:
+            self._fill_soon(key)
 
-    async def _fill(self, key: PoolKey, target: InvocationTarget) -> None:
-        while len(self._spares.get(key, [])) < self.size and self._has_room():
+    # --- background work
+
+    def start(self) -> None:
+        """Follow the served versions (only when a source is wired; otherwise sessions drive the pool)."""
+        if self.served is not None and self._loop is None:
+            self._loop = asyncio.create_task(self._run(), name="hangar-warm-pool")
+
+    async def _run(self) -> None:
+        while True:
             try:
-                sandbox, client = await self._launch(target)
-            except Exception as exc:  # a version that cannot start: sessions will report why
-                log.warning("warm pool for %s v%s stopped filling: %s", target.runtime_id, target.version, exc)
-                return
-            expires = time.time() + target.idle_timeout_s * self._idle_scale
-            self._spares.setdefault(key, []).append(Spare(target, sandbox, client, expires))
+                await self.reconcile()
+            except Exception:
+                log.exception("warm pool reconcile failed")
+            await asyncio.sleep(RECONCILE_S)
 
-    def expired(self, now: float) -> list[Spare]:
-        """Remove and return the spares nobody took within their version's idle timeout, or that died."""
+    async def reconcile(self) -> None:
+        """Want exactly the served versions that have a pool size; drop the rest; fill what is short."""
+        if self.served is None:
+            return
+        targets = await self.served()
+        self._wanted = {pool_key(t): (t, math.inf) for t in targets if self._size_of(t) > 0}
+        self.sweep(time.time())
+
+    def sweep(self, now: float) -> None:
+        """Stop spares that died or whose version is no longer wanted; start refills for wanted versions."""
+        for key, (_, until) in list(self._wanted.items()):
+            if until <= now:
+                del self._wanted[key]
         gone: list[Spare] = []
         for key, spares in list(self._spares.items()):
-            keep = [s for s in spares if s.expires_at > now and s.sandbox.alive()]
+            keep = [s for s in spares if key in self._wanted and s.sandbox.alive()]
             gone += [s for s in spares if s not in keep]
             if keep:
                 self._spares[key] = keep
             else:
                 del self._spares[key]
-        return gone
+        if gone:
+            log.info("warm pool: stopping %d spare sandboxes (died, or their version is no longer served)", len(gone))
+            self._discard(gone)
+        for key in self._wanted:
+            self._fill_soon(key)
+
+    def _fill_soon(self, key: PoolKey) -> None:
+        if key in self._filling:
+            return
+        target, _ = self._wanted[key]
+        if len(self._spares.get(key, [])) >= self._size_of(target):
+            return
+        task = asyncio.create_task(self._fill(key), name=f"warm-pool-{key[0]}-v{key[1]}")
+        self._filling[key] = task
+        task.add_done_callback(lambda _: self._filling.pop(key, None))
+
+    async def _fill(self, key: PoolKey) -> None:
+        """Start spares one at a time until the version has its size (or the pool hits ``max_sessions``)."""
+        while key in self._wanted:
+            target, _ = self._wanted[key]
+            if len(self._spares.get(key, [])) >= self._size_of(target) or not self._has_room(
+                self.count() + self._launching
+            ):
+                return
+            self._launching += 1
+            try:
+                sandbox, client = await self._launch(target)
+            except Exception as exc:  # a version that cannot start: its sessions will report why
+                log.warning("warm pool for %s v%s stopped filling: %s", key[0], key[1], exc)
+                return
+            finally:
+                self._launching -= 1
+            spare = Spare(target, sandbox, client)
+            if key not in self._wanted:  # drained while this one started
+                self._discard([spare])
+                return
+            self._spares.setdefault(key, []).append(spare)
+            log.info("warm pool: sandbox %s ready for %s v%s", sandbox.id, key[0], key[1])
 
     async def close(self) -> list[Spare]:
-        """Stop filling; remove and return every spare (the caller stops them)."""
-        for task in list(self._filling.values()):
+        """Stop following and filling; remove and return every spare (the caller stops them)."""
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(BaseException):
+                await self._loop
+            self._loop = None
+        self._wanted.clear()
+        tasks = list(self._filling.values())
+        for task in tasks:
             task.cancel()
-        for task in list(self._filling.values()):
+        for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
         spares = [s for group in self._spares.values() for s in group]

@@ -33,6 +33,7 @@ class Session:
     client: AgentHttp  # one pooled client per sandbox, over its Unix socket
     idle_timeout_s: float
     max_lifetime_s: float
+    start_kind: str = "cold"  # warm: a warm-pool spare; cold: started for this session
     started_at: float = field(default_factory=time.time)
     last_activity: float = field(default_factory=time.time)
     inflight: int = 0
@@ -71,6 +72,7 @@ class Session:
             "agentRuntimeVersion": self.target.version,
             "state": self.state.value,
             "sandboxId": self.sandbox.id,
+            "startKind": self.start_kind,
             "startedAt": self.started_at,
             "lastActivityAt": self.last_activity,
             "inflight": self.inflight,
