@@ -97,6 +97,23 @@ def test_unsigned_and_badly_signed_requests_are_refused(server: HangarServer, ec
     assert tampered.status_code == 403 and tampered.headers["x-amzn-ErrorType"].endswith("Exception")
 
 
+def test_refusals_do_not_reveal_which_runtimes_exist(server: HangarServer, echo: dict[str, Any]) -> None:
+    """Unsigned or badly signed callers get the same answer for a real runtime and a made-up one."""
+    made_up = echo["agentRuntimeArn"].rsplit("-", 1)[0] + "-zzzzzzzzzz"
+    answers = []
+    for arn in (echo["agentRuntimeArn"], made_up):
+        path = _invoke_path(arn)
+        unsigned = httpx.post(f"{server.url}{path}", content=b"{}", headers={SESSION_HEADER: new_session_id()})
+        good = signed(server, "POST", path, b"{}", {SESSION_HEADER: new_session_id()})
+        forged_headers = {**good.request.headers, "authorization": good.request.headers["authorization"][:-4] + "0000"}
+        forged = httpx.post(f"{server.url}{path}", content=b"{}", headers=forged_headers)
+        answers.append(
+            [(r.status_code, r.headers.get("x-amzn-ErrorType"), r.json()["message"]) for r in (unsigned, forged)]
+        )
+    assert answers[0] == answers[1]
+    assert [status for status, _, _ in answers[0]] == [403, 403]
+
+
 def test_declared_oversized_payload_is_refused_before_reading_it(server: HangarServer, echo: dict[str, Any]) -> None:
     path = _invoke_path(echo["agentRuntimeArn"])
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:

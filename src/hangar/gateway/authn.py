@@ -6,11 +6,13 @@ Nothing here is stored globally: each call reads the connection it is given and 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from starlette.requests import HTTPConnection
 
+from hangar.auth.errors import MissingAuthenticationTokenError
 from hangar.auth.sigv4 import SignedRequest
-from hangar.domain.errors import AccessDeniedError, HangarError, InternalError, UnauthorizedError
+from hangar.domain.errors import AccessDeniedError, HangarError, InternalError, NotFoundError, UnauthorizedError
 from hangar.domain.invocation import InvocationTarget
 from hangar.domain.types import Principal
 from hangar.services import Services
@@ -42,17 +44,52 @@ async def authenticate_sigv4(conn: HTTPConnection, services: Services, payload_s
         raise
 
 
-async def authenticate_invocation(
-    conn: HTTPConnection, services: Services, target: InvocationTarget, payload_sha256: str
-) -> Principal:
-    """Data plane: Bearer JWT when the runtime has a customJWTAuthorizer, SigV4 otherwise (never both).
+async def authenticate_then_resolve(
+    conn: HTTPConnection,
+    services: Services,
+    resolve: Callable[[], InvocationTarget],
+    payload_sha256: str,
+) -> tuple[InvocationTarget, Principal]:
+    """Data plane, in the order that tells an unauthenticated caller nothing about which runtimes exist.
 
-    The other method is refused outright (403), as AgentCore does, even when its credentials would be valid.
-    WebSocket upgrades use the same rules: SigV4 headers or a presigned URL, or ``Authorization: Bearer``.
+    A SigV4 signature does not depend on the runtime, so it is verified before the runtime is looked up; a
+    request with no credentials at all gets the same refusal whether the runtime exists or not. Only a bearer
+    token needs the runtime (its authorizer says which issuer and audience to trust) before it can be checked.
+
+    A runtime with a customJWTAuthorizer takes Bearer only, one without takes SigV4 only: the other method is
+    refused outright (403), as AgentCore does, even when its credentials would be valid. WebSocket upgrades follow
+    the same rules (SigV4 headers or a presigned URL, or ``Authorization: Bearer``).
     """
     request = signed_request(conn)
+    if services.sigv4 is not None and services.sigv4.carries_signature(request):
+        principal = await _refusals_logged(request, _sigv4(request, services, payload_sha256))
+        target = resolve()
+        if target.jwt_authorizer is not None:
+            error = AccessDeniedError(_MISMATCH + " This runtime accepts OAuth bearer tokens only.")
+            _log_refusal(request, error)
+            raise error
+        return target, principal
+    if _bearer(request.header_values("authorization")) is None:
+        # No credentials: a JWT runtime answers 401 (it wants a token); anything else, a missing runtime
+        # included, gets the same 403, so the answer does not say whether the runtime exists.
+        try:
+            target = resolve()
+        except NotFoundError:
+            target = None
+        if target is None or target.jwt_authorizer is None:
+            error = MissingAuthenticationTokenError(
+                "Missing authentication: sign the request with SigV4 or send 'Authorization: Bearer <JWT>'"
+            )
+            _log_refusal(request, error)
+            raise error
+    else:
+        target = resolve()
+    return target, await _refusals_logged(request, _invocation(request, services, target, payload_sha256))
+
+
+async def _refusals_logged(request: SignedRequest, check: Awaitable[Principal]) -> Principal:
     try:
-        return await _invocation(request, services, target, payload_sha256)
+        return await check
     except HangarError as exc:
         _log_refusal(request, exc)
         raise

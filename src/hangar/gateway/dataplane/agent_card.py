@@ -8,13 +8,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from hangar.domain.errors import RuntimeClientError, ValidationError
-from hangar.gateway import authn
 from hangar.gateway.dataplane.common import (
     EMPTY_SHA256,
     agent_headers,
+    authorized_target,
     call_agent,
     echo_headers,
-    resolve,
     services_of,
     session_id_of,
 )
@@ -26,9 +25,8 @@ MAX_CARD = 1024 * 1024
 
 async def get_agent_card(request: Request, params: dict[str, str]) -> Response:
     services, manager = services_of(request)
-    target = resolve(services, request, params)
     session_id = session_id_of(request)
-    await authn.authenticate_invocation(request, services, target, EMPTY_SHA256)
+    target = await authorized_target(services, request, params, EMPTY_SHA256)
     if target.protocol != "A2A":
         raise ValidationError(
             f"GetAgentCard is only supported for A2A runtimes; {target.runtime_id} serves {target.protocol}"

@@ -16,9 +16,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from hangar.domain.errors import HangarError, ValidationError
-from hangar.gateway import authn, eventstream
+from hangar.gateway import eventstream
 from hangar.gateway.dataplane.body import read_json_body
-from hangar.gateway.dataplane.common import echo_headers, resolve, services_of, session_id_of
+from hangar.gateway.dataplane.common import authorized_target, echo_headers, services_of, session_id_of
 from hangar.gateway.proxy import StreamedResponse
 from hangar.sandbox.base import ExecEvent
 
@@ -41,10 +41,9 @@ def _parse(body: dict[str, object]) -> tuple[str, int]:
 
 async def invoke_command(request: Request, params: dict[str, str]) -> Response:
     services, manager = services_of(request)
-    target = resolve(services, request, params)
     session_id = session_id_of(request)
     raw, body = await read_json_body(request)
-    await authn.authenticate_invocation(request, services, target, hashlib.sha256(raw).hexdigest())
+    target = await authorized_target(services, request, params, hashlib.sha256(raw).hexdigest())
     command, timeout = _parse(body)
     session = await manager.get_or_start(target, session_id)
     session.begin()

@@ -10,6 +10,7 @@ from starlette.requests import HTTPConnection
 
 from hangar.domain.errors import InternalError, RuntimeClientError, ValidationError
 from hangar.domain.invocation import InvocationTarget
+from hangar.gateway import authn
 from hangar.services import Services
 from hangar.sessions.agent_http import AgentHttpError, AgentResponse, Body
 from hangar.sessions.manager import SessionManager
@@ -41,6 +42,16 @@ def resolve(services: Services, conn: HTTPConnection, params: dict[str, str]) ->
     return services.control.resolve_target(  # type: ignore[union-attr]
         params["agentRuntimeArn"], qualifier, conn.query_params.get("accountId")
     )
+
+
+async def authorized_target(
+    services: Services, conn: HTTPConnection, params: dict[str, str], payload_sha256: str
+) -> InvocationTarget:
+    """The caller is authenticated (before the runtime's existence is revealed, see authn) and may use it."""
+    target, _principal = await authn.authenticate_then_resolve(
+        conn, services, lambda: resolve(services, conn, params), payload_sha256
+    )
+    return target
 
 
 def session_id_of(conn: HTTPConnection, *, required: bool = False, from_query: bool = False) -> str:

@@ -1,7 +1,7 @@
 """InvokeAgentRuntime: ``POST /runtimes/{agentRuntimeArn}/invocations`` streamed to the session's agent and back.
 
-Order: resolve the target (it says how to authenticate), spool + hash the body, authenticate, get or start the
-session, send the body to the agent, answer with the agent's status and headers as soon as they arrive, then
+Order: spool + hash the body, authenticate and resolve the target (``common.authorized_target``), get or start
+the session, send the body to the agent, answer with the agent's status and headers as soon as they arrive, then
 pass the body through chunk by chunk.
 """
 
@@ -10,13 +10,12 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hangar.gateway import authn
 from hangar.gateway.dataplane.body import spool_body
 from hangar.gateway.dataplane.common import (
     agent_headers,
+    authorized_target,
     call_agent,
     echo_headers,
-    resolve,
     services_of,
     session_id_of,
 )
@@ -25,11 +24,10 @@ from hangar.gateway.proxy import StreamedResponse
 
 async def invoke(request: Request, params: dict[str, str]) -> Response:
     services, manager = services_of(request)
-    target = resolve(services, request, params)
     session_id = session_id_of(request)
     body = await spool_body(request, services.settings.data_dir / "spool")
     try:
-        await authn.authenticate_invocation(request, services, target, body.sha256)
+        target = await authorized_target(services, request, params, body.sha256)
         session = await manager.get_or_start(target, session_id)
         headers = agent_headers(request.headers, session.target, session_id, request.state.request_id)
         if "content-type" not in request.headers:

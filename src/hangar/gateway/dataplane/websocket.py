@@ -18,8 +18,13 @@ from websockets.asyncio.client import ClientConnection, unix_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from hangar.domain.errors import HangarError, RuntimeClientError
-from hangar.gateway import authn
-from hangar.gateway.dataplane.common import EMPTY_SHA256, agent_headers, resolve, services_of, session_id_of
+from hangar.gateway.dataplane.common import (
+    EMPTY_SHA256,
+    agent_headers,
+    authorized_target,
+    services_of,
+    session_id_of,
+)
 from hangar.gateway.errors import error_response
 from hangar.sessions.manager import SessionManager
 from hangar.sessions.session import Session
@@ -34,9 +39,8 @@ async def websocket_proxy(websocket: WebSocket, params: dict[str, str]) -> None:
     request_id = str(uuid.uuid4())
     try:
         services, manager = services_of(websocket)
-        target = resolve(services, websocket, params)
         session_id = session_id_of(websocket, from_query=True)
-        await authn.authenticate_invocation(websocket, services, target, EMPTY_SHA256)
+        target = await authorized_target(services, websocket, params, EMPTY_SHA256)
         session = await manager.get_or_start(target, session_id)
     except HangarError as exc:
         await _deny(websocket, exc, request_id)
