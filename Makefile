@@ -14,9 +14,11 @@ $(BIN)/hangar: pyproject.toml
 	touch $(BIN)/hangar
 
 run: install
+	bash scripts/runtime-deps
 	$(BIN)/hangar serve $(ARGS)
 
 test-deps: install
+	bash scripts/runtime-deps
 	bash scripts/test-deps
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 
