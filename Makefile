@@ -14,12 +14,11 @@ $(BIN)/hangar: pyproject.toml
 	touch $(BIN)/hangar
 
 run: install
-	bash scripts/runtime-deps
+	bash scripts/system-deps runtime
 	$(BIN)/hangar serve $(ARGS)
 
 test-deps: install
-	bash scripts/runtime-deps
-	bash scripts/test-deps
+	bash scripts/system-deps test
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 
 lint: test-deps

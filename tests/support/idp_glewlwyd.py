@@ -1,6 +1,6 @@
 """glewlwyd (Debian package, C) as a real IdP: configured from an empty SQLite database through its admin API.
 
-Installed by ``scripts/test-deps``. Each start gets its own directory, port, database and RSA key. glewlwyd puts
+Installed by ``scripts/system-deps test``. Each start gets its own directory, port, database and RSA key. glewlwyd puts
 the scope name in ``aud``, the client id in ``sub``/``client_id``, and signs RS256 with a ``kid``.
 """
 
@@ -67,7 +67,7 @@ def oidc_plugin_defaults() -> dict[str, object]:
 def start_glewlwyd(work_dir: Path) -> RunningIdp:
     binary = shutil.which("glewlwyd")
     if binary is None or not SCHEMA.exists():
-        raise RuntimeError("glewlwyd is not installed (run scripts/test-deps as root)")
+        raise RuntimeError("glewlwyd is not installed (run scripts/system-deps test as root)")
     port = free_port()
     work_dir.mkdir(parents=True, exist_ok=True)
     database = work_dir / "glewlwyd.db"

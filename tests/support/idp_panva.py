@@ -1,7 +1,7 @@
 """panva ``oidc-provider`` (Node, OpenID Certified) as a real IdP: client_credentials, RS256 JWT access tokens.
 
 The package is installed with npm into ``tests/.cache/oidc-provider`` (gitignored) on first use; Node comes from
-``scripts/test-deps``. Tokens carry ``aud`` = the resource indicator below, ``client_id``, ``scope`` and two
+``scripts/system-deps test``. Tokens carry ``aud`` = the resource indicator below, ``client_id``, ``scope`` and two
 custom claims used by the authorizer tests.
 """
 
@@ -55,7 +55,7 @@ provider.listen(cfg.port, '127.0.0.1');
 def install(directory: Path = CACHE_DIR / "oidc-provider") -> Path:
     """npm-install oidc-provider once; returns the directory holding the launcher script."""
     if shutil.which("node") is None or shutil.which("npm") is None:
-        raise RuntimeError("panva oidc-provider needs node and npm (run scripts/test-deps as root)")
+        raise RuntimeError("panva oidc-provider needs node and npm (run scripts/system-deps test as root)")
     directory.mkdir(parents=True, exist_ok=True)
     if not (directory / "node_modules" / "oidc-provider" / "package.json").exists():
         (directory / "package.json").write_text(json.dumps({"private": True, "type": "module"}))

@@ -24,7 +24,7 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 def unavailable_reason() -> str | None:
     """Why no cluster can be started here (None when it can)."""
     if not (PG_BIN / "initdb").exists():
-        return f"PostgreSQL 15 is not installed at {PG_BIN} (scripts/test-deps installs it)"
+        return f"PostgreSQL 15 is not installed at {PG_BIN} (scripts/system-deps test installs it)"
     if os.geteuid() != 0:
         return "starting a throwaway cluster needs root (runuser -u postgres)"
     return None
