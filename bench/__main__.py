@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import tempfile
 import traceback
 from pathlib import Path
 
 from bench import machine, report
-from bench.context import BenchContext
+from bench.context import BenchContext, warm_pool_setting
 from bench.hangar_instance import HangarInstance
 
-SUITES = ("new_session", "warm_invoke", "peer_langgraph", "streaming", "payloads", "density")
+SUITES = ("profile_start", "new_session", "warm_invoke", "peer_langgraph", "streaming", "payloads", "density")
 
 
 def main() -> int:
@@ -23,8 +24,12 @@ def main() -> int:
     args = parser.parse_args()
     results: dict[str, object] = {}
     failed = False
-    with tempfile.TemporaryDirectory(prefix="hangar-bench-") as tmp:
-        hangar = HangarInstance(Path(tmp) / "data", extra_args=args.server_arg).start()
+    load_at_start = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="hangar-bench-", dir="/tmp") as tmp:
+        Path(tmp).chmod(0o755)  # sandbox uids must traverse to the environments under the data dir
+        hangar = HangarInstance(
+            Path(tmp) / "data", extra_args=args.server_arg, env={"HANGAR_WARM_POOL_RUNTIMES": warm_pool_setting()}
+        ).start()
         ctx = BenchContext(hangar=hangar, smoke=args.smoke)
         try:
             for name in args.only or SUITES:
@@ -38,7 +43,11 @@ def main() -> int:
         finally:
             hangar.stop()
     report.print_table(results)
-    print(f"wrote {report.write(results, machine.describe())}")
+    described = machine.describe()
+    described["load_avg_at_start"] = load_at_start
+    described["mode"] = "smoke" if args.smoke else "full"
+    # a smoke run (CI) never overwrites the published results of a full run
+    print(f"wrote {report.write(results, described, 'smoke' if args.smoke else 'latest')}")
     return 1 if failed else 0
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -15,37 +17,53 @@ from bench.hangar_instance import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "bench" / ".cache"
+DEBIAN_PYTHON = "/usr/bin/python3.11"
 
 
 def agent_env(name: str, requirements: list[str]) -> Path:
-    """A virtualenv (built with uv, cached) holding ``requirements`` plus the SDK's dependencies."""
-    env = CACHE / f"env-{name}"
+    """A virtualenv (built with uv, cached) holding ``requirements``, the SDK's dependencies and ``hangar.sdk``.
+
+    Built on the interpreter Hangar builds runtime environments on (Debian's python3.11 where present), so the
+    plain process and the sandboxed agent run the same Python.
+    """
+    digest = hashlib.sha256("\0".join(requirements).encode())
+    for path in sorted((ROOT / "src" / "hangar" / "sdk").rglob("*.py")):
+        digest.update(path.read_bytes())
+    env = CACHE / f"env-{name}-{digest.hexdigest()[:12]}"  # rebuilt when the SDK or the requirements change
     marker = env / ".ready"
     if marker.exists():
         return env
     uv = [sys.executable, "-m", "uv"]
-    subprocess.run([*uv, "venv", "--quiet", "--python", sys.executable, str(env)], check=True)
+    python = DEBIAN_PYTHON if Path(DEBIAN_PYTHON).exists() else sys.executable
+    subprocess.run([*uv, "venv", "--quiet", "--python", python, str(env)], check=True)
     subprocess.run(
         [
             *uv,
             "pip",
             "install",
             "--quiet",
+            "--compile-bytecode",  # as Hangar's builder does: no contestant pays for compiling at start
             "--python",
             str(env / "bin" / "python"),
             "starlette",
             "uvicorn",
+            "websockets",
             *requirements,
         ],
         check=True,
     )
+    site = next((env / "lib").glob("python3*/site-packages"))
+    (site / "hangar").mkdir(exist_ok=True)
+    (site / "hangar" / "__init__.py").write_text("")  # only the SDK, as the artifact builder installs it
+    shutil.copytree(ROOT / "src" / "hangar" / "sdk", site / "hangar" / "sdk", dirs_exist_ok=True)
+    subprocess.run([str(env / "bin" / "python"), "-m", "compileall", "-q", str(site / "hangar")], check=True)
     marker.touch()
     return env
 
 
 @dataclass
 class DirectAgent:
-    """``python main.py`` of an agent folder on a free port (the SDK taken from this checkout)."""
+    """``python main.py`` of an agent folder on a free port, with the environment's own ``hangar.sdk``."""
 
     folder: Path
     python: Path
@@ -55,7 +73,7 @@ class DirectAgent:
     def start(self, timeout: float = 120) -> float:
         """Start the agent; returns seconds from spawn until ``/ping`` answers."""
         self.port = self.port or free_port()
-        env = {**os.environ, "PORT": str(self.port), "PYTHONPATH": str(ROOT / "src")}
+        env = {**os.environ, "PORT": str(self.port)}
         started = time.perf_counter()
         self.process = subprocess.Popen(
             [str(self.python), "main.py"],
@@ -77,7 +95,7 @@ class DirectAgent:
     def cold_first_answer(self, payload: bytes, timeout: float = 120) -> float:
         """Seconds from spawn until the first successful /invocations answer (the plain cold start)."""
         self.port = self.port or free_port()
-        env = {**os.environ, "PORT": str(self.port), "PYTHONPATH": str(ROOT / "src")}
+        env = {**os.environ, "PORT": str(self.port)}
         started = time.perf_counter()
         self.process = subprocess.Popen(
             [str(self.python), "main.py"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import configparser
 import contextlib
+import functools
 import io
 import os
 import signal
@@ -42,6 +43,7 @@ class HangarInstance:
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    _clients: dict[str, object] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -75,7 +77,7 @@ class HangarInstance:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
 
-    @property
+    @functools.cached_property
     def credentials(self) -> Credentials:
         parser = configparser.ConfigParser()
         parser.read(self.data_dir / "credentials")
@@ -83,6 +85,12 @@ class HangarInstance:
         return Credentials(section["aws_access_key_id"], section["aws_secret_access_key"])
 
     def client(self, service: str):  # type: ignore[no-untyped-def]
+        """One boto3 client per service for the whole run (creating one costs tens of milliseconds)."""
+        if service not in self._clients:
+            self._clients[service] = self._new_client(service)
+        return self._clients[service]
+
+    def _new_client(self, service: str):  # type: ignore[no-untyped-def]
         creds = self.credentials
         extra = {"s3": {"addressing_style": "path"}} if service == "s3" else {}
         return boto3.client(
@@ -143,6 +151,33 @@ class HangarInstance:
         )
         SigV4Auth(self.credentials, "bedrock-agentcore", REGION).add_auth(request)
         return dict(request.headers.items())
+
+    def operator(self) -> dict:
+        """The operator API's session listing (sessions with ``startKind``, and the warm pool)."""
+        url = f"{self.url}/hangar/sessions/"
+        request = AWSRequest(method="GET", url=url)
+        SigV4Auth(self.credentials, "bedrock-agentcore", REGION).add_auth(request)
+        response = httpx.get(url, headers=dict(request.headers.items()), timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def ready_spares(self, arn: str) -> int:
+        runtime_id = arn.rsplit("/", 1)[1]
+        ready = self.operator()["warmPool"]["ready"]
+        return sum(len(ids) for key, ids in ready.items() if key.startswith(f"{runtime_id}/"))
+
+    def start_kind(self, session_id: str) -> str | None:
+        for entry in self.operator()["sessions"]:
+            if entry["runtimeSessionId"] == session_id:
+                return entry.get("startKind")
+        return None
+
+    def wait_spares(self, arn: str, count: int, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while self.ready_spares(arn) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the warm pool of {arn} did not reach {count} spares")
+            time.sleep(0.05)
 
     def server_rss_kib(self) -> tuple[int, int]:
         """(VmRSS, VmHWM) of the server process in KiB."""

@@ -24,5 +24,5 @@ def describe() -> dict[str, object]:
         "memory_gib": round(mem_kib / 1024 / 1024, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "load_avg": os.getloadavg(),
+        "load_avg_at_end": os.getloadavg(),
     }

@@ -1,78 +1,208 @@
-"""Print the results as a table, write JSON and a PNG chart."""
+"""Print the results as a table, write JSON and a PNG chart.
+
+The printed table is the headline: one row per comparison, Hangar next to its floor and the ratio. Every raw
+number (n, p50, p99, mean, errors) is in ``latest.json``.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
+Row = tuple[str, str, str, str, str]  # what, hangar, floor, floor name, ratio / overhead
 
-def _rows(results: dict[str, object]) -> list[tuple[str, str, str]]:
-    rows: list[tuple[str, str, str]] = []
 
-    def walk(prefix: str, value: object) -> None:
-        if isinstance(value, dict):
-            for key, inner in value.items():
-                walk(f"{prefix}.{key}" if prefix else key, inner)
-        else:
-            suite, _, metric = prefix.partition(".")
-            rows.append((suite, metric, str(value)))
+def _get(results: dict[str, Any], *path: str) -> Any:
+    value: Any = results
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
 
-    walk("", results)
+
+def _ms(value: Any) -> str:
+    return "-" if value is None else f"{value:,.1f} ms" if value >= 10 else f"{value:.2f} ms"
+
+
+def _x(value: Any) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def headline(results: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for agent in ("echo_sdk", "heavy"):
+        phases = _get(results, "profile_start", agent)
+        if isinstance(phases, dict) and "total_ms" in phases:
+            steps = ("host_prepare", "launch", "supervisor_ready", "agent_ready")
+            split = " + ".join(f"{step.replace('_', ' ')} {phases[f'{step}_ms']:.0f}" for step in steps)
+            rows.append(
+                (
+                    f"profile: cold sandbox start to /ping, {agent}",
+                    _ms(phases["total_ms"]),
+                    _ms(phases["plain_process_to_ping_ms"]),
+                    "python main.py to /ping",
+                    split,
+                )
+            )
+    for agent in ("echo_sdk", "heavy"):
+        base = ("new_session", agent)
+        plain = _get(results, *base, "plain_process", "p50_ms")
+        for kind in ("hangar_warm_pool", "hangar_cold"):
+            mine = _get(results, *base, kind, "p50_ms")
+            p99 = _get(results, *base, kind, "p99_ms")
+            if mine is not None:
+                label = f"new session p50 (p99), {agent}, {kind.removeprefix('hangar_').replace('_', ' ')}"
+                ratio = f"plain/hangar {_x(plain / mine)}" if plain and mine else "-"
+                rows.append((label, f"{_ms(mine)} ({_ms(p99)})", _ms(plain), "python main.py", ratio))
+    for level, values in (_get(results, "warm_invoke") or {}).items():
+        if not isinstance(values, dict) or "hangar" not in values:
+            continue
+        hangar, floor, ref = values["hangar"], values["direct_uvicorn"], values["bedrock_agentcore_direct"]
+        rows.append(
+            (
+                f"warm invoke {level} p50 (p99)",
+                f"{_ms(hangar['p50_ms'])} ({_ms(hangar['p99_ms'])})",
+                f"{_ms(floor['p50_ms'])} ({_ms(floor['p99_ms'])})",
+                f"uvicorn; agentcore app {_ms(ref['p50_ms'])}",
+                f"+{values['p50_overhead_ms']:.2f} ms",
+            )
+        )
+        rows.append(
+            (
+                f"warm invoke {level} throughput",
+                f"{hangar['rps']:,.0f}/s",
+                f"{floor['rps']:,.0f}/s",
+                f"uvicorn; agentcore app {ref['rps']:,.0f}/s",
+                f"{values['throughput_vs_direct']:.0%}" if values["throughput_vs_direct"] else "-",
+            )
+        )
+    stream = _get(results, "streaming") or {}
+    if "hangar" in stream:
+        rows.append(
+            (
+                "SSE 1,000 events: first event p50",
+                _ms(stream["hangar"]["first_event"]["p50_ms"]),
+                _ms(stream["direct"]["first_event"]["p50_ms"]),
+                "agent directly",
+                f"+{stream['first_event_overhead_ms']:.2f} ms",
+            )
+        )
+        rows.append(
+            (
+                "SSE 1,000 events: events/s",
+                f"{stream['hangar']['events_per_s_p50']:,}",
+                f"{stream['direct']['events_per_s_p50']:,}",
+                "agent directly",
+                f"{stream['events_per_s_vs_direct']:.0%}" if stream["events_per_s_vs_direct"] else "-",
+            )
+        )
+    peer = _get(results, "peer_langgraph") or {}
+    if "run_wait" in peer:
+        rows.append(
+            (
+                "peer: langgraph dev thread+run wait p50",
+                "-",
+                _ms(peer["thread_create"]["p50_ms"] + peer["run_wait"]["p50_ms"]),
+                f"first streamed event {_ms(peer['stream_first_event']['p50_ms'])}",
+                "",
+            )
+        )
+    for size, values in (_get(results, "payloads") or {}).items():
+        if isinstance(values, dict) and "seconds" in values:
+            rows.append(
+                (
+                    f"payload {size} round trip",
+                    f"{values['seconds']:.2f} s",
+                    "",
+                    "",
+                    f"peak RSS +{values['peak_rss_growth_mib']:.1f} MiB",
+                )
+            )
+    density = _get(results, "density") or {}
+    for values in density.values():
+        if isinstance(values, dict) and "pss_mib_per_session" in values:
+            rows.append(
+                (
+                    f"{values['sessions']} idle sessions: per session",
+                    f"PSS {values['pss_mib_per_session']:.1f} MiB",
+                    "",
+                    "",
+                    f"USS {values['uss_mib_per_session']:.1f} MiB",
+                )
+            )
+    if "churn_new_sessions_per_s" in density:
+        rows.append(("sustained new sessions/s (start+stop)", f"{density['churn_new_sessions_per_s']}/s", "", "", ""))
+    for suite, values in results.items():
+        if isinstance(values, dict) and ("error" in values or "skipped" in values):
+            rows.append((suite, values.get("error") or f"skipped: {values['skipped']}", "", "", ""))
     return rows
 
 
-def print_table(results: dict[str, object]) -> None:
-    table = Table(title="Hangar benchmarks")
-    table.add_column("suite")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for row in _rows(results):
+def print_table(results: dict[str, Any]) -> None:
+    table = Table(title="Hangar benchmarks (medians; every comparison measured side by side in this run)")
+    for name in ("measurement", "hangar", "floor", "floor is", "ratio / note"):
+        table.add_column(name)
+    for row in headline(results):
         table.add_row(*row)
-    Console().print(table)
+    Console(width=160).print(table)
 
 
-def write(results: dict[str, object], machine: dict[str, object]) -> Path:
+def markdown(results: dict[str, Any]) -> str:
+    """The same table as Markdown (README's Performance section is pasted from it)."""
+    lines = ["| measurement | hangar | floor | floor is | ratio / note |", "|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in headline(results)]
+    return "\n".join(lines) + "\n"
+
+
+def write(results: dict[str, Any], machine: dict[str, object], stem: str = "latest") -> Path:
+    """``<stem>.json``, ``.md`` and ``.png`` under bench/results (smoke runs use their own stem)."""
     RESULTS.mkdir(exist_ok=True)
-    target = RESULTS / "latest.json"
+    target = RESULTS / f"{stem}.json"
     target.write_text(json.dumps({"machine": machine, "results": results}, indent=2))
-    _chart(results, RESULTS / "latest.png")
+    (RESULTS / f"{stem}.md").write_text(markdown(results))
+    _chart(results, RESULTS / f"{stem}.png")
     return target
 
 
-def _chart(results: dict[str, object], target: Path) -> None:
-    """Bars of p50 latency per comparison: Hangar next to its floor."""
-    try:
-        import matplotlib
+def _chart(results: dict[str, Any], target: Path) -> None:
+    """Three panels: new-session p50 (log), warm invoke p50 by clients, warm invoke throughput by clients."""
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    bars: list[tuple[str, float]] = []
-    new_session = results.get("new_session", {})
-    if isinstance(new_session, dict):
-        for agent, values in new_session.items():
-            if isinstance(values, dict) and "hangar" in values:
-                bars.append((f"new session {agent}\nhangar", values["hangar"].get("p50_ms", 0)))
-                bars.append((f"new session {agent}\nplain", values["plain_process"].get("p50_ms", 0)))
-    warm = results.get("warm_invoke", {})
-    if isinstance(warm, dict):
-        for level, values in warm.items():
-            if isinstance(values, dict) and "hangar" in values:
-                bars.append((f"warm {level}\nhangar", values["hangar"]["p50_ms"]))
-                bars.append((f"warm {level}\ndirect", values["direct_uvicorn"]["p50_ms"]))
-    if not bars:
-        return
-    figure, axis = plt.subplots(figsize=(max(6, len(bars) * 0.9), 4))
-    axis.bar([label for label, _ in bars], [value for _, value in bars], color=["#1f77b4", "#aaaaaa"] * len(bars))
-    axis.set_yscale("log")
-    axis.set_ylabel("p50 latency, ms (log)")
-    axis.tick_params(axis="x", labelsize=7)
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    labels, values, colours = [], [], []
+    palette = {"hangar_warm_pool": "#2ca02c", "hangar_cold": "#1f77b4", "plain_process": "#aaaaaa"}
+    for agent in ("echo_sdk", "heavy"):
+        for kind, colour in palette.items():
+            value = _get(results, "new_session", agent, kind, "p50_ms")
+            if value is not None:
+                labels.append(f"{agent}\n{kind.replace('hangar_', '').replace('_', ' ')}")
+                values.append(value)
+                colours.append(colour)
+    axes[0].bar(labels, values, color=colours)
+    axes[0].set_yscale("log")
+    axes[0].set_title("new session, first byte p50 (ms, log)")
+    axes[0].tick_params(axis="x", labelsize=7)
+    warm = {k: v for k, v in (_get(results, "warm_invoke") or {}).items() if isinstance(v, dict) and "hangar" in v}
+    levels = [int(k.removeprefix("c")) for k in warm]
+    series = (("hangar", "Hangar"), ("direct_uvicorn", "uvicorn direct"), ("bedrock_agentcore_direct", "agentcore app"))
+    for key, name in series:
+        axes[1].plot(levels, [v[key]["p50_ms"] for v in warm.values()], marker="o", label=name)
+        axes[2].plot(levels, [v[key]["rps"] for v in warm.values()], marker="o", label=name)
+    axes[1].set_title("warm invoke p50 (ms) by clients")
+    axes[2].set_title("warm invoke throughput (req/s) by clients")
+    for axis in axes[1:]:
+        axis.set_xscale("log", base=2)
+        axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(target, dpi=110)
     plt.close(figure)

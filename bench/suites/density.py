@@ -50,7 +50,7 @@ def _memory_kib(pids: list[int]) -> tuple[int, int]:
     return pss, uss
 
 
-def _open_sessions(ctx: BenchContext, arn: str, count: int) -> list[str]:
+def _open_sessions(ctx: BenchContext, arn: str, count: int, workers: int = 4) -> list[str]:
     url = ctx.hangar.invoke_url(arn)
 
     def one(_: int) -> str:
@@ -61,13 +61,13 @@ def _open_sessions(ctx: BenchContext, arn: str, count: int) -> list[str]:
                 raise RuntimeError(f"session start failed: {response.status_code} {response.text[:300]}")
         return session
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(one, range(count)))
 
 
-def _stop_all(ctx: BenchContext, arn: str, sessions: list[str]) -> None:
+def _stop_all(ctx: BenchContext, arn: str, sessions: list[str], workers: int = 4) -> None:
     data = ctx.hangar.client("bedrock-agentcore")
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(lambda s: data.stop_runtime_session(agentRuntimeArn=arn, runtimeSessionId=s), sessions))
 
 
@@ -86,12 +86,23 @@ def run(ctx: BenchContext) -> dict[str, object]:
             "uss_mib_per_session": round((uss - baseline_uss) / 1024 / count, 2),
         }
         _stop_all(ctx, arn, sessions)
-    churn_seconds = 3 if ctx.smoke else 10
-    started = time.perf_counter()
-    opened: list[str] = []
-    while time.perf_counter() - started < churn_seconds:
-        batch = _open_sessions(ctx, arn, 8)
-        opened += batch
-        _stop_all(ctx, arn, batch)
-    results["churn_new_sessions_per_s"] = round(len(opened) / (time.perf_counter() - started), 1)
+    results["churn_new_sessions_per_s"] = _churn(ctx, arn, 3 if ctx.smoke else 15)
     return results
+
+
+def _churn(ctx: BenchContext, arn: str, seconds: float, workers: int = 4) -> float:
+    """New sessions per second, sustained: ``workers`` clients each open a session (first invoke) and stop it."""
+    deadline = time.perf_counter() + seconds
+
+    def client(_: int) -> int:
+        opened = 0
+        while time.perf_counter() < deadline:
+            session = _open_sessions(ctx, arn, 1, workers=1)
+            opened += 1
+            _stop_all(ctx, arn, session, workers=1)
+        return opened
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        total = sum(pool.map(client, range(workers)))
+    return round(total / (time.perf_counter() - started), 1)

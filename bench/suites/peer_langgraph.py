@@ -7,6 +7,7 @@ another port silently when its port is taken, so the port is pinned and the log 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -19,12 +20,15 @@ from bench.hangar_instance import free_port
 from bench.stats import summarize_ms
 
 
-def _start(port: int, log: Path) -> subprocess.Popen[bytes]:
+def _start(port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    """``langgraph dev`` on ``port`` in a copy of the graph's folder (it writes its state next to the graph)."""
     langgraph = Path(sys.executable).parent / "langgraph"
-    env = {**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1", "PYTHONPATH": str(AGENTS / "langgraph_echo")}
+    shutil.copytree(AGENTS / "langgraph_echo", workdir, dirs_exist_ok=True)
+    log = workdir / "langgraph.log"
+    env = {**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1", "PYTHONPATH": str(workdir)}
     process = subprocess.Popen(
         [str(langgraph), "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=AGENTS / "langgraph_echo",
+        cwd=workdir,
         env=env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
@@ -34,6 +38,9 @@ def _start(port: int, log: Path) -> subprocess.Popen[bytes]:
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/ok", timeout=1).status_code == 200:
+                if f":{port}" not in log.read_text(errors="replace"):  # something else answered on our port
+                    process.kill()
+                    raise RuntimeError(f"langgraph dev did not say it serves on {port}: {log.read_text()[-2000:]}")
                 return process
         except httpx.HTTPError:
             time.sleep(0.1)
@@ -48,7 +55,7 @@ def run(ctx: BenchContext) -> dict[str, object]:
         return {"skipped": "langgraph-cli is not installed (pip install -e '.[bench]')"}
     reps = ctx.n(20, 2)
     port = free_port()
-    process = _start(port, ctx.hangar.data_dir / "langgraph.log")
+    process = _start(port, ctx.hangar.data_dir.parent / "langgraph_echo")
     base = f"http://127.0.0.1:{port}"
     create, wait, first_event = [], [], []
     try:
@@ -68,12 +75,13 @@ def run(ctx: BenchContext) -> dict[str, object]:
                     f"{base}/threads/{thread}/runs/stream",
                     json={"assistant_id": "echo", "input": {"input": "hi"}},
                 ) as response:
+                    first = None
                     for line in response.iter_lines():
-                        if line.startswith("data:"):
-                            first_event.append(time.perf_counter() - started)
-                            break
-                    for _ in response.iter_raw():
-                        pass
+                        if first is None and line.startswith("data:"):
+                            first = time.perf_counter() - started
+                    if first is None:
+                        raise RuntimeError(f"langgraph dev streamed no event (status {response.status_code})")
+                    first_event.append(first)
     finally:
         os.killpg(process.pid, 15)
         process.wait(20)

@@ -1,5 +1,7 @@
 """Trivial agent on hangar.sdk: answers the payload back."""
 
+import os
+
 from hangar.sdk import BedrockAgentCoreApp
 
 app = BedrockAgentCoreApp()
@@ -11,4 +13,4 @@ def invoke(payload):  # type: ignore[no-untyped-def]
 
 
 if __name__ == "__main__":
-    app.run()
+    app.run(port=int(os.environ.get("PORT", "8080")))

@@ -1,5 +1,6 @@
 """An agent that imports a real framework (LangGraph) and builds its graph at import, as real agents do."""
 
+import os
 from typing import TypedDict
 
 from langgraph.graph import END, START, StateGraph
@@ -31,4 +32,4 @@ def invoke(payload):  # type: ignore[no-untyped-def]
 
 
 if __name__ == "__main__":
-    app.run()
+    app.run(port=int(os.environ.get("PORT", "8080")))

@@ -5,6 +5,7 @@ POST /invocations with ``{"stream": N}`` answers N SSE events; any other body is
 
 import json
 import os
+import tempfile
 import time
 
 import uvicorn
@@ -21,13 +22,16 @@ async def ping(_request: Request) -> JSONResponse:
 
 
 async def invocations(request: Request) -> StreamingResponse:
-    chunks = request.stream()
-    first = b""
-    async for chunk in chunks:
-        first = chunk
-        break
-    if first.startswith(b'{"stream"'):
-        count = int(json.loads(first)["stream"])
+    """The whole body is read (spooled to /tmp) before answering, as a request/response agent does."""
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the response generator
+    async for chunk in request.stream():
+        spool.write(chunk)
+    spool.seek(0)
+    head = spool.read(64)
+    spool.seek(0)
+    if head.startswith(b'{"stream"'):
+        count = int(json.loads(spool.read())["stream"])
+        spool.close()
 
         async def events():  # type: ignore[no-untyped-def]
             for index in range(count):
@@ -35,10 +39,9 @@ async def invocations(request: Request) -> StreamingResponse:
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
-    async def echo():  # type: ignore[no-untyped-def]
-        yield first
-        async for chunk in chunks:
-            yield chunk
+    def echo():  # type: ignore[no-untyped-def]
+        with spool:
+            yield from iter(lambda: spool.read(1 << 20), b"")
 
     return StreamingResponse(echo(), media_type="application/octet-stream")
 
