@@ -70,13 +70,14 @@ class RouteTable:
         self.routes = list(routes)
 
     def resolve(self, method: str, raw_path: str) -> tuple[RouteMatch | None, bool]:
-        """Return (match, path_known). ``path_known`` tells a 405 from a 404 when nothing matched."""
-        path_known = False
+        """Return (match, path_known). ``path_known`` tells a 405 from a 404 when nothing matched.
+
+        Only routes of the request's method are tried first (every invoke pays for this lookup); the other
+        templates are matched only to tell a 405 from a 404.
+        """
         for route in self.routes:
-            params = route.match(raw_path)
-            if params is None:
-                continue
-            path_known = True
             if route.method == method or (route.method == "GET" and method == "HEAD"):
-                return RouteMatch(route, params), True
-        return None, path_known
+                params = route.match(raw_path)
+                if params is not None:
+                    return RouteMatch(route, params), True
+        return None, any(route.pattern.match(raw_path) for route in self.routes)
