@@ -170,3 +170,27 @@ def test_unreachable_socket_is_an_agent_http_error() -> None:
             await client.request("GET", "/ping", [])
 
     asyncio.run(main())
+
+
+def test_chunks_already_received_come_out_together_and_bytes_after_the_end_drop_the_connection() -> None:
+    events = b"".join(f"{len(e):x}\r\n".encode() + e + b"\r\n" for e in (f"data: {i}\n\n".encode() for i in range(200)))
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                await read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + events + b"0\r\n\r\nSTRAY")
+            await writer.drain()
+
+    async def scenario(client: AgentHttp, connections: list[int]) -> None:
+        for _ in range(2):
+            response = await client.request("POST", "/invocations", [], b"{}")
+            pieces = [piece async for piece in response.iter_raw()]
+            await response.aclose()
+            assert b"".join(pieces) == b"".join(f"data: {i}\n\n".encode() for i in range(200))
+            assert len(pieces) < 200  # one write per read, not one per event
+        assert len(connections) == 2  # "STRAY" after the last chunk: that connection was not reused
+
+    serve(handler, scenario)

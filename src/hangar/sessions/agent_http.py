@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 MAX_HEAD = 64 * 1024
 READ_SIZE = 64 * 1024
+_SIZE, _DATA, _CRLF, _TRAILERS = range(4)  # states of the chunked decoder
 MAX_IDLE = 32
 CONNECT_TIMEOUT_S = 10.0
 Body = bytes | AsyncIterator[bytes]
@@ -55,7 +56,7 @@ class AgentResponse:
             if self._no_body:
                 pass
             elif "chunked" in self.headers.get("transfer-encoding", "").lower():
-                async for piece in _chunked(reader):
+                async for piece in _chunked(reader, self._not_reusable):
                     yield piece
             elif "content-length" in self.headers:
                 remaining = _length(self.headers["content-length"])
@@ -72,6 +73,9 @@ class AgentResponse:
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
             raise AgentHttpError(f"the agent's answer broke off: {type(exc).__name__}: {exc}") from exc
         self._complete = True
+
+    def _not_reusable(self) -> None:
+        self.headers["connection"] = "close"
 
     async def read(self, limit: int) -> bytes:
         """At most ``limit`` bytes of the body (the rest is dropped with the connection)."""
@@ -228,22 +232,59 @@ def _length(value: str) -> int:
     return int(value)
 
 
-async def _chunked(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+async def _chunked(reader: asyncio.StreamReader, leftover: Callable[[], None]) -> AsyncIterator[bytes]:
+    """Chunked framing removed. Each read passes on every payload byte it brought at once, across chunk
+    boundaries: a stream of small SSE events becomes a few larger writes to the client instead of one per event,
+    and nothing waits for a chunk to be complete. ``leftover`` is called if bytes follow the final chunk."""
+    buffer = bytearray()
+    pos = 0
+    state = _SIZE
+    remaining = 0
     while True:
-        line = await reader.readuntil(b"\r\n")
-        size_text = line.split(b";", 1)[0].strip()
-        size = int(size_text, 16)  # ValueError on garbage: reported as a broken answer
-        if size < 0:
-            raise ValueError("negative chunk size")
-        if size == 0:
-            while await reader.readuntil(b"\r\n") != b"\r\n":
-                pass  # trailers
-            return
-        while size:
-            piece = await reader.read(min(size, READ_SIZE))
-            if not piece:
-                raise asyncio.IncompleteReadError(b"", size)
-            size -= len(piece)
-            yield piece
-        if await reader.readexactly(2) != b"\r\n":
-            raise ValueError("chunk not followed by CRLF")
+        out = bytearray()
+        while True:
+            if state == _DATA:
+                if pos == len(buffer):
+                    break
+                take = min(remaining, len(buffer) - pos)
+                out += buffer[pos : pos + take]
+                pos += take
+                remaining -= take
+                if remaining == 0:
+                    state = _CRLF
+                continue
+            if state == _CRLF:
+                if len(buffer) - pos < 2:
+                    break
+                if buffer[pos : pos + 2] != b"\r\n":
+                    raise ValueError("chunk not followed by CRLF")
+                pos += 2
+                state = _SIZE
+                continue
+            end = buffer.find(b"\r\n", pos)
+            if end < 0:
+                if len(buffer) - pos > MAX_HEAD:
+                    raise ValueError("chunk size or trailer line too long")
+                break
+            line = bytes(buffer[pos:end])
+            pos = end + 2
+            if state == _TRAILERS:
+                if not line:
+                    if pos < len(buffer):
+                        leftover()
+                    if out:
+                        yield bytes(out)
+                    return
+                continue
+            size = int(line.split(b";", 1)[0].strip(), 16)  # ValueError on garbage: reported as a broken answer
+            if size < 0:
+                raise ValueError("negative chunk size")
+            state, remaining = (_TRAILERS, 0) if size == 0 else (_DATA, size)
+        if out:
+            yield bytes(out)
+        del buffer[:pos]
+        pos = 0
+        piece = await reader.read(READ_SIZE)
+        if not piece:
+            raise asyncio.IncompleteReadError(bytes(buffer), None)
+        buffer += piece
