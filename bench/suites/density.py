@@ -80,8 +80,10 @@ def run(ctx: BenchContext) -> dict[str, object]:
         sessions = _open_sessions(ctx, arn, count)
         time.sleep(2)
         pss, uss = _memory_kib(_descendants(server_pid))
+        alive = sum(1 for s in ctx.hangar.operator()["sessions"] if s["state"] != "Terminated")
         results[f"idle_{count}"] = {
             "sessions": count,
+            "alive_at_once": alive,
             "pss_mib_per_session": round((pss - baseline_pss) / 1024 / count, 2),
             "uss_mib_per_session": round((uss - baseline_uss) / 1024 / count, 2),
         }
