@@ -203,3 +203,34 @@ def test_a_dead_spare_is_never_handed_out(agent_env: Path, tmp_path: Path) -> No
         asyncio.run(main())
     finally:
         shutil.rmtree(state_root, ignore_errors=True)
+
+
+def test_a_version_whose_spares_cannot_start_is_retried_with_backoff(agent_env: Path, tmp_path: Path) -> None:
+    """A served version whose agent dies at import: no spare, and the retries space out (1 s, 2 s, ...)."""
+    state_root = Path(tempfile.mkdtemp(prefix="hs-"))
+
+    async def main() -> None:
+        settings = Settings(data_dir=tmp_path / "data", warm_pool_size=1)
+        manager = SessionManager(settings, ProcessBackend(state_root=state_root))
+        broken = make_target(agent_env, "testbed", environment={"STARTUP_DELAY": "not-a-number"})
+
+        async def served() -> list[Any]:
+            return [broken]
+
+        manager.pool.served = served
+        await manager.start()
+        try:
+            key = (broken.runtime_id, broken.version)
+            deadline = time.monotonic() + 60
+            while manager.pool._backoff.get(key, (0.0, 0.0))[1] < 2:  # two failed starts in a row
+                assert time.monotonic() < deadline, "the pool did not back off"
+                await asyncio.sleep(0.05)
+            assert manager.pool.count() == 0 and manager.pool._backoff[key][0] > time.monotonic()
+        finally:
+            await manager.stop()
+        assert list(state_root.iterdir()) == []
+
+    try:
+        asyncio.run(main())
+    finally:
+        shutil.rmtree(state_root, ignore_errors=True)

@@ -35,6 +35,7 @@ from hangar.sessions.agent_http import AgentHttp
 log = logging.getLogger("hangar.sessions")
 
 RECONCILE_S = 1.0  # how often the served versions are re-read
+MAX_BACKOFF_S = 60.0  # a version whose spares fail to start is retried after 1, 2, 4 ... up to 60 s
 
 
 @dataclass
@@ -73,6 +74,7 @@ class WarmPool:
         self._wanted: dict[PoolKey, tuple[InvocationTarget, float]] = {}  # key -> (target, wanted until)
         self._filling: dict[PoolKey, asyncio.Task[None]] = {}
         self._launching = 0
+        self._backoff: dict[PoolKey, tuple[float, float]] = {}  # key -> (no new start before, last delay)
         self._loop: asyncio.Task[None] | None = None
         self.claims: Counter[str] = Counter()  # start_kind -> sessions started that way (warm | cold)
 
@@ -139,6 +141,8 @@ class WarmPool:
         for key, (_, until) in list(self._wanted.items()):
             if until <= now:
                 del self._wanted[key]
+        for key in [k for k in self._backoff if k not in self._wanted]:
+            del self._backoff[key]
         gone: list[Spare] = []
         for key, spares in list(self._spares.items()):
             keep = [s for s in spares if key in self._wanted and s.sandbox.alive()]
@@ -154,7 +158,7 @@ class WarmPool:
             self._fill_soon(key)
 
     def _fill_soon(self, key: PoolKey) -> None:
-        if key in self._filling:
+        if key in self._filling or self._backoff.get(key, (0.0, 0.0))[0] > time.monotonic():
             return
         target, _ = self._wanted[key]
         if len(self._spares.get(key, [])) >= self._size_of(target):
@@ -175,10 +179,13 @@ class WarmPool:
             try:
                 sandbox, client = await self._launch(target)
             except Exception as exc:  # a version that cannot start: its sessions will report why
-                log.warning("warm pool for %s v%s stopped filling: %s", key[0], key[1], exc)
+                delay = min(MAX_BACKOFF_S, 2 * self._backoff.get(key, (0.0, RECONCILE_S / 2))[1])
+                self._backoff[key] = (time.monotonic() + delay, delay)
+                log.warning("warm pool for %s v%s: a spare failed to start (retry in %.0f s): %s", *key, delay, exc)
                 return
             finally:
                 self._launching -= 1
+            self._backoff.pop(key, None)
             spare = Spare(target, sandbox, client)
             if key not in self._wanted:  # drained while this one started
                 self._discard([spare])
