@@ -71,7 +71,7 @@ def headline(results: dict[str, Any]) -> list[Row]:
                 f"{_ms(hangar['p50_ms'])} ({_ms(hangar['p99_ms'])})",
                 f"{_ms(floor['p50_ms'])} ({_ms(floor['p99_ms'])})",
                 f"uvicorn; agentcore app {_ms(ref['p50_ms'])}",
-                f"+{values['p50_overhead_ms']:.2f} ms",
+                f"{values['p50_overhead_ms']:+.2f} ms",
             )
         )
         rows.append(
@@ -91,7 +91,7 @@ def headline(results: dict[str, Any]) -> list[Row]:
                 _ms(stream["hangar"]["first_event"]["p50_ms"]),
                 _ms(stream["direct"]["first_event"]["p50_ms"]),
                 "agent directly",
-                f"+{stream['first_event_overhead_ms']:.2f} ms",
+                f"{stream['first_event_overhead_ms']:+.2f} ms",
             )
         )
         rows.append(

@@ -11,10 +11,11 @@ from bench.context import BenchContext
 from bench.hangar_instance import new_session_id
 
 SIZES_MB = (1, 10, 100)
+MB = 1_000_000  # decimal, as AgentCore's payload limit (100,000,000 bytes) is
 
 
 def _body(size: int):  # type: ignore[no-untyped-def]
-    block = b"x" * (1 << 20)
+    block = b"x" * MB
     for _ in range(size):
         yield block
 
@@ -29,7 +30,7 @@ def run(ctx: BenchContext) -> dict[str, object]:
         warm = b"{}"  # the session's sandbox starts here, not inside the first measurement
         client.post(url, content=warm, headers=ctx.hangar.signed_headers(url, warm, session)).raise_for_status()
         for size in sizes:
-            whole = b"x" * (size << 20)
+            whole = b"x" * (size * MB)
             headers = ctx.hangar.signed_headers(url, whole, session, content_type="application/octet-stream")
             digest = hashlib.sha256(whole).hexdigest()
             del whole
@@ -44,8 +45,8 @@ def run(ctx: BenchContext) -> dict[str, object]:
                     received += len(chunk)
             elapsed = time.perf_counter() - started
             _, peak = ctx.hangar.server_rss_kib()
-            if echoed.hexdigest() != digest:
-                raise RuntimeError(f"{size} MB round trip corrupted ({received} bytes back)")
+            if response.status_code != 200 or echoed.hexdigest() != digest:
+                raise RuntimeError(f"{size} MB round trip failed: status {response.status_code}, {received} bytes back")
             results[f"{size}MB"] = {
                 "seconds": round(elapsed, 3),
                 "peak_rss_growth_mib": round((peak - rss_before) / 1024, 1),
