@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,35 +73,22 @@ class DirectAgent:
 
     def start(self, timeout: float = 120) -> float:
         """Start the agent; returns seconds from spawn until ``/ping`` answers."""
-        self.port = self.port or free_port()
-        env = {**os.environ, "PORT": str(self.port)}
-        started = time.perf_counter()
-        self.process = subprocess.Popen(
-            [str(self.python), "main.py"],
-            cwd=self.folder,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        with httpx.Client(timeout=1) as client:
-            deadline = started + timeout
-            while time.perf_counter() < deadline:
-                try:
-                    if client.get(f"{self.url}/ping").status_code == 200:
-                        return time.perf_counter() - started
-                except httpx.HTTPError:
-                    time.sleep(0.002)
-        raise RuntimeError(f"{self.folder.name} did not answer /ping")
+        return self._spawn_until(lambda client: client.get(f"{self.url}/ping"), timeout, "did not answer /ping")
 
     def cold_first_answer(self, payload: bytes, timeout: float = 120) -> float:
         """Seconds from spawn until the first successful /invocations answer (the plain cold start)."""
+        return self._spawn_until(
+            lambda client: client.post(f"{self.url}/invocations", content=payload), timeout, "never answered"
+        )
+
+    def _spawn_until(self, probe: Callable[[httpx.Client], httpx.Response], timeout: float, failure: str) -> float:
+        """Spawn ``python main.py`` and poll ``probe`` until it answers 200; seconds from spawn to that answer."""
         self.port = self.port or free_port()
-        env = {**os.environ, "PORT": str(self.port)}
         started = time.perf_counter()
         self.process = subprocess.Popen(
             [str(self.python), "main.py"],
             cwd=self.folder,
-            env=env,
+            env={**os.environ, "PORT": str(self.port)},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -108,12 +96,11 @@ class DirectAgent:
             deadline = started + timeout
             while time.perf_counter() < deadline:
                 try:
-                    response = client.post(f"{self.url}/invocations", content=payload)
-                    if response.status_code == 200:
+                    if probe(client).status_code == 200:
                         return time.perf_counter() - started
                 except httpx.HTTPError:
                     time.sleep(0.002)
-        raise RuntimeError(f"{self.folder.name} never answered")
+        raise RuntimeError(f"{self.folder.name} {failure}")
 
     @property
     def url(self) -> str:
