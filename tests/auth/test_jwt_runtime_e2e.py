@@ -18,7 +18,7 @@ from websockets.sync.client import connect
 
 from tests.auth.jwt_support import rules_for
 from tests.auth.signing import presigned_url, send, signed
-from tests.dataplane.support import deploy, new_session_id, seed, session_state, world_readable_dir
+from tests.dataplane.support import deploy, new_session_id, seeded_server, session_state
 from tests.support.idp_common import RunningIdp
 from tests.support.server import HangarServer, read_admin_key
 
@@ -27,13 +27,9 @@ SESSION = "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id"
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[HangarServer]:
-    with world_readable_dir("hangar-auth-e2e-") as root:
-        seed(root / "data", "testbed", "websocket_echo")
-        hangar = HangarServer(data_dir=root / "data", env={"HANGAR_SANDBOX_BACKEND": "process"}).start()
-        try:
-            yield hangar
-        finally:
-            hangar.stop()
+    agents = ["testbed", "websocket_echo"]
+    with seeded_server("hangar-auth-e2e-", agents, env={"HANGAR_SANDBOX_BACKEND": "process"}) as hangar:
+        yield hangar
 
 
 @pytest.fixture(scope="module")

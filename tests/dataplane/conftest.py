@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.dataplane.support import seed, world_readable_dir
+from tests.dataplane.support import seeded_server
 from tests.support.server import HangarServer
 
 AGENTS = ("echo", "streaming", "async_task", "websocket_echo", "testbed", "rawecho", "garbage", "realsdk")
@@ -17,14 +17,8 @@ TIME_SCALE = "0.02"
 
 @pytest.fixture(scope="package")
 def server() -> Iterator[HangarServer]:
-    with world_readable_dir("hangar-dataplane-") as root:
-        data_dir = root / "data"
-        seed(data_dir, *AGENTS)
-        hangar = HangarServer(data_dir=data_dir, env={"HANGAR_SESSION_TIME_SCALE": TIME_SCALE}).start()
-        try:
-            yield hangar
-        finally:
-            hangar.stop()
+    with seeded_server("hangar-dataplane-", AGENTS, env={"HANGAR_SESSION_TIME_SCALE": TIME_SCALE}) as hangar:
+        yield hangar
 
 
 @pytest.fixture(scope="package")

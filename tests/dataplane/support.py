@@ -6,7 +6,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,6 +36,18 @@ def world_readable_dir(prefix: str) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def seeded_server(prefix: str, agents: Sequence[str], **server: Any) -> Iterator[HangarServer]:
+    """A running ``hangar serve`` whose artifact store holds ``agents``, in a data dir sandbox uids can traverse."""
+    with world_readable_dir(prefix) as root:
+        seed(root / "data", *agents)
+        hangar = HangarServer(data_dir=root / "data", **server).start()
+        try:
+            yield hangar
+        finally:
+            hangar.stop()
 
 
 def new_session_id() -> str:

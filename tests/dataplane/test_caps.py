@@ -9,20 +9,15 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.dataplane.support import deploy, new_session_id, seed, world_readable_dir
+from tests.dataplane.support import deploy, new_session_id, seeded_server
 from tests.support.server import HangarServer
 
 
 @pytest.fixture(scope="module")
 def capped() -> Iterator[HangarServer]:
-    with world_readable_dir("hangar-caps-") as root:
-        seed(root / "data", "echo")
-        env = {"HANGAR_MAX_SESSIONS": "2", "HANGAR_MAX_SESSIONS_PER_RUNTIME": "1"}
-        server = HangarServer(data_dir=root / "data", env=env).start()
-        try:
-            yield server
-        finally:
-            server.stop()
+    env = {"HANGAR_MAX_SESSIONS": "2", "HANGAR_MAX_SESSIONS_PER_RUNTIME": "1"}
+    with seeded_server("hangar-caps-", ["echo"], env=env) as server:
+        yield server
 
 
 def test_session_caps_answer_402_until_a_session_ends(capped: HangarServer) -> None:

@@ -26,7 +26,7 @@ from hangar.config import Settings
 from hangar.sandbox.process import ProcessBackend
 from hangar.sessions.manager import SessionManager
 from tests.control.support import signed
-from tests.dataplane.support import deploy, new_session_id, seed, wait_for, world_readable_dir
+from tests.dataplane.support import deploy, new_session_id, seeded_server, wait_for
 from tests.support.agent_env import make_target
 from tests.support.server import HangarServer
 
@@ -35,13 +35,8 @@ POOL = 2
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[HangarServer]:
-    with world_readable_dir("hangar-pool-") as root:
-        seed(root / "data", "testbed")
-        hangar = HangarServer(data_dir=root / "data", extra_args=["--warm-pool", str(POOL)]).start()
-        try:
-            yield hangar
-        finally:
-            hangar.stop()
+    with seeded_server("hangar-pool-", ["testbed"], extra_args=["--warm-pool", str(POOL)]) as hangar:
+        yield hangar
 
 
 @pytest.fixture(scope="module")
