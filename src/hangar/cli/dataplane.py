@@ -24,6 +24,7 @@ from botocore.exceptions import EventStreamError
 from rich.table import Table
 
 from hangar.cli.client import DATA_DIR, ENDPOINT_URL, REGION, Hangar, aws_errors, connect, console, fail, print_json
+from hangar.cli.resources import find_runtime
 
 SESSION_ID = typer.Option(None, "--session-id", "-s", help="Runtime session id (33-256 chars) [default: a new one].")
 QUALIFIER = typer.Option("DEFAULT", "--qualifier", "-q", help="Endpoint to invoke.")
@@ -41,12 +42,10 @@ def runtime_arn(hangar: Hangar, ref: str) -> str:
     """An ARN as is; a runtime id or name → its ARN (ListAgentRuntimes)."""
     if ref.startswith("arn:"):
         return ref
-    paginator = hangar.client("bedrock-agentcore-control").get_paginator("list_agent_runtimes")
-    for page in paginator.paginate():
-        for runtime in page.get("agentRuntimes", []):
-            if ref in (runtime["agentRuntimeName"], runtime["agentRuntimeId"]):
-                return str(runtime["agentRuntimeArn"])
-    fail(f"no agent runtime named {ref!r}; see `hangar runtimes list`")
+    runtime = find_runtime(hangar.client("bedrock-agentcore-control"), ref, missing_ok=True)
+    if runtime is None:
+        fail(f"no agent runtime named {ref!r}; see `hangar runtimes list`")
+    return str(runtime["agentRuntimeArn"])
 
 
 def _payload(value: str) -> bytes:
