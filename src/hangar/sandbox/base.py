@@ -72,9 +72,40 @@ class Sandbox(ABC):
         """Kill the whole process tree and delete the sandbox's writable files. Idempotent."""
 
 
+class Template(ABC):
+    """A warm template of one version: the agent imported and its app built, forked into new sessions.
+
+    ``unsafe_reason`` says why it cannot be forked (threads at import, an entry point that is not a script, ...):
+    sessions of its version then start cold, and a new template would not do better until the version changes."""
+
+    id: str
+    unsafe_reason: str | None
+    forks: int  # sessions forked from it so far
+
+    @abstractmethod
+    def alive(self) -> bool:
+        """True while the template can take fork requests."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, object]: ...
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Retire the template: it takes no more forks. Sessions forked from it are not affected. Idempotent."""
+
+
 class SandboxBackend(ABC):
     name: str
     isolates: bool  # False for ``process``: it must say so loudly
+    supports_templates: bool = False
+
+    async def start_template(self, spec: SandboxSpec) -> Template:
+        """Start a warm template of ``spec``'s version; returns once it is ready (or raises with the reason)."""
+        raise NotImplementedError(f"the {self.name} backend has no warm templates")
+
+    async def fork(self, template: Template, spec: SandboxSpec) -> Sandbox:
+        """A new sandbox for ``spec`` forked from ``template``, isolated exactly as ``start`` isolates one."""
+        raise NotImplementedError(f"the {self.name} backend has no warm templates")
 
     @abstractmethod
     async def start(self, spec: SandboxSpec) -> Sandbox:

@@ -17,18 +17,32 @@ from abc import abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from hangar.domain.errors import InternalError, RuntimeClientError
 from hangar.sandbox.base import ExecEvent, Sandbox, SandboxSpec
 from hangar.sandbox.state import StateDir
 
 SUPERVISOR = Path(__file__).with_name("supervisor.py")
+# The stdlib-only programs that run inside a sandbox: the supervisor, and a warm template's zygote and its isolation.
+INSIDE_PROGRAMS = (SUPERVISOR, SUPERVISOR.with_name("isolate.py"), SUPERVISOR.with_name("zygote.py"))
 FRAME_HEADER = 5
 READY_TIMEOUT_S = 30.0
 LISTEN_BACKLOG = 128
 STOP_GRACE_S = 2.0
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 _KINDS = {b"o": "stdout", b"e": "stderr"}
+
+
+class ProcessHandle(Protocol):
+    """What the host needs of a sandbox's first process: a ``Popen`` for cold starts, a pidfd watcher for forks."""
+
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+
+    def send_signal(self, signum: int) -> None: ...
 
 
 def agent_environment(spec: SandboxSpec, port: int, home: str, tmp: str) -> dict[str, str]:
@@ -120,7 +134,7 @@ def spawn(
 
 
 async def wait_ready(
-    state: StateDir, proc: subprocess.Popen[bytes], channels: Channels, timeout: float = READY_TIMEOUT_S
+    state: StateDir, proc: ProcessHandle, channels: Channels, timeout: float = READY_TIMEOUT_S
 ) -> None:
     """Wait until the supervisor serves both sockets and started the agent, or the launch failed (bounded)."""
     loop = asyncio.get_running_loop()
@@ -152,7 +166,7 @@ def tail(path: Path, limit: int = 2000) -> str:
     return data[-limit:].decode(errors="replace").strip()
 
 
-async def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+async def wait_exit(proc: ProcessHandle, timeout: float) -> bool:
     """Wait (bounded) for ``proc`` to end, without a thread per child: a pidfd tells the loop when it exits."""
     if proc.poll() is not None:
         return True
@@ -183,9 +197,7 @@ async def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> bool:
 class SupervisedSandbox(Sandbox):
     """A running sandbox; subclasses say how to kill its tree and what to release."""
 
-    def __init__(
-        self, spec: SandboxSpec, state: StateDir, proc: subprocess.Popen[bytes], forget: Callable[[str], None]
-    ) -> None:
+    def __init__(self, spec: SandboxSpec, state: StateDir, proc: ProcessHandle, forget: Callable[[str], None]) -> None:
         self.id = spec.sandbox_id
         self.spec = spec
         self.state = state

@@ -17,15 +17,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from hangar.sandbox.base import SandboxBackend, SandboxSpec, SandboxStats
-from hangar.sandbox.namespace import network, rootfs, seccomp
+from hangar.sandbox.base import SandboxBackend, SandboxSpec, SandboxStats, Template
+from hangar.sandbox.namespace import network, rootfs, seccomp, templates
 from hangar.sandbox.namespace.cgroups import Cgroup, CgroupLayout, detect, list_names
 from hangar.sandbox.namespace.launcher import data_fd, fill, launch_argv
 from hangar.sandbox.namespace.uids import UidLeases
 from hangar.sandbox.state import StateDir, create_state, list_states
 from hangar.sandbox.supervised import (
-    SUPERVISOR,
+    INSIDE_PROGRAMS,
     Channels,
+    ProcessHandle,
     SupervisedSandbox,
     agent_environment,
     spawn,
@@ -42,7 +43,7 @@ class NamespaceSandbox(SupervisedSandbox):
         self,
         spec: SandboxSpec,
         state: StateDir,
-        proc: subprocess.Popen[bytes],
+        proc: ProcessHandle,
         forget: Callable[[str], None],
         uid: int,
         cgroup: Cgroup,
@@ -102,6 +103,7 @@ def _names(link: network.Link | None) -> tuple[str, str] | None:
 class NamespaceBackend(SandboxBackend):
     name = "namespace"
     isolates = True
+    supports_templates = True
 
     def __init__(
         self,
@@ -128,37 +130,75 @@ class NamespaceBackend(SandboxBackend):
     def cgroup(self, sandbox_id: str) -> Cgroup:
         return Cgroup(self.layout, f"hangar-{self.tag}-{sandbox_id}")
 
-    def _supervisor(self) -> Path:
-        """A root-owned, world-readable copy of supervisor.py the sandbox uid can read (the install may be 0700)."""
-        copy = self.state_root / "supervisor.py"
-        source = SUPERVISOR.read_bytes()
-        if not copy.exists() or copy.read_bytes() != source:
-            tmp = copy.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(source)
-            tmp.chmod(0o644)
-            tmp.replace(copy)
-        return copy
+    def inside_files(self) -> Path:
+        """Root-owned, world-readable copies of the in-sandbox programs the sandbox uid can read (the install may be
+        0700): supervisor.py, isolate.py and zygote.py, bound read-only under /opt/hangar."""
+        inside = self.state_root / "inside"
+        inside.mkdir(mode=0o755, exist_ok=True)
+        for source in INSIDE_PROGRAMS:
+            copy = inside / source.name
+            data = source.read_bytes()
+            if not copy.exists() or copy.read_bytes() != data:
+                tmp = copy.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_bytes(data)
+                tmp.chmod(0o644)
+                tmp.replace(copy)
+        return inside
 
-    async def start(self, spec: SandboxSpec) -> NamespaceSandbox:
+    async def prepare(self, spec: SandboxSpec) -> tuple[StateDir, int, Cgroup]:
+        """State dir, uid lease, cgroup with its limits and the size-capped writable tmpfs (undone by ``release``)."""
         state = create_state(self.state_root, spec.sandbox_id)
         self.state_root.chmod(0o711)
         self._live.add(spec.sandbox_id)
         uid: int | None = None
         cgroup: Cgroup | None = None
-        link: network.Link | None = None
-        sandbox: NamespaceSandbox | None = None
         try:
             uid = self.leases.acquire(spec.sandbox_id)
             cgroup = self.cgroup(spec.sandbox_id)
             state.write_record(backend=self.name, tag=self.tag, uid=uid, cgroup=cgroup.name)
             rootfs.mount_writable(state, spec.limits.disk_bytes, uid)
             cgroup.create(spec.limits)
+        except BaseException:
+            self._live.discard(spec.sandbox_id)
+            await _remove(spec.sandbox_id, state, cgroup, self.leases, uid, None)
+            raise
+        return state, uid, cgroup
+
+    async def release(
+        self, sandbox_id: str, state: StateDir, cgroup: Cgroup, uid: int, link: network.Link | None
+    ) -> None:
+        self._live.discard(sandbox_id)
+        await _remove(sandbox_id, state, cgroup, self.leases, uid, _names(link))
+
+    async def start(self, spec: SandboxSpec) -> NamespaceSandbox:
+        return await self._start(spec, None)
+
+    async def start_template(self, spec: SandboxSpec) -> Template:
+        return await templates.start_template(self, spec)
+
+    async def fork(self, template: Template, spec: SandboxSpec) -> NamespaceSandbox:
+        if not isinstance(template, templates.NamespaceTemplate):
+            raise TypeError(f"not a namespace template: {template!r}")
+        return await self._start(spec, template)
+
+    async def _start(self, spec: SandboxSpec, template: templates.NamespaceTemplate | None) -> NamespaceSandbox:
+        """Cold (bwrap) or forked from ``template``: the same host preparation, sockets, readiness and cleanup."""
+        state, uid, cgroup = await self.prepare(spec)
+        link: network.Link | None = None
+        sandbox: NamespaceSandbox | None = None
+        try:
             if spec.network == "public" and self.egress == "allow":
                 link = network.plan(self.tag, spec.sandbox_id, uid - self.leases.first)
-                await asyncio.to_thread(self._connect, link)
+                await asyncio.to_thread(self._install_firewall)
+                if template is None:
+                    await asyncio.to_thread(network.create, link)
             channels = Channels.open(state)
             try:
-                proc = self._launch(spec, state, uid, cgroup, channels, link)
+                proc: ProcessHandle
+                if template is None:
+                    proc = self._launch(spec, state, uid, cgroup, channels, link)
+                else:
+                    proc = await templates.fork_session(template, spec, state, uid, cgroup, link, channels)
                 sandbox = NamespaceSandbox(spec, state, proc, self._live.discard, uid, cgroup, self.leases, link)
                 try:
                     await wait_ready(state, proc, channels)
@@ -169,17 +209,15 @@ class NamespaceBackend(SandboxBackend):
                 channels.close()
             return sandbox
         except BaseException:
-            self._live.discard(spec.sandbox_id)
             if sandbox is None:  # otherwise its stop() already undid everything
-                await _remove(spec.sandbox_id, state, cgroup, self.leases, uid, _names(link))
+                await self.release(spec.sandbox_id, state, cgroup, uid, link)
             raise
 
-    def _connect(self, link: network.Link) -> None:
+    def _install_firewall(self) -> None:
         with self._firewall_lock:
             if not self._firewall_installed:
                 network.install_firewall()
                 self._firewall_installed = True
-        network.create(link)
 
     def _launch(
         self,
@@ -204,7 +242,7 @@ class NamespaceBackend(SandboxBackend):
                 sandbox_uid=rootfs.SANDBOX_UID,
                 hostname=rootfs.HOSTNAME,
                 mounts=rootfs.bwrap_mounts(
-                    state, etc, spec.code_dir, spec.env_dir, self._supervisor(), spec.limits.disk_bytes
+                    state, etc, spec.code_dir, spec.env_dir, self.inside_files(), spec.limits.disk_bytes
                 ),
                 environment=env,
                 chdir=str(spec.code_dir),

@@ -81,12 +81,15 @@ def load_policy() -> dict[str, object]:
     return dict(policy)
 
 
-def create(link: Link) -> None:
-    """The netns, the veth pair (no IPv6 on either end) and the sandbox's default route via the host end."""
+def create(link: Link, owner_pid: int | None = None) -> None:
+    """The netns, the veth pair (no IPv6 on either end) and the sandbox's default route via the host end.
+
+    ``owner_pid``: a forked session made its own network namespace (owned by its user namespace); it is named by
+    attaching it instead of creating a new one, so everything else (and cleanup) is the same."""
     _ip(
         [],
         [
-            f"netns add {link.netns}",
+            f"netns attach {link.netns} {owner_pid}" if owner_pid else f"netns add {link.netns}",
             f"link add {link.host_if} type veth peer name eth0 netns {link.netns}",
             f"link set dev {link.host_if} addrgenmode none",
             f"addr add {link.host_ip}/{link.prefix} dev {link.host_if}",

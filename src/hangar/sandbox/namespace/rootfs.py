@@ -13,7 +13,10 @@ from pathlib import Path
 from hangar.sandbox.state import StateDir
 
 HOME = "/home/agent"
-SUPERVISOR_PATH = "/opt/hangar/supervisor.py"
+INSIDE_DIR = "/opt/hangar"  # Hangar's stdlib-only in-sandbox programs, read-only
+SUPERVISOR_PATH = f"{INSIDE_DIR}/supervisor.py"
+ISOLATE_PATH = f"{INSIDE_DIR}/isolate.py"
+ZYGOTE_PATH = f"{INSIDE_DIR}/zygote.py"
 SANDBOX_UID = 1000  # the agent's uid as seen inside; the host sees the leased uid
 HOSTNAME = "sandbox"
 SYSTEM_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
@@ -96,12 +99,11 @@ def system_mounts() -> list[str]:
     return args
 
 
-def bwrap_mounts(
-    state: StateDir, etc: Path, code_dir: Path, env_dir: Path, supervisor: Path, shm_bytes: int
-) -> list[str]:
+def bwrap_mounts(state: StateDir, etc: Path, code_dir: Path, env_dir: Path, inside: Path, shm_bytes: int) -> list[str]:
     """The bind list, in order: system, /dev with a size-capped /dev/shm, /etc, writable home and /tmp, then env and
-    code (which may live under /tmp on the host), the supervisor, and finally the root itself made read-only. The
-    sockets are not in it: the supervisor inherits them as fds."""
+    code (which may live under /tmp on the host), Hangar's in-sandbox programs (``inside``: a root-owned directory
+    holding supervisor.py, isolate.py and zygote.py), and finally the root itself made read-only. The sockets are
+    not in it: the supervisor inherits them as fds."""
     args = system_mounts()
     args += ["--proc", "/proc", "--dev", "/dev", "--size", str(max(shm_bytes, 4096)), "--tmpfs", "/dev/shm"]
     args += ["--dir", "/etc"]
@@ -111,6 +113,7 @@ def bwrap_mounts(
         args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
     args += ["--bind", str(state.home), HOME, "--bind", str(state.tmp), "/tmp"]
     args += ["--ro-bind", str(env_dir), str(env_dir), "--ro-bind", str(code_dir), str(code_dir)]
-    args += ["--ro-bind", str(supervisor), SUPERVISOR_PATH]
+    for path in (SUPERVISOR_PATH, ISOLATE_PATH, ZYGOTE_PATH):
+        args += ["--ro-bind", str(inside / Path(path).name), path]
     args += ["--remount-ro", "/"]
     return args

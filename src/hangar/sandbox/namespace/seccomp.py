@@ -131,14 +131,21 @@ def resolve(arch: str, syscall: str) -> int:
     return int(number)
 
 
+# A warm template's filter: the session policy less what a forked session needs to isolate itself (unshare its
+# namespaces, mount its tmpfs and /proc). Sessions then stack the full policy on top before any agent code runs.
+TEMPLATE_ALLOWS = frozenset({"mount", "umount2", "unshare"})
+
+
 @cache
-def compile_bpf(arch: str | None = None) -> bytes:
-    """The native policy as a classic-BPF program (``struct sock_filter`` array), ready for bwrap ``--seccomp``."""
+def compile_bpf(arch: str | None = None, allow: frozenset[str] = frozenset()) -> bytes:
+    """The native policy as a classic-BPF program (``struct sock_filter`` array), ready for bwrap ``--seccomp``.
+
+    ``allow``: syscalls whose rules are left out (``TEMPLATE_ALLOWS`` for warm templates)."""
     arch = arch or machine_arch()
     lib = _libseccomp()
     if lib.seccomp_arch_native() != ARCH_TOKENS.get(arch):
         raise PolicyError(f"can only compile the native architecture's policy, not {arch}")
-    rules = load_policy(arch)
+    rules = [rule for rule in load_policy(arch) if rule.syscall not in allow]
     # SAFETY: seccomp_init only allocates a filter context; it is released in the finally below.
     ctx = lib.seccomp_init(ACT_ALLOW)
     if not ctx:

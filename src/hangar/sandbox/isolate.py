@@ -1,0 +1,246 @@
+"""Isolation steps for a session forked from a warm template, and the template's own privileged first stage.
+
+Runs inside the sandbox, so it imports the standard library only (ctypes for the syscalls Python lacks). A cold
+session gets its isolation from bubblewrap; a forked session gets the same properties from ``enter_session``:
+
+* own user namespace whose only mapping is the sandbox uid 1000 -> the session's leased host uid (the host writes
+  the map: a template can never pick a uid), then mount, pid, net, ipc, uts and cgroup namespaces owned by it;
+* a fresh, size-capped tmpfs for home and /tmp, a fresh /dev/shm, a /proc of its own pid namespace with
+  ``sys``, ``sysrq-trigger``, ``irq`` and ``bus`` read-only (as bwrap covers them); the root stays read-only;
+* no nested user namespaces (``user.max_user_namespaces=0``), no capabilities in any set, no_new_privs,
+  non-dumpable, then the session seccomp filter (the same compiled program bwrap loads for cold sessions).
+
+Template stage (``python3.11 -I -S isolate.py template --uid=N -- ARGV``): bwrap runs it as root inside the
+template's fresh pid/mount/net/ipc/uts namespaces; it mounts a /proc of that pid namespace (forked sessions need one
+without covered paths to mount their own), drops to the template's leased uid with no capabilities and
+no_new_privs, and stays as the namespace's pid 1 reaping children while ARGV (the zygote) runs as its child. It
+exits once it has no children left, so killing the zygote never kills the sessions forked from it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+import struct
+import sys
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+SESSION_NAMESPACES = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWPID
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+MNT_DETACH = 0x2
+PR_SET_DUMPABLE = 4
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+SANDBOX_UID = 1000
+HOME = "/home/agent"
+STAGE = "/opt/hangar"  # an existing directory of the template's view, briefly covered while the session mounts
+COVERED_PROC = ("sys", "sysrq-trigger", "irq", "bus")
+CREDS = struct.Struct("iII")
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+_LIBC: ctypes.CDLL | None = None
+
+
+def libc() -> ctypes.CDLL:
+    global _LIBC
+    if _LIBC is None:
+        # SAFETY: the C library is loaded in every CPython process; each function used gets its signature here.
+        lib = ctypes.CDLL("libc.so.6", use_errno=True)
+        lib.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+        lib.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+        lib.unshare.argtypes = [ctypes.c_int]
+        lib.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+        lib.capset.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        lib.setfsuid.argtypes = [ctypes.c_uint]
+        lib.setfsgid.argtypes = [ctypes.c_uint]
+        _LIBC = lib
+    return _LIBC
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    enc = [None if v is None else v.encode() for v in (source, target, fstype, data)]
+    _check(libc().mount(enc[0], enc[1], enc[2], flags, enc[3]), f"mount {fstype or 'bind'} on {target}")
+
+
+def unshare(flags: int) -> None:
+    _check(libc().unshare(flags), f"unshare({flags:#x})")
+
+
+def prctl(option: int, arg: int = 0) -> None:
+    _check(libc().prctl(option, arg, 0, 0, 0), f"prctl({option})")
+
+
+def drop_privileges(uid: int) -> None:
+    """Become ``uid`` (and gid ``uid``) with no supplementary groups, no capabilities in any set, no_new_privs.
+
+    Dropping the bounding set first needs CAP_SETPCAP; capset clears what setresuid leaves when the old uid was
+    not mapped in the current user namespace (then the kernel's 0 -> nonzero rule does not apply)."""
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    with open("/proc/sys/kernel/cap_last_cap") as last:
+        last_cap = int(last.read())
+    for cap in range(last_cap + 1):
+        _check(libc().prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), f"drop capability {cap} from the bounding set")
+    _check(libc().prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient capabilities")
+    os.setresuid(uid, uid, uid)
+    header = (ctypes.c_uint32 * 2)(LINUX_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()
+    _check(libc().capset(ctypes.byref(header), ctypes.byref(data)), "capset (clear)")
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+    with open("/proc/self/status") as proc_status:
+        status = proc_status.read()
+    for line in status.splitlines():
+        if line.startswith(("CapPrm:", "CapEff:", "CapInh:", "CapAmb:", "CapBnd:")) and int(line.split()[1], 16):
+            raise OSError(f"capabilities left after the drop: {line}")
+
+
+def load_seccomp(program: bytes) -> None:
+    """Install a classic-BPF seccomp filter (``struct sock_filter`` array) on this process and its children."""
+    if not program or len(program) % 8:
+        raise ValueError(f"seccomp program of {len(program)} bytes")
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    _check(libc().prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0), "load seccomp")
+
+
+def loopback_up() -> None:
+    """A fresh network namespace starts with ``lo`` down; bwrap raises it for cold sessions, this does for forks."""
+    import fcntl
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(sock, SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+
+
+def send_creds(sock: socket.socket, tag: bytes) -> None:
+    """Tell the host who we are: the kernel checks the pid and uids and translates them into the host's view."""
+    creds = CREDS.pack(os.getpid(), os.getuid(), os.getgid())
+    sock.sendmsg([tag], [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS, creds)])
+
+
+def expect(sock: socket.socket, word: bytes) -> None:
+    got = sock.recv(len(word))
+    if got != word:
+        raise OSError(f"the host said {got!r}, not {word!r}")
+
+
+def close_fds(keep: set[int]) -> None:
+    """Close every inherited descriptor except stdio and ``keep`` (the template's own fds never reach a session)."""
+    low = 3
+    for fd in sorted(keep | {1 << 20}):
+        if fd >= low:
+            os.closerange(low, fd)
+            low = fd + 1
+
+
+def split_from_template(handshake: socket.socket) -> None:
+    """First half, in the template's child: announce ourselves, make the namespaces, wait for the host.
+
+    Before ``go`` the host has mapped uid 1000 to the session's leased uid, moved us into the session's cgroup and
+    (with egress) attached the session's veth to our network namespace."""
+    send_creds(handshake, b"C")
+    unshare(SESSION_NAMESPACES)
+    handshake.sendall(b"U")
+    expect(handshake, b"go")
+
+
+def enter_session(disk_bytes: int, keep: list[str], seccomp_program: bytes) -> None:
+    """Second half, as pid 1 of the session's pid namespace (still privileged in its own user namespace only).
+
+    ``keep``: read-only binds of the template's view that lie under home or /tmp (the version's code and
+    environment, when they live there): moved aside before the fresh tmpfs covers them, then bound back."""
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    # Files made below belong to the sandbox uid; the template's uid has no mapping in this namespace.
+    libc().setfsuid(SANDBOX_UID)
+    libc().setfsgid(SANDBOX_UID)
+    size = max(disk_bytes, 4096)
+    mount("hangar-session", STAGE, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode=0755")
+    for name in ("home", "tmp", "keep"):
+        os.mkdir(f"{STAGE}/{name}", 0o700)
+    for index, path in enumerate(keep):
+        os.mkdir(f"{STAGE}/keep/{index}")
+        mount(path, f"{STAGE}/keep/{index}", None, MS_BIND | MS_REC)
+    mount(f"{STAGE}/home", HOME, None, MS_BIND)
+    mount(f"{STAGE}/tmp", "/tmp", None, MS_BIND)
+    for index, path in enumerate(keep):
+        os.makedirs(path, exist_ok=True)
+        mount(f"{STAGE}/keep/{index}", path, None, MS_BIND | MS_REC)
+        mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    _check(libc().umount2(STAGE.encode(), MNT_DETACH), f"umount {STAGE}")
+    mount("hangar-shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode=1777")
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    with open("/proc/sys/user/max_user_namespaces", "w") as limit:  # this namespace's own limit, before the cover
+        limit.write("0")
+    for name in COVERED_PROC:
+        path = f"/proc/{name}"
+        if os.path.exists(path):
+            mount(path, path, None, MS_BIND | MS_REC)
+            mount(None, path, None, MS_BIND | MS_REC | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    loopback_up()
+    unshare(CLONE_NEWCGROUP)  # rooted at the session's cgroup, which the host moved us into before ``go``
+    drop_privileges(SANDBOX_UID)
+    prctl(PR_SET_DUMPABLE, 0)
+    load_seccomp(seccomp_program)
+
+
+def _template_stage(uid: int, argv: list[str]) -> int:
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    drop_privileges(uid)
+    zygote = os.fork()
+    if zygote == 0:
+        try:
+            os.execv(argv[0], argv)
+        except OSError as exc:
+            print(f"isolate.py: cannot run {argv[0]}: {exc}", file=sys.stderr, flush=True)
+        os._exit(127)
+    status = 0
+    while True:  # pid 1: reap everything, including sessions whose first process left the zygote
+        try:
+            pid, wait_status = os.wait()
+        except ChildProcessError:
+            return status
+        except InterruptedError:
+            continue
+        if pid == zygote:
+            status = os.waitstatus_to_exitcode(wait_status)
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if len(args) < 4 or args[0] != "template" or not args[1].startswith("--uid=") or args[2] != "--":
+        raise SystemExit("usage: isolate.py template --uid=N -- ARGV...")
+    code = _template_stage(int(args[1].removeprefix("--uid=")), args[3:])
+    sys.exit(code if code >= 0 else 128 - code)

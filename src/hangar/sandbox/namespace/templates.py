@@ -1,0 +1,392 @@
+"""Warm templates on the host side: start a version's zygote in a sandbox of its own, fork sessions from it.
+
+The template runs in its own cgroup, pid/mount/net/ipc/uts namespaces and root view (the same bind list as a
+session), as its own leased uid without capabilities, under the session seccomp policy less ``mount``, ``umount2``
+and ``unshare`` (``seccomp.TEMPLATE_ALLOWS``). It stays in the initial user namespace, so only the host (root) can
+write the uid map of a session it forks: each session gets its own leased uid, never the template's.
+
+A fork, step by step (``fork_session``): the host creates the session's state dir, uid lease, cgroup, log tmpfs and
+sockets exactly as a cold start does, and sends the template one request with the session's fds. The template's
+child announces its host pid (SCM_CREDENTIALS, checked by the kernel), unshares user, mount, pid, net, ipc and uts
+namespaces, and waits. The host maps uid 1000 to the session's leased uid, moves the child into the session's
+cgroup, attaches the session's veth to its network namespace, and says ``go``. The child becomes pid 1 of the new
+pid namespace, isolates itself (``isolate.enter_session``), announces that pid, and starts the supervisor and the
+agent. From there the host treats it like any other namespace sandbox (same stop, stats, exec and cleanup).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import struct
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hangar.domain.errors import InternalError
+from hangar.sandbox.base import SandboxSpec, Template
+from hangar.sandbox.namespace import network, rootfs, seccomp
+from hangar.sandbox.namespace.cgroups import Cgroup
+from hangar.sandbox.namespace.launcher import JOIN_CGROUPS, data_fd, fill
+from hangar.sandbox.state import StateDir
+from hangar.sandbox.supervised import Channels, agent_environment, spawn, tail, wait_exit
+
+if TYPE_CHECKING:
+    from hangar.sandbox.namespace.backend import NamespaceBackend
+
+log = logging.getLogger(__name__)
+
+TEMPLATE_READY_TIMEOUT_S = 120.0  # the agent's imports run here: heavy frameworks take seconds
+FORK_STEP_TIMEOUT_S = 10.0
+MESSAGE_LIMIT = 65536
+CREDS = struct.Struct("iII")
+SYSTEM_PYTHON = "/usr/bin/python3.11"
+TEMPLATE_NAMESPACES = (
+    "--unshare-pid",
+    "--unshare-net",
+    "--unshare-ipc",
+    "--unshare-uts",
+    "--unshare-cgroup",
+    "--as-pid-1",  # isolate.py is pid 1 and reaps; bwrap would otherwise exit (and end the namespace) with the zygote
+)
+
+
+class TemplateUnsafe(Exception):
+    """The agent cannot be forked from a template (its sessions start cold)."""
+
+
+class ForkedProcess:
+    """A forked session's pid 1, watched through a pidfd: its parent is the template's pid 1, not Hangar."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._pidfd = os.pidfd_open(pid)
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and self._pidfd >= 0 and select.select([self._pidfd], [], [], 0)[0]:
+            self.returncode = -1  # not our child: its status goes to the template's reaper
+            os.close(self._pidfd)
+            self._pidfd = -1
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            signal.pidfd_send_signal(self._pidfd, signum)
+
+    def __del__(self) -> None:
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+
+
+class NamespaceTemplate(Template):
+    def __init__(
+        self,
+        spec: SandboxSpec,
+        state: StateDir,
+        proc: subprocess.Popen[bytes],
+        uid: int,
+        cgroup: Cgroup,
+        control: socket.socket,
+    ) -> None:
+        self.id = spec.sandbox_id
+        self.spec = spec
+        self.state = state
+        self.proc = proc
+        self.uid = uid
+        self.cgroup = cgroup
+        self.control = control
+        self.unsafe_reason: str | None = None
+        self.forks = 0
+        self.zygote_pid: int | None = None  # host pid of the process that imported the agent
+        self.retired = False
+        self.lock = asyncio.Lock()  # one fork at a time: a request and its handshake are one conversation
+
+    def alive(self) -> bool:
+        usable = not self.retired and self.unsafe_reason is None
+        return usable and self.proc.poll() is None and _running(self.zygote_pid)
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "alive": self.alive(),
+            "forks": self.forks,
+            "zygotePid": self.zygote_pid,
+            "unsafeReason": self.unsafe_reason,
+        }
+
+    async def stop(self) -> None:
+        """Close the control socket: the zygote exits, its pid 1 stays until the last forked session ends."""
+        if self.retired:
+            return
+        self.retired = True
+        self.control.close()
+
+
+def _running(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+async def _receive(sock: socket.socket, timeout: float) -> tuple[bytes, int | None]:
+    """One message from a non-blocking SOCK_SEQPACKET socket and the sender's host pid, if it sent credentials."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            data, ancillary, _, _ = sock.recvmsg(MESSAGE_LIMIT, socket.CMSG_SPACE(CREDS.size))
+        except BlockingIOError:
+            readable: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(sock.fileno(), _resolve, readable)
+            try:
+                await asyncio.wait_for(readable, max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise InternalError("the warm template did not answer in time") from None
+            finally:
+                loop.remove_reader(sock.fileno())
+            continue
+        pid = None
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                pid = CREDS.unpack(payload[: CREDS.size])[0]
+        return data, pid
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _seqpacket_pair() -> tuple[socket.socket, socket.socket]:
+    host, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    host.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    host.setblocking(False)
+    return host, child
+
+
+def template_argv(backend: NamespaceBackend, spec: SandboxSpec, uid: int, cgroup: Cgroup, control_fd: int) -> list[str]:
+    python = str(spec.env_dir / "bin" / "python")
+    zygote = [python, rootfs.ZYGOTE_PATH, f"--control-fd={control_fd}", f"--port={spec.agent_port}", "--"]
+    procs = cgroup.procs_files()
+    return [
+        "/bin/sh",
+        "-c",
+        JOIN_CGROUPS,
+        "hangar-template",
+        str(len(procs)),
+        *procs,
+        backend.bwrap,
+        "--args",
+        "{args_fd}",
+        "--",
+        SYSTEM_PYTHON,
+        "-I",
+        "-S",
+        rootfs.ISOLATE_PATH,
+        "template",
+        f"--uid={uid}",
+        "--",
+        *zygote,
+        *spec.command,
+    ]
+
+
+def template_bwrap_args(backend: NamespaceBackend, spec: SandboxSpec, state: StateDir, seccomp_fd: int) -> bytes:
+    """bwrap runs as root here (no user namespace: only the host may map a forked session's uid), builds the same
+    root view as for a session and loads the template filter; ``isolate.py template`` then drops to the leased
+    uid. The /proc it gets is mounted by isolate.py, uncovered, so that forked sessions can mount their own."""
+    etc = rootfs.write_etc(state)
+    env = agent_environment(spec, spec.agent_port, rootfs.HOME, "/tmp")
+    inside = backend.inside_files()
+    mounts = rootfs.bwrap_mounts(state, etc, spec.code_dir, spec.env_dir, inside, spec.limits.disk_bytes)
+    mounts = _open_parents([arg if arg != "--proc" else "--dir" for arg in mounts])
+    args = [*TEMPLATE_NAMESPACES, "--hostname", rootfs.HOSTNAME, "--die-with-parent", "--new-session", "--clearenv"]
+    for key, value in env.items():
+        args += ["--setenv", key, value]
+    args += [*mounts, "--chdir", str(spec.code_dir), "--seccomp", str(seccomp_fd)]
+    return b"\0".join(arg.encode() for arg in args) + b"\0"
+
+
+BIND_OPTIONS = {"--bind", "--ro-bind", "--ro-bind-try", "--symlink"}  # two-argument options: SOURCE DEST
+DEST_OPTIONS = {"--dir", "--tmpfs", "--dev", "--proc"}  # one-argument options: DEST
+
+
+def _open_parents(mounts: list[str]) -> list[str]:
+    """bwrap running as root creates missing parents of a bind's destination as root with mode 0700, which the
+    template's uid could not traverse (a user-namespace bwrap creates them as the sandbox uid): declare each such
+    parent first as a 0755 directory."""
+    out: list[str] = []
+    declared = {"/"}
+    i = 0
+    while i < len(mounts):
+        option = mounts[i]
+        if option in BIND_OPTIONS:
+            dest = mounts[i + 2]
+            parent = Path(dest).parent
+            missing = [a for a in reversed([parent, *parent.parents]) if str(a) not in declared]
+            for ancestor in missing:
+                out += ["--perms", "0755", "--dir", str(ancestor)]
+                declared.add(str(ancestor))
+            out += mounts[i : i + 3]
+            declared.add(dest)
+            i += 3
+        elif option in DEST_OPTIONS:
+            declared.add(mounts[i + 1])
+            out += mounts[i : i + 2]
+            i += 2
+        elif option == "--size":
+            out += mounts[i : i + 2]
+            i += 2
+        else:
+            out.append(option)
+            i += 1
+    return out
+
+
+async def start_template(backend: NamespaceBackend, spec: SandboxSpec) -> NamespaceTemplate:
+    state, uid, cgroup = await backend.prepare(spec)
+    for path in (state.home, state.tmp):
+        path.chmod(0o711)  # a forked child (another uid) must traverse them to the version's binds beneath
+    host_end, child_end = _seqpacket_pair()
+    template: NamespaceTemplate | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        filter_fd = data_fd("hangar-seccomp", seccomp.compile_bpf(allow=seccomp.TEMPLATE_ALLOWS))
+        args_fd = data_fd("hangar-bwrap-args")
+        try:
+            fill(args_fd, template_bwrap_args(backend, spec, state, filter_fd))
+            argv = template_argv(backend, spec, uid, cgroup, child_end.fileno())
+            argv = [str(args_fd) if arg == "{args_fd}" else arg for arg in argv]
+            # SAFETY: root starts bwrap in the template's cgroup; isolate.py (ours, stdlib only, no site imports)
+            # drops to the leased uid with no capabilities and no_new_privs before the agent's interpreter starts.
+            fds = (filter_fd, args_fd, child_end.fileno())
+            proc = spawn(argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, Path("/"), state.log, fds)
+        finally:
+            os.close(filter_fd)
+            os.close(args_fd)
+            child_end.close()
+        template = NamespaceTemplate(spec, state, proc, uid, cgroup, host_end)
+        message, pid = await _receive(host_end, TEMPLATE_READY_TIMEOUT_S)
+        event = _parse(message)
+        if event.get("event") == "ready":
+            template.zygote_pid = pid
+            log.info("warm template %s ready (zygote pid %s)", spec.sandbox_id, pid)
+            return template
+        reason = str(event.get("reason") or f"the template ended before it was ready: {tail(state.log)}")
+        if event.get("event") == "unsafe":
+            raise TemplateUnsafe(reason)
+        raise InternalError(f"warm template {spec.sandbox_id} failed: {reason}")
+    except BaseException:
+        host_end.close()
+        if proc is not None:
+            await cgroup.kill_all()
+            await wait_exit(proc, 2.0)
+        await backend.release(spec.sandbox_id, state, cgroup, uid, None)
+        raise
+
+
+async def stop_template(backend: NamespaceBackend, template: NamespaceTemplate) -> None:
+    """Retire the zygote now and remove the template's files once its last forked session has ended."""
+    await template.stop()
+    await wait_exit(template.proc, 3600 * 24 * 365)  # the pid 1 exits by itself after its last session
+    await backend.release(template.id, template.state, template.cgroup, template.uid, None)
+
+
+def _parse(message: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(message) if message else {}
+    except ValueError:
+        value = {"event": "failed", "reason": f"unreadable message {message[:80]!r}"}
+    return value if isinstance(value, dict) else {}
+
+
+def _under_writable(spec: SandboxSpec) -> list[str]:
+    """The version's directories that a forked session's fresh home or /tmp would cover (tests keep them in /tmp)."""
+    roots = (Path("/tmp"), Path(rootfs.HOME))
+    return [str(p) for p in (spec.env_dir, spec.code_dir) if any(p.is_relative_to(root) for root in roots)]
+
+
+def _map_and_move(cpid: int, uid: int, cgroup: Cgroup, link: network.Link | None) -> None:
+    """The host's part of a fork, done between the child's unshare and its ``go`` (blocking: run in a thread)."""
+    for name in ("uid_map", "gid_map"):
+        with open(f"/proc/{cpid}/{name}", "w") as mapping:
+            mapping.write(f"{rootfs.SANDBOX_UID} {uid} 1\n")
+    for procs in cgroup.procs_files():
+        with open(procs, "w") as members:
+            members.write(str(cpid))
+    if link is not None:
+        network.create(link, owner_pid=cpid)
+
+
+async def fork_session(
+    template: NamespaceTemplate,
+    spec: SandboxSpec,
+    state: StateDir,
+    uid: int,
+    cgroup: Cgroup,
+    link: network.Link | None,
+    channels: Channels,
+) -> ForkedProcess:
+    """Run one fork conversation (the template's lock held); returns the session's pid 1."""
+    host_end, child_end = _seqpacket_pair()
+    log_fd = os.open(state.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    filter_fd = data_fd("hangar-seccomp", seccomp.compile_bpf())
+    try:
+        async with template.lock:
+            if not template.alive():
+                raise InternalError(f"warm template {template.id} is not running")
+            fds = [child_end.fileno(), *channels.child_fds(), log_fd, filter_fd]
+            request = json.dumps({"disk_bytes": spec.limits.disk_bytes, "keep": _under_writable(spec)}).encode()
+            socket.send_fds(template.control, [request], fds)
+            for fd in (log_fd, filter_fd):
+                os.close(fd)
+            log_fd = filter_fd = -1
+            child_end.close()
+            channels.close_child_ends()
+            message, cpid = await _receive(host_end, FORK_STEP_TIMEOUT_S)
+            if message != b"C" or cpid is None:
+                raise InternalError(f"the template's child did not announce itself: {await _outcome(template)}")
+            message, _ = await _receive(host_end, FORK_STEP_TIMEOUT_S)
+            if message != b"U":
+                raise InternalError(f"the template's child could not unshare: {await _outcome(template)}")
+            await asyncio.to_thread(_map_and_move, cpid, uid, cgroup, link)
+            host_end.send(b"go")
+            message, gpid = await _receive(host_end, FORK_STEP_TIMEOUT_S)
+            if message != b"G" or gpid is None:
+                why = await _outcome(template)
+                raise InternalError(f"the forked session did not isolate itself: {why} {tail(state.log)}")
+            process = ForkedProcess(gpid)
+            host_end.send(b"ok")
+            outcome = await _outcome(template)
+            if outcome != "forked":
+                raise InternalError(f"the template's fork failed: {outcome}")
+            template.forks += 1
+            return process
+    finally:
+        host_end.close()
+        child_end.close()
+        for fd in (log_fd, filter_fd):
+            if fd >= 0:
+                os.close(fd)
+
+
+async def _outcome(template: NamespaceTemplate) -> str:
+    """The template's answer to the current request; an unsafe answer retires it for good."""
+    message, _ = await _receive(template.control, FORK_STEP_TIMEOUT_S)
+    event = _parse(message)
+    if event.get("event") == "unsafe" or not message:
+        template.unsafe_reason = str(event.get("reason") or "the template exited")
+        return f"template unusable: {template.unsafe_reason}"
+    if event.get("event") == "fork_failed":
+        return str(event.get("reason"))
+    return str(event.get("event"))

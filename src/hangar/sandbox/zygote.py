@@ -1,0 +1,293 @@
+"""A warm template ("zygote"): the agent imported and its app built once, then forked into each new session.
+
+Runs inside the template's sandbox under the version's own interpreter, as the template's leased uid without
+capabilities (``isolate.py template`` dropped them), so it imports the standard library and the agent only. The
+agent's ``main.py`` runs as ``__main__`` exactly as ``python main.py`` would, until it hands its app to uvicorn
+(``uvicorn.run`` or ``uvicorn.Server.run``, which every ``hangar.sdk``/``bedrock_agentcore`` app does): there the
+template stops instead of serving, checks that it is safe to fork (one thread, nothing listening), freezes its heap
+for the garbage collector and tells the host it is ready. It never serves a request.
+
+Protocol on ``--control-fd`` (a SOCK_SEQPACKET socket): the template sends JSON messages ``{"event": "ready"}``,
+``{"event": "unsafe", "reason": ...}`` (cannot be forked: sessions of this version start cold) or
+``{"event": "failed", "reason": ...}``. The host sends one message per new session, ``{"disk_bytes": N}`` with
+six fds: the per-session handshake socket, the agent and control listening sockets, the ready pipe, the log file
+and the compiled seccomp program. The template forks; the child runs ``isolate.split_from_template`` /
+``enter_session`` with the host's help on the handshake socket, becomes pid 1 (a reaper) of its own pid namespace,
+starts the unchanged in-sandbox supervisor and finally runs uvicorn with the captured app. The template answers
+each request with ``{"event": "forked"}`` or ``{"event": "fork_failed", "reason": ...}``.
+
+Usage: ``zygote.py --control-fd=N --port=N -- PYTHON SCRIPT [ARGS...]``
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import gc
+import importlib.util
+import json
+import os
+import runpy
+import socket
+import sys
+import threading
+import traceback
+from types import ModuleType
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MESSAGE_LIMIT = 65536
+FDS_PER_FORK = 6
+
+
+def _load(name: str) -> ModuleType:
+    """A sibling stdlib-only module by path, without putting this directory on the agent's sys.path."""
+    spec = importlib.util.spec_from_file_location(f"_hangar_{name}", os.path.join(HERE, f"{name}.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+isolate = _load("isolate")
+supervisor = _load("supervisor")
+
+
+class NotForkable(Exception):
+    """The agent cannot be templated; its sessions start cold."""
+
+
+def thread_count() -> int:
+    """Threads of this process as the kernel sees them (native threads included, not only Python's)."""
+    return len(os.listdir("/proc/self/task"))
+
+
+class Zygote:
+    def __init__(self, control: socket.socket, port: int) -> None:
+        self.control = control
+        self.port = port
+        self.config: Any = None
+        self.original_server_run: Any = None
+        self.original_server_serve: Any = None
+
+    def report(self, event: str, **fields: object) -> None:
+        self.control.send(json.dumps({"event": event, **fields}).encode())
+
+    # --- capturing the app the agent hands to uvicorn
+
+    def install_hooks(self) -> None:
+        try:
+            import uvicorn
+            import uvicorn.main
+        except ImportError as exc:
+            raise NotForkable(f"uvicorn is not importable in the agent's environment: {exc}") from None
+        self.original_server_run = uvicorn.Server.run
+        self.original_server_serve = uvicorn.Server.serve
+        zygote = self
+
+        def run(app: Any, **kwargs: Any) -> None:
+            zygote.serve_forks(uvicorn.Config(app, **kwargs))
+
+        def server_run(server: Any, sockets: Any = None) -> None:
+            if sockets:
+                raise NotForkable("the agent passes its own sockets to uvicorn")
+            zygote.serve_forks(server.config)
+
+        async def server_serve(server: Any, sockets: Any = None) -> None:
+            raise NotForkable("the agent starts uvicorn from async code (Server.serve): nothing to fork before it")
+
+        uvicorn.run = run
+        uvicorn.main.run = run
+        uvicorn.Server.run = server_run
+        uvicorn.Server.serve = server_serve
+
+    def run_agent(self, argv: list[str]) -> None:
+        if len(argv) < 2 or not argv[1].endswith(".py"):
+            raise NotForkable(f"the entry point is not a Python script run by the environment's python: {argv}")
+        script = os.path.abspath(argv[1])
+        sys.argv = argv[1:]
+        sys.path[0] = os.path.dirname(script)  # as ``python main.py`` has it
+        runpy.run_path(script, run_name="__main__")
+        raise NotForkable("the agent's main.py returned without handing an app to uvicorn")
+
+    # --- the template loop
+
+    def serve_forks(self, config: Any) -> None:
+        if config.reload or (config.workers or 1) > 1:
+            raise NotForkable("uvicorn reload or several workers cannot be forked")
+        config.load()  # imports the protocol classes and builds the middleware stack once, for every session
+        self.config = config
+        self.check_safe()
+        gc.collect()
+        gc.freeze()  # keep the collector from writing to the template's objects in every child (copy-on-write)
+        self.report("ready", pid=os.getpid())
+        while True:
+            message, fds, _, _ = socket.recv_fds(self.control, MESSAGE_LIMIT, FDS_PER_FORK)
+            if not message:
+                os._exit(0)  # the host retired this template; its sessions live on
+            try:
+                if len(fds) != FDS_PER_FORK:
+                    raise NotForkable(f"a fork request with {len(fds)} fds")
+                self.check_safe()
+                self.fork_session(json.loads(message), fds)
+                self.report("forked")
+            except NotForkable as exc:
+                self.report("unsafe", reason=str(exc))
+                os._exit(3)
+            except Exception as exc:
+                self.report("fork_failed", reason=f"{type(exc).__name__}: {exc}")
+            finally:
+                for fd in fds:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+
+    def check_safe(self) -> None:
+        threads = thread_count()
+        if threads != 1 or threading.active_count() != 1:
+            names = ", ".join(t.name for t in threading.enumerate() if t is not threading.main_thread())
+            raise NotForkable(f"the template runs {threads} threads ({names or 'native'}): a fork would lose them")
+
+    def fork_session(self, request: dict[str, Any], fds: list[int]) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        child = os.fork()
+        if child == 0:
+            self.become_session(request, fds)
+        _, status = os.waitpid(child, 0)  # the first child lives only until the session's pid 1 exists
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise OSError(f"the session's first process failed ({os.waitstatus_to_exitcode(status)})")
+
+    # --- in the child: never returns
+
+    def become_session(self, request: dict[str, Any], fds: list[int]) -> None:
+        """The forked child: whatever happens here ends with ``_exit``, never unwinding into the template's frames."""
+        code = 1
+        try:
+            code = self._become_session(request, fds)
+        except BaseException:
+            traceback.print_exc()
+        _exit(code)
+
+    def _become_session(self, request: dict[str, Any], fds: list[int]) -> int:
+        handshake_fd, agent_fd, control_fd, ready_fd, log_fd, seccomp_fd = fds
+        isolate.close_fds(set(fds))
+        handshake = socket.socket(fileno=handshake_fd)
+        isolate.split_from_template(handshake)
+        if os.fork() != 0:
+            return 0
+        program = _read_all(seccomp_fd)
+        os.close(seccomp_fd)
+        isolate.enter_session(int(request["disk_bytes"]), [str(p) for p in request.get("keep", [])], program)
+        isolate.send_creds(handshake, b"G")
+        isolate.expect(handshake, b"ok")
+        handshake.close()
+        null = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+        return self.reap_and_serve(agent_fd, control_fd, ready_fd)
+
+    def reap_and_serve(self, agent_fd: int, control_fd: int, ready_fd: int) -> int:
+        """pid 1 reaps orphans while its child supervises the agent (the shape bwrap gives cold sessions)."""
+        child = os.fork()
+        if child:
+            os.close(agent_fd)
+            os.close(control_fd)
+            os.close(ready_fd)
+            return _reap_until(child)
+        agent = os.fork()
+        if agent == 0:
+            os.close(agent_fd)
+            os.close(control_fd)
+            self.serve_agent(ready_fd)
+            return 0
+        import asyncio
+
+        # The agent says "ready" once uvicorn listens (the host's listeners queue connections until the supervisor
+        # accepts them), so the first /ping already succeeds; the supervisor's own ready byte goes nowhere.
+        os.close(ready_fd)
+        unused = os.open("/dev/null", os.O_WRONLY)
+        options = {"agent_fd": agent_fd, "control_fd": control_fd, "ready_fd": unused, "port": self.port}
+        return int(asyncio.run(supervisor.supervise(options, agent)))
+
+    def serve_agent(self, ready_fd: int) -> None:
+        """What ``uvicorn.run`` would have done in a cold start, then the interpreter's exit handlers."""
+        import asyncio
+
+        import uvicorn
+
+        uvicorn.Server.serve = self.original_server_serve
+        server = uvicorn.Server(self.config)
+        serve = server.serve
+
+        async def serve_and_tell(sockets: Any = None) -> None:
+            task = asyncio.ensure_future(serve(sockets=sockets))
+            while not server.started and not task.done():
+                await asyncio.sleep(0.001)
+            os.write(ready_fd, b"1" if server.started else b"0")
+            os.close(ready_fd)
+            await task
+
+        server.serve = serve_and_tell  # type: ignore[method-assign]
+        self.original_server_run(server)  # uvicorn's own run: its event loop choice, signal handling and shutdown
+        atexit._run_exitfuncs()
+
+
+def _reap_until(child: int) -> int:
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            return 1
+        except InterruptedError:
+            continue
+        if pid == child:
+            code = os.waitstatus_to_exitcode(status)
+            return code if code >= 0 else 128 - code
+
+
+def _read_all(fd: int) -> bytes:
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _exit(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
+
+
+def parse(args: list[str]) -> tuple[int, int, list[str]]:
+    if "--" not in args:
+        raise SystemExit(f"usage: {__doc__.rsplit('Usage: ', 1)[1].strip()}")
+    cut = args.index("--")
+    options = dict(item.removeprefix("--").partition("=")[::2] for item in args[:cut])
+    return int(options["control-fd"]), int(options["port"]), args[cut + 1 :]
+
+
+def main() -> None:
+    control_fd, port, argv = parse(sys.argv[1:])
+    control = socket.socket(fileno=control_fd)
+    control.set_inheritable(False)
+    zygote = Zygote(control, port)
+    try:
+        zygote.install_hooks()
+        zygote.run_agent(argv)
+    except NotForkable as exc:
+        zygote.report("unsafe", reason=str(exc))
+        _exit(3)
+    except BaseException as exc:
+        traceback.print_exc()
+        zygote.report("failed", reason=f"{type(exc).__name__}: {exc}")
+        _exit(1)
+
+
+if __name__ == "__main__":
+    main()
