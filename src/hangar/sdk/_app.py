@@ -37,6 +37,7 @@ from ._ping import PingStatus, PingTracker
 from ._serialize import CompactJSONResponse
 from ._server import serve
 from ._tasks import AsyncTaskRegistry
+from ._warmup import warm_up, warming_lifespan
 from ._worker import WorkerLoop
 
 __all__ = ["AgentApp", "BedrockAgentCoreApp"]
@@ -67,6 +68,8 @@ class AgentApp(Starlette):
             WebSocketRoute("/ws", self._handle_websocket),
         ]
         super().__init__(routes=routes, lifespan=lifespan, middleware=middleware)
+        # Only the ASGI startup warms up (no thread before the server runs: the app stays safe to fork).
+        self.router.lifespan_context = warming_lifespan(self.router.lifespan_context, self._warm_up, self.logger)
         self.debug = debug  # after Starlette's __init__, which would reset it; enables the debug actions too
 
     # Registration -------------------------------------------------------------------------------------------
@@ -160,6 +163,9 @@ class AgentApp(Starlette):
     def run(self, port: int = 8080, host: str | None = None, **uvicorn_options: Any) -> None:
         """Serve with uvicorn; ``host=None`` means 0.0.0.0 in a container or Hangar sandbox, else 127.0.0.1."""
         serve(self, port=port, host=host, debug=self.debug, **uvicorn_options)
+
+    async def _warm_up(self) -> None:
+        await warm_up(self._worker, self.handlers.get(ENTRYPOINT))
 
     async def _handle_invocation(self, request: Request) -> Response:
         context = bind_request_context(request, self)
