@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         {},
         description='Per-runtime warm pool sizes by runtime name, overriding warm_pool_size (JSON: {"my_agent": 2}).',
     )
+    templates: bool = Field(
+        True,
+        description="Fork new sessions from a warm template of each served version (namespace backend; a runtime "
+        "opts out with the environment variable HANGAR_TEMPLATE=off).",
+    )
     log_level: str = Field("info", description="Log level of the server (debug, info, warning, error).")
 
     @field_validator("account_id")

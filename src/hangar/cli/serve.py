@@ -16,6 +16,9 @@ def serve(
     account_id: str = typer.Option(None, "--account-id", help="12-digit account id [env HANGAR_ACCOUNT_ID]."),
     sandbox_backend: str = typer.Option(None, "--sandbox", help="Sandbox backend: auto, namespace or process."),
     warm_pool_size: int = typer.Option(None, "--warm-pool", help="Ready sandboxes kept per runtime."),
+    templates: bool = typer.Option(
+        None, "--templates/--no-templates", help="Fork new sessions from warm templates [env HANGAR_TEMPLATES]."
+    ),
     log_level: str = typer.Option(None, "--log-level", help="debug, info, warning or error."),
 ) -> None:
     """Start Hangar on embedded defaults (SQLite and artifacts under the data dir)."""
@@ -34,6 +37,7 @@ def serve(
         "account_id": account_id,
         "sandbox_backend": sandbox_backend,
         "warm_pool_size": warm_pool_size,
+        "templates": templates,
         "log_level": log_level,
     }
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -49,7 +49,12 @@ async def list_sessions(request: Request, _params: dict[str, str]) -> Response:
         if entry["state"] != "Terminated":
             entry["memoryBytes"] = by_sandbox.get(str(entry["sandboxId"]))
     return JSONResponse(
-        {"sessions": sessions, "backend": manager.describe_backend(), "warmPool": manager.pool.describe()}
+        {
+            "sessions": sessions,
+            "backend": manager.describe_backend(),
+            "warmPool": manager.pool.describe(),
+            "templates": manager.templates.describe(),
+        }
     )
 
 

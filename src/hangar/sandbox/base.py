@@ -72,6 +72,10 @@ class Sandbox(ABC):
         """Kill the whole process tree and delete the sandbox's writable files. Idempotent."""
 
 
+class TemplateUnsafe(Exception):
+    """The agent cannot be forked from a template (threads at import, not a script, ...): its sessions start cold."""
+
+
 class Template(ABC):
     """A warm template of one version: the agent imported and its app built, forked into new sessions.
 
@@ -91,7 +95,8 @@ class Template(ABC):
 
     @abstractmethod
     async def stop(self) -> None:
-        """Retire the template: it takes no more forks. Sessions forked from it are not affected. Idempotent."""
+        """Retire the template: it takes no more forks at once; sessions forked from it are not affected, and its
+        remains are removed after the last of them ended (so this may wait that long). Idempotent."""
 
 
 class SandboxBackend(ABC):

@@ -21,14 +21,16 @@ from hangar.sandbox.base import Sandbox, SandboxBackend, SandboxSpec
 from hangar.sessions.agent_http import AgentHttp
 from hangar.sessions.lifecycle import Lifecycle
 from hangar.sessions.limits import SessionQuota, sandbox_limits
-from hangar.sessions.pool import Spare, WarmPool
+from hangar.sessions.pool import Launched, Spare, WarmPool
 from hangar.sessions.probe import wait_ready
 from hangar.sessions.records import SessionRecords
 from hangar.sessions.session import Session, SessionKey
+from hangar.sessions.templates import TemplateSet, key_of
 
 log = logging.getLogger("hangar.sessions")
 
 DEATH_WAIT_S = 1.0
+TEMPLATE_DRAIN_S = 5.0
 
 
 class SessionManager:
@@ -46,6 +48,7 @@ class SessionManager:
             self._stop_in_background,
             settings.session_time_scale,
         )
+        self.templates = TemplateSet(backend, settings.templates, self._spec, settings.session_time_scale)
         self._live: dict[SessionKey, Session] = {}
         self._starting: dict[SessionKey, asyncio.Task[Session]] = {}
         self._stopping: set[asyncio.Task[object]] = set()  # sandbox stops and crash checks: shutdown waits for them
@@ -65,6 +68,7 @@ class SessionManager:
         await self.records.save([])
         self.lifecycle.start()
         self.pool.start()
+        self.templates.start()
 
     async def stop(self) -> None:
         """Hangar shuts down: every session ends and its sandbox is stopped."""
@@ -73,10 +77,12 @@ class SessionManager:
         for task in list(self._starting.values()):
             task.cancel()
         await asyncio.gather(*self._starting.values(), return_exceptions=True)
+        await self.templates.close()
         self._stop_in_background(await self.pool.close())
         await asyncio.gather(*(self.end(s, "Hangar shut down") for s in list(self._live.values())))
         while self._stopping:  # a background check may end one more session while we wait
             await asyncio.gather(*list(self._stopping), return_exceptions=True)
+        await self.templates.drain(TEMPLATE_DRAIN_S)
 
     def live_sessions(self) -> list[Session]:
         return list(self._live.values())
@@ -122,19 +128,27 @@ class SessionManager:
     async def _start_sandbox(self, key: SessionKey, target: InvocationTarget) -> Session:
         spare, dead = self.pool.take(target)
         self._stop_in_background(dead)  # a spare whose agent died is never handed out: the claim goes cold
+        cold_reason: str | None = None
         if spare is not None:
             sandbox, client, start_kind = spare.sandbox, spare.client, "warm"
         else:
-            sandbox, client = await self._launch(target)
-            start_kind = "cold"
+            launched = await self._launch(target)
+            sandbox, client, start_kind, cold_reason = (
+                launched.sandbox,
+                launched.client,
+                launched.kind,
+                launched.cold_reason,
+            )
         self.pool.claims[start_kind] += 1
         self.pool.want(target)
+        self.templates.want(target)
         log.info(
-            "session %s of %s started in sandbox %s (start_kind=%s)",
+            "session %s of %s started in sandbox %s (start_kind=%s%s)",
             key.session_id,
             target.runtime_arn,
             sandbox.id,
             start_kind,
+            f", cold because {cold_reason}" if cold_reason else "",
         )
         scale = self.settings.session_time_scale
         return Session(
@@ -145,12 +159,13 @@ class SessionManager:
             idle_timeout_s=target.idle_timeout_s * scale,
             max_lifetime_s=target.max_lifetime_s * scale,
             start_kind=start_kind,
+            cold_reason=cold_reason,
         )
 
-    async def _launch(self, target: InvocationTarget) -> tuple[Sandbox, AgentHttp]:
-        """Start a sandbox for ``target`` and wait until its agent answers ``/ping``."""
-        spec = SandboxSpec(
-            sandbox_id=f"hs-{uuid.uuid4().hex[:24]}",
+    def _spec(self, target: InvocationTarget, sandbox_id: str) -> SandboxSpec:
+        """What every sandbox of ``target``'s version gets (sessions, spares and the version's template alike)."""
+        return SandboxSpec(
+            sandbox_id=sandbox_id,
             code_dir=target.prepared.code_dir,
             env_dir=target.prepared.env_dir,
             command=target.prepared.command(),
@@ -159,8 +174,26 @@ class SessionManager:
             environment=self._environment(target),
             network="none" if self.settings.egress == "deny" else "public",
         )
+
+    async def _launch(self, target: InvocationTarget) -> Launched:
+        """Start a sandbox for ``target`` (forked from its template when one is ready, else cold) and wait until
+        its agent answers ``/ping``. A failed fork falls back to a cold start, never to an error."""
+        spec = self._spec(target, f"hs-{uuid.uuid4().hex[:24]}")
+        template, cold_reason = self.templates.ready(target)
+        sandbox: Sandbox | None = None
+        kind = "cold"
+        if template is not None:
+            try:
+                sandbox = await self.backend.fork(template, spec)
+                kind = "fork"
+            except Exception as exc:
+                cold_reason = f"the fork failed: {exc}"
+                log.warning("forking a session of %s v%s failed, starting it cold: %s", *key_of(target), exc)
+        if cold_reason is not None:
+            self.templates.count_fallback(cold_reason.split(":")[0])
         try:
-            sandbox = await self.backend.start(spec)
+            if sandbox is None:
+                sandbox = await self.backend.start(spec)
         except HangarError as exc:
             if exc.status < 500:
                 raise
@@ -175,7 +208,7 @@ class SessionManager:
         except BaseException:
             await _close_quietly(client, sandbox)
             raise
-        return sandbox, client
+        return Launched(sandbox, client, kind, cold_reason)
 
     def expire_spares(self, now: float) -> None:
         """Stop warm-pool sandboxes that died or are no longer wanted, refill the rest (lifecycle loop)."""

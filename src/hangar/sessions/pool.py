@@ -39,14 +39,25 @@ MAX_BACKOFF_S = 60.0  # a version whose spares fail to start is retried after 1,
 
 
 @dataclass
+class Launched:
+    """A sandbox answering ``/ping``, and how it was started: ``fork`` (from a warm template) or ``cold``."""
+
+    sandbox: Sandbox
+    client: AgentHttp
+    kind: str
+    cold_reason: str | None = None
+
+
+@dataclass
 class Spare:
     target: InvocationTarget
     sandbox: Sandbox
     client: AgentHttp
+    kind: str = "cold"  # how the spare itself was started
     started_at: float = field(default_factory=time.time)
 
 
-Launch = Callable[[InvocationTarget], Awaitable[tuple[Sandbox, AgentHttp]]]
+Launch = Callable[[InvocationTarget], Awaitable[Launched]]
 Served = Callable[[], Awaitable[list[InvocationTarget]]]
 PoolKey = tuple[str, str]  # (runtime id, version)
 
@@ -177,7 +188,7 @@ class WarmPool:
                 return
             self._launching += 1
             try:
-                sandbox, client = await self._launch(target)
+                launched = await self._launch(target)
             except Exception as exc:  # a version that cannot start: its sessions will report why
                 delay = min(MAX_BACKOFF_S, 2 * self._backoff.get(key, (0.0, RECONCILE_S / 2))[1])
                 self._backoff[key] = (time.monotonic() + delay, delay)
@@ -186,12 +197,12 @@ class WarmPool:
             finally:
                 self._launching -= 1
             self._backoff.pop(key, None)
-            spare = Spare(target, sandbox, client)
+            spare = Spare(target, launched.sandbox, launched.client, launched.kind)
             if key not in self._wanted:  # drained while this one started
                 self._discard([spare])
                 return
             self._spares.setdefault(key, []).append(spare)
-            log.info("warm pool: sandbox %s ready for %s v%s", sandbox.id, key[0], key[1])
+            log.info("warm pool: sandbox %s (%s) ready for %s v%s", spare.sandbox.id, spare.kind, key[0], key[1])
 
     async def close(self) -> list[Spare]:
         """Stop following and filling; remove and return every spare (the caller stops them)."""

@@ -33,7 +33,8 @@ class Session:
     client: AgentHttp  # one pooled client per sandbox, over its Unix socket
     idle_timeout_s: float
     max_lifetime_s: float
-    start_kind: str = "cold"  # warm: a warm-pool spare; cold: started for this session
+    start_kind: str = "cold"  # warm: a warm-pool spare; fork: forked from the version's template; cold: started
+    cold_reason: str | None = None  # why a session that could have been forked started cold
     started_at: float = field(default_factory=time.time)
     last_activity: float = field(default_factory=time.time)
     inflight: int = 0
@@ -73,6 +74,7 @@ class Session:
             "state": self.state.value,
             "sandboxId": self.sandbox.id,
             "startKind": self.start_kind,
+            "coldReason": self.cold_reason,
             "startedAt": self.started_at,
             "lastActivityAt": self.last_activity,
             "inflight": self.inflight,

@@ -20,12 +20,14 @@ def wire(services: Services) -> None:
     settings = services.settings
     manager = SessionManager(settings, select_backend(settings))
     control = services.control
-    if control is not None and (settings.warm_pool_size > 0 or any(settings.warm_pool_runtimes.values())):
+    if control is not None:
 
         async def served() -> list[InvocationTarget]:
             return await asyncio.to_thread(_served_versions, control)
 
-        manager.pool.served = served  # the pool follows what endpoints serve; with size 0 nothing polls
+        if settings.warm_pool_size > 0 or any(settings.warm_pool_runtimes.values()):
+            manager.pool.served = served  # the pool follows what endpoints serve; with size 0 nothing polls
+        manager.templates.served = served  # templates start as soon as a version is served
     services.sessions = manager
 
 

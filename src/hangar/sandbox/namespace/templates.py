@@ -25,11 +25,12 @@ import signal
 import socket
 import struct
 import subprocess
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hangar.domain.errors import InternalError
-from hangar.sandbox.base import SandboxSpec, Template
+from hangar.sandbox.base import SandboxSpec, Template, TemplateUnsafe
 from hangar.sandbox.namespace import network, rootfs, seccomp
 from hangar.sandbox.namespace.cgroups import Cgroup
 from hangar.sandbox.namespace.launcher import JOIN_CGROUPS, data_fd, fill
@@ -54,10 +55,6 @@ TEMPLATE_NAMESPACES = (
     "--unshare-cgroup",
     "--as-pid-1",  # isolate.py is pid 1 and reaps; bwrap would otherwise exit (and end the namespace) with the zygote
 )
-
-
-class TemplateUnsafe(Exception):
-    """The agent cannot be forked from a template (its sessions start cold)."""
 
 
 class ForkedProcess:
@@ -93,8 +90,10 @@ class NamespaceTemplate(Template):
         uid: int,
         cgroup: Cgroup,
         control: socket.socket,
+        release: Callable[[], Awaitable[None]],
     ) -> None:
         self.id = spec.sandbox_id
+        self._release = release
         self.spec = spec
         self.state = state
         self.proc = proc
@@ -121,11 +120,17 @@ class NamespaceTemplate(Template):
         }
 
     async def stop(self) -> None:
-        """Close the control socket: the zygote exits, its pid 1 stays until the last forked session ends."""
+        """Close the control socket: the zygote exits; its pid 1 stays until the last forked session ends, then
+        the template's cgroup, files and uid lease go."""
         if self.retired:
             return
         self.retired = True
         self.control.close()
+        try:
+            while not await wait_exit(self.proc, 3600.0):
+                pass
+        finally:
+            await self._release()
 
 
 def _running(pid: int | None) -> bool:
@@ -275,7 +280,9 @@ async def start_template(backend: NamespaceBackend, spec: SandboxSpec) -> Namesp
             os.close(filter_fd)
             os.close(args_fd)
             child_end.close()
-        template = NamespaceTemplate(spec, state, proc, uid, cgroup, host_end)
+        template = NamespaceTemplate(
+            spec, state, proc, uid, cgroup, host_end, lambda: backend.release(spec.sandbox_id, state, cgroup, uid, None)
+        )
         message, pid = await _receive(host_end, TEMPLATE_READY_TIMEOUT_S)
         event = _parse(message)
         if event.get("event") == "ready":
@@ -293,13 +300,6 @@ async def start_template(backend: NamespaceBackend, spec: SandboxSpec) -> Namesp
             await wait_exit(proc, 2.0)
         await backend.release(spec.sandbox_id, state, cgroup, uid, None)
         raise
-
-
-async def stop_template(backend: NamespaceBackend, template: NamespaceTemplate) -> None:
-    """Retire the zygote now and remove the template's files once its last forked session has ended."""
-    await template.stop()
-    await wait_exit(template.proc, 3600 * 24 * 365)  # the pid 1 exits by itself after its last session
-    await backend.release(template.id, template.state, template.cgroup, template.uid, None)
 
 
 def _parse(message: bytes) -> dict[str, Any]:
