@@ -149,14 +149,13 @@ class Zygote:
             raise NotForkable(f"the template runs {threads} threads ({names or 'native'}): a fork would lose them")
 
     def fork_session(self, request: dict[str, Any], fds: list[int]) -> None:
+        """Fork the session's first process and answer at once: the host may keep it waiting (prepared ahead of a
+        request) while this template serves the next fork. Its exit is collected on a later round."""
+        _reap_finished()
         sys.stdout.flush()
         sys.stderr.flush()
-        child = os.fork()
-        if child == 0:
+        if os.fork() == 0:
             self.become_session(request, fds)
-        _, status = os.waitpid(child, 0)  # the first child lives only until the session's pid 1 exists
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise OSError(f"the session's first process failed ({os.waitstatus_to_exitcode(status)})")
 
     # --- in the child: never returns
 
@@ -179,8 +178,7 @@ class Zygote:
         program = _read_all(seccomp_fd)
         os.close(seccomp_fd)
         isolate.enter_session(int(request["disk_bytes"]), [str(p) for p in request.get("keep", [])], program)
-        isolate.send_creds(handshake, b"G")
-        isolate.expect(handshake, b"ok")
+        isolate.send_creds(handshake, b"G")  # the host watches this pid from now on (a pidfd)
         handshake.close()
         null = os.open("/dev/null", os.O_RDONLY)
         os.dup2(null, 0)
@@ -234,6 +232,17 @@ class Zygote:
         server.serve = serve_and_tell  # type: ignore[method-assign]
         self.original_server_run(server)  # uvicorn's own run: its event loop choice, signal handling and shutdown
         atexit._run_exitfuncs()
+
+
+def _reap_finished() -> None:
+    """Collect first processes that have handed over to their session's pid 1 (they exit right after)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 def _reap_until(child: int) -> int:

@@ -7,18 +7,21 @@ Everything a sandbox owns is named after it: the state dir ``<state_root>/<sandb
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
 import signal
 import subprocess
 import threading
+import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
 from hangar.sandbox.base import SandboxBackend, SandboxSpec, SandboxStats, Template
-from hangar.sandbox.namespace import network, rootfs, seccomp, templates
+from hangar.sandbox.namespace import forking, network, rootfs, seccomp, templates
 from hangar.sandbox.namespace.cgroups import Cgroup, CgroupLayout, detect, list_names
 from hangar.sandbox.namespace.launcher import data_fd, fill, launch_argv
 from hangar.sandbox.namespace.uids import UidLeases
@@ -31,6 +34,7 @@ from hangar.sandbox.supervised import (
     agent_environment,
     spawn,
     supervisor_argv,
+    wait_exit,
     wait_ready,
 )
 
@@ -171,42 +175,128 @@ class NamespaceBackend(SandboxBackend):
         await _remove(sandbox_id, state, cgroup, self.leases, uid, _names(link))
 
     async def start(self, spec: SandboxSpec) -> NamespaceSandbox:
-        return await self._start(spec, None)
+        return await self._start(spec)
 
     async def start_template(self, spec: SandboxSpec) -> Template:
-        return await templates.start_template(self, spec)
+        template = await templates.start_template(self, spec)
+        self._refill(template)  # the first session already finds its fork prepared
+        return template
 
     async def fork(self, template: Template, spec: SandboxSpec) -> NamespaceSandbox:
+        """Use the template's prepared fork when it fits ``spec`` (its own sandbox id), else prepare one now; then
+        prepare the next one in the background."""
         if not isinstance(template, templates.NamespaceTemplate):
             raise TypeError(f"not a namespace template: {template!r}")
-        return await self._start(spec, template)
+        prepared = await self._take_spare(template, spec)
+        if prepared is None:
+            prepared = await forking.prepare_fork(self, template, spec)
+        sandbox: NamespaceSandbox | None = None
+        try:
+            proc = await forking.finish_fork(prepared)
+            template.forks += 1
+            sandbox = self._sandbox(prepared.spec, prepared.state, proc, prepared.uid, prepared.cgroup, prepared.link)
+            await self._ready(sandbox, prepared.channels)
+            return sandbox
+        except BaseException:
+            if sandbox is None:
+                await forking.discard(self, prepared)
+            raise
+        finally:
+            self._refill(template)  # after this session is up: the next one's preparation never competes with it
 
-    async def _start(self, spec: SandboxSpec, template: templates.NamespaceTemplate | None) -> NamespaceSandbox:
-        """Cold (bwrap) or forked from ``template``: the same host preparation, sockets, readiness and cleanup."""
+    async def _take_spare(
+        self, template: templates.NamespaceTemplate, spec: SandboxSpec
+    ) -> forking.PreparedFork | None:
+        spare, template.spare = template.spare, None
+        if spare is None:
+            return None
+        if spare.alive() and replace(spec, sandbox_id=spare.spec.sandbox_id) == spare.spec:
+            return spare
+        await forking.discard(self, spare)
+        return None
+
+    def _refill(self, template: templates.NamespaceTemplate) -> None:
+        """Prepare the template's next fork beside the request path (one at a time)."""
+        if template.refill is not None or template.spare is not None or not template.alive():
+            return
+
+        async def refill() -> None:
+            spec = replace(template.spec, sandbox_id=f"hs-{uuid.uuid4().hex[:24]}")
+            try:
+                prepared = await forking.prepare_fork(self, template, spec)
+            except Exception as exc:
+                log.warning("preparing a fork of template %s failed: %s", template.id, exc)
+                return
+            finally:
+                template.refill = None
+            if template.alive() and template.spare is None:
+                template.spare = prepared
+            else:
+                await forking.discard(self, prepared)
+
+        template.refill = asyncio.create_task(refill(), name=f"refill-{template.id}")
+
+    async def retire_template(self, template: templates.NamespaceTemplate) -> None:
+        """The zygote was told to exit: drop its prepared fork, wait until its pid 1 ends (after the last session
+        forked from it), then remove the template's cgroup, files and uid lease."""
+        if template.refill is not None:
+            template.refill.cancel()
+            with contextlib.suppress(BaseException):
+                await template.refill
+        if template.spare is not None:
+            spare, template.spare = template.spare, None
+            await forking.discard(self, spare)
+        try:
+            while not await wait_exit(template.proc, 3600.0):
+                pass
+        finally:
+            await self.release(template.id, template.state, template.cgroup, template.uid, None)
+
+    def _sandbox(
+        self,
+        spec: SandboxSpec,
+        state: StateDir,
+        proc: ProcessHandle,
+        uid: int,
+        cgroup: Cgroup,
+        link: network.Link | None,
+    ) -> NamespaceSandbox:
+        return NamespaceSandbox(spec, state, proc, self._live.discard, uid, cgroup, self.leases, link)
+
+    async def _ready(self, sandbox: NamespaceSandbox, channels: Channels) -> None:
+        """Wait for the sandbox's ready byte; a sandbox that does not get there is stopped (undoing everything)."""
+        try:
+            await wait_ready(sandbox.state, sandbox.proc, channels)
+        except BaseException:
+            await sandbox.stop()
+            raise
+        finally:
+            channels.close()
+
+    async def plan_link(self, spec: SandboxSpec, uid: int) -> network.Link | None:
+        """The sandbox's veth plan when it gets egress (firewall installed once); None for loopback only."""
+        if spec.network != "public" or self.egress != "allow":
+            return None
+        await asyncio.to_thread(self._install_firewall)
+        return network.plan(self.tag, spec.sandbox_id, uid - self.leases.first)
+
+    async def _start(self, spec: SandboxSpec) -> NamespaceSandbox:
+        """A cold start: bwrap builds the namespaces and root view, then the supervisor starts the agent."""
         state, uid, cgroup = await self.prepare(spec)
         link: network.Link | None = None
         sandbox: NamespaceSandbox | None = None
         try:
-            if spec.network == "public" and self.egress == "allow":
-                link = network.plan(self.tag, spec.sandbox_id, uid - self.leases.first)
-                await asyncio.to_thread(self._install_firewall)
-                if template is None:
-                    await asyncio.to_thread(network.create, link)
+            link = await self.plan_link(spec, uid)
+            if link is not None:
+                await asyncio.to_thread(network.create, link)
             channels = Channels.open(state)
             try:
-                proc: ProcessHandle
-                if template is None:
-                    proc = self._launch(spec, state, uid, cgroup, channels, link)
-                else:
-                    proc = await templates.fork_session(template, spec, state, uid, cgroup, link, channels)
-                sandbox = NamespaceSandbox(spec, state, proc, self._live.discard, uid, cgroup, self.leases, link)
-                try:
-                    await wait_ready(state, proc, channels)
-                except BaseException:
-                    await sandbox.stop()
-                    raise
-            finally:
+                proc = self._launch(spec, state, uid, cgroup, channels, link)
+            except BaseException:
                 channels.close()
+                raise
+            sandbox = self._sandbox(spec, state, proc, uid, cgroup, link)
+            await self._ready(sandbox, channels)
             return sandbox
         except BaseException:
             if sandbox is None:  # otherwise its stop() already undid everything

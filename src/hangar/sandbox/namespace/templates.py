@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Any
 
 from hangar.domain.errors import InternalError
 from hangar.sandbox.base import SandboxSpec, Template, TemplateUnsafe
-from hangar.sandbox.namespace import network, rootfs, seccomp
+from hangar.sandbox.namespace import rootfs, seccomp
 from hangar.sandbox.namespace.cgroups import Cgroup
 from hangar.sandbox.namespace.launcher import JOIN_CGROUPS, data_fd, fill
 from hangar.sandbox.state import StateDir
-from hangar.sandbox.supervised import Channels, agent_environment, spawn, tail, wait_exit
+from hangar.sandbox.supervised import agent_environment, spawn, tail, wait_exit
 
 if TYPE_CHECKING:
     from hangar.sandbox.namespace.backend import NamespaceBackend
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TEMPLATE_READY_TIMEOUT_S = 120.0  # the agent's imports run here: heavy frameworks take seconds
-FORK_STEP_TIMEOUT_S = 10.0
 MESSAGE_LIMIT = 65536
 CREDS = struct.Struct("iII")
 SYSTEM_PYTHON = "/usr/bin/python3.11"
@@ -90,10 +89,10 @@ class NamespaceTemplate(Template):
         uid: int,
         cgroup: Cgroup,
         control: socket.socket,
-        release: Callable[[], Awaitable[None]],
+        retire: Callable[[NamespaceTemplate], Awaitable[None]],
     ) -> None:
         self.id = spec.sandbox_id
-        self._release = release
+        self._retire = retire
         self.spec = spec
         self.state = state
         self.proc = proc
@@ -104,11 +103,13 @@ class NamespaceTemplate(Template):
         self.forks = 0
         self.zygote_pid: int | None = None  # host pid of the process that imported the agent
         self.retired = False
-        self.lock = asyncio.Lock()  # one fork at a time: a request and its handshake are one conversation
+        self.lock = asyncio.Lock()  # one fork request at a time on the control socket
+        self.spare: Any = None  # a forking.PreparedFork made ahead of the next session
+        self.refill: asyncio.Task[None] | None = None
 
     def alive(self) -> bool:
         usable = not self.retired and self.unsafe_reason is None
-        return usable and self.proc.poll() is None and _running(self.zygote_pid)
+        return usable and self.proc.poll() is None and running(self.zygote_pid)
 
     def describe(self) -> dict[str, object]:
         return {
@@ -121,19 +122,15 @@ class NamespaceTemplate(Template):
 
     async def stop(self) -> None:
         """Close the control socket: the zygote exits; its pid 1 stays until the last forked session ends, then
-        the template's cgroup, files and uid lease go."""
+        the template's cgroup, files and uid lease go (``NamespaceBackend.retire_template``)."""
         if self.retired:
             return
         self.retired = True
         self.control.close()
-        try:
-            while not await wait_exit(self.proc, 3600.0):
-                pass
-        finally:
-            await self._release()
+        await self._retire(self)
 
 
-def _running(pid: int | None) -> bool:
+def running(pid: int | None) -> bool:
     if pid is None:
         return False
     try:
@@ -143,7 +140,7 @@ def _running(pid: int | None) -> bool:
         return False
 
 
-async def _receive(sock: socket.socket, timeout: float) -> tuple[bytes, int | None]:
+async def receive(sock: socket.socket, timeout: float) -> tuple[bytes, int | None]:
     """One message from a non-blocking SOCK_SEQPACKET socket and the sender's host pid, if it sent credentials."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -172,7 +169,7 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def _seqpacket_pair() -> tuple[socket.socket, socket.socket]:
+def seqpacket_pair() -> tuple[socket.socket, socket.socket]:
     host, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     host.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
     host.setblocking(False)
@@ -262,7 +259,7 @@ async def start_template(backend: NamespaceBackend, spec: SandboxSpec) -> Namesp
     state, uid, cgroup = await backend.prepare(spec)
     for path in (state.home, state.tmp):
         path.chmod(0o711)  # a forked child (another uid) must traverse them to the version's binds beneath
-    host_end, child_end = _seqpacket_pair()
+    host_end, child_end = seqpacket_pair()
     template: NamespaceTemplate | None = None
     proc: subprocess.Popen[bytes] | None = None
     try:
@@ -280,10 +277,8 @@ async def start_template(backend: NamespaceBackend, spec: SandboxSpec) -> Namesp
             os.close(filter_fd)
             os.close(args_fd)
             child_end.close()
-        template = NamespaceTemplate(
-            spec, state, proc, uid, cgroup, host_end, lambda: backend.release(spec.sandbox_id, state, cgroup, uid, None)
-        )
-        message, pid = await _receive(host_end, TEMPLATE_READY_TIMEOUT_S)
+        template = NamespaceTemplate(spec, state, proc, uid, cgroup, host_end, backend.retire_template)
+        message, pid = await receive(host_end, TEMPLATE_READY_TIMEOUT_S)
         event = _parse(message)
         if event.get("event") == "ready":
             template.zygote_pid = pid
@@ -310,79 +305,9 @@ def _parse(message: bytes) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _under_writable(spec: SandboxSpec) -> list[str]:
-    """The version's directories that a forked session's fresh home or /tmp would cover (tests keep them in /tmp)."""
-    roots = (Path("/tmp"), Path(rootfs.HOME))
-    return [str(p) for p in (spec.env_dir, spec.code_dir) if any(p.is_relative_to(root) for root in roots)]
-
-
-def _map_and_move(cpid: int, uid: int, cgroup: Cgroup, link: network.Link | None) -> None:
-    """The host's part of a fork, done between the child's unshare and its ``go`` (blocking: run in a thread)."""
-    for name in ("uid_map", "gid_map"):
-        with open(f"/proc/{cpid}/{name}", "w") as mapping:
-            mapping.write(f"{rootfs.SANDBOX_UID} {uid} 1\n")
-    for procs in cgroup.procs_files():
-        with open(procs, "w") as members:
-            members.write(str(cpid))
-    if link is not None:
-        network.create(link, owner_pid=cpid)
-
-
-async def fork_session(
-    template: NamespaceTemplate,
-    spec: SandboxSpec,
-    state: StateDir,
-    uid: int,
-    cgroup: Cgroup,
-    link: network.Link | None,
-    channels: Channels,
-) -> ForkedProcess:
-    """Run one fork conversation (the template's lock held); returns the session's pid 1."""
-    host_end, child_end = _seqpacket_pair()
-    log_fd = os.open(state.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    filter_fd = data_fd("hangar-seccomp", seccomp.compile_bpf())
-    try:
-        async with template.lock:
-            if not template.alive():
-                raise InternalError(f"warm template {template.id} is not running")
-            fds = [child_end.fileno(), *channels.child_fds(), log_fd, filter_fd]
-            request = json.dumps({"disk_bytes": spec.limits.disk_bytes, "keep": _under_writable(spec)}).encode()
-            socket.send_fds(template.control, [request], fds)
-            for fd in (log_fd, filter_fd):
-                os.close(fd)
-            log_fd = filter_fd = -1
-            child_end.close()
-            channels.close_child_ends()
-            message, cpid = await _receive(host_end, FORK_STEP_TIMEOUT_S)
-            if message != b"C" or cpid is None:
-                raise InternalError(f"the template's child did not announce itself: {await _outcome(template)}")
-            message, _ = await _receive(host_end, FORK_STEP_TIMEOUT_S)
-            if message != b"U":
-                raise InternalError(f"the template's child could not unshare: {await _outcome(template)}")
-            await asyncio.to_thread(_map_and_move, cpid, uid, cgroup, link)
-            host_end.send(b"go")
-            message, gpid = await _receive(host_end, FORK_STEP_TIMEOUT_S)
-            if message != b"G" or gpid is None:
-                why = await _outcome(template)
-                raise InternalError(f"the forked session did not isolate itself: {why} {tail(state.log)}")
-            process = ForkedProcess(gpid)
-            host_end.send(b"ok")
-            outcome = await _outcome(template)
-            if outcome != "forked":
-                raise InternalError(f"the template's fork failed: {outcome}")
-            template.forks += 1
-            return process
-    finally:
-        host_end.close()
-        child_end.close()
-        for fd in (log_fd, filter_fd):
-            if fd >= 0:
-                os.close(fd)
-
-
-async def _outcome(template: NamespaceTemplate) -> str:
-    """The template's answer to the current request; an unsafe answer retires it for good."""
-    message, _ = await _receive(template.control, FORK_STEP_TIMEOUT_S)
+async def outcome(template: NamespaceTemplate, timeout: float) -> str:
+    """The template's answer to the request just sent; an unsafe answer (or none) retires it for good."""
+    message, _ = await receive(template.control, timeout)
     event = _parse(message)
     if event.get("event") == "unsafe" or not message:
         template.unsafe_reason = str(event.get("reason") or "the template exited")

@@ -1,0 +1,146 @@
+"""The fork conversation between the host and a warm template, in two halves so the slow half runs ahead.
+
+``prepare_fork`` (beside the request path, one spare per template): the host creates the session's state dir,
+uid lease, cgroup, log tmpfs and sockets exactly as a cold start does and sends the template one request with the
+session's fds. The template forks the session's first process, which announces its host pid (SCM_CREDENTIALS,
+checked by the kernel) and unshares user, mount, pid, net, ipc and uts namespaces. The host maps uid 1000 to the
+session's leased uid (only root in the initial user namespace can: the template never chooses a uid), moves the
+process into the session's cgroup (on cgroup v1 each move waits for an RCU grace period, ~9 ms here: the reason
+this half runs ahead) and, with egress, attaches the session's veth to its network namespace. The process then
+waits for ``go``.
+
+``finish_fork`` (on the request path): ``go``; the process forks the session's pid 1, which isolates itself
+(``isolate.enter_session``), announces that pid and starts the supervisor and the agent; the agent writes the ready
+byte once uvicorn listens. From there the host
+treats it like any other namespace sandbox (same stop, stats, exec and cleanup).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hangar.domain.errors import InternalError
+from hangar.sandbox.base import SandboxSpec
+from hangar.sandbox.namespace import network, rootfs, seccomp
+from hangar.sandbox.namespace.cgroups import Cgroup
+from hangar.sandbox.namespace.launcher import data_fd
+from hangar.sandbox.namespace.templates import (
+    ForkedProcess,
+    NamespaceTemplate,
+    outcome,
+    receive,
+    running,
+    seqpacket_pair,
+)
+from hangar.sandbox.state import StateDir
+from hangar.sandbox.supervised import Channels, tail
+
+if TYPE_CHECKING:
+    from hangar.sandbox.namespace.backend import NamespaceBackend
+
+FORK_STEP_TIMEOUT_S = 10.0
+
+
+@dataclass
+class PreparedFork:
+    """A session's first process, forked ahead of a request and waiting for ``go`` in its namespaces and cgroup."""
+
+    spec: SandboxSpec
+    state: StateDir
+    uid: int
+    cgroup: Cgroup
+    link: network.Link | None
+    channels: Channels
+    handshake: socket.socket
+    pid: int  # host pid of the waiting process
+
+    def alive(self) -> bool:
+        return running(self.pid)
+
+
+def under_writable(spec: SandboxSpec) -> list[str]:
+    """The version's directories that a forked session's fresh home or /tmp would cover (tests keep them in /tmp)."""
+    roots = (Path("/tmp"), Path(rootfs.HOME))
+    return [str(p) for p in (spec.env_dir, spec.code_dir) if any(p.is_relative_to(root) for root in roots)]
+
+
+def _map_and_move(pid: int, uid: int, cgroup: Cgroup, link: network.Link | None) -> None:
+    """The host's part, between the child's unshare and its ``go`` (blocking: runs in a thread)."""
+    for name in ("uid_map", "gid_map"):
+        with open(f"/proc/{pid}/{name}", "w") as mapping:
+            mapping.write(f"{rootfs.SANDBOX_UID} {uid} 1\n")
+    for procs in cgroup.procs_files():
+        with open(procs, "w") as members:
+            members.write(str(pid))
+    if link is not None:
+        network.create(link, owner_pid=pid)
+
+
+async def prepare_fork(backend: NamespaceBackend, template: NamespaceTemplate, spec: SandboxSpec) -> PreparedFork:
+    state, uid, cgroup = await backend.prepare(spec)
+    link: network.Link | None = None
+    channels: Channels | None = None
+    host_end, child_end = seqpacket_pair()
+    try:
+        link = await backend.plan_link(spec, uid)
+        channels = Channels.open(state)
+        log_fd = os.open(state.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        filter_fd = data_fd("hangar-seccomp", seccomp.compile_bpf())
+        try:
+            request = {"disk_bytes": spec.limits.disk_bytes, "keep": under_writable(spec)}
+            async with template.lock:
+                if not template.alive():
+                    raise InternalError(f"warm template {template.id} is not running")
+                fds = [child_end.fileno(), *channels.child_fds(), log_fd, filter_fd]
+                socket.send_fds(template.control, [json.dumps(request).encode()], fds)
+                answer = await outcome(template, FORK_STEP_TIMEOUT_S)
+        finally:
+            os.close(log_fd)
+            os.close(filter_fd)
+            child_end.close()
+            channels.close_child_ends()
+        if answer != "forked":
+            raise InternalError(f"the template could not fork: {answer}")
+        message, pid = await receive(host_end, FORK_STEP_TIMEOUT_S)
+        if message != b"C" or pid is None:
+            raise InternalError(f"the template's child did not announce itself: {tail(template.state.log)}")
+        message, _ = await receive(host_end, FORK_STEP_TIMEOUT_S)
+        if message != b"U":
+            raise InternalError(f"the template's child could not unshare: {tail(template.state.log)}")
+        await asyncio.to_thread(_map_and_move, pid, uid, cgroup, link)
+        return PreparedFork(spec, state, uid, cgroup, link, channels, host_end, pid)
+    except BaseException:
+        host_end.close()  # a child still waiting reads EOF and exits
+        if channels is not None:
+            channels.close()
+        await backend.release(spec.sandbox_id, state, cgroup, uid, link)
+        raise
+
+
+async def finish_fork(prepared: PreparedFork) -> ForkedProcess:
+    """``go``, then the session's pid 1 as it announces itself isolated; the caller waits for readiness."""
+    handshake = prepared.handshake
+    try:
+        handshake.send(b"go")
+        message, pid = await receive(handshake, FORK_STEP_TIMEOUT_S)
+        if message != b"G" or pid is None:
+            raise InternalError(f"the forked session did not isolate itself: {tail(prepared.state.log)}")
+        try:
+            return ForkedProcess(pid)
+        except ProcessLookupError:
+            raise InternalError(f"the forked session exited at once: {tail(prepared.state.log)}") from None
+    finally:
+        handshake.close()
+
+
+async def discard(backend: NamespaceBackend, prepared: PreparedFork) -> None:
+    """A prepared fork that will not be used: its process dies with its cgroup, its resources are released."""
+    prepared.handshake.close()
+    prepared.channels.close()
+    await backend.release(prepared.spec.sandbox_id, prepared.state, prepared.cgroup, prepared.uid, prepared.link)
