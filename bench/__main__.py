@@ -10,7 +10,7 @@ import traceback
 from pathlib import Path
 
 from bench import machine, report
-from bench.context import BenchContext, warm_pool_setting
+from bench.context import BenchContext, server_env
 from bench.hangar_instance import HangarInstance
 
 SUITES = ("profile_start", "new_session", "warm_invoke", "peer_langgraph", "streaming", "payloads", "density")
@@ -27,9 +27,7 @@ def main() -> int:
     load_at_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="hangar-bench-", dir="/tmp") as tmp:
         Path(tmp).chmod(0o755)  # sandbox uids must traverse to the environments under the data dir
-        hangar = HangarInstance(
-            Path(tmp) / "data", extra_args=args.server_arg, env={"HANGAR_WARM_POOL_RUNTIMES": warm_pool_setting()}
-        ).start()
+        hangar = HangarInstance(Path(tmp) / "data", extra_args=args.server_arg, env=server_env()).start()
         ctx = BenchContext(hangar=hangar, smoke=args.smoke)
         try:
             for name in args.only or SUITES:

@@ -5,21 +5,32 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from bench.hangar_instance import HangarInstance
 
 AGENTS = Path(__file__).resolve().parent / "agents"
 WARM_POOL = 2  # spares kept for each ``*_warm`` runtime
 WARM_AGENTS = ("echo_sdk", "heavy")
+# The bench server's session caps: density keeps 500 forked sessions of one runtime alive at once (the defaults,
+# 1,000 in all and 500 per runtime, would leave no room for the spares and the other suites' sessions).
+SESSION_CAPS = {"HANGAR_MAX_SESSIONS": "2000", "HANGAR_MAX_SESSIONS_PER_RUNTIME": "1000"}
+
+Kind = Literal["template", "cold", "warm"]
+SUFFIX: dict[str, str] = {"template": "", "cold": "_cold", "warm": "_warm"}
 
 
-def runtime_name(agent: str, *, warm: bool = False) -> str:
-    return f"bench_{agent}_warm" if warm else f"bench_{agent}"
+def runtime_name(agent: str, kind: Kind = "template") -> str:
+    return f"bench_{agent}{SUFFIX[kind]}"
 
 
 def warm_pool_setting() -> str:
     """``HANGAR_WARM_POOL_RUNTIMES`` for the bench server: only the ``*_warm`` runtimes keep spares."""
-    return json.dumps({runtime_name(agent, warm=True): WARM_POOL for agent in WARM_AGENTS})
+    return json.dumps({runtime_name(agent, "warm"): WARM_POOL for agent in WARM_AGENTS})
+
+
+def server_env() -> dict[str, str]:
+    return {"HANGAR_WARM_POOL_RUNTIMES": warm_pool_setting(), **SESSION_CAPS}
 
 
 @dataclass
@@ -28,15 +39,20 @@ class BenchContext:
     smoke: bool
     deployed: dict[str, str] = field(default_factory=dict)  # runtime name -> runtime ARN
 
-    def arn(self, agent: str, *, warm: bool = False) -> str:
-        """Deploy ``bench/agents/<agent>`` once per run and return its ARN.
+    def arn(self, agent: str, kind: Kind = "template") -> str:
+        """Deploy ``bench/agents/<agent>`` once per run as the runtime of ``kind`` and return its ARN.
 
-        ``warm``: the same code as a second runtime that has a warm pool (``runtime_name``), so cold and pooled
-        starts of one agent are measured side by side on one server.
+        The same code, up to three runtimes on one server, so the start kinds are measured side by side:
+        ``template`` (the default: new sessions fork from the version's warm template), ``cold`` (opted out of
+        templates with ``HANGAR_TEMPLATE=off``: every session starts its sandbox from nothing) and ``warm`` (a
+        warm pool of ``WARM_POOL`` spares, themselves forked from the template; a session claims one).
         """
-        name = runtime_name(agent, warm=warm)
+        name = runtime_name(agent, kind)
         if name not in self.deployed:
-            self.deployed[name] = self.hangar.deploy(AGENTS / agent, name=name)
+            extra: dict[str, object] = {}
+            if kind == "cold":
+                extra["environmentVariables"] = {"HANGAR_TEMPLATE": "off"}
+            self.deployed[name] = self.hangar.deploy(AGENTS / agent, name=name, **extra)
         return self.deployed[name]
 
     def n(self, full: int, smoke: int) -> int:

@@ -141,6 +141,16 @@ class HangarInstance:
     def invoke_url(self, arn: str) -> str:
         return f"{self.url}/runtimes/{quote(arn, safe='')}/invocations?qualifier=DEFAULT"
 
+    def stop_url(self, arn: str) -> str:
+        return f"{self.url}/runtimes/{quote(arn, safe='')}/stopruntimesession?qualifier=DEFAULT"
+
+    def stop_session(self, client: httpx.Client, arn: str, session_id: str) -> None:
+        """StopRuntimeSession as one signed POST on ``client`` (cheaper for a load generator than a boto3 call)."""
+        url, body = self.stop_url(arn), b"{}"
+        response = client.post(url, content=body, headers=self.signed_headers(url, body, session_id))
+        if response.status_code != 200:
+            raise RuntimeError(f"StopRuntimeSession failed: {response.status_code} {response.text[:300]}")
+
     def signed_headers(self, url: str, body: bytes, session_id: str, content_type: str = "application/json") -> dict:
         """SigV4 headers for one POST, valid for about five minutes (SigV4 has no nonce, so they can be replayed)."""
         request = AWSRequest(
@@ -171,6 +181,25 @@ class HangarInstance:
             if entry["runtimeSessionId"] == session_id:
                 return entry.get("startKind")
         return None
+
+    def template_state(self, arn: str) -> dict | None:
+        """The operator API's warm template of ``arn``'s served version (``id``, ``alive``, ``forks``), or None."""
+        runtime_id = arn.rsplit("/", 1)[1]
+        for key, state in self.operator()["templates"]["versions"].items():
+            if key.startswith(f"{runtime_id}/") and state.get("template"):
+                return state["template"]
+        return None
+
+    def wait_template(self, arn: str, timeout: float = 300) -> dict:
+        """Wait until ``arn``'s warm template is alive (its agent imported, ready to fork); returns its state."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.template_state(arn)
+            if state and state["alive"]:
+                return state
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the warm template of {arn} is not alive after {timeout}s: {state}")
+            time.sleep(0.05)
 
     def wait_spares(self, arn: str, count: int, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout

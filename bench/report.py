@@ -51,15 +51,30 @@ def headline(results: dict[str, Any]) -> list[Row]:
                     split,
                 )
             )
+        fork = phases.get("fork") if isinstance(phases, dict) else None
+        if isinstance(fork, dict) and "total_ms" in fork:
+            steps = ("host_prepare", "fork_conversation", "sandbox_ready", "agent_ping")
+            split = " + ".join(f"{step.replace('_', ' ')} {fork[f'{step}_ms']:.1f}" for step in steps)
+            rows.append(
+                (
+                    f"profile: forked sandbox start to /ping, {agent}",
+                    _ms(fork["total_ms"]),
+                    _ms(phases["plain_process_to_ping_ms"]),
+                    "python main.py to /ping",
+                    f"{split} (template start {_ms(fork['template_start_ms'])})",
+                )
+            )
     for agent in ("echo_sdk", "heavy"):
         base = ("new_session", agent)
         plain = _get(results, *base, "plain_process", "p50_ms")
-        for kind in ("hangar_warm_pool", "hangar_cold"):
+        for kind in ("hangar_template", "hangar_warm_pool", "hangar_cold"):
             mine = _get(results, *base, kind, "p50_ms")
             p99 = _get(results, *base, kind, "p99_ms")
             if mine is not None:
                 label = f"new session p50 (p99), {agent}, {kind.removeprefix('hangar_').replace('_', ' ')}"
                 ratio = f"plain/hangar {_x(plain / mine)}" if plain and mine else "-"
+                if kind == "hangar_template":
+                    ratio += f"; cold/template {_x(_get(results, *base, 'cold_over_template_p50'))}"
                 rows.append((label, f"{_ms(mine)} ({_ms(p99)})", _ms(plain), "python main.py", ratio))
     for level, values in (_get(results, "warm_invoke") or {}).items():
         if not isinstance(values, dict) or "hangar" not in values:
@@ -126,19 +141,36 @@ def headline(results: dict[str, Any]) -> list[Row]:
                 )
             )
     density = _get(results, "density") or {}
-    for values in density.values():
+    for name, values in density.items():
         if isinstance(values, dict) and "pss_mib_per_session" in values:
+            kind = "cold" if name.endswith("_cold") else "forked"
+            template = values.get("template") or {}
+            note = f"whole tree +{values['tree_pss_delta_mib_per_session']:.1f} MiB/session"
+            if template:
+                note += (
+                    f"; template once: PSS {template['pss_mib_at_rest']:.1f}, USS {template['uss_mib_at_rest']:.1f} MiB"
+                )
             rows.append(
                 (
-                    f"{values['sessions']} idle sessions: per session",
-                    f"PSS {values['pss_mib_per_session']:.1f} MiB",
+                    f"{values['sessions']} idle {kind} sessions: per session",
+                    f"USS {values['uss_mib_per_session']:.1f} MiB (PSS {values['pss_mib_per_session']:.1f})",
                     "",
                     "",
-                    f"USS {values['uss_mib_per_session']:.1f} MiB",
+                    note,
                 )
             )
-    if "churn_new_sessions_per_s" in density:
-        rows.append(("sustained new sessions/s (start+stop)", f"{density['churn_new_sessions_per_s']}/s", "", "", ""))
+    fork, cold = density.get("churn_fork"), density.get("churn_cold")
+    if isinstance(fork, dict) and isinstance(cold, dict):
+        rows.append(
+            (
+                f"sustained new sessions/s, forked ({fork['clients']} clients: invoke new id, stop)",
+                f"{fork['sessions_per_s']}/s",
+                f"{cold['sessions_per_s']}/s",
+                "cold (HANGAR_TEMPLATE=off)",
+                f"{_x(density.get('churn_fork_over_cold'))}; first byte p50 {_ms(fork['first_byte'].get('p50_ms'))}"
+                f" vs {_ms(cold['first_byte'].get('p50_ms'))}",
+            )
+        )
     for suite, values in results.items():
         if isinstance(values, dict) and ("error" in values or "skipped" in values):
             rows.append((suite, values.get("error") or f"skipped: {values['skipped']}", "", "", ""))
@@ -180,7 +212,12 @@ def _chart(results: dict[str, Any], target: Path) -> None:
 
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     labels, values, colours = [], [], []
-    palette = {"hangar_warm_pool": "#2ca02c", "hangar_cold": "#1f77b4", "plain_process": "#aaaaaa"}
+    palette = {
+        "hangar_template": "#ff7f0e",
+        "hangar_warm_pool": "#2ca02c",
+        "hangar_cold": "#1f77b4",
+        "plain_process": "#aaaaaa",
+    }
     for agent in ("echo_sdk", "heavy"):
         for kind, colour in palette.items():
             value = _get(results, "new_session", agent, kind, "p50_ms")

@@ -1,17 +1,43 @@
-"""6. Density and churn: memory per idle session (PSS and unique set) and sustained new sessions per second."""
+"""6. Density and churn: memory per idle session and sustained new sessions per second, forked vs cold.
+
+Memory, for N idle sessions of the trivial agent (each opened by one invoke, then left alone):
+
+- **per session** (``uss``/``pss``): the processes of each session's own cgroup (``hangar-<tag>-<sandbox id>``,
+  which a forked session's pid 1 is moved into), summed from ``smaps_rollup``, averaged over the sessions. USS
+  (private pages) is what a session adds; PSS also charges it its share of pages it shares (with the template and
+  the other sessions: 1/(N+1) of the template's pages each).
+- **the template, once**: the same over the template's cgroup (its pid 1 and the zygote), at rest and with the N
+  sessions alive (its USS shrinks as forks share its pages).
+- **whole tree** (``tree_pss_delta``): the PSS of ``hangar serve`` and all its descendants after minus before,
+  per session: the template's shared pages, the server's bookkeeping and the sessions together.
+- ``cgroup``: the sessions' cgroup memory as the operator API reports it (``memoryBytes``: pages charged to the
+  session, including its tmpfs and kernel memory).
+
+Forked sessions (the default) at 100 and 500; cold sessions (``HANGAR_TEMPLATE=off``) at 100 for comparison.
+
+Churn: ``CHURN_CLIENTS`` clients, each in a loop for a fixed time: invoke a new session id, StopRuntimeSession.
+Sessions per second completed, for the forked and the cold runtime, with the first-byte latency under that load and
+what the server reports it did (forks counted by the template, cold fallbacks).
+"""
 
 from __future__ import annotations
 
+import glob
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from bench.context import BenchContext
+from bench.context import BenchContext, Kind
 from bench.hangar_instance import new_session_id
+from bench.stats import summarize_ms
 
 PAYLOAD = b'{"prompt": "hello"}'
+OPEN_WORKERS = 4
+CHURN_CLIENTS = 8
+SETTLE_S = 2.0
 
 
 def _descendants(root: int) -> list[int]:
@@ -50,61 +76,168 @@ def _memory_kib(pids: list[int]) -> tuple[int, int]:
     return pss, uss
 
 
-def _open_sessions(ctx: BenchContext, arn: str, count: int, workers: int = 4) -> list[str]:
-    url = ctx.hangar.invoke_url(arn)
+def _cgroup_pids(sandbox_id: str) -> list[int]:
+    """The processes of a sandbox's cgroup (v1: any one controller's copy; v2: the unified tree)."""
+    for pattern in (f"/sys/fs/cgroup/memory/hangar-*-{sandbox_id}", f"/sys/fs/cgroup/hangar-*-{sandbox_id}"):
+        for path in glob.glob(pattern):
+            try:
+                with open(f"{path}/cgroup.procs") as procs:
+                    return [int(line) for line in procs if line.strip()]
+            except OSError:
+                continue
+    return []
 
-    def one(_: int) -> str:
-        session = new_session_id()
+
+def _mib(kib: float) -> float:
+    return round(kib / 1024, 2)
+
+
+def _in_workers(items: list[str], work: Callable[[httpx.Client, str], None]) -> None:
+    """``work(client, item)`` for every item, spread over ``OPEN_WORKERS`` threads with one client each."""
+
+    def worker(part: list[str]) -> None:
         with httpx.Client(timeout=300) as client:
-            response = client.post(url, content=PAYLOAD, headers=ctx.hangar.signed_headers(url, PAYLOAD, session))
-            if response.status_code != 200:
-                raise RuntimeError(f"session start failed: {response.status_code} {response.text[:300]}")
-        return session
+            for item in part:
+                work(client, item)
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(one, range(count)))
+    with ThreadPoolExecutor(max_workers=OPEN_WORKERS) as pool:
+        list(pool.map(worker, [items[i::OPEN_WORKERS] for i in range(OPEN_WORKERS)]))
 
 
-def _stop_all(ctx: BenchContext, arn: str, sessions: list[str], workers: int = 4) -> None:
-    data = ctx.hangar.client("bedrock-agentcore")
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(lambda s: data.stop_runtime_session(agentRuntimeArn=arn, runtimeSessionId=s), sessions))
+def _open_sessions(ctx: BenchContext, arn: str, count: int) -> list[str]:
+    url = ctx.hangar.invoke_url(arn)
+    sessions = [new_session_id() for _ in range(count)]
+
+    def one(client: httpx.Client, session: str) -> None:
+        response = client.post(url, content=PAYLOAD, headers=ctx.hangar.signed_headers(url, PAYLOAD, session))
+        if response.status_code != 200:
+            raise RuntimeError(f"session start failed: {response.status_code} {response.text[:300]}")
+
+    _in_workers(sessions, one)
+    return sessions
 
 
-def run(ctx: BenchContext) -> dict[str, object]:
-    arn = ctx.arn("echo_sdk")
+def _stop_all(ctx: BenchContext, arn: str, sessions: list[str]) -> None:
+    _in_workers(sessions, lambda client, session: ctx.hangar.stop_session(client, arn, session))
+
+
+def _idle(ctx: BenchContext, arn: str, count: int, kind: Kind) -> dict[str, object]:
     server_pid = ctx.hangar.process.pid  # type: ignore[union-attr]
-    results: dict[str, object] = {}
-    for count in (ctx.n(100, 3), ctx.n(500, 6)):
-        baseline_pss, baseline_uss = _memory_kib(_descendants(server_pid))
-        sessions = _open_sessions(ctx, arn, count)
-        time.sleep(2)
-        pss, uss = _memory_kib(_descendants(server_pid))
-        alive = sum(1 for s in ctx.hangar.operator()["sessions"] if s["state"] != "Terminated")
-        results[f"idle_{count}"] = {
-            "sessions": count,
-            "alive_at_once": alive,
-            "pss_mib_per_session": round((pss - baseline_pss) / 1024 / count, 2),
-            "uss_mib_per_session": round((uss - baseline_uss) / 1024 / count, 2),
-        }
+    template = ctx.hangar.wait_template(arn) if kind == "template" else None
+    tree_before, _ = _memory_kib([server_pid, *_descendants(server_pid)])
+    template_before = _memory_kib(_cgroup_pids(template["id"])) if template else None
+    available_before = _mem_available_kib()
+    started = time.perf_counter()
+    sessions = _open_sessions(ctx, arn, count)
+    open_s = time.perf_counter() - started
+    try:
+        time.sleep(SETTLE_S)
+        listing = ctx.hangar.operator()
+        mine = set(sessions)
+        live = [s for s in listing["sessions"] if s["runtimeSessionId"] in mine and s["state"] != "Terminated"]
+        kinds: dict[str, int] = {}
+        for entry in live:
+            kinds[entry["startKind"]] = kinds.get(entry["startKind"], 0) + 1
+        per_session = [_memory_kib(_cgroup_pids(entry["sandboxId"])) for entry in live]
+        tree_after, _ = _memory_kib([server_pid, *_descendants(server_pid)])
+        available_after = _mem_available_kib()
+        template_after = _memory_kib(_cgroup_pids(template["id"])) if template else None
+        cgroup_bytes = [entry.get("memoryBytes") or 0 for entry in live]
+        alive = sum(1 for s in listing["sessions"] if s["state"] != "Terminated")
+    finally:
         _stop_all(ctx, arn, sessions)
-    results["churn_new_sessions_per_s"] = _churn(ctx, arn, 3 if ctx.smoke else 15)
-    return results
+    measured = max(1, len(per_session))
+    result: dict[str, object] = {
+        "sessions": count,
+        "start_kinds": kinds,
+        "alive_at_once": alive,
+        "open_seconds": round(open_s, 2),
+        "pss_mib_per_session": _mib(sum(p for p, _ in per_session) / measured),
+        "uss_mib_per_session": _mib(sum(u for _, u in per_session) / measured),
+        "uss_mib_max_session": _mib(max((u for _, u in per_session), default=0)),
+        "cgroup_mib_per_session": round(sum(cgroup_bytes) / measured / 2**20, 2),
+        "tree_pss_delta_mib_per_session": _mib((tree_after - tree_before) / count),
+        "mem_available_drop_mib_per_session": _mib((available_before - available_after) / count),
+    }
+    if template_before and template_after:
+        result["template"] = {
+            "pss_mib_at_rest": _mib(template_before[0]),
+            "uss_mib_at_rest": _mib(template_before[1]),
+            "pss_mib_with_sessions": _mib(template_after[0]),
+            "uss_mib_with_sessions": _mib(template_after[1]),
+        }
+    return result
 
 
-def _churn(ctx: BenchContext, arn: str, seconds: float, workers: int = 4) -> float:
-    """New sessions per second, sustained: ``workers`` clients each open a session (first invoke) and stop it."""
+def _mem_available_kib() -> int:
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _churn(ctx: BenchContext, arn: str, kind: Kind, seconds: float) -> dict[str, object]:
+    """New sessions per second, sustained: ``CHURN_CLIENTS`` clients each open a session (first invoke), stop it,
+    and go again until the time is up."""
+    url = ctx.hangar.invoke_url(arn)
+    before = ctx.hangar.operator()["templates"]
+    template_before = ctx.hangar.wait_template(arn) if kind == "template" else None
+    latencies: list[float] = []
+    errors: list[str] = []
     deadline = time.perf_counter() + seconds
 
     def client(_: int) -> int:
         opened = 0
-        while time.perf_counter() < deadline:
-            session = _open_sessions(ctx, arn, 1, workers=1)
-            opened += 1
-            _stop_all(ctx, arn, session, workers=1)
+        with httpx.Client(timeout=120) as http:
+            while time.perf_counter() < deadline:
+                session = new_session_id()
+                began = time.perf_counter()
+                response = http.post(url, content=PAYLOAD, headers=ctx.hangar.signed_headers(url, PAYLOAD, session))
+                if response.status_code != 200:
+                    errors.append(f"{response.status_code} {response.text[:200]}")
+                    continue
+                latencies.append(time.perf_counter() - began)
+                ctx.hangar.stop_session(http, arn, session)
+                opened += 1
         return opened
 
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        total = sum(pool.map(client, range(workers)))
-    return round(total / (time.perf_counter() - started), 1)
+    with ThreadPoolExecutor(max_workers=CHURN_CLIENTS) as pool:
+        total = sum(pool.map(client, range(CHURN_CLIENTS)))
+    elapsed = time.perf_counter() - started
+    after = ctx.hangar.operator()["templates"]
+    result: dict[str, object] = {
+        "clients": CHURN_CLIENTS,
+        "seconds": round(elapsed, 2),
+        "sessions": total,
+        "sessions_per_s": round(total / elapsed, 1),
+        "first_byte": summarize_ms(latencies),
+        "errors": len(errors),
+        "first_errors": errors[:3],
+        "cold_fallbacks": {
+            reason: count - before["coldFallbacks"].get(reason, 0)
+            for reason, count in after["coldFallbacks"].items()
+            if count != before["coldFallbacks"].get(reason, 0)
+        },
+    }
+    if template_before is not None:
+        template_after = ctx.hangar.template_state(arn) or {}
+        result["forked"] = template_after.get("forks", 0) - template_before["forks"]
+    return result
+
+
+def run(ctx: BenchContext) -> dict[str, object]:
+    forked, cold = ctx.arn("echo_sdk"), ctx.arn("echo_sdk", "cold")
+    results: dict[str, object] = {}
+    for count in (ctx.n(100, 3), ctx.n(500, 6)):
+        results[f"idle_{count}"] = _idle(ctx, forked, count, "template")
+    count = ctx.n(100, 3)
+    results[f"idle_{count}_cold"] = _idle(ctx, cold, count, "cold")
+    seconds = 3 if ctx.smoke else 15
+    results["churn_fork"] = _churn(ctx, forked, "template", seconds)
+    results["churn_cold"] = _churn(ctx, cold, "cold", seconds)
+    fork_rate, cold_rate = results["churn_fork"]["sessions_per_s"], results["churn_cold"]["sessions_per_s"]  # type: ignore[index]
+    results["churn_new_sessions_per_s"] = fork_rate
+    results["churn_fork_over_cold"] = round(fork_rate / cold_rate, 2) if cold_rate else None
+    return results

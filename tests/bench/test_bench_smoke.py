@@ -34,6 +34,15 @@ def test_bench_smoke_runs_every_suite() -> None:
     assert report["machine"]["cores"] and report["machine"]["kernel"] and report["machine"]["mode"] == "smoke"
     suites = report["results"]
     assert not [name for name, value in suites.items() if "error" in value]
-    assert suites["new_session"]["echo_sdk"]["hangar_warm_pool"]["n"] > 0
+    for agent in ("echo_sdk", "heavy"):
+        for kind in ("hangar_template", "hangar_cold", "hangar_warm_pool", "plain_process"):
+            assert suites["new_session"][agent][kind]["n"] > 0, (agent, kind)
+    density = suites["density"]
+    assert density["churn_fork"]["sessions"] > 0 and density["churn_cold"]["sessions"] > 0
+    assert [v["start_kinds"] for k, v in density.items() if k.startswith("idle_")] == [
+        {"fork": 3},
+        {"fork": 6},
+        {"cold": 3},
+    ]
     assert (RESULTS / "smoke.png").stat().st_size > 0
     assert "new session" in done.stdout
