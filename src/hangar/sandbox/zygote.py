@@ -63,6 +63,17 @@ def thread_count() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
+def shared_writable_mappings() -> list[str]:
+    """Writable MAP_SHARED regions of this process (``rw-s`` in /proc/self/maps), by what they map."""
+    found = []
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split(maxsplit=5)
+            if len(fields) >= 2 and fields[1].startswith("rw") and fields[1][3] == "s":
+                found.append(fields[5].strip() if len(fields) == 6 else "anonymous")
+    return found
+
+
 class Zygote:
     def __init__(self, control: socket.socket, port: int) -> None:
         self.control = control
@@ -143,10 +154,17 @@ class Zygote:
                         os.close(fd)
 
     def check_safe(self) -> None:
+        """Forks must be independent copies: no threads (a fork keeps only the calling one, mid-state), and no
+        shared writable memory (a MAP_SHARED mapping made at import would be one region in every session)."""
         threads = thread_count()
         if threads != 1 or threading.active_count() != 1:
             names = ", ".join(t.name for t in threading.enumerate() if t is not threading.main_thread())
             raise NotForkable(f"the template runs {threads} threads ({names or 'native'}): a fork would lose them")
+        shared = shared_writable_mappings()
+        if shared:
+            raise NotForkable(
+                f"the template holds shared writable memory ({', '.join(shared[:3])}): forks would share it"
+            )
 
     def fork_session(self, request: dict[str, Any], fds: list[int]) -> None:
         """Fork the session's first process and answer at once: the host may keep it waiting (prepared ahead of a
@@ -293,8 +311,10 @@ def main() -> None:
         zygote.report("unsafe", reason=str(exc))
         _exit(3)
     except BaseException as exc:
+        # The agent's own code failed in the template (which has no network): the same import would fail again,
+        # so this version's sessions start cold instead of retrying it.
         traceback.print_exc()
-        zygote.report("failed", reason=f"{type(exc).__name__}: {exc}")
+        zygote.report("unsafe", reason=f"the agent failed while the template imported it: {type(exc).__name__}: {exc}")
         _exit(1)
 
 
