@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.dataplane.support import deploy, new_session_id
+from tests.dataplane.support import deploy, new_session_id, wait_for
 from tests.support.server import HangarServer
 
 HANGAR = Path(sys.executable).parent / "hangar"
@@ -68,3 +68,29 @@ def test_invoke_stream_prints_sse_chunks(server: HangarServer, control: Any) -> 
 def test_invoke_unknown_name_fails_readably(server: HangarServer) -> None:
     done = _hangar(server, "invoke", "no_such_agent", "{}")
     assert done.returncode == 1 and "no agent runtime named 'no_such_agent'" in done.stderr
+
+
+def test_sessions_templates_shows_the_versions_template_and_list_shows_how_sessions_started(
+    server: HangarServer, control: Any
+) -> None:
+    runtime = deploy(control, "echo", description="cli-templates")
+    version = f"{runtime['agentRuntimeId']}/1"
+
+    def template_ready() -> dict[str, Any] | None:
+        shown = _hangar(server, "sessions", "templates", "--json")
+        assert shown.returncode == 0, shown.stderr
+        entry = json.loads(shown.stdout)["versions"].get(version)
+        return entry if entry and (entry.get("template") or {}).get("alive") else None
+
+    wait_for(template_ready, timeout=60)
+    session_id = new_session_id()
+    invoked = _hangar(server, "invoke", runtime["agentRuntimeName"], '{"x": 1}', "--session-id", session_id)
+    assert invoked.returncode == 0, invoked.stderr
+
+    table = _hangar(server, "sessions", "templates")
+    assert table.returncode == 0, table.stderr
+    assert "ready" in table.stdout and "runtime/version" in table.stdout
+    listed = _hangar(server, "sessions", "list", "--json")
+    mine = [s for s in json.loads(listed.stdout) if s["runtimeSessionId"] == session_id]
+    assert [s["startKind"] for s in mine] == ["fork"]
+    assert "start" in _hangar(server, "sessions", "list").stdout

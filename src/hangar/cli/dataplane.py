@@ -195,7 +195,7 @@ def sessions_list(
     if as_json:
         print_json(sessions)
         return
-    table = Table("runtime", "session", "version", "state", "age", "last activity", "memory", "ended because")
+    table = Table("runtime", "session", "version", "state", "start", "age", "last activity", "memory", "ended because")
     for s in sessions:
         memory = s.get("memoryBytes")
         table.add_row(
@@ -203,12 +203,47 @@ def sessions_list(
             str(s["runtimeSessionId"]),
             str(s.get("agentRuntimeVersion", "-")),
             str(s["state"]),
+            str(s.get("startKind", "-")),
             _age(s),
             _when(s.get("lastActivityAt")),
             f"{memory / 1048576:.0f} MiB" if isinstance(memory, int) else "-",
             str(s.get("endReason") or ""),
         )
     console.print(table)
+
+
+@sessions_app.command("templates")
+def sessions_templates(
+    as_json: bool = typer.Option(False, "--json", help="Print the raw JSON."),
+    endpoint_url: str = ENDPOINT_URL,
+    data_dir: Path | None = DATA_DIR,
+    region: str | None = REGION,
+) -> None:
+    """Warm templates per served version (new sessions fork from them), and why sessions started cold."""
+    hangar = connect(endpoint_url, data_dir, region)
+    templates = operator_call(hangar, "GET", "/hangar/sessions/").get("templates", {})
+    if as_json:
+        print_json(templates)
+        return
+    if not templates.get("enabled"):
+        console.print("warm templates are off (HANGAR_TEMPLATES=false, or a backend that cannot fork)")
+        return
+    table = Table("runtime/version", "state", "forks", "zygote pid", "restarts", "why not usable")
+    for version, entry in sorted(templates.get("versions", {}).items()):
+        template = entry.get("template") or {}
+        state = "ready" if template.get("alive") else "starting" if entry.get("starting") else "not running"
+        why = entry.get("unsafeReason") or entry.get("lastFailure") or template.get("unsafeReason") or ""
+        table.add_row(
+            version,
+            "unusable" if entry.get("unsafeReason") else state,
+            str(template.get("forks", 0)),
+            str(template.get("zygotePid") or "-"),
+            str(entry.get("restarts", 0)),
+            str(why),
+        )
+    console.print(table)
+    for reason, count in sorted(templates.get("coldFallbacks", {}).items()):
+        console.print(f"cold starts because {reason}: {count}")
 
 
 @sessions_app.command("stop")
