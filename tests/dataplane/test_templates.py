@@ -12,6 +12,7 @@ server leaves no template process or cgroup behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -39,6 +40,8 @@ def server() -> Iterator[HangarServer]:
         if not _operator(hangar)["templates"]["enabled"]:
             pytest.skip(f"warm templates need the namespace backend, this host has {_operator(hangar)['backend']}")
         yield hangar
+        hangar.stop()
+        assert _leftovers(instance_tag(hangar.data_dir)) == []
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +134,42 @@ def _cgroups(prefix: str) -> list[str]:
     layout = detect()
     assert layout is not None, "the namespace backend runs with cgroups"
     return list_names(layout, prefix)
+
+
+def _prepared_forks(zygote_pid: int) -> set[str]:
+    """Cgroups of the template's prepared forks: its children waiting for ``go``, already in their session cgroup."""
+    found = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit() or _ppid_of(proc) != zygote_pid:
+                continue
+            cgroup = (proc / "cgroup").read_text()
+        except OSError:
+            continue
+        found.update(part for line in cgroup.splitlines() for part in line.split("/") if "-hs-" in part)
+    return found
+
+
+def _ppid_of(proc: Path) -> int:
+    for line in (proc / "status").read_text().splitlines():
+        if line.startswith("PPid:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _leftovers(tag: str) -> list[str]:
+    """Whatever an installation's sandboxes and templates own on the host: cgroups, uid leases, state dirs."""
+    found = _cgroups(f"hangar-{tag}-")
+    leases = Path("/run/hangar/uids")
+    if leases.is_dir():
+        for lease in leases.iterdir():
+            with contextlib.suppress(OSError):
+                if lease.read_text().startswith(f"{tag}/"):
+                    found.append(f"uid lease {lease.name}: {lease.read_text()}")
+    states = Path("/run/hangar") / tag
+    if states.is_dir():
+        found += [f"state dir {p}" for p in states.iterdir() if p.name.startswith(("hs-", "ht-"))]
+    return found
 
 
 # --- templates on (the default)
@@ -228,6 +267,7 @@ def test_a_killed_zygote_is_restarted_and_its_forked_sessions_carry_on(
         assert _invoke(data, runtime, session_id, {"action": "count"})["count"] == 1
     sandboxes = [_session(server, session_id)["sandboxId"] for session_id in forked]
     assert [_session(server, session_id)["startKind"] for session_id in forked] == ["fork", "fork"]
+    prepared = wait_for(lambda: _prepared_forks(old["zygotePid"]), timeout=60)  # the next session's, made ahead
     os.kill(old["zygotePid"], signal.SIGKILL)
 
     def restarted() -> dict[str, Any] | None:
@@ -238,6 +278,7 @@ def test_a_killed_zygote_is_restarted_and_its_forked_sessions_carry_on(
 
     state = wait_for(restarted, timeout=180)
     assert state["template"]["id"] != old["id"] and state["unsafeReason"] is None
+    wait_for(lambda: not any(_cgroups(name) for name in prepared), timeout=60)  # the dead template's is discarded
     for session_id in forked:  # same sandboxes, same memory: the zygote's death did not touch them
         assert _invoke(data, runtime, session_id, {"action": "count"})["count"] == 2
     assert [_session(server, session_id)["sandboxId"] for session_id in forked] == sandboxes
@@ -256,6 +297,7 @@ def test_an_update_templates_the_new_version_and_retires_the_old(server: HangarS
     pinned = new_session_id()
     assert _invoke(data, runtime, pinned, {"action": "count"})["count"] == 1
     assert _session(server, pinned)["startKind"] == "fork"
+    prepared = wait_for(lambda: _prepared_forks(old["zygotePid"]), timeout=60)
     control.update_agent_runtime(
         agentRuntimeId=runtime_id,
         agentRuntimeArtifact=runtime["agentRuntimeArtifact"],
@@ -271,6 +313,7 @@ def test_an_update_templates_the_new_version_and_retires_the_old(server: HangarS
     )
     _live_template(server, v2)
     wait_for(lambda: v1 not in _operator(server)["templates"]["versions"], timeout=60)
+    wait_for(lambda: not any(_cgroups(name) for name in prepared), timeout=60)  # v1's prepared fork went with it
     answer = _invoke(data, runtime, pinned, {"action": "count"})  # still on v1, in its forked sandbox
     assert answer["count"] == 2 and answer["session"] == pinned
     assert _session(server, pinned)["agentRuntimeVersion"] == "1"
@@ -343,3 +386,4 @@ def test_warm_pool_refills_by_forking_and_a_stopped_server_leaves_nothing() -> N
         assert server.process is not None and server.process.returncode is not None
         assert _processes_of_uid(uid, tag) == []
         assert _cgroups(f"hangar-{tag}-ht-") == []
+        assert _leftovers(tag) == []  # nor any session's, spare's or prepared fork's cgroup, uid lease or state
