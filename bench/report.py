@@ -52,16 +52,21 @@ def headline(results: dict[str, Any]) -> list[Row]:
                 )
             )
         fork = phases.get("fork") if isinstance(phases, dict) else None
-        if isinstance(fork, dict) and "total_ms" in fork:
-            steps = ("host_prepare", "fork_conversation", "sandbox_ready", "agent_ping")
-            split = " + ".join(f"{step.replace('_', ' ')} {fork[f'{step}_ms']:.1f}" for step in steps)
+        for mode in ("prepared", "inline"):
+            timed = fork.get(mode) if isinstance(fork, dict) else None
+            if not isinstance(timed, dict) or "total_ms" not in timed:
+                continue
+            steps = ("prepare", "finish_fork", "sandbox_ready", "agent_ping")
+            split = " + ".join(f"{step.replace('_', ' ')} {timed[f'{step}_ms']:.1f}" for step in steps)
+            ahead = fork.get("prepare_ahead_ms", {}).get("total")  # type: ignore[union-attr]
+            note = f"; prepared ahead in {_ms(ahead)}" if mode == "prepared" and ahead else ""
             rows.append(
                 (
-                    f"profile: forked sandbox start to /ping, {agent}",
-                    _ms(fork["total_ms"]),
+                    f"profile: forked sandbox start to /ping ({mode}), {agent}",
+                    _ms(timed["total_ms"]),
                     _ms(phases["plain_process_to_ping_ms"]),
                     "python main.py to /ping",
-                    f"{split} (template start {_ms(fork['template_start_ms'])})",
+                    split + note,
                 )
             )
     for agent in ("echo_sdk", "heavy"):

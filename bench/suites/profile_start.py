@@ -10,6 +10,19 @@ step the backend takes by wrapping the functions it calls (measurement only, the
 - agent ready: until the agent answers ``GET /ping`` through the Unix socket (its Python start, imports, app
   build and uvicorn bind).
 
+And forked starts the same way: ``backend.start_template(spec)`` once (reported as the template's start), then
+``backend.fork(template, spec)`` per sample. The backend prepares each template's next fork ahead of the request
+path (``forking.prepare_fork``: host preparation, the fork request, the child's announcement and unshare, the
+host's uid map and cgroup move), so two cases are timed:
+
+- ``prepared``: the fork finds its preparation done (a new session after a quiet moment): ``prepare`` (taking
+  it), then ``finish_fork`` (``go`` until the session's pid 1 reports itself isolated), sandbox ready (the agent
+  reports that uvicorn listens), agent /ping (``GET /ping`` answers through the Unix socket);
+- ``inline``: the preparation was taken away first, so ``prepare`` runs on the request path (sessions arriving
+  together);
+- ``prepare_ahead``: the preparation itself, step by step (host prepare, template forks, child announces, child
+  unshares, host map+move), whenever it ran.
+
 Reference costs measured beside it: the environment's ``python -c pass``, joining a fresh cgroup from ``sh``
 (the cost the kernel charges for a cgroup migration), and the plain process started until ``/ping`` answers.
 """
@@ -17,6 +30,8 @@ Reference costs measured beside it: the environment's ``python -c pass``, joinin
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import os
 import statistics
 import subprocess
@@ -34,8 +49,8 @@ STATE_ROOT = Path("/run/hangar/bench-profile")
 TAG = "benchprof"
 
 
-def _median_ms(samples: list[float]) -> float:
-    return round(statistics.median(samples) * 1000, 1)
+def _median_ms(samples: list[float], digits: int = 1) -> float:
+    return round(statistics.median(samples) * 1000, digits)
 
 
 def run(ctx: BenchContext) -> dict[str, object]:
@@ -50,7 +65,8 @@ def run(ctx: BenchContext) -> dict[str, object]:
     results: dict[str, object] = {}
     for agent, requirements in REQUIREMENTS.items():
         env = agent_env(agent, requirements)
-        phases = asyncio.run(_profile_sandbox(ns_backend, AGENTS / agent, env, reps))
+        phases: dict[str, object] = dict(asyncio.run(_profile_sandbox(ns_backend, AGENTS / agent, env, reps)))
+        phases["fork"] = asyncio.run(_profile_fork(ns_backend, AGENTS / agent, env, ctx.n(15, 3)))
         plain = []
         for _ in range(reps):
             direct = DirectAgent(AGENTS / agent, env / "bin" / "python")
@@ -73,8 +89,25 @@ def _timed(step: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-async def _profile_sandbox(ns_backend: Any, code_dir: Path, env_dir: Path, reps: int) -> dict[str, float]:
+LIMITS = (2048 << 20, 1.0, 256, 512 << 20)  # memory, cpus, pids, disk: the server's defaults
+
+
+def _spec(prefix: str, code_dir: Path, env_dir: Path) -> Any:
     from hangar.sandbox.base import Limits, SandboxSpec
+
+    memory, cpus, pids, disk = LIMITS
+    return SandboxSpec(
+        sandbox_id=f"{prefix}-{uuid.uuid4().hex[:12]}",
+        code_dir=code_dir,
+        env_dir=env_dir,
+        command=(str(env_dir / "bin" / "python"), "main.py"),
+        agent_port=8080,
+        limits=Limits(memory_bytes=memory, cpus=cpus, pids=pids, disk_bytes=disk),
+        network="none",
+    )
+
+
+async def _profile_sandbox(ns_backend: Any, code_dir: Path, env_dir: Path, reps: int) -> dict[str, float]:
     from hangar.sessions.agent_http import AgentHttp
     from hangar.sessions.probe import wait_ready
 
@@ -106,18 +139,9 @@ async def _profile_sandbox(ns_backend: Any, code_dir: Path, env_dir: Path, reps:
         "agent_ready": [],
         "total": [],
     }
-    limits = Limits(memory_bytes=2048 << 20, cpus=1.0, pids=256, disk_bytes=512 << 20)
     try:
         for index in range(reps + 1):  # the first start warms caches and is not counted
-            spec = SandboxSpec(
-                sandbox_id=f"prof-{uuid.uuid4().hex[:12]}",
-                code_dir=code_dir,
-                env_dir=env_dir,
-                command=(str(env_dir / "bin" / "python"), "main.py"),
-                agent_port=8080,
-                limits=limits,
-                network="none",
-            )
+            spec = _spec("prof", code_dir, env_dir)
             started = time.perf_counter()
             sandbox = await backend.start(spec)
             client = AgentHttp(str(sandbox.socket_path))
@@ -139,6 +163,178 @@ async def _profile_sandbox(ns_backend: Any, code_dir: Path, env_dir: Path, reps:
         ns_backend.wait_ready = originals["wait_ready"]
         await backend.cleanup_orphans()
     return {f"{name}_ms": _median_ms(values) for name, values in samples.items()}
+
+
+class _ForkClock:
+    """Wraps the fork path's steps (measurement only) and keeps their timestamps.
+
+    ``prepares``: one list of (step, seconds since its ``prepare_fork`` began) per preparation, ahead of the request
+    path; ``marks``: the request path's last ``finish_fork`` and readiness times. A step whose function the product
+    no longer has is simply not reported.
+    """
+
+    def __init__(self, backend: Any) -> None:
+        from hangar.sandbox.namespace import forking
+
+        self.forking = forking
+        self.backend = backend
+        self.prepares: list[list[tuple[str, float]]] = []
+        self.current: list[tuple[str, float]] | None = None
+        self.marks: dict[str, float] = {}
+        self.saved: dict[str, Any] = {}
+
+    def _step(self, name: str) -> None:
+        if self.current is not None:
+            self.current.append((name, time.perf_counter()))
+
+    def install(self) -> None:
+        forking, backend = self.forking, self.backend
+        originals = {
+            name: getattr(forking, name)
+            for name in ("prepare_fork", "finish_fork", "outcome", "receive", "_map_and_move")
+            if hasattr(forking, name)
+        }
+        self.saved = originals
+        clock = self
+
+        async def prepare_fork(*args: Any) -> Any:
+            steps: list[tuple[str, float]] = [("begin", time.perf_counter())]
+            clock.current = steps
+            try:
+                result = await originals["prepare_fork"](*args)
+                steps.append(("end", time.perf_counter()))
+                clock.prepares.append(steps)
+                return result
+            finally:
+                clock.current = None
+
+        async def finish_fork(*args: Any) -> Any:
+            clock.marks["finish_begin"] = time.perf_counter()
+            try:
+                return await originals["finish_fork"](*args)
+            finally:
+                clock.marks["finish_end"] = time.perf_counter()
+
+        async def outcome(*args: Any) -> Any:
+            clock._step("host prepare")  # state, uid lease, tmpfs, cgroup, sockets, seccomp: until the request
+            try:
+                return await originals["outcome"](*args)
+            finally:
+                clock._step("template forks")
+
+        async def receive(*args: Any) -> Any:
+            data, pid = await originals["receive"](*args)
+            if data == b"C":
+                clock._step("child announces")
+            elif data == b"U":
+                clock._step("child unshares")
+            return data, pid
+
+        def map_and_move(*args: Any) -> Any:
+            try:
+                return originals["_map_and_move"](*args)
+            finally:
+                clock._step("host map+move")
+
+        replacements = {
+            "prepare_fork": prepare_fork,
+            "finish_fork": finish_fork,
+            "outcome": outcome,
+            "receive": receive,
+            "_map_and_move": map_and_move,
+        }
+        for name in originals:
+            setattr(forking, name, replacements[name])
+        ready = backend._ready
+
+        async def timed_ready(*args: Any) -> Any:
+            try:
+                return await ready(*args)
+            finally:
+                clock.marks["sandbox_ready"] = time.perf_counter()
+
+        backend._ready = timed_ready
+
+    def uninstall(self) -> None:
+        for name, original in self.saved.items():
+            setattr(self.forking, name, original)
+
+    def prepare_steps(self, skip: int) -> dict[str, float]:
+        """Median milliseconds of each preparation step (from the previous step), over the preparations after
+        the first ``skip``."""
+        durations: dict[str, list[float]] = {}
+        for steps in self.prepares[skip:]:
+            for (_, before), (name, at) in itertools.pairwise(steps):
+                durations.setdefault("rest" if name == "end" else name, []).append(at - before)
+            durations.setdefault("total", []).append(steps[-1][1] - steps[0][1])
+        return {name: _median_ms(values, 2) for name, values in durations.items()}
+
+
+async def _profile_fork(ns_backend: Any, code_dir: Path, env_dir: Path, reps: int) -> dict[str, object]:
+    """One template, then ``reps`` forked starts (after one uncounted) that find their fork prepared, as a
+    session's does when the template had time to prepare it, and ``reps`` that prepare it on the request path
+    (as sessions arriving together do). Timed step by step (see the docstring)."""
+    from hangar.sessions.agent_http import AgentHttp
+    from hangar.sessions.probe import wait_ready
+
+    backend = ns_backend.NamespaceBackend(state_root=STATE_ROOT, tag=TAG, egress="deny")
+    await backend.cleanup_orphans()
+    clock = _ForkClock(backend)
+    clock.install()
+    phases = ("prepare", "finish_fork", "sandbox_ready", "agent_ping", "total")
+    samples: dict[str, dict[str, list[float]]] = {"prepared": {}, "inline": {}}
+    template = None
+    try:
+        began = time.perf_counter()
+        template = await backend.start_template(_spec("proft", code_dir, env_dir))
+        template_start = time.perf_counter() - began
+        for mode in ("prepared", "inline"):
+            for index in range(reps + 1):  # the first fork of each kind warms caches and is not counted
+                await _settle(template)
+                if mode == "inline" and getattr(template, "spare", None) is not None:
+                    spare, template.spare = template.spare, None
+                    await clock.forking.discard(backend, spare)
+                started = time.perf_counter()
+                sandbox = await backend.fork(template, _spec("proff", code_dir, env_dir))
+                forked = time.perf_counter()
+                client = AgentHttp(str(sandbox.socket_path))
+                try:
+                    await wait_ready(client, sandbox, 30)
+                    done = time.perf_counter()
+                finally:
+                    await client.aclose()
+                    await sandbox.stop()
+                if index == 0:
+                    continue
+                marks = clock.marks
+                values = (
+                    marks["finish_begin"] - started,
+                    marks["finish_end"] - marks["finish_begin"],
+                    marks["sandbox_ready"] - marks["finish_end"],
+                    done - forked,
+                    done - started,
+                )
+                for name, value in zip(phases, values, strict=True):
+                    samples[mode].setdefault(name, []).append(value)
+        await _settle(template)
+    finally:
+        clock.uninstall()
+        if template is not None:
+            await template.stop()
+        await backend.cleanup_orphans()
+    result: dict[str, object] = {"template_start_ms": round(template_start * 1000, 1)}
+    for mode, values in samples.items():
+        result[mode] = {f"{name}_ms": _median_ms(v, 2) for name, v in values.items()}
+    result["prepare_ahead_ms"] = clock.prepare_steps(skip=1)
+    return result
+
+
+async def _settle(template: Any) -> None:
+    """Wait until the template's background preparation of its next fork (if the product does one) is done."""
+    refill = getattr(template, "refill", None)
+    if refill is not None:
+        with contextlib.suppress(BaseException):
+            await refill
 
 
 def _cgroup_join_ms(reps: int) -> float:
