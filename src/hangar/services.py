@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from hangar.auth.jwt import JwtAuthorizer
     from hangar.auth.sigv4 import SigV4Verifier
     from hangar.control.service import ControlPlane
+    from hangar.observability.metrics import Metrics
     from hangar.sessions.manager import SessionManager
 
 log = logging.getLogger("hangar")
@@ -33,6 +34,7 @@ class Services:
     jwt: JwtAuthorizer | None = None
     control: ControlPlane | None = None
     sessions: SessionManager | None = None
+    metrics: Metrics | None = None
 
     def _components(self) -> list[Any]:
         """Start order: identity of callers first, then the control plane, then sessions."""
@@ -69,8 +71,10 @@ def build_services(settings: Settings) -> Services:
     services = Services(settings=settings, engine=open_engine(settings.resolved_database_url))
     from hangar.auth.setup import wire as wire_auth
     from hangar.control.setup import wire as wire_control
+    from hangar.observability.setup import wire as wire_observability
     from hangar.sessions.setup import wire as wire_sessions
 
+    wire_observability(services)
     wire_auth(services)
     wire_control(services)
     wire_sessions(services)

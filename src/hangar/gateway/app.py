@@ -31,10 +31,10 @@ MAX_SIGNED_BODY = 10 * 1024 * 1024
 
 def collect_routes() -> list[Route]:
     """Every route of the server, in match order."""
-    from hangar.gateway import health
+    from hangar.gateway import health, metrics
 
     routes: list[Route] = []
-    routes += health.ROUTES
+    routes += health.ROUTES + metrics.ROUTES
     for module_name in (
         "hangar.gateway.control",
         "hangar.gateway.dataplane",

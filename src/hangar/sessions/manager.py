@@ -17,6 +17,7 @@ import uuid
 from hangar.config import Settings
 from hangar.domain.errors import HangarError, RuntimeClientError, ServiceUnavailableError
 from hangar.domain.invocation import InvocationTarget
+from hangar.observability.metrics import Metrics
 from hangar.sandbox.base import Sandbox, SandboxBackend, SandboxSpec
 from hangar.sessions.agent_http import AgentHttp
 from hangar.sessions.lifecycle import Lifecycle
@@ -34,9 +35,16 @@ TEMPLATE_DRAIN_S = 5.0
 
 
 class SessionManager:
-    def __init__(self, settings: Settings, backend: SandboxBackend, records: SessionRecords | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        backend: SandboxBackend,
+        records: SessionRecords | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.settings = settings
         self.backend = backend
+        self.metrics = metrics or Metrics()  # a bare manager (tests) reports to a registry nobody reads
         self.limits = sandbox_limits(settings)
         self.quota = SessionQuota(settings)
         self.records = records or SessionRecords(settings.data_dir / "sessions" / "records.json")
@@ -140,6 +148,7 @@ class SessionManager:
                 launched.cold_reason,
             )
         self.pool.claims[start_kind] += 1
+        self.metrics.session_started(start_kind)
         self.pool.want(target)
         self.templates.want(target)
         log.info(
@@ -178,6 +187,7 @@ class SessionManager:
     async def _launch(self, target: InvocationTarget) -> Launched:
         """Start a sandbox for ``target`` (forked from its template when one is ready, else cold) and wait until
         its agent answers ``/ping``. A failed fork falls back to a cold start, never to an error."""
+        began = time.monotonic()
         spec = self._spec(target, f"hs-{uuid.uuid4().hex[:24]}")
         template, cold_reason = self.templates.ready(target)
         sandbox: Sandbox | None = None
@@ -191,6 +201,7 @@ class SessionManager:
                 log.warning("forking a session of %s v%s failed, starting it cold: %s", *key_of(target), exc)
         if cold_reason is not None:
             self.templates.count_fallback(cold_reason.split(":")[0])
+            self.metrics.cold_fallback(cold_reason)
         try:
             if sandbox is None:
                 sandbox = await self.backend.start(spec)
@@ -208,6 +219,7 @@ class SessionManager:
         except BaseException:
             await _close_quietly(client, sandbox)
             raise
+        self.metrics.sandbox_ready(kind, time.monotonic() - began)
         return Launched(sandbox, client, kind, cold_reason)
 
     def expire_spares(self, now: float) -> None:

@@ -18,7 +18,9 @@ def wire(services: Services) -> None:
     from hangar.sessions.manager import SessionManager
 
     settings = services.settings
-    manager = SessionManager(settings, select_backend(settings))
+    manager = SessionManager(settings, select_backend(settings), metrics=services.metrics)
+    if services.metrics is not None:
+        services.metrics.watch_sessions(manager)
     control = services.control
     if control is not None:
 

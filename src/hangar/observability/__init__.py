@@ -1,0 +1,1 @@
+"""Observability: Prometheus metrics (``metrics.py``), wired into ``Services`` by ``setup.py``."""
