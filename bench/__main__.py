@@ -25,6 +25,7 @@ def main() -> int:
     results: dict[str, object] = {}
     failed = False
     load_at_start = os.getloadavg()
+    measured = machine.source()  # at the start: the code the server imports
     with tempfile.TemporaryDirectory(prefix="hangar-bench-", dir="/tmp") as tmp:
         Path(tmp).chmod(0o755)  # sandbox uids must traverse to the environments under the data dir
         hangar = HangarInstance(Path(tmp) / "data", extra_args=args.server_arg, env=server_env()).start()
@@ -44,6 +45,7 @@ def main() -> int:
     described = machine.describe()
     described["load_avg_at_start"] = load_at_start
     described["mode"] = "smoke" if args.smoke else "full"
+    described["source"] = measured
     # a smoke run (CI) never overwrites the published results of a full run
     print(f"wrote {report.write(results, described, 'smoke' if args.smoke else 'latest')}")
     return 1 if failed else 0

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def describe() -> dict[str, object]:
@@ -25,4 +29,17 @@ def describe() -> dict[str, object]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "load_avg_at_end": os.getloadavg(),
+    }
+
+
+def source() -> dict[str, object]:
+    """The commit the run measured, and which files under ``src/`` differed from it (others may be editing)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return done.stdout
+
+    return {
+        "commit": git("rev-parse", "--short", "HEAD").strip(),
+        "uncommitted_in_src": [line[3:] for line in git("status", "--porcelain", "--", "src").splitlines()],
     }
