@@ -3,6 +3,11 @@ and a neighbour sandbox started beside it keeps working and keeps its files.
 
 The agent is the real one (tests/sandbox/agent_app.py under uvicorn); the attacks run through ``exec``, i.e. as
 the sandbox's own uid inside its namespaces, cgroup and seccomp filter, exactly like code the agent would run.
+
+Every attack runs twice (``start_kind``): from a cold sandbox (``backend.start``: bubblewrap isolates it) and from
+a sandbox forked from a warm template of the same version (``backend.fork``: the session isolates itself, see
+``hangar/sandbox/isolate.py``). The neighbour stays cold. Templates are kept for the whole module, one per version
+and spec, on a backend of their own, and each must outlive the attacks of the sessions forked from it.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from hangar.sandbox.base import Limits
+from hangar.sandbox.base import Limits, SandboxSpec, Template
 from hangar.sandbox.selection import namespace_unsupported_reason
 from tests.sandbox.fixtures import (
     AgentFiles,
@@ -33,7 +38,6 @@ from tests.sandbox.fixtures import (
     prepared_agent_files,
     processes_with_env,
     run_exec,
-    started,
     wait_ping,
     world_readable_dir,
 )
@@ -50,14 +54,79 @@ if namespace_unsupported_reason() is None:
     from hangar.sandbox.namespace.seccomp import machine_arch, resolve
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def anyio_backend() -> str:
-    return "asyncio"
+    return "asyncio"  # one event loop for the module: the warm templates (and their refill tasks) outlive a test
 
 
 @pytest.fixture(scope="module")
 def files() -> Iterator[AgentFiles]:
     yield from prepared_agent_files()
+
+
+class Starts:
+    """How the current test starts its attacker: ``cold`` or ``fork``; the forking backend and its templates."""
+
+    def __init__(self) -> None:
+        self.kind = "cold"
+        self.backend: NamespaceBackend | None = None
+        self.templates: dict[str, Template] = {}
+
+    async def fork(self, spec: SandboxSpec) -> tuple[NamespaceSandbox, Template]:
+        """A sandbox forked from the warm template of ``spec``'s version and spec (started on first use)."""
+        assert self.backend is not None
+        key = repr(dataclasses.replace(spec, sandbox_id="-"))
+        if key not in self.templates:
+            template_id = f"tpl-{uuid.uuid4().hex[:12]}"
+            self.templates[key] = await self.backend.start_template(dataclasses.replace(spec, sandbox_id=template_id))
+        template = self.templates[key]
+        return await self.backend.fork(template, spec), template
+
+
+STARTS = Starts()
+
+
+@pytest.fixture(scope="module")
+async def forking_backend() -> AsyncIterator[NamespaceBackend]:
+    """Where the ``fork`` kind's templates and sessions live (egress allowed, for the PUBLIC attack)."""
+    root = world_readable_dir("hangar-attack-templates-")
+    backend = make_backend("namespace", root, egress="allow")
+    assert isinstance(backend, NamespaceBackend)
+    STARTS.backend = backend
+    try:
+        yield backend
+    finally:
+        for template in STARTS.templates.values():
+            await template.stop()
+        STARTS.templates.clear()
+        STARTS.backend = None
+        await make_backend("namespace", root).cleanup_orphans()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["cold", "fork"], autouse=True)
+def start_kind(request: pytest.FixtureRequest, forking_backend: NamespaceBackend) -> Iterator[str]:
+    STARTS.kind = request.param
+    yield request.param
+    STARTS.kind = "cold"
+
+
+@asynccontextmanager
+async def started(
+    backend: NamespaceBackend, spec: SandboxSpec, kind: str | None = None
+) -> AsyncIterator[NamespaceSandbox]:
+    """A sandbox of the test's start kind (or ``kind``), stopped however the test ends: ``backend.start(spec)``,
+    or ``fork`` from the warm template of the same version on the forking backend, which must survive the attack."""
+    template: Template | None = None
+    if (kind or STARTS.kind) == "fork":
+        sandbox, template = await STARTS.fork(spec)
+    else:
+        sandbox = await backend.start(spec)
+    try:
+        yield sandbox
+    finally:
+        await sandbox.stop()
+    assert template is None or template.alive(), f"the template died: {template.describe()}"
 
 
 @pytest.fixture
@@ -77,7 +146,7 @@ async def pair(
     """An attacker and a neighbour (whose agent listens on 8000 and who keeps a secret in $HOME and /tmp)."""
     async with (
         started(backend, files.spec(limits=limits, network=network)) as attacker,
-        started(backend, files.spec(port=8000, network=network)) as neighbour,
+        started(backend, files.spec(port=8000, network=network), kind="cold") as neighbour,
     ):
         assert isinstance(attacker, NamespaceSandbox) and isinstance(neighbour, NamespaceSandbox)
         out, _, code, _ = await run_exec(neighbour, f'echo {SECRET} | tee "$HOME/secret" /tmp/secret')
@@ -414,7 +483,8 @@ async def test_filling_the_disk_stops_at_the_size_limit(backend: NamespaceBacken
     async with pair(backend, files) as (attacker, _neighbour):
         _, err, code, _ = await sh(attacker, 'dd if=/dev/zero of="$HOME/fill" bs=1M count=64')
         assert code != 0 and "No space left on device" in err
-        assert (attacker.state.home / "fill").stat().st_size <= SMALL.disk_bytes
+        out, _, _, _ = await sh(attacker, 'stat -c %s "$HOME/fill"')  # a fork's home is not in its state dir
+        assert int(out) <= SMALL.disk_bytes
         _, err, code, _ = await sh(attacker, "dd if=/dev/zero of=/tmp/more bs=1M count=4")
         assert code != 0 and "No space left on device" in err  # home and /tmp share one budget
         out, err, code, _ = await sh(
@@ -427,9 +497,55 @@ async def test_filling_the_disk_stops_at_the_size_limit(backend: NamespaceBacken
             assert code != 0 and "Read-only file system" in err, (target, err)
 
 
-async def test_flooding_stdout_fills_only_its_own_budget(backend: NamespaceBackend, files: AgentFiles) -> None:
-    flood = "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n"
-    spec = dataclasses.replace(files.spec(), command=(str(files.env_dir / "bin" / "python"), "-c", flood))
+FLOOD_AGENT = """
+import asyncio, contextlib, os, socket, sys
+import uvicorn
+from starlette.applications import Starlette
+
+PORT = int(os.environ["PORT"])
+
+
+async def flood():
+    while True:  # a forked agent tells the host it is ready once it listens: flood only after that
+        with contextlib.suppress(OSError):
+            socket.create_connection(("127.0.0.1", PORT), timeout=1).close()
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    try:
+        while True:
+            sys.stdout.write("x" * 65536)
+    except OSError:
+        os._exit(1)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app):
+    task = asyncio.ensure_future(flood())
+    yield
+    task.cancel()
+
+
+app = Starlette(lifespan=lifespan)
+if __name__ == "__main__":
+    uvicorn.run(app, host="0.0.0.0", port=PORT, log_level="warning")
+"""
+
+
+@pytest.fixture(scope="module")
+def flood_files(files: AgentFiles) -> Iterator[AgentFiles]:
+    """An agent that, once it serves, prints to stdout until that fails (the same agent for both start kinds)."""
+    code = world_readable_dir("hangar-flood-code-")
+    (code / "main.py").write_text(FLOOD_AGENT)
+    (code / "main.py").chmod(0o644)
+    yield AgentFiles(env_dir=files.env_dir, code_dir=code)
+    shutil.rmtree(code, ignore_errors=True)
+
+
+async def test_flooding_stdout_fills_only_its_own_budget(
+    backend: NamespaceBackend, files: AgentFiles, flood_files: AgentFiles
+) -> None:
+    spec = flood_files.spec()
     async with started(backend, files.spec(port=8000)) as neighbour, started(backend, spec) as flooder:
         assert isinstance(flooder, NamespaceSandbox)
         # The flooder dies of ENOSPC on its own stdout once the log has used up its disk budget.
