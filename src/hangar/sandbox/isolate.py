@@ -5,8 +5,9 @@ session gets its isolation from bubblewrap; a forked session gets the same prope
 
 * own user namespace whose only mapping is the sandbox uid 1000 -> the session's leased host uid (the host writes
   the map: a template can never pick a uid), then mount, pid, net, ipc, uts and cgroup namespaces owned by it;
-* a fresh, size-capped tmpfs for home and /tmp, a fresh /dev/shm, a /proc of its own pid namespace with
-  ``sys``, ``sysrq-trigger``, ``irq`` and ``bus`` read-only (as bwrap covers them); the root stays read-only;
+* a fresh, size-capped tmpfs for home and /tmp, a fresh /dev/shm and devpts instance, a /proc of its own pid
+  namespace with ``sys``, ``sysrq-trigger``, ``irq`` and ``bus`` read-only (as bwrap covers them); the root stays
+  read-only;
 * no nested user namespaces (``user.max_user_namespaces=0``), no capabilities in any set, no_new_privs,
   non-dumpable, then the session seccomp filter (the same compiled program bwrap loads for cold sessions).
 
@@ -201,6 +202,9 @@ def enter_session(disk_bytes: int, keep: list[str], seccomp_program: bytes) -> N
         mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     _check(libc().umount2(STAGE.encode(), MNT_DETACH), f"umount {STAGE}")
     mount("hangar-shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode=1777")
+    # The template's devpts instance is every fork's (a pty opened in one session would show in all): a new one, as
+    # bwrap --dev gives each cold session; /dev/ptmx is the symlink pts/ptmx, so it follows.
+    mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620")
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     with open("/proc/sys/user/max_user_namespaces", "w") as limit:  # this namespace's own limit, before the cover
         limit.write("0")
