@@ -30,7 +30,7 @@ from tests.control.support import signed
 from tests.dataplane.support import ROLE, deploy, new_session_id, seeded_server, wait_for
 from tests.support.server import HangarServer
 
-AGENTS = ("testbed", "realsdk", "threaded")
+AGENTS = ("testbed", "realsdk", "threaded", "openfile")
 SETTLE_S = 3.0  # several template reconcile passes (1 s each): long enough to see a retry loop if there were one
 
 
@@ -253,6 +253,23 @@ def test_an_agent_with_a_thread_at_import_is_unsafe_and_never_retried(
     rid = runtime["agentRuntimeId"]
     attempts = [line for line in server.log().splitlines() if f"{rid} v1" in line and "cannot be templated" in line]
     assert len(attempts) == 1, attempts  # one start, one verdict: no retry loop
+    _stop(data, runtime, session_id)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="product bug: a forked session closes every fd the agent opened at import (isolate.close_fds) and gets a "
+    "fresh /tmp, so the agent's file object writes into whatever reuses the fd (the event loop's epoll, or the HTTP "
+    "connection) and the file is gone; the zygote should report such an agent unsafe (cold start) instead",
+)
+def test_a_file_opened_at_import_works_in_a_session_as_in_a_cold_start(
+    server: HangarServer, control: Any, data: Any
+) -> None:
+    runtime = deploy(control, "openfile")
+    key = _key(runtime)  # settled: a live template, or (a possible fix) one that reports itself unsafe
+    wait_for(lambda: (v := _version(server, key)) and ((v["template"] or {}).get("alive") or v["unsafeReason"]))
+    session_id = new_session_id()
+    assert _invoke(data, runtime, session_id, {})["log"] == ["imported", session_id]
     _stop(data, runtime, session_id)
 
 
