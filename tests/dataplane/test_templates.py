@@ -194,11 +194,14 @@ def test_new_sessions_fork_from_the_served_versions_template(server: HangarServe
     one, two = _session(server, first), _session(server, second)
     assert (one["startKind"], one["coldReason"]) == (two["startKind"], two["coldReason"]) == ("fork", None)
     assert one["sandboxId"] != two["sandboxId"]
+    assert one["memoryBytes"] > 0 and two["memoryBytes"] > 0  # a forked session's own cgroup, measured
     state = _version(server, key)
     assert state is not None and state["template"]["forks"] == before + 2
     assert state["restarts"] == 0 and state["unsafeReason"] is None and state["lastFailure"] is None
     assert _operator(server)["warmPool"]["sessionsStarted"].get("fork", 0) >= 2
     _stop(data, runtime, first, second)
+    tag = instance_tag(server.data_dir)
+    wait_for(lambda: not any(_cgroups(f"hangar-{tag}-{s['sandboxId']}") for s in (one, two)), timeout=60)
 
 
 def test_the_real_bedrock_agentcore_sdk_agent_forks(server: HangarServer, control: Any, data: Any) -> None:
