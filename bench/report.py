@@ -155,6 +155,9 @@ def headline(results: dict[str, Any]) -> list[Row]:
                 note += (
                     f"; template once: PSS {template['pss_mib_at_rest']:.1f}, USS {template['uss_mib_at_rest']:.1f} MiB"
                 )
+            if values.get("failed_to_open"):
+                first = (values.get("first_errors") or [""])[0]
+                note += f"; only {values['opened']} of {values['sessions']} opened ({first[:120]})"
             rows.append(
                 (
                     f"{values['sessions']} idle {kind} sessions: per session",
