@@ -259,21 +259,19 @@ def test_an_agent_with_a_thread_at_import_is_unsafe_and_never_retried(
     _stop(data, runtime, session_id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: a forked session closes every fd the agent opened at import (isolate.close_fds) and gets a "
-    "fresh /tmp, so the agent's file object writes into whatever reuses the fd (the event loop's epoll, or the HTTP "
-    "connection) and the file is gone; the zygote should report such an agent unsafe (cold start) instead",
-)
 def test_a_file_opened_at_import_works_in_a_session_as_in_a_cold_start(
     server: HangarServer, control: Any, data: Any
 ) -> None:
     runtime = deploy(control, "openfile")
     key = _key(runtime)  # settled: a live template, or (a possible fix) one that reports itself unsafe
     wait_for(lambda: (v := _version(server, key)) and ((v["template"] or {}).get("alive") or v["unsafeReason"]))
-    session_id = new_session_id()
-    assert _invoke(data, runtime, session_id, {})["log"] == ["imported", session_id]
-    _stop(data, runtime, session_id)
+    wait_for(lambda: (_version(server, key)["template"] or {}).get("alive"))
+    sessions = [new_session_id(), new_session_id()]
+    for session_id in sessions:  # each fork gets its own copy of the file and its own open file on it
+        assert _invoke(data, runtime, session_id, {})["log"] == ["imported", session_id]
+        assert _session(server, session_id)["startKind"] == "fork", _session(server, session_id)["coldReason"]
+    for session_id in sessions:
+        _stop(data, runtime, session_id)
 
 
 def test_a_killed_zygote_is_restarted_and_its_forked_sessions_carry_on(

@@ -21,10 +21,13 @@ exits once it has no children left, so killing the zygote never kills the sessio
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import socket
+import stat
 import struct
 import sys
+from collections.abc import Sequence
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -59,6 +62,16 @@ HOME = "/home/agent"
 STAGE = "/opt/hangar"  # an existing directory of the template's view, briefly covered while the session mounts
 COVERED_PROC = ("sys", "sysrq-trigger", "irq", "bus")
 CREDS = struct.Struct("iII")
+
+
+WRITABLE_ROOTS = ("/tmp", HOME)
+CARRY_LIMIT_BYTES = 64 << 20  # what import-time code may leave in home and /tmp for every session to get a copy of
+CARRY_LIMIT_ENTRIES = 4096
+REOPENABLE_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+
+
+class NotForkable(Exception):
+    """Something the agent did at import cannot be carried into separate sessions: they start cold."""
 
 
 class _SockFprog(ctypes.Structure):
@@ -138,8 +151,6 @@ def load_seccomp(program: bytes) -> None:
 
 def loopback_up() -> None:
     """A fresh network namespace starts with ``lo`` down; bwrap raises it for cold sessions, this does for forks."""
-    import fcntl
-
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         request = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH14x", fcntl.ioctl(sock, SIOCGIFFLAGS, request))[1]
@@ -167,6 +178,85 @@ def close_fds(keep: set[int]) -> None:
             low = fd + 1
 
 
+def open_files(exclude: set[int]) -> list[tuple[int, str, int, int, bool]]:
+    """Descriptors left open at import, as (fd, path, flags, offset, inheritable): regular files (and harmless
+    devices) only. A session reopens each by path, so no two sessions share a file offset; a socket, pipe, event
+    fd or deleted file cannot be reopened, and makes the template unforkable."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd < 3 or fd in exclude:
+            continue
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            info = os.fstat(fd)
+        except OSError:
+            continue  # the directory listing's own descriptor
+        regular = stat.S_ISREG(info.st_mode) and target.startswith("/") and not target.endswith(" (deleted)")
+        if not (regular or (stat.S_ISCHR(info.st_mode) and target in REOPENABLE_DEVICES)):
+            raise NotForkable(f"the agent keeps {target} open from import (fd {fd}): sessions cannot each get one")
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        offset = os.lseek(fd, 0, os.SEEK_CUR) if regular else 0
+        found.append((fd, target, flags, offset, os.get_inheritable(fd)))
+    return found
+
+
+def reopen(files: Sequence[tuple[int, str, int, int, bool]]) -> None:
+    """Give each descriptor from import its own open file again, at the same number, mode and offset."""
+    for fd, path, flags, offset, inheritable in files:
+        fresh = os.open(path, flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC))
+        if offset and not flags & os.O_APPEND:
+            os.lseek(fresh, offset, os.SEEK_SET)
+        if fresh == fd:  # the number was free and open() took it (dup3 refuses equal numbers)
+            os.set_inheritable(fd, inheritable)
+            continue
+        os.dup2(fresh, fd, inheritable=inheritable)
+        os.close(fresh)
+
+
+def writable_tree(roots: tuple[str, ...] = WRITABLE_ROOTS) -> list[tuple[str, str, int, bytes]]:
+    """What import-time code left in home and /tmp, as (path, kind d|f|l, mode, content or link target), so that
+    each session starts with its own copy, as a cold start (whose import wrote into the session) would. Mounts
+    beneath (the version's code or environment in tests) are not part of it."""
+    entries: list[tuple[str, str, int, bytes]] = []
+    total = 0
+    for root in roots:
+        device = os.lstat(root).st_dev
+        for top, dirs, files in os.walk(root):
+            dirs[:] = [d for d in dirs if os.lstat(os.path.join(top, d)).st_dev == device]
+            for name in dirs + files:
+                path = os.path.join(top, name)
+                info = os.lstat(path)
+                mode = stat.S_IMODE(info.st_mode)
+                if stat.S_ISDIR(info.st_mode):
+                    entries.append((path, "d", mode, b""))
+                elif stat.S_ISLNK(info.st_mode):
+                    entries.append((path, "l", mode, os.readlink(path).encode()))
+                elif stat.S_ISREG(info.st_mode):
+                    total += info.st_size
+                    if total > CARRY_LIMIT_BYTES:
+                        raise NotForkable(f"the agent left over {CARRY_LIMIT_BYTES >> 20} MiB in home and /tmp")
+                    with open(path, "rb") as file:
+                        entries.append((path, "f", mode, file.read()))
+                if len(entries) > CARRY_LIMIT_ENTRIES:
+                    raise NotForkable(f"the agent left over {CARRY_LIMIT_ENTRIES} files in home and /tmp")
+    return entries
+
+
+def restore_tree(entries: Sequence[tuple[str, str, int, bytes]]) -> None:
+    for path, kind, mode, payload in entries:
+        if kind == "d":
+            os.makedirs(path, exist_ok=True)
+            os.chmod(path, mode)
+        elif kind == "l":
+            os.symlink(payload.decode(), path)
+        else:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            with os.fdopen(fd, "wb") as file:
+                file.write(payload)
+            os.chmod(path, mode)
+
+
 def split_from_template(handshake: socket.socket) -> None:
     """First half, in the template's child: announce ourselves, make the namespaces, wait for the host.
 
@@ -178,11 +268,19 @@ def split_from_template(handshake: socket.socket) -> None:
     expect(handshake, b"go")
 
 
-def enter_session(disk_bytes: int, keep: list[str], seccomp_program: bytes) -> None:
+def enter_session(
+    disk_bytes: int,
+    keep: list[str],
+    seccomp_program: bytes,
+    tree: Sequence[tuple[str, str, int, bytes]] = (),
+    files: Sequence[tuple[int, str, int, int, bool]] = (),
+) -> None:
     """Second half, as pid 1 of the session's pid namespace (still privileged in its own user namespace only).
 
     ``keep``: read-only binds of the template's view that lie under home or /tmp (the version's code and
-    environment, when they live there): moved aside before the fresh tmpfs covers them, then bound back."""
+    environment, when they live there): moved aside before the fresh tmpfs covers them, then bound back.
+    ``tree`` and ``files``: what the import left in home and /tmp, and the files it keeps open (read in the
+    template's view before the fork isolated itself): copied into the fresh tmpfs and reopened there."""
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     # Files made below belong to the sandbox uid; the template's uid has no mapping in this namespace.
     libc().setfsuid(SANDBOX_UID)
@@ -201,6 +299,8 @@ def enter_session(disk_bytes: int, keep: list[str], seccomp_program: bytes) -> N
         mount(f"{STAGE}/keep/{index}", path, None, MS_BIND | MS_REC)
         mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     _check(libc().umount2(STAGE.encode(), MNT_DETACH), f"umount {STAGE}")
+    restore_tree(tree)
+    reopen(files)
     mount("hangar-shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode=1777")
     # The template's devpts instance is every fork's (a pty opened in one session would show in all): a new one, as
     # bwrap --dev gives each cold session; /dev/ptmx is the symlink pts/ptmx, so it follows.
@@ -230,6 +330,7 @@ def _template_stage(uid: int, argv: list[str]) -> int:
         except OSError as exc:
             print(f"isolate.py: cannot run {argv[0]}: {exc}", file=sys.stderr, flush=True)
         os._exit(127)
+    os.closerange(3, 1 << 20)  # the zygote's control socket is the zygote's alone: its exit must close it
     status = 0
     while True:  # pid 1: reap everything, including sessions whose first process left the zygote
         try:

@@ -32,6 +32,7 @@ import socket
 import sys
 import threading
 import traceback
+from collections.abc import Iterable
 from types import ModuleType
 from typing import Any
 
@@ -54,8 +55,7 @@ isolate = _load("isolate")
 supervisor = _load("supervisor")
 
 
-class NotForkable(Exception):
-    """The agent cannot be templated; its sessions start cold."""
+NotForkable = isolate.NotForkable  # the agent cannot be templated; its sessions start cold
 
 
 def thread_count() -> int:
@@ -81,6 +81,7 @@ class Zygote:
         self.config: Any = None
         self.original_server_run: Any = None
         self.original_server_serve: Any = None
+        self.tree: list[tuple[str, str, int, bytes]] = []
 
     def report(self, event: str, **fields: object) -> None:
         self.control.send(json.dumps({"event": event, **fields}).encode())
@@ -130,6 +131,10 @@ class Zygote:
         config.load()  # imports the protocol classes and builds the middleware stack once, for every session
         self.config = config
         self.check_safe()
+        if _children():
+            raise NotForkable(f"the agent started processes at import ({len(_children())}): forks would not have them")
+        # What the import left in home and /tmp, once: every session gets a copy, as if its own import wrote it.
+        self.tree = isolate.writable_tree()
         gc.collect()
         gc.freeze()  # keep the collector from writing to the template's objects in every child (copy-on-write)
         self.report("ready", pid=os.getpid())
@@ -140,7 +145,7 @@ class Zygote:
             try:
                 if len(fds) != FDS_PER_FORK:
                     raise NotForkable(f"a fork request with {len(fds)} fds")
-                self.check_safe()
+                self.check_safe(exclude=set(fds))
                 self.fork_session(json.loads(message), fds)
                 self.report("forked")
             except NotForkable as exc:
@@ -153,7 +158,7 @@ class Zygote:
                     with contextlib.suppress(OSError):
                         os.close(fd)
 
-    def check_safe(self) -> None:
+    def check_safe(self, exclude: Iterable[int] = ()) -> None:
         """Forks must be independent copies: no threads (a fork keeps only the calling one, mid-state), and no
         shared writable memory (a MAP_SHARED mapping made at import would be one region in every session)."""
         threads = thread_count()
@@ -165,6 +170,7 @@ class Zygote:
             raise NotForkable(
                 f"the template holds shared writable memory ({', '.join(shared[:3])}): forks would share it"
             )
+        isolate.open_files({self.control.fileno(), *exclude})  # raises for anything a session could not reopen
 
     def fork_session(self, request: dict[str, Any], fds: list[int]) -> None:
         """Fork the session's first process and answer at once: the host may keep it waiting (prepared ahead of a
@@ -188,6 +194,8 @@ class Zygote:
 
     def _become_session(self, request: dict[str, Any], fds: list[int]) -> int:
         handshake_fd, agent_fd, control_fd, ready_fd, log_fd, seccomp_fd = fds
+        # Read while still the template's uid in its view: the fresh session cannot see either any more.
+        files = isolate.open_files({*fds, self.control.fileno()})
         isolate.close_fds(set(fds))
         handshake = socket.socket(fileno=handshake_fd)
         isolate.split_from_template(handshake)
@@ -195,7 +203,8 @@ class Zygote:
             return 0
         program = _read_all(seccomp_fd)
         os.close(seccomp_fd)
-        isolate.enter_session(int(request["disk_bytes"]), [str(p) for p in request.get("keep", [])], program)
+        keep = [str(p) for p in request.get("keep", [])]
+        isolate.enter_session(int(request["disk_bytes"]), keep, program, self.tree, files)
         isolate.send_creds(handshake, b"G")  # the host watches this pid from now on (a pidfd)
         handshake.close()
         null = os.open("/dev/null", os.O_RDONLY)
@@ -250,6 +259,12 @@ class Zygote:
         server.serve = serve_and_tell  # type: ignore[method-assign]
         self.original_server_run(server)  # uvicorn's own run: its event loop choice, signal handling and shutdown
         atexit._run_exitfuncs()
+
+
+def _children() -> list[str]:
+    """Pids of this process's children (the kernel's list for its one thread)."""
+    with open(f"/proc/self/task/{os.getpid()}/children") as children:
+        return children.read().split()
 
 
 def _reap_finished() -> None:
