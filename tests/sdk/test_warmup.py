@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -86,16 +85,23 @@ def test_an_async_agent_also_warms_the_thread_pool_that_encodes_its_results(tmp_
     assert "AnyIO worker thread" in answer["at_first_ping"]
 
 
-def test_building_an_app_starts_no_thread() -> None:
-    """The app must stay safe to fork until it serves: no thread before the ASGI startup."""
-    before = {thread.ident for thread in threading.enumerate()}
-    app = AgentApp()
+def test_importing_the_sdk_and_building_an_app_starts_no_thread_but_imports_the_thread_pool_backend() -> None:
+    """Safe to fork until it serves (no thread), with the costly import already done (a template pays it once)."""
+    code = textwrap.dedent(
+        """
+        import sys, threading
+        from hangar.sdk import AgentApp
+        app = AgentApp()
 
-    @app.entrypoint
-    async def invoke(payload: Any) -> Any:
-        return payload
+        @app.entrypoint
+        async def invoke(payload):
+            return payload
 
-    assert {thread.ident for thread in threading.enumerate()} - before == set()
+        print(threading.active_count(), "anyio._backends._asyncio" in sys.modules)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT, check=True)
+    assert result.stdout.split() == ["1", "True"]
 
 
 def test_user_lifespan_and_its_state_still_reach_the_handler() -> None:

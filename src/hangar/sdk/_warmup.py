@@ -5,7 +5,9 @@ it imported anyio's asyncio backend and started the thread-pool worker that runs
 lifespan startup runs before uvicorn binds its socket, so doing both there means ``/ping`` answers only once the
 agent is really warm, and a warm-pool spare claimed by a session answers its first request at full speed.
 
-Nothing here runs at import or in ``AgentApp.__init__``: an app must stay safe to ``fork()`` until it serves.
+Nothing here starts a thread, a loop or a socket at import or in ``AgentApp.__init__``: an app must stay safe to
+``fork()`` until it serves (Hangar's warm templates fork it). Only the import, the bulk of the cost and harmless
+before a fork, happens with this module's: a template then pays it once for all its forks.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import gc
+import importlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -24,6 +27,9 @@ from ._dispatch import is_async_callable, is_async_generator_callable
 from ._worker import WorkerLoop
 
 __all__ = ["warm_up", "warming_lifespan"]
+
+with contextlib.suppress(ImportError):  # anyio's own lazy import on the first thread-pool call; private, so optional
+    importlib.import_module("anyio._backends._asyncio")
 
 
 def _noop() -> None:
