@@ -74,8 +74,8 @@ class _Splice(asyncio.BufferedProtocol):
     """One direction-pair of a relayed connection; each side pauses the other when its write buffer fills.
 
     Reads land in one buffer shared by every connection (the loop runs one read at a time and each read is copied
-    out at once): asyncio's plain ``recv(256 KiB)`` made the C library map and unmap 256 KiB for every read, which
-    doubled the relay's CPU time on a stream of small events.
+    out at once): asyncio's plain ``recv(256 KiB)`` made the C library map and unmap 256 KiB for every read, twice
+    the cost of the read itself when an SSE stream brings a few small events at a time.
     """
 
     def __init__(self) -> None:
