@@ -57,6 +57,41 @@ app = Starlette()
 if __name__ == "__main__":
     uvicorn.run(app, host="0.0.0.0", port=int(os.environ["PORT"]))
 """
+SHARED_MAP_AT_IMPORT = """
+import mmap, os
+import uvicorn
+from starlette.applications import Starlette
+
+SCRATCH = mmap.mmap(-1, 4096)  # anonymous and MAP_SHARED (Python's default): one region in every fork
+app = Starlette()
+if __name__ == "__main__":
+    uvicorn.run(app, host="0.0.0.0", port=int(os.environ["PORT"]))
+"""
+HELPER_AT_IMPORT = """
+import os, subprocess, sys
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+PROBE = '''
+import os, time
+seen = set()
+while True:
+    for pid in {int(p) for p in os.listdir("/proc") if p.isdigit()} - seen - {1, os.getpid(), os.getppid()}:
+        seen.add(pid)
+        try:
+            os.kill(pid, 0)
+            print("may-signal", pid, flush=True)
+        except OSError as exc:
+            print("denied", pid, exc.errno, flush=True)
+    time.sleep(0.05)
+'''
+subprocess.Popen([sys.executable, "-c", PROBE], start_new_session=True)  # a helper process started at import
+app = Starlette(routes=[Route("/ping", lambda request: JSONResponse({"status": "Healthy"}))])
+if __name__ == "__main__":
+    uvicorn.run(app, host="0.0.0.0", port=int(os.environ["PORT"]))
+"""
 
 
 @pytest.fixture(scope="module")
@@ -274,6 +309,50 @@ async def test_a_template_whose_agent_starts_a_thread_at_import_is_refused(
     finally:
         shutil.rmtree(code, ignore_errors=True)
     assert_gone(backend, spec.sandbox_id)
+
+
+async def test_a_template_whose_agent_maps_shared_memory_at_import_is_refused(
+    backend: NamespaceBackend, agent_files: AgentFiles
+) -> None:
+    code = code_dir_with(SHARED_MAP_AT_IMPORT)
+    spec = dataclasses.replace(agent_files.spec(), code_dir=code)
+    try:
+        with pytest.raises(TemplateUnsafe, match="shared writable memory"):
+            await backend.start_template(spec)
+    finally:
+        shutil.rmtree(code, ignore_errors=True)
+    assert_gone(backend, spec.sandbox_id)
+
+
+async def test_nothing_left_in_the_template_can_signal_a_forked_session(
+    backend: NamespaceBackend, agent_files: AgentFiles
+) -> None:
+    """Either a template whose agent leaves a process running at import is refused (as it is now), or that process
+    (its probe tries ``kill(pid, 0)`` on each pid of the template's pid namespace) is denied a forked session.
+
+    Refusing is what keeps sessions safe here: each session's user namespace is created by the template's child,
+    so the template's uid owns it and holds every capability in it, CAP_KILL included, and the template's pid
+    namespace holds every fork's. A helper left running as that uid could signal every session of the version."""
+    code = code_dir_with(HELPER_AT_IMPORT)
+    try:
+        try:
+            template = await backend.start_template(dataclasses.replace(agent_files.spec(), code_dir=code))
+        except TemplateUnsafe:
+            return
+        assert isinstance(template, NamespaceTemplate)
+        try:
+            async with forked(backend, template, dataclasses.replace(agent_files.spec(), code_dir=code)) as sandbox:
+                agent = max(sandbox.cgroup.pids())  # any process of the session would do: the newest
+                nspid = Path(f"/proc/{agent}/status").read_text().split("NSpid:")[1].split("\n")[0].split()
+                verdict = re.compile(rf"^(may-signal|denied) {nspid[1]}\b", re.M)  # its pid in the template's view
+                assert await eventually(lambda: verdict.search(template.state.log.read_text()) is not None, 10)
+                found = verdict.search(template.state.log.read_text())
+                assert found is not None and found.group(1) == "denied", found.group(0) if found else None
+        finally:
+            await template.cgroup.kill_all()  # the helper would keep the template's pid 1 (and so stop) waiting
+            await template.stop()
+    finally:
+        shutil.rmtree(code, ignore_errors=True)
 
 
 async def test_an_entry_point_that_is_not_a_script_is_refused(
