@@ -92,6 +92,12 @@ app = Starlette(routes=[Route("/ping", lambda request: JSONResponse({"status": "
 if __name__ == "__main__":
     uvicorn.run(app, host="0.0.0.0", port=int(os.environ["PORT"]))
 """
+# A shell function: run "$@" in a session of its own and return once it is (exec kills the command's group when
+# the command ends; a process still on its way to setsid() would go with it).
+DETACH = (
+    'detach() { setsid "$@" </dev/null >/dev/null 2>&1 & p=$!; '
+    'while [ "$(cut -d" " -f6 /proc/$p/stat)" != "$p" ]; do sleep 0.01; done; }'
+)
 
 
 @pytest.fixture(scope="module")
@@ -238,8 +244,7 @@ async def test_two_forks_share_no_memory_files_or_channels(
 ) -> None:
     secret = f"fork-secret-{uuid.uuid4().hex}"
     python = agent_files.env_dir / "bin" / "python"
-    keep_a_pty = f"setsid {python} -c 'import os, time; pty = os.openpty(); time.sleep(300)'"
-    quiet = "</dev/null >/dev/null 2>&1 &"
+    keep_a_pty = f"{python} -c 'import os, time; pty = os.openpty(); time.sleep(300)'"
     async with (
         forked(backend, template, agent_files.spec()) as writer,
         forked(backend, template, agent_files.spec()) as reader,
@@ -247,7 +252,7 @@ async def test_two_forks_share_no_memory_files_or_channels(
         await sh(
             writer,
             f'for f in /tmp/s "$HOME/s" /dev/shm/s; do printf {secret} > "$f"; done; '
-            f"HANGAR_SECRET={secret} setsid sleep 300 {quiet} {keep_a_pty} {quiet}",
+            f"{DETACH}; detach env HANGAR_SECRET={secret} sleep 300; detach {keep_a_pty}",
         )
         async with client(writer) as http:
             assert (await http.post("/invocations", content=secret.encode())).json() == {"echo": secret}
