@@ -286,6 +286,8 @@ async def test_two_forks_share_no_memory_files_or_channels(
 async def test_a_fork_cannot_read_the_templates_home_or_tmp(
     backend: NamespaceBackend, template: NamespaceTemplate, agent_files: AgentFiles
 ) -> None:
+    """A fork starts with a copy of what the import left there (taken when the template got ready), never with a
+    view of the template's own directories: nothing put there since reaches it, through any path."""
     secret = f"template-secret-{uuid.uuid4().hex}"
     planted = [template.state.tmp / "planted", template.state.home / "planted"]
     for path in planted:  # world-readable, in the directories the template sees as /tmp and its home
