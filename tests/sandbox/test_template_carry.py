@@ -56,6 +56,7 @@ CACHE.parent.mkdir()
 CACHE.write_text("from-import")
 HOME_NOTE = Path(os.environ["HOME"], "note.txt")
 HOME_NOTE.write_text("home-from-import")
+Path("/dev/shm/segment").write_text("shm-from-import")
 LOG = open("/tmp/agent.log", "a")
 LOG.write("imported\\n")
 LOG.flush()
@@ -72,6 +73,7 @@ async def invocations(request):
         "log": Path("/tmp/agent.log").read_text().split(),
         "cache_before": before,
         "home": HOME_NOTE.read_text(),
+        "shm": Path("/dev/shm/segment").read_text(),
         "source_next": SOURCE.read(5).decode(),
     })
 
@@ -84,6 +86,7 @@ REFUSED = {
     "shared memory": ("import mmap\nHELD = mmap.mmap(-1, 4096)\n", "shared writable memory"),
     "a process": ("import subprocess\nHELD = subprocess.Popen(['sleep', '600'])\n", "started processes"),
     "a pipe": ("HELD = os.pipe()\n", "keeps pipe"),
+    "a timer": ("import signal\nsignal.setitimer(signal.ITIMER_REAL, 3600)\n", "armed timers"),
 }
 
 
@@ -144,6 +147,7 @@ async def test_each_fork_gets_its_own_copy_of_what_the_import_left(
     assert first["cache_before"] == second["cache_before"] == "from-import"  # the other fork's write is not seen
     assert again["cache_before"] == "from-import+first" and again["log"] == ["imported", "first", "again"]
     assert first["home"] == second["home"] == "home-from-import"
+    assert first["shm"] == second["shm"] == "shm-from-import"
     # each fork has its own open file on the read-only source: the same five bytes after the import's ten
     expected = source[10:15].decode()
     assert first["source_next"] == second["source_next"] == expected

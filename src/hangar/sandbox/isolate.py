@@ -64,7 +64,7 @@ COVERED_PROC = ("sys", "sysrq-trigger", "irq", "bus")
 CREDS = struct.Struct("iII")
 
 
-WRITABLE_ROOTS = ("/tmp", HOME)
+WRITABLE_ROOTS = ("/tmp", HOME, "/dev/shm")
 CARRY_LIMIT_BYTES = 64 << 20  # what import-time code may leave in home and /tmp for every session to get a copy of
 CARRY_LIMIT_ENTRIES = 4096
 REOPENABLE_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
@@ -215,7 +215,7 @@ def reopen(files: Sequence[tuple[int, str, int, int, bool]]) -> None:
 
 
 def writable_tree(roots: tuple[str, ...] = WRITABLE_ROOTS) -> list[tuple[str, str, int, bytes]]:
-    """What import-time code left in home and /tmp, as (path, kind d|f|l, mode, content or link target), so that
+    """What import-time code left in home, /tmp and /dev/shm, as (path, kind d|f|l, mode, content or target), so that
     each session starts with its own copy, as a cold start (whose import wrote into the session) would. Mounts
     beneath (the version's code or environment in tests) are not part of it."""
     entries: list[tuple[str, str, int, bytes]] = []
@@ -299,8 +299,6 @@ def enter_session(
         mount(f"{STAGE}/keep/{index}", path, None, MS_BIND | MS_REC)
         mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     _check(libc().umount2(STAGE.encode(), MNT_DETACH), f"umount {STAGE}")
-    restore_tree(tree)
-    reopen(files)
     mount("hangar-shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode=1777")
     # The template's devpts instance is every fork's (a pty opened in one session would show in all): a new one, as
     # bwrap --dev gives each cold session; /dev/ptmx is the symlink pts/ptmx, so it follows.
@@ -313,6 +311,9 @@ def enter_session(
         if os.path.exists(path):
             mount(path, path, None, MS_BIND | MS_REC)
             mount(None, path, None, MS_BIND | MS_REC | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    # After every mount: a path the import kept open resolves in the session's own /tmp, /dev/shm and /proc.
+    restore_tree(tree)
+    reopen(files)
     loopback_up()
     unshare(CLONE_NEWCGROUP)  # rooted at the session's cgroup, which the host moved us into before ``go``
     drop_privileges(SANDBOX_UID)

@@ -28,6 +28,7 @@ import importlib.util
 import json
 import os
 import runpy
+import signal
 import socket
 import sys
 import threading
@@ -37,6 +38,7 @@ from types import ModuleType
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ITIMERS = (("alarm", signal.ITIMER_REAL), ("virtual", signal.ITIMER_VIRTUAL), ("profiling", signal.ITIMER_PROF))
 MESSAGE_LIMIT = 65536
 FDS_PER_FORK = 6
 
@@ -82,6 +84,7 @@ class Zygote:
         self.original_server_run: Any = None
         self.original_server_serve: Any = None
         self.tree: list[tuple[str, str, int, bytes]] = []
+        self.firsts: set[int] = set()  # sessions' first processes not yet collected (one may wait for the host)
 
     def report(self, event: str, **fields: object) -> None:
         self.control.send(json.dumps({"event": event, **fields}).encode())
@@ -131,8 +134,6 @@ class Zygote:
         config.load()  # imports the protocol classes and builds the middleware stack once, for every session
         self.config = config
         self.check_safe()
-        if _children():
-            raise NotForkable(f"the agent started processes at import ({len(_children())}): forks would not have them")
         # What the import left in home and /tmp, once: every session gets a copy, as if its own import wrote it.
         self.tree = isolate.writable_tree()
         gc.collect()
@@ -171,15 +172,24 @@ class Zygote:
                 f"the template holds shared writable memory ({', '.join(shared[:3])}): forks would share it"
             )
         isolate.open_files({self.control.fileno(), *exclude})  # raises for anything a session could not reopen
+        others = set(_children()) - self.firsts
+        if others:
+            raise NotForkable(f"the agent started processes at import ({len(others)}): forks would not have them")
+        # Nothing of the agent may run in the template after import: a timer would run its signal handler here.
+        armed = [name for name, which in ITIMERS if signal.getitimer(which) != (0.0, 0.0)]
+        if armed or _posix_timers():
+            raise NotForkable(f"the agent armed timers at import ({', '.join(armed) or 'POSIX timers'})")
 
     def fork_session(self, request: dict[str, Any], fds: list[int]) -> None:
         """Fork the session's first process and answer at once: the host may keep it waiting (prepared ahead of a
         request) while this template serves the next fork. Its exit is collected on a later round."""
-        _reap_finished()
+        self.firsts -= _reap_finished()
         sys.stdout.flush()
         sys.stderr.flush()
-        if os.fork() == 0:
+        child = os.fork()
+        if child == 0:
             self.become_session(request, fds)
+        self.firsts.add(child)
 
     # --- in the child: never returns
 
@@ -261,21 +271,28 @@ class Zygote:
         atexit._run_exitfuncs()
 
 
-def _children() -> list[str]:
+def _posix_timers() -> bool:
+    with open("/proc/self/timers") as timers:
+        return bool(timers.read().strip())
+
+
+def _children() -> list[int]:
     """Pids of this process's children (the kernel's list for its one thread)."""
     with open(f"/proc/self/task/{os.getpid()}/children") as children:
-        return children.read().split()
+        return [int(pid) for pid in children.read().split()]
 
 
-def _reap_finished() -> None:
+def _reap_finished() -> set[int]:
     """Collect first processes that have handed over to their session's pid 1 (they exit right after)."""
+    reaped = set()
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return reaped
         if pid == 0:
-            return
+            return reaped
+        reaped.add(pid)
 
 
 def _reap_until(child: int) -> int:

@@ -149,8 +149,10 @@ class NamespaceBackend(SandboxBackend):
                 tmp.replace(copy)
         return inside
 
-    async def prepare(self, spec: SandboxSpec) -> tuple[StateDir, int, Cgroup]:
-        """State dir, uid lease, cgroup with its limits and the size-capped writable tmpfs (undone by ``release``)."""
+    async def prepare(self, spec: SandboxSpec, writable_bytes: int | None = None) -> tuple[StateDir, int, Cgroup]:
+        """State dir, uid lease, cgroup with its limits and the size-capped writable tmpfs (undone by ``release``).
+
+        ``writable_bytes``: the tmpfs's size when it holds less than home, /tmp and the log (a fork's log only)."""
         state = create_state(self.state_root, spec.sandbox_id)
         self.state_root.chmod(0o711)
         self._live.add(spec.sandbox_id)
@@ -160,7 +162,7 @@ class NamespaceBackend(SandboxBackend):
             uid = self.leases.acquire(spec.sandbox_id)
             cgroup = self.cgroup(spec.sandbox_id)
             state.write_record(backend=self.name, tag=self.tag, uid=uid, cgroup=cgroup.name)
-            rootfs.mount_writable(state, spec.limits.disk_bytes, uid)
+            rootfs.mount_writable(state, writable_bytes or spec.limits.disk_bytes, uid)
             cgroup.create(spec.limits)
         except BaseException:
             self._live.discard(spec.sandbox_id)

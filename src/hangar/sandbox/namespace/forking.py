@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from hangar.sandbox.namespace.backend import NamespaceBackend
 
 FORK_STEP_TIMEOUT_S = 10.0
+LOG_BUDGET_CAP = 64 << 20
 
 
 @dataclass
@@ -82,8 +83,15 @@ def _map_and_move(pid: int, uid: int, cgroup: Cgroup, link: network.Link | None)
         network.create(link, owner_pid=pid)
 
 
+def log_budget(disk_bytes: int) -> int:
+    """A cold sandbox's one tmpfs holds home, /tmp and its log; a fork's home and /tmp are a tmpfs it mounts itself,
+    so the host's tmpfs holds only the log: the budget is split, never doubled."""
+    return max(min(disk_bytes // 4, LOG_BUDGET_CAP), 64 * 1024)
+
+
 async def prepare_fork(backend: NamespaceBackend, template: NamespaceTemplate, spec: SandboxSpec) -> PreparedFork:
-    state, uid, cgroup = await backend.prepare(spec)
+    log_bytes = log_budget(spec.limits.disk_bytes)
+    state, uid, cgroup = await backend.prepare(spec, writable_bytes=log_bytes)
     link: network.Link | None = None
     channels: Channels | None = None
     host_end, child_end = seqpacket_pair()
@@ -93,7 +101,7 @@ async def prepare_fork(backend: NamespaceBackend, template: NamespaceTemplate, s
         log_fd = os.open(state.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         filter_fd = data_fd("hangar-seccomp", seccomp.compile_bpf())
         try:
-            request = {"disk_bytes": spec.limits.disk_bytes, "keep": under_writable(spec)}
+            request = {"disk_bytes": max(spec.limits.disk_bytes - log_bytes, 4096), "keep": under_writable(spec)}
             async with template.lock:
                 if not template.alive():
                     raise InternalError(f"warm template {template.id} is not running")

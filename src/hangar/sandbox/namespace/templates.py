@@ -212,6 +212,9 @@ def template_bwrap_args(backend: NamespaceBackend, spec: SandboxSpec, state: Sta
     inside = backend.inside_files()
     mounts = rootfs.bwrap_mounts(state, etc, spec.code_dir, spec.env_dir, inside, spec.limits.disk_bytes)
     mounts = _open_parents([arg if arg != "--proc" else "--dir" for arg in mounts])
+    # As root, bwrap makes /dev/shm root's 0755: give it the mode a user-namespace bwrap gives the sandbox uid.
+    at = mounts.index("/dev/shm") - 3  # ... --size N --tmpfs /dev/shm
+    mounts[at:at] = ["--perms", "1777"]
     args = [*TEMPLATE_NAMESPACES, "--hostname", rootfs.HOSTNAME, "--die-with-parent", "--new-session", "--clearenv"]
     for key, value in env.items():
         args += ["--setenv", key, value]
