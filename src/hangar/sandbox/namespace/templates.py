@@ -65,7 +65,7 @@ class ForkedProcess:
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
-        if self.returncode is None and self._pidfd >= 0 and select.select([self._pidfd], [], [], 0)[0]:
+        if self.returncode is None and self._pidfd >= 0 and _readable(self._pidfd):
             self.returncode = -1  # not our child: its status goes to the template's reaper
             os.close(self._pidfd)
             self._pidfd = -1
@@ -78,6 +78,13 @@ class ForkedProcess:
     def __del__(self) -> None:
         if self._pidfd >= 0:
             os.close(self._pidfd)
+
+
+def _readable(fd: int) -> bool:
+    """poll(2), not select(2): a busy server's descriptors go past select's 1024 limit."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class NamespaceTemplate(Template):
