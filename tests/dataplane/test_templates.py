@@ -137,11 +137,16 @@ def _cgroups(prefix: str) -> list[str]:
 
 
 def _prepared_forks(zygote_pid: int) -> set[str]:
-    """Cgroups of the template's prepared forks: its children waiting for ``go``, already in their session cgroup."""
+    """Cgroups of the template's prepared forks: a session's pid 1, isolated ahead of a request and waiting for
+    ``start`` in its session cgroup. Its parent is the template's pid 1 (its first process handed over and exited),
+    and it has no children yet (a started session's pid 1 has its supervisor)."""
+    holder = _ppid_of(Path(f"/proc/{zygote_pid}"))
     found = set()
     for proc in Path("/proc").iterdir():
         try:
-            if not proc.name.isdigit() or _ppid_of(proc) != zygote_pid:
+            if not proc.name.isdigit() or _ppid_of(proc) != holder or int(proc.name) == zygote_pid:
+                continue
+            if (proc / "task" / proc.name / "children").read_text().split():
                 continue
             cgroup = (proc / "cgroup").read_text()
         except OSError:

@@ -16,8 +16,10 @@ from contextlib import asynccontextmanager
 
 import pytest
 
+from hangar.domain.errors import HangarError
 from hangar.sandbox.base import SandboxSpec, TemplateUnsafe
 from hangar.sandbox.selection import namespace_unsupported_reason
+from hangar.sandbox.state import list_states
 from tests.sandbox.fixtures import AgentFiles, client, make_backend, wait_ping, world_readable_dir
 
 pytestmark = [
@@ -164,3 +166,32 @@ async def test_what_cannot_be_copied_into_a_session_refuses_the_template(
         with pytest.raises(TemplateUnsafe, match=reason):
             await backend.start_template(spec)
     assert not (backend.state_root / spec.sandbox_id).exists()
+
+
+TAMPERS = {
+    "keeps its capabilities": "sys.modules['_hangar_isolate'].drop_privileges = lambda uid: None\n",
+    "skips the session filter": "sys.modules['_hangar_isolate'].load_seccomp = lambda program: None\n",
+    "stays in the template's namespaces": "sys.modules['_hangar_isolate'].unshare = lambda flags: None\n",
+}
+
+
+@pytest.mark.parametrize("tamper", sorted(TAMPERS))
+async def test_a_fork_whose_isolation_was_tampered_with_at_import_is_refused(
+    backend: NamespaceBackend, agent_files: AgentFiles, tamper: str
+) -> None:
+    """Import-time code runs in the template, so it can patch the zygote's own isolation code: the host checks each
+    fork from /proc before anything of the agent runs again, refuses it and retires the template."""
+    main_py = "import os, sys\n" + TAMPERS[tamper] + SERVE + RUN
+    before = {state.sandbox_id for state in list_states(backend.state_root)}
+    async with code_spec(agent_files, main_py) as spec:
+        template = await backend.start_template(spec)
+        try:
+            with pytest.raises(HangarError, match="isolat") as refused:
+                sandbox = await backend.fork(template, dataclasses.replace(spec, sandbox_id=f"{spec.sandbox_id}-t"))
+                await sandbox.stop()
+            assert not template.alive(), (
+                refused.value
+            )  # it takes no more forks (unsafe, or broken and restarted by its owner)
+        finally:
+            await template.stop()
+    assert {state.sandbox_id for state in list_states(backend.state_root)} <= before  # the refused fork left nothing

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
+import signal
 import socket
 import stat
 import struct
@@ -46,6 +47,7 @@ MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 MNT_DETACH = 0x2
+PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
@@ -324,6 +326,9 @@ def enter_session(
 def _template_stage(uid: int, argv: list[str]) -> int:
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     drop_privileges(uid)
+    # Changing credentials cleared bwrap's --die-with-parent: arm it again, so the template (and every session
+    # forked from it, in its pid namespace) dies with the bwrap that dies with Hangar.
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     zygote = os.fork()
     if zygote == 0:
         try:

@@ -215,7 +215,8 @@ class Zygote:
         os.close(seccomp_fd)
         keep = [str(p) for p in request.get("keep", [])]
         isolate.enter_session(int(request["disk_bytes"]), keep, program, self.tree, files)
-        isolate.send_creds(handshake, b"G")  # the host watches this pid from now on (a pidfd)
+        isolate.send_creds(handshake, b"G")  # the host checks this process's isolation, then watches it (a pidfd)
+        isolate.expect(handshake, b"start")  # isolated ahead of time: the agent resumes only for a real session
         handshake.close()
         null = os.open("/dev/null", os.O_RDONLY)
         os.dup2(null, 0)

@@ -194,7 +194,7 @@ class NamespaceBackend(SandboxBackend):
             prepared = await forking.prepare_fork(self, template, spec)
         sandbox: NamespaceSandbox | None = None
         try:
-            proc = await forking.finish_fork(prepared)
+            proc = forking.finish_fork(prepared)
             template.forks += 1
             sandbox = self._sandbox(prepared.spec, prepared.state, proc, prepared.uid, prepared.cgroup, prepared.link)
             await self._ready(sandbox, prepared.channels)
@@ -241,13 +241,14 @@ class NamespaceBackend(SandboxBackend):
     async def retire_template(self, template: templates.NamespaceTemplate) -> None:
         """The zygote was told to exit: drop its prepared fork, wait until its pid 1 ends (after the last session
         forked from it), then remove the template's cgroup, files and uid lease."""
-        if template.refill is not None:
-            template.refill.cancel()
+        if template.refill is not None:  # bounded by the fork steps' timeouts; cancelling it could cut its cleanup
             with contextlib.suppress(BaseException):
                 await template.refill
         if template.spare is not None:
             spare, template.spare = template.spare, None
             await forking.discard(self, spare)
+        async with template.lock:  # a fork conversation in progress finishes on an open socket
+            template.control.close()  # the zygote reads EOF and exits
         try:
             while not await wait_exit(template.proc, 3600.0):
                 pass

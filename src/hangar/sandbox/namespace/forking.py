@@ -1,18 +1,19 @@
-"""The fork conversation between the host and a warm template, in two halves so the slow half runs ahead.
+"""The fork conversation between the host and a warm template, in two halves so that nearly all of it runs ahead.
 
 ``prepare_fork`` (beside the request path, one spare per template): the host creates the session's state dir,
 uid lease, cgroup, log tmpfs and sockets exactly as a cold start does and sends the template one request with the
 session's fds. The template forks the session's first process, which announces its host pid (SCM_CREDENTIALS,
 checked by the kernel) and unshares user, mount, pid, net, ipc and uts namespaces. The host maps uid 1000 to the
 session's leased uid (only root in the initial user namespace can: the template never chooses a uid), moves the
-process into the session's cgroup (on cgroup v1 each move waits for an RCU grace period, ~9 ms here: the reason
-this half runs ahead) and, with egress, attaches the session's veth to its network namespace. The process then
-waits for ``go``.
+process into the session's cgroup (on cgroup v1 each move waits for an RCU grace period, ~9 ms here) and, with
+egress, attaches the session's veth to its network namespace, then says ``go``. The process forks the session's
+pid 1, which isolates itself completely (``isolate.enter_session``: mounts, no capabilities, no_new_privs, the
+session seccomp filter) and announces itself; the host verifies that isolation from /proc (``verify_isolation``)
+and keeps the process waiting. Nothing of the agent has run in it since the template's import.
 
-``finish_fork`` (on the request path): ``go``; the process forks the session's pid 1, which isolates itself
-(``isolate.enter_session``), announces that pid and starts the supervisor and the agent; the agent writes the ready
-byte once uvicorn listens. From there the host
-treats it like any other namespace sandbox (same stop, stats, exec and cleanup).
+``finish_fork`` (on the request path): ``start``; pid 1 starts the supervisor and the agent, and the agent writes
+the ready byte once uvicorn listens. From there the host treats it like any other namespace sandbox (same stop,
+stats, exec and cleanup).
 """
 
 from __future__ import annotations
@@ -30,14 +31,7 @@ from hangar.sandbox.base import SandboxSpec
 from hangar.sandbox.namespace import network, rootfs, seccomp
 from hangar.sandbox.namespace.cgroups import Cgroup
 from hangar.sandbox.namespace.launcher import data_fd
-from hangar.sandbox.namespace.templates import (
-    ForkedProcess,
-    NamespaceTemplate,
-    outcome,
-    receive,
-    running,
-    seqpacket_pair,
-)
+from hangar.sandbox.namespace.templates import ForkedProcess, NamespaceTemplate, outcome, receive, seqpacket_pair
 from hangar.sandbox.state import StateDir
 from hangar.sandbox.supervised import Channels, tail
 
@@ -59,10 +53,10 @@ class PreparedFork:
     link: network.Link | None
     channels: Channels
     handshake: socket.socket
-    pid: int  # host pid of the waiting process
+    process: ForkedProcess  # the session's pid 1, isolated and checked, waiting for ``start``
 
     def alive(self) -> bool:
-        return running(self.pid)
+        return self.process.poll() is None
 
 
 def under_writable(spec: SandboxSpec) -> list[str]:
@@ -121,8 +115,23 @@ async def prepare_fork(backend: NamespaceBackend, template: NamespaceTemplate, s
         message, _ = await receive(host_end, FORK_STEP_TIMEOUT_S)
         if message != b"U":
             raise InternalError(f"the template's child could not unshare: {tail(template.state.log)}")
-        await asyncio.to_thread(_map_and_move, pid, uid, cgroup, link)
-        return PreparedFork(spec, state, uid, cgroup, link, channels, host_end, pid)
+        try:
+            await asyncio.to_thread(_map_and_move, pid, uid, cgroup, link)
+        except OSError as exc:  # the child did not make its own user namespace: a bug, or tampering
+            template.unsafe_reason = f"a fork's namespaces could not be set up ({exc})"
+            raise InternalError(f"the forked session's isolation could not be set up: {exc}") from exc
+        host_end.send(b"go")
+        message, pid = await receive(host_end, FORK_STEP_TIMEOUT_S)
+        if message != b"G" or pid is None:
+            template.broken = "a fork failed to isolate itself"  # its owner starts a new one (with back-off)
+            raise InternalError(f"the forked session did not isolate itself: {tail(template.state.log)}")
+        process = ForkedProcess(pid)
+        try:
+            await verify_isolation(process.pid, uid, cgroup, template)
+        except InternalError as exc:  # a bug, or import-time code that tampered with the zygote: no more forks
+            template.unsafe_reason = f"a fork failed the host's isolation check ({exc.message})"
+            raise
+        return PreparedFork(spec, state, uid, cgroup, link, channels, host_end, process)
     except BaseException:
         host_end.close()  # a child still waiting reads EOF and exits
         if channels is not None:
@@ -131,20 +140,50 @@ async def prepare_fork(backend: NamespaceBackend, template: NamespaceTemplate, s
         raise
 
 
-async def finish_fork(prepared: PreparedFork) -> ForkedProcess:
-    """``go``, then the session's pid 1 as it announces itself isolated; the caller waits for readiness."""
-    handshake = prepared.handshake
+def finish_fork(prepared: PreparedFork) -> ForkedProcess:
+    """``start``: the isolated pid 1 starts the supervisor and the agent; the caller waits for the ready byte."""
     try:
-        handshake.send(b"go")
-        message, pid = await receive(handshake, FORK_STEP_TIMEOUT_S)
-        if message != b"G" or pid is None:
-            raise InternalError(f"the forked session did not isolate itself: {tail(prepared.state.log)}")
-        try:
-            return ForkedProcess(pid)
-        except ProcessLookupError:
-            raise InternalError(f"the forked session exited at once: {tail(prepared.state.log)}") from None
+        if prepared.process.poll() is not None:
+            raise InternalError(f"the prepared session exited: {tail(prepared.state.log)}")
+        prepared.handshake.send(b"start")
+        return prepared.process
     finally:
-        handshake.close()
+        prepared.handshake.close()
+
+
+STATUS_ZERO = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
+NAMESPACES = ("user", "mnt", "net", "pid", "ipc", "uts", "cgroup")
+
+
+async def verify_isolation(pid: int, uid: int, cgroup: Cgroup, template: NamespaceTemplate) -> None:
+    """Check from the host, before anything of the agent runs again, what the fork says it did: the template ran
+    the runtime owner's import code, so its word is not taken. Every property checked is one a process cannot undo
+    (capabilities, no_new_privs, seccomp filters, namespaces, uid), so it holds for every process it will start."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + FORK_STEP_TIMEOUT_S
+    while set(cgroup.pids()) - {pid}:  # the first process hands over and exits; nothing else may be there
+        if loop.time() > deadline:
+            raise InternalError(f"the forked session's cgroup holds other processes: {cgroup.pids()}")
+        await asyncio.sleep(0.001)
+    status = _status(pid)
+    template_status = _status(template.zygote_pid or 0)
+    problems = [name for name in STATUS_ZERO if int(status.get(name, "1"), 16)]
+    if [status.get("Uid"), status.get("Gid")] != [f"{uid}\t{uid}\t{uid}\t{uid}"] * 2:
+        problems.append(f"uid/gid {status.get('Uid')!r} / {status.get('Gid')!r}")
+    if status.get("NoNewPrivs") != "1" or status.get("Seccomp") != "2":
+        problems.append("no_new_privs/seccomp")
+    if int(status.get("Seccomp_filters", "0")) <= int(template_status.get("Seccomp_filters", "0")):
+        problems.append("the session filter is missing")
+    for name in NAMESPACES:
+        if os.readlink(f"/proc/{pid}/ns/{name}") == os.readlink(f"/proc/{template.zygote_pid}/ns/{name}"):
+            problems.append(f"{name} namespace shared with the template")
+    if problems:
+        raise InternalError(f"the forked session is not isolated: {', '.join(problems)}")
+
+
+def _status(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/status") as status:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in status if ":\t" in line)
 
 
 async def discard(backend: NamespaceBackend, prepared: PreparedFork) -> None:

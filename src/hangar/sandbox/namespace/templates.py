@@ -107,6 +107,7 @@ class NamespaceTemplate(Template):
         self.cgroup = cgroup
         self.control = control
         self.unsafe_reason: str | None = None
+        self.broken: str | None = None  # takes no more forks; a new template may do better (not unsafe)
         self.forks = 0
         self.zygote_pid: int | None = None  # host pid of the process that imported the agent
         self.retired = False
@@ -115,7 +116,7 @@ class NamespaceTemplate(Template):
         self.refill: asyncio.Task[None] | None = None
 
     def alive(self) -> bool:
-        usable = not self.retired and self.unsafe_reason is None
+        usable = not self.retired and self.unsafe_reason is None and self.broken is None
         return usable and self.proc.poll() is None and running(self.zygote_pid)
 
     def describe(self) -> dict[str, object]:
@@ -125,15 +126,15 @@ class NamespaceTemplate(Template):
             "forks": self.forks,
             "zygotePid": self.zygote_pid,
             "unsafeReason": self.unsafe_reason,
+            "broken": self.broken,
         }
 
     async def stop(self) -> None:
-        """Close the control socket: the zygote exits; its pid 1 stays until the last forked session ends, then
-        the template's cgroup, files and uid lease go (``NamespaceBackend.retire_template``)."""
+        """Take no more forks; the zygote exits once a fork in progress is done; its pid 1 stays until the last forked
+        session ends, then the template's cgroup, files and uid lease go (``NamespaceBackend.retire_template``)."""
         if self.retired:
             return
         self.retired = True
-        self.control.close()
         await self._retire(self)
 
 
