@@ -60,6 +60,8 @@ def headline(results: dict[str, Any]) -> list[Row]:
             split = " + ".join(f"{step.replace('_', ' ')} {timed[f'{step}_ms']:.1f}" for step in steps)
             ahead = fork.get("prepare_ahead_ms", {}).get("total")  # type: ignore[union-attr]
             note = f"; prepared ahead in {_ms(ahead)}" if mode == "prepared" and ahead else ""
+            if "second_ping_ms" in timed:
+                note += f"; a second /ping {timed['second_ping_ms']:.1f}"
             rows.append(
                 (
                     f"profile: forked sandbox start to /ping ({mode}), {agent}",

@@ -17,7 +17,8 @@ host's uid map and cgroup move), so two cases are timed:
 
 - ``prepared``: the fork finds its preparation done (a new session after a quiet moment): ``prepare`` (taking
   it), then ``finish_fork`` (``go`` until the session's pid 1 reports itself isolated), sandbox ready (the agent
-  reports that uvicorn listens), agent /ping (``GET /ping`` answers through the Unix socket);
+  reports that uvicorn listens), agent /ping (``GET /ping`` answers through the Unix socket), and a second
+  ``/ping`` on the same connection for comparison (``second_ping``);
 - ``inline``: the preparation was taken away first, so ``prepare`` runs on the request path (sessions arriving
   together);
 - ``prepare_ahead``: the preparation itself, step by step (host prepare, template forks, child announces, child
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import itertools
 import os
 import statistics
@@ -46,6 +48,7 @@ from bench.direct import DirectAgent, agent_env
 from bench.suites.new_session import REQUIREMENTS
 
 STATE_ROOT = Path("/run/hangar/bench-profile")
+STEP_S = 60.0  # bound on one fork, one template stop: a broken fork path fails the suite instead of hanging it
 TAG = "benchprof"
 
 
@@ -165,6 +168,36 @@ async def _profile_sandbox(ns_backend: Any, code_dir: Path, env_dir: Path, reps:
     return {f"{name}_ms": _median_ms(values) for name, values in samples.items()}
 
 
+def _around(
+    original: Callable[..., Any], enter: Callable[[], Any], leave: Callable[[Any, Any, bool], None]
+) -> Callable[..., Any]:
+    """``original`` (sync or async, whichever the product has) called between ``enter()`` and
+    ``leave(token, result, ok)``: measurement only, arguments and results pass through unchanged."""
+    if inspect.iscoroutinefunction(original):
+
+        async def wrapped_async(*args: Any, **kwargs: Any) -> Any:
+            token, result, ok = enter(), None, False
+            try:
+                result = await original(*args, **kwargs)
+                ok = True
+                return result
+            finally:
+                leave(token, result, ok)
+
+        return wrapped_async
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        token, result, ok = enter(), None, False
+        try:
+            result = original(*args, **kwargs)
+            ok = True
+            return result
+        finally:
+            leave(token, result, ok)
+
+    return wrapped
+
+
 class _ForkClock:
     """Wraps the fork path's steps (measurement only) and keeps their timestamps.
 
@@ -188,72 +221,43 @@ class _ForkClock:
             self.current.append((name, time.perf_counter()))
 
     def install(self) -> None:
-        forking, backend = self.forking, self.backend
-        originals = {
-            name: getattr(forking, name)
-            for name in ("prepare_fork", "finish_fork", "outcome", "receive", "_map_and_move")
-            if hasattr(forking, name)
-        }
-        self.saved = originals
-        clock = self
+        forking, backend, clock = self.forking, self.backend, self
 
-        async def prepare_fork(*args: Any) -> Any:
-            steps: list[tuple[str, float]] = [("begin", time.perf_counter())]
+        def begin_prepare() -> list[tuple[str, float]]:
+            steps = [("begin", time.perf_counter())]
             clock.current = steps
-            try:
-                result = await originals["prepare_fork"](*args)
+            return steps
+
+        def end_prepare(steps: Any, _result: Any, ok: bool) -> None:
+            if ok:
                 steps.append(("end", time.perf_counter()))
                 clock.prepares.append(steps)
-                return result
-            finally:
-                clock.current = None
+            clock.current = None
 
-        async def finish_fork(*args: Any) -> Any:
-            clock.marks["finish_begin"] = time.perf_counter()
-            try:
-                return await originals["finish_fork"](*args)
-            finally:
-                clock.marks["finish_end"] = time.perf_counter()
+        def received(_token: Any, result: Any, ok: bool) -> None:
+            if ok and result and result[0] in (b"C", b"U"):
+                clock._step("child announces" if result[0] == b"C" else "child unshares")
 
-        async def outcome(*args: Any) -> Any:
-            clock._step("host prepare")  # state, uid lease, tmpfs, cgroup, sockets, seccomp: until the request
-            try:
-                return await originals["outcome"](*args)
-            finally:
-                clock._step("template forks")
+        def mark(name: str) -> Callable[..., None]:
+            return lambda *_: clock.marks.__setitem__(name, time.perf_counter())
 
-        async def receive(*args: Any) -> Any:
-            data, pid = await originals["receive"](*args)
-            if data == b"C":
-                clock._step("child announces")
-            elif data == b"U":
-                clock._step("child unshares")
-            return data, pid
+        def step(name: str) -> Callable[..., None]:
+            return lambda *_: clock._step(name)
 
-        def map_and_move(*args: Any) -> Any:
-            try:
-                return originals["_map_and_move"](*args)
-            finally:
-                clock._step("host map+move")
-
-        replacements = {
-            "prepare_fork": prepare_fork,
-            "finish_fork": finish_fork,
-            "outcome": outcome,
-            "receive": receive,
-            "_map_and_move": map_and_move,
+        hooks: dict[str, tuple[Callable[[], Any], Callable[[Any, Any, bool], None]]] = {
+            "prepare_fork": (begin_prepare, end_prepare),
+            "finish_fork": (mark("finish_begin"), mark("finish_end")),
+            # until the request: state, uid lease, tmpfs, cgroup, sockets, seccomp
+            "outcome": (step("host prepare"), step("template forks")),
+            "receive": (lambda: None, received),
+            "_map_and_move": (lambda: None, step("host map+move")),
         }
-        for name in originals:
-            setattr(forking, name, replacements[name])
-        ready = backend._ready
-
-        async def timed_ready(*args: Any) -> Any:
-            try:
-                return await ready(*args)
-            finally:
-                clock.marks["sandbox_ready"] = time.perf_counter()
-
-        backend._ready = timed_ready
+        for name, (enter, leave) in hooks.items():
+            if hasattr(forking, name):
+                self.saved[name] = getattr(forking, name)
+                setattr(forking, name, _around(self.saved[name], enter, leave))
+        if hasattr(backend, "_ready"):
+            backend._ready = _around(backend._ready, lambda: None, mark("sandbox_ready"))
 
     def uninstall(self) -> None:
         for name, original in self.saved.items():
@@ -275,7 +279,7 @@ async def _profile_fork(ns_backend: Any, code_dir: Path, env_dir: Path, reps: in
     session's does when the template had time to prepare it, and ``reps`` that prepare it on the request path
     (as sessions arriving together do). Timed step by step (see the docstring)."""
     from hangar.sessions.agent_http import AgentHttp
-    from hangar.sessions.probe import wait_ready
+    from hangar.sessions.probe import ping, wait_ready
 
     backend = ns_backend.NamespaceBackend(state_root=STATE_ROOT, tag=TAG, egress="deny")
     await backend.cleanup_orphans()
@@ -295,32 +299,38 @@ async def _profile_fork(ns_backend: Any, code_dir: Path, env_dir: Path, reps: in
                     spare, template.spare = template.spare, None
                     await clock.forking.discard(backend, spare)
                 started = time.perf_counter()
-                sandbox = await backend.fork(template, _spec("proff", code_dir, env_dir))
+                sandbox = await asyncio.wait_for(backend.fork(template, _spec("proff", code_dir, env_dir)), STEP_S)
                 forked = time.perf_counter()
                 client = AgentHttp(str(sandbox.socket_path))
                 try:
                     await wait_ready(client, sandbox, 30)
                     done = time.perf_counter()
+                    await ping(client)  # the same request again: what a warm /ping costs, for comparison
+                    second_ping = time.perf_counter() - done
                 finally:
                     await client.aclose()
                     await sandbox.stop()
                 if index == 0:
                     continue
-                marks = clock.marks
+                begin = clock.marks.get("finish_begin", started)  # a step the product renamed counts as 0
+                end = clock.marks.get("finish_end", begin)
                 values = (
-                    marks["finish_begin"] - started,
-                    marks["finish_end"] - marks["finish_begin"],
-                    marks["sandbox_ready"] - marks["finish_end"],
+                    begin - started,
+                    end - begin,
+                    clock.marks.get("sandbox_ready", forked) - end,
                     done - forked,
                     done - started,
                 )
+                clock.marks.clear()
                 for name, value in zip(phases, values, strict=True):
                     samples[mode].setdefault(name, []).append(value)
+                samples[mode].setdefault("second_ping", []).append(second_ping)
         await _settle(template)
     finally:
         clock.uninstall()
         if template is not None:
-            await template.stop()
+            with contextlib.suppress(TimeoutError):  # a template that hangs is killed by the cleanup below
+                await asyncio.wait_for(template.stop(), STEP_S)
         await backend.cleanup_orphans()
     result: dict[str, object] = {"template_start_ms": round(template_start * 1000, 1)}
     for mode, values in samples.items():
@@ -334,7 +344,7 @@ async def _settle(template: Any) -> None:
     refill = getattr(template, "refill", None)
     if refill is not None:
         with contextlib.suppress(BaseException):
-            await refill
+            await asyncio.wait_for(asyncio.shield(refill), STEP_S)
 
 
 def _cgroup_join_ms(reps: int) -> float:
