@@ -32,6 +32,7 @@ class Lifecycle:
         self.manager = manager
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="hangar-session-lifecycle")
@@ -43,13 +44,16 @@ class Lifecycle:
     async def stop(self) -> None:
         if self._task is None:
             return
+        # Python 3.11's wait_for can swallow a cancel that lands as its wait completes: the flag ends the loop anyway.
+        self._stopped = True
+        self._wake.set()
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopped:
             try:
                 await self.sweep()
             except Exception:

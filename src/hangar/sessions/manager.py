@@ -61,6 +61,8 @@ class SessionManager:
         self._starting: dict[SessionKey, asyncio.Task[Session]] = {}
         self._stopping: set[asyncio.Task[object]] = set()  # sandbox stops and crash checks: shutdown waits for them
         self._closing = False
+        self._records_dirty = False
+        self._records_writer: asyncio.Task[None] | None = None
 
     def describe_backend(self) -> dict[str, object]:
         return {"backend": self.backend.name, "isolates": self.backend.isolates}
@@ -90,6 +92,9 @@ class SessionManager:
         await asyncio.gather(*(self.end(s, "Hangar shut down") for s in list(self._live.values())))
         while self._stopping:  # a background check may end one more session while we wait
             await asyncio.gather(*list(self._stopping), return_exceptions=True)
+        if self._records_writer is not None:
+            await asyncio.gather(self._records_writer, return_exceptions=True)
+        await self._save()
         await self.templates.drain(TEMPLATE_DRAIN_S)
 
     def live_sessions(self) -> list[Session]:
@@ -130,7 +135,7 @@ class SessionManager:
             self._starting.pop(key, None)
         self._live[key] = session
         self.lifecycle.wake()
-        await self._save()
+        self._save_soon()
         return session
 
     async def _start_sandbox(self, key: SessionKey, target: InvocationTarget) -> Session:
@@ -256,7 +261,7 @@ class SessionManager:
 
     async def _close(self, session: Session) -> None:
         await _close_quietly(session.client, session.sandbox)
-        await self._save()
+        self._save_soon()
 
     async def stop_session(self, runtime_id: str, session_id: str, reason: str = "stopped") -> bool:
         """End a session if it lives (or is starting); False when there is no such session."""
@@ -286,6 +291,18 @@ class SessionManager:
         task = asyncio.create_task(self.agent_failed(session))
         self._stopping.add(task)
         task.add_done_callback(self._stopping.discard)
+
+    def _save_soon(self) -> None:
+        """The records are for the next process (crash reports), not for this request: written beside it, and
+        coalesced (a burst of starts and ends is one write, never a write per session on the event loop)."""
+        self._records_dirty = True
+        if self._records_writer is None or self._records_writer.done():
+            self._records_writer = asyncio.create_task(self._write_records())
+
+    async def _write_records(self) -> None:
+        while self._records_dirty:
+            self._records_dirty = False
+            await self._save()
 
     async def _save(self) -> None:
         try:
