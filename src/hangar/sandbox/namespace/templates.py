@@ -184,7 +184,9 @@ def seqpacket_pair() -> tuple[socket.socket, socket.socket]:
     return host, child
 
 
-def template_argv(backend: NamespaceBackend, spec: SandboxSpec, uid: int, cgroup: Cgroup, control_fd: int) -> list[str]:
+def template_argv(
+    backend: NamespaceBackend, spec: SandboxSpec, uid: int, cgroup: Cgroup, control_fd: int, args_fd: int
+) -> list[str]:
     python = str(spec.env_dir / "bin" / "python")
     zygote = [python, rootfs.ZYGOTE_PATH, f"--control-fd={control_fd}", f"--port={spec.agent_port}", "--"]
     procs = cgroup.procs_files()
@@ -197,7 +199,7 @@ def template_argv(backend: NamespaceBackend, spec: SandboxSpec, uid: int, cgroup
         *procs,
         backend.bwrap,
         "--args",
-        "{args_fd}",
+        str(args_fd),
         "--",
         SYSTEM_PYTHON,
         "-I",
@@ -278,8 +280,7 @@ async def start_template(backend: NamespaceBackend, spec: SandboxSpec) -> Namesp
         args_fd = data_fd("hangar-bwrap-args")
         try:
             fill(args_fd, template_bwrap_args(backend, spec, state, filter_fd))
-            argv = template_argv(backend, spec, uid, cgroup, child_end.fileno())
-            argv = [str(args_fd) if arg == "{args_fd}" else arg for arg in argv]
+            argv = template_argv(backend, spec, uid, cgroup, child_end.fileno(), args_fd)
             # SAFETY: root starts bwrap in the template's cgroup; isolate.py (ours, stdlib only, no site imports)
             # drops to the leased uid with no capabilities and no_new_privs before the agent's interpreter starts.
             fds = (filter_fd, args_fd, child_end.fileno())
