@@ -176,9 +176,6 @@ class NamespaceBackend(SandboxBackend):
         self._live.discard(sandbox_id)
         await _remove(sandbox_id, state, cgroup, self.leases, uid, _names(link))
 
-    async def start(self, spec: SandboxSpec) -> NamespaceSandbox:
-        return await self._start(spec)
-
     async def start_template(self, spec: SandboxSpec) -> Template:
         template = await templates.start_template(self, spec)
         self._refill(template)  # the first session already finds its fork prepared
@@ -283,7 +280,7 @@ class NamespaceBackend(SandboxBackend):
         await asyncio.to_thread(self._install_firewall)
         return network.plan(self.tag, spec.sandbox_id, uid - self.leases.first)
 
-    async def _start(self, spec: SandboxSpec) -> NamespaceSandbox:
+    async def start(self, spec: SandboxSpec) -> NamespaceSandbox:
         """A cold start: bwrap builds the namespaces and root view, then the supervisor starts the agent."""
         state, uid, cgroup = await self.prepare(spec)
         link: network.Link | None = None
