@@ -17,7 +17,7 @@ import uuid
 from hangar.config import Settings
 from hangar.domain.errors import HangarError, RuntimeClientError, ServiceUnavailableError
 from hangar.domain.invocation import InvocationTarget
-from hangar.observability.metrics import Metrics
+from hangar.observability.metrics import Metrics, reason_class
 from hangar.sandbox.base import Sandbox, SandboxBackend, SandboxSpec
 from hangar.sessions.agent_http import AgentHttp
 from hangar.sessions.lifecycle import Lifecycle
@@ -205,7 +205,7 @@ class SessionManager:
                 cold_reason = f"the fork failed: {exc}"
                 log.warning("forking a session of %s v%s failed, starting it cold: %s", *key_of(target), exc)
         if cold_reason is not None:
-            self.templates.count_fallback(cold_reason.split(":")[0])
+            self.templates.count_fallback(reason_class(cold_reason))  # the same classes as the metric's
             self.metrics.cold_fallback(cold_reason)
         try:
             if sandbox is None:
