@@ -9,6 +9,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -122,4 +123,50 @@ control_secrets = Table(
     metadata,
     Column("name", String(64), primary_key=True),
     Column("value", Text, nullable=False),
+)
+
+# --- identity (workload identities, credential providers; secrets sealed by the token vault) --------------------
+
+# A workload identity; one per runtime (named by its runtime id, gone with the runtime) or created on its own.
+workload_identities = Table(
+    "workload_identities",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("allowed_return_urls", JSON, nullable=False),
+    Column("runtime_id", String(128), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    ForeignKeyConstraint(["runtime_id"], ["runtimes.runtime_id"], ondelete="CASCADE"),
+)
+
+# API-key credential providers: the key itself only as a vault ciphertext bound to the provider's name.
+api_key_providers = Table(
+    "api_key_providers",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("api_key_sealed", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# OAuth2 credential providers: the vendor's configuration without its client secret, which is sealed apart.
+oauth2_providers = Table(
+    "oauth2_providers",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("vendor", String(64), nullable=False),
+    Column("config", JSON, nullable=False),
+    Column("client_secret_sealed", LargeBinary, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Tags of identity resources (workload identities, credential providers), by ARN.
+identity_tags = Table(
+    "identity_tags",
+    metadata,
+    Column("resource_arn", String(1011), nullable=False),
+    Column("key", String(128), nullable=False),
+    Column("value", String(256), nullable=False),
+    PrimaryKeyConstraint("resource_arn", "key"),
 )
