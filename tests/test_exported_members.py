@@ -21,10 +21,15 @@ PUBLIC = [
     "BedrockAgentCoreApp",
     "BedrockAgentCoreContext",
     "ConfigBundleRef",
+    "IdentityServiceError",
     "PingStatus",
     "RequestContext",
     "RequestContextFormatter",
+    "TokenPoller",
     "is_forwardable_header",
+    "requires_access_token",
+    "requires_api_key",
+    "requires_wat",
 ]
 # starlette and uvicorn, plus what they bring: anyio and its helpers (exceptiongroup is its backport on Python 3.10).
 ALLOWED_TOP_LEVEL = {

@@ -8,6 +8,8 @@ Hangar, because it is copied alone into agent environments.
 from ._app import AgentApp, BedrockAgentCoreApp
 from ._context import BedrockAgentCoreContext, ConfigBundleRef, RequestContext
 from ._headers import RESTRICTED_HEADERS, is_forwardable_header
+from ._identity import TokenPoller, requires_access_token, requires_api_key, requires_wat
+from ._identity_client import IdentityServiceError
 from ._logging import RequestContextFormatter
 from ._ping import PingStatus
 from ._server import SANDBOX_MARKER_ENV
@@ -19,8 +21,13 @@ __all__ = [
     "BedrockAgentCoreApp",
     "BedrockAgentCoreContext",
     "ConfigBundleRef",
+    "IdentityServiceError",
     "PingStatus",
     "RequestContext",
     "RequestContextFormatter",
+    "TokenPoller",
     "is_forwardable_header",
+    "requires_access_token",
+    "requires_api_key",
+    "requires_wat",
 ]
