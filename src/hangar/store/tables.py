@@ -170,3 +170,49 @@ identity_tags = Table(
     Column("value", String(256), nullable=False),
     PrimaryKeyConstraint("resource_arn", "key"),
 )
+
+# --- identity data plane (token cache, pending USER_FEDERATION sessions; tokens sealed by the token vault) -------
+
+# Resource tokens per workload + user ('' for none) + provider + flow + sorted scopes (``scopes_key`` is their
+# sha256), so two users of one workload never share a token.
+identity_tokens = Table(
+    "identity_tokens",
+    metadata,
+    Column("workload", String(255), nullable=False),
+    Column("user_id", String(128), nullable=False),
+    Column("provider", String(128), nullable=False),
+    Column("flow", String(32), nullable=False),
+    Column("scopes_key", String(64), nullable=False),
+    Column("scopes", JSON, nullable=False),
+    Column("access_token_sealed", LargeBinary, nullable=False),
+    Column("refresh_token_sealed", LargeBinary, nullable=True),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("workload", "user_id", "provider", "flow", "scopes_key"),
+    ForeignKeyConstraint(["workload"], ["workload_identities.name"], ondelete="CASCADE"),
+    ForeignKeyConstraint(["provider"], ["oauth2_providers.name"], ondelete="CASCADE"),
+)
+
+# USER_FEDERATION sessions between the authorization URL and CompleteResourceTokenAuth. ``state_hash`` is the
+# sha256 of the state sent to the IdP (the state itself is never stored); the PKCE verifier and tokens are sealed.
+identity_oauth_sessions = Table(
+    "identity_oauth_sessions",
+    metadata,
+    Column("session_id", String(64), primary_key=True),
+    Column("state_hash", String(64), nullable=False, unique=True),
+    Column("workload", String(255), nullable=False),
+    Column("user_id", String(128), nullable=False),
+    Column("provider", String(128), nullable=False),
+    Column("scopes", JSON, nullable=False),
+    Column("verifier_sealed", LargeBinary, nullable=False),
+    Column("return_url", Text, nullable=True),
+    Column("custom_state_sealed", LargeBinary, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("access_token_sealed", LargeBinary, nullable=True),
+    Column("refresh_token_sealed", LargeBinary, nullable=True),
+    Column("token_expires_at", DateTime(timezone=True), nullable=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    ForeignKeyConstraint(["workload"], ["workload_identities.name"], ondelete="CASCADE"),
+    ForeignKeyConstraint(["provider"], ["oauth2_providers.name"], ondelete="CASCADE"),
+)
