@@ -70,6 +70,16 @@ class Settings(BaseSettings):
         "opts out with the environment variable HANGAR_TEMPLATE=off).",
     )
     log_level: str = Field("info", description="Log level of the server (debug, info, warning, error).")
+    public_url: str | None = Field(
+        None,
+        description="Base URL browsers and IdPs reach this server at (OAuth2 callback URLs are built on it). "
+        "Unset: http://<host>:<port>.",
+    )
+    vault_key_file: Path | None = Field(
+        None,
+        description="Key file of the token vault (AES-256-GCM keys, mode 0600, created on first start). "
+        "Unset: <data_dir>/identity/vault.keys.",
+    )
 
     @field_validator("account_id")
     @classmethod
@@ -85,6 +95,14 @@ class Settings(BaseSettings):
     @property
     def resolved_artifacts_dir(self) -> Path:
         return (self.artifacts_dir or self.data_dir / "artifacts").resolve()
+
+    @property
+    def resolved_public_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def resolved_vault_key_file(self) -> Path:
+        return self.vault_key_file or self.data_dir / "identity" / "vault.keys"
 
     @property
     def credentials_file(self) -> Path:

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from hangar.auth.jwt import JwtAuthorizer
     from hangar.auth.sigv4 import SigV4Verifier
     from hangar.control.service import ControlPlane
+    from hangar.identity.dataplane import IdentityDataPlane
+    from hangar.identity.setup import Identity
     from hangar.observability.metrics import Metrics
     from hangar.sessions.manager import SessionManager
 
@@ -33,12 +35,26 @@ class Services:
     sigv4: SigV4Verifier | None = None
     jwt: JwtAuthorizer | None = None
     control: ControlPlane | None = None
+    identity: Identity | None = None
+    identity_data: IdentityDataPlane | None = None
     sessions: SessionManager | None = None
     metrics: Metrics | None = None
 
     def _components(self) -> list[Any]:
         """Start order: identity of callers first, then the control plane, then sessions."""
-        return [c for c in (self.credentials, self.sigv4, self.jwt, self.control, self.sessions) if c is not None]
+        return [
+            c
+            for c in (
+                self.credentials,
+                self.sigv4,
+                self.jwt,
+                self.control,
+                self.identity,
+                self.identity_data,
+                self.sessions,
+            )
+            if c is not None
+        ]
 
     async def start(self) -> None:
         """Start background work (resume interrupted builds, reap sessions, warm pools)."""
@@ -71,11 +87,15 @@ def build_services(settings: Settings) -> Services:
     services = Services(settings=settings, engine=open_engine(settings.resolved_database_url))
     from hangar.auth.setup import wire as wire_auth
     from hangar.control.setup import wire as wire_control
+    from hangar.identity.data_setup import wire as wire_identity_data
+    from hangar.identity.setup import wire as wire_identity
     from hangar.observability.setup import wire as wire_observability
     from hangar.sessions.setup import wire as wire_sessions
 
     wire_observability(services)
     wire_auth(services)
     wire_control(services)
+    wire_identity(services)
+    wire_identity_data(services)
     wire_sessions(services)
     return services

@@ -24,6 +24,7 @@ from hangar.domain.names import DEFAULT_ENDPOINT, MAX_VERSION, new_endpoint_id, 
 from hangar.domain.pagination import decode_token, encode_token
 from hangar.domain.runtime import IN_PROGRESS, Runtime, Status, Version
 from hangar.store import endpoints as endpoint_rows
+from hangar.store import identity as identity_rows
 from hangar.store import runtimes as rows
 from hangar.store import tags as tag_rows
 from hangar.store.transactions import utcnow
@@ -64,6 +65,10 @@ def create_runtime(ctx: Context, command: CreateRuntime) -> dict[str, Any]:
             ),
         )
         tag_rows.put_tags(conn, runtime.runtime_id, None, command.tags)
+        # the runtime's workload identity, named by its id; the row goes with the runtime (ON DELETE CASCADE)
+        identity_rows.insert_workload(
+            conn, identity_rows.WorkloadRow(runtime.runtime_id, (), runtime.runtime_id, now, now)
+        )
         return {
             "agentRuntimeArn": ctx.place.runtime_arn(runtime.runtime_id),
             "agentRuntimeId": runtime.runtime_id,

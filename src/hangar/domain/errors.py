@@ -2,6 +2,8 @@
 
     HangarError                      500 InternalServerException
     ├── ValidationError              400 ValidationException (reason, fieldList)
+    ├── DecryptionFailureError       400 DecryptionFailure (a vault ciphertext failed to open)
+    ├── EncryptionFailureError       400 EncryptionFailure (the vault could not seal)
     ├── UnauthorizedError            401 UnauthorizedException
     ├── ServiceQuotaExceededError    402 ServiceQuotaExceededException
     ├── AccessDeniedError            403 AccessDeniedException
@@ -62,6 +64,16 @@ class ValidationError(HangarError):
         if self.fields:
             body["fieldList"] = [{"name": f.name, "message": f.message} for f in self.fields]
         return body
+
+
+class DecryptionFailureError(HangarError):
+    code = "DecryptionFailure"
+    status = 400
+
+
+class EncryptionFailureError(HangarError):
+    code = "EncryptionFailure"
+    status = 400
 
 
 class UnauthorizedError(HangarError):

@@ -40,6 +40,8 @@ def collect_routes() -> list[Route]:
         "hangar.gateway.dataplane",
         "hangar.gateway.operator",
         "hangar.gateway.credentials",
+        "hangar.gateway.identity_control",
+        "hangar.gateway.identity_data",
         "hangar.gateway.artifacts",  # last: its S3 path-style routes match almost any path
     ):
         try:
