@@ -28,6 +28,14 @@ FIXED_NOW = 1_796_000_000.0  # a fixed instant, so both signers sign the same ti
 REGION = "us-west-2"
 
 
+@pytest.fixture(scope="module")
+def hangar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HangarServer]:
+    """A real server; these tests start no sandbox, so the process backend spares the data dir's path checks."""
+    server = HangarServer(data_dir=tmp_path_factory.mktemp("hangar") / "data", extra_args=["--sandbox", "process"])
+    yield server.start()
+    server.stop()
+
+
 def botocore_authorization(
     method: str, url: str, headers: dict[str, str], body: bytes, credentials: sigv4.Credentials, service: str
 ) -> str:
