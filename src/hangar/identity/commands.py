@@ -179,11 +179,13 @@ def _paging(check: Checker, body: dict[str, Any], maximum: int) -> tuple[int, st
     return max_results, token
 
 
-def _managed_only(check: Checker, document: dict[str, Any], path: str, config_name: str) -> None:
-    if document.get(config_name) is not None or document.get(path) == "EXTERNAL":
+def _managed_only(check: Checker, document: dict[str, Any], prefix: str, source_key: str, config_name: str) -> None:
+    """Secrets live in Hangar's vault: ``EXTERNAL`` sources (Secrets Manager references) are refused."""
+    path = f"{prefix}{source_key}"
+    if document.get(config_name) is not None or document.get(source_key) == "EXTERNAL":
         check.fail(path, "Member must be MANAGED: Hangar keeps secrets in its own token vault", quote=False)
     else:
-        check.enum(document.get(path), path, ("MANAGED", "EXTERNAL"))
+        check.enum(document.get(source_key), path, ("MANAGED", "EXTERNAL"))
 
 
 # -- workload identities ---------------------------------------------------------------------------------------
@@ -230,7 +232,7 @@ def parse_list_workloads(body: dict[str, Any]) -> ListWorkloads:
 
 
 def _api_key(check: Checker, body: dict[str, Any]) -> str:
-    _managed_only(check, body, "apiKeySecretSource", "apiKeySecretConfig")
+    _managed_only(check, body, "", "apiKeySecretSource", "apiKeySecretConfig")
     if body.get("apiKey") is None:
         check.fail_null("apiKey")
     return _secret(check, body.get("apiKey"), "apiKey", 65536) or ""
@@ -434,7 +436,7 @@ def _oauth2_input(check: Checker, body: dict[str, Any]) -> OAuth2Input | None:
     config = check.struct(wrapper[member], path)
     if config is None:
         return None
-    _managed_only(check, config, f"{path}.clientSecretSource", "clientSecretConfig")
+    _managed_only(check, config, f"{path}.", "clientSecretSource", "clientSecretConfig")
     secret = _secret(check, config.get("clientSecret"), f"{path}.clientSecret", 2048)
     if vendor == "CustomOauth2":
         stored, url = _custom(check, config, path)
