@@ -1,13 +1,108 @@
-"""Shared fixtures: a real ``hangar serve`` on loopback per test module."""
+"""Shared fixtures and suite-wide rules.
+
+- A real ``hangar serve`` on loopback per test module (``hangar``).
+- Temporary directories that sandbox uids can traverse: pytest's own root (``/tmp/pytest-of-<user>``) is 0700 and
+  ``hangar serve`` rightly refuses a data dir below it, so the suite's base temp is a fresh ``/tmp/hangar-pytest-*``
+  and every directory the factory makes is 0711 (traverse only). A test that needs a closed parent makes its own.
+- ``HANGAR_REQUIRE_ISOLATION=1`` (CI): a security or isolation test that would skip FAILS with the skip's reason, so
+  a host without isolation can never pass the security suite by skipping it. Other skips stay skips.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import shutil
+import tempfile
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.server import HangarServer
+
+REQUIRE_ISOLATION = os.environ.get("HANGAR_REQUIRE_ISOLATION", "") not in ("", "0")
+# Where a skip means "this host did not check isolation": tests of the sandbox, of its security, of the backend
+# contract, and the data-plane tests of warm templates (a namespace-only feature).
+ISOLATION_TESTS = (
+    "tests/sandbox/",
+    "tests/security/",
+    "tests/contract/",
+    "tests/dataplane/test_templates.py",
+    "tests/dataplane/test_protocols.py",
+    "tests/observability/test_metrics.py",
+    "tests/unit/test_secure_defaults.py",
+)
+# Skips that say nothing about this host's isolation (the code under test does not exist on the platform).
+PLATFORM_SKIPS = ("the i386 ABI exists on x86_64 only",)
+_OWN_BASETEMP = pytest.StashKey[Path]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    if config.option.basetemp is None:
+        root = Path(tempfile.mkdtemp(prefix="hangar-pytest-"))
+        root.chmod(0o711)
+        config.option.basetemp = str(root / "t")
+        config.stash[_OWN_BASETEMP] = root
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the base temp of a green run; a failed run keeps it for a look at the servers' logs."""
+    root = session.config.stash.get(_OWN_BASETEMP, None)
+    if root is not None and exitstatus == 0:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _traversable_temp_dirs(tmp_path_factory: pytest.TempPathFactory) -> None:
+    tmp_path_factory.getbasetemp().chmod(0o711)
+    make = tmp_path_factory.mktemp
+
+    def mktemp(basename: str, numbered: bool = True) -> Path:
+        path = make(basename, numbered)
+        path.chmod(0o711)
+        return path
+
+    tmp_path_factory.mktemp = mktemp  # type: ignore[method-assign]  # tmp_path and every fixture go through it
+
+
+def _is_isolation_test(nodeid: str) -> bool:
+    return nodeid.startswith(ISOLATION_TESTS)
+
+
+def _skip_reason(longrepr: object) -> str:
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+def _must_not_skip(nodeid: str, reason: str) -> bool:
+    return REQUIRE_ISOLATION and _is_isolation_test(nodeid) and reason not in PLATFORM_SKIPS
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, object, object]:
+    report = yield
+    assert isinstance(report, pytest.TestReport)
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = _skip_reason(report.longrepr)
+        if _must_not_skip(item.nodeid, reason):
+            report.outcome = "failed"
+            report.longrepr = f"HANGAR_REQUIRE_ISOLATION=1: this security/isolation test may not skip: {reason}"
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, object, object]:
+    """A whole module skipped at import (``importorskip``) is held to the same rule."""
+    report = yield
+    assert isinstance(report, pytest.CollectReport)
+    if report.skipped:
+        reason = _skip_reason(report.longrepr)
+        if _must_not_skip(collector.nodeid, reason):
+            report.outcome = "failed"
+            report.longrepr = f"HANGAR_REQUIRE_ISOLATION=1: this security/isolation module may not skip: {reason}"
+    return report
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,8 @@ class Settings(BaseSettings):
     )
     sandbox_backend: Literal["auto", "namespace", "process"] = Field(
         "auto",
-        description="Isolation backend for sessions. auto: namespace where the host supports it, else process.",
+        description="Isolation backend for sessions. auto and namespace: isolate every session, or refuse to start "
+        "(naming what the host lacks); process: NO isolation, only when asked for explicitly.",
     )
     egress: Literal["allow", "deny"] = Field(
         "allow", description="Outbound network for sandboxes of PUBLIC runtimes; deny cuts all egress."

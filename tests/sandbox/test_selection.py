@@ -11,7 +11,7 @@ import pytest
 from hangar.config import Settings
 from hangar.sandbox import select_backend
 from hangar.sandbox.process import ProcessBackend
-from hangar.sandbox.selection import namespace_unsupported_reason
+from hangar.sandbox.selection import SandboxUnavailableError, namespace_unsupported_reason
 from tests.sandbox.fixtures import AgentFiles, started, wait_ping, world_readable_dir
 
 
@@ -21,10 +21,14 @@ def test_process_is_chosen_when_asked_and_admits_it_does_not_isolate(tmp_path: P
     assert (backend.name, backend.isolates) == ("process", False)
 
 
-def test_auto_picks_namespace_exactly_where_the_host_supports_it(tmp_path: Path) -> None:
-    backend = select_backend(Settings(data_dir=tmp_path, sandbox_backend="auto"))
-    supported = namespace_unsupported_reason() is None
-    assert (backend.name, backend.isolates) == (("namespace", True) if supported else ("process", False))
+def test_auto_picks_namespace_where_the_host_supports_it_and_never_falls_back(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, sandbox_backend="auto")
+    if namespace_unsupported_reason() is None:
+        backend = select_backend(settings)
+        assert (backend.name, backend.isolates) == ("namespace", True)
+    else:
+        with pytest.raises(SandboxUnavailableError, match="--sandbox process"):
+            select_backend(settings)
 
 
 @pytest.mark.skipif(namespace_unsupported_reason() is not None, reason="namespace backend unsupported here")

@@ -14,7 +14,9 @@ def serve(
     data_dir: Path = typer.Option(None, "--data-dir", help="State directory [env HANGAR_DATA_DIR, default ./.hangar]."),
     region: str = typer.Option(None, help="Region to answer as [env HANGAR_REGION, default us-west-2]."),
     account_id: str = typer.Option(None, "--account-id", help="12-digit account id [env HANGAR_ACCOUNT_ID]."),
-    sandbox_backend: str = typer.Option(None, "--sandbox", help="Sandbox backend: auto, namespace or process."),
+    sandbox_backend: str = typer.Option(
+        None, "--sandbox", help="Sandbox backend: auto (isolate or refuse to start), namespace, process (NO isolation)."
+    ),
     warm_pool_size: int = typer.Option(None, "--warm-pool", help="Ready sandboxes kept per runtime."),
     templates: bool = typer.Option(
         None, "--templates/--no-templates", help="Fork new sessions from warm templates [env HANGAR_TEMPLATES]."
@@ -25,6 +27,7 @@ def serve(
     # Imported here so that every other `hangar` command starts without loading the server's dependencies.
     import uvicorn
     from rich.console import Console
+    from rich.markup import escape
 
     from hangar.config import Settings
 
@@ -45,8 +48,16 @@ def serve(
     # Alembic narrates every plugin and migration at INFO; only its warnings belong in Hangar's log.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     from hangar.gateway.app import create_app
+    from hangar.sandbox.selection import NO_ISOLATION_WARNING, SandboxUnavailableError, preflight
 
-    app = create_app(settings)
+    try:
+        preflight(settings)  # before anything is created: refuse early, with the fix
+        app = create_app(settings)
+    except SandboxUnavailableError as exc:
+        console.print(f"[bold red]hangar serve: refusing to start[/bold red]: {escape(str(exc))}", highlight=False)
+        raise typer.Exit(code=2) from None
+    if settings.sandbox_backend == "process":
+        console.print(f"[bold red]WARNING[/bold red]: {escape(NO_ISOLATION_WARNING)}", highlight=False)
     base = f"http://{settings.host}:{settings.port}"
     console.print(f"[bold]Hangar[/bold] on {base}  (region {settings.region}, account {settings.account_id})")
     console.print(f"data dir: {settings.data_dir.resolve()}")

@@ -7,6 +7,7 @@ from starlette.responses import JSONResponse, Response
 
 from hangar import __version__
 from hangar.gateway.routing import Route
+from hangar.sandbox.selection import NO_ISOLATION_WARNING
 
 
 async def healthz(request: Request, _params: dict[str, str]) -> Response:
@@ -19,7 +20,12 @@ async def healthz(request: Request, _params: dict[str, str]) -> Response:
         "accountId": settings.account_id,
     }
     if services.sessions is not None:
-        body["sandbox"] = services.sessions.describe_backend()
+        backend = services.sessions.describe_backend()
+        body["sandbox"] = backend
+        # Say it where monitoring looks, not only in the start-up log: sessions here are not isolated.
+        body["isolation"] = bool(backend.get("isolates"))
+        if not body["isolation"]:
+            body["warning"] = NO_ISOLATION_WARNING
     return JSONResponse(body)
 
 
