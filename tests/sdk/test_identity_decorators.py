@@ -9,6 +9,7 @@ transport an agent without botocore gets).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -402,3 +403,138 @@ def test_stdlib_transport_without_botocore(identity: Identity) -> None:
     assert out["error"] == ["ResourceNotFoundException"] * 3 + ["GetResourceApiKey"]
     assert out["botocore_loaded"] is False
     assert issubclass(IdentityServiceError, Exception)
+
+
+# -- TLS to the identity endpoint, trusted through AWS_CA_BUNDLE -------------------------------------------------
+
+
+def issue_certificate(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for localhost / 127.0.0.1 signed by it: (ca, cert, key) PEM files."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hangar sdk test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    server = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return paths
+
+
+class TlsSplice:
+    """Terminates TLS on loopback and passes the bytes unchanged to the Hangar server (what a session's identity
+    endpoint does); the signed Host header names this endpoint, so the server verifies exactly what was signed."""
+
+    def __init__(self, target_port: int, cert: Path, key: Path) -> None:
+        import socket
+        import ssl
+        import threading
+
+        self._target_port = target_port
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._context.load_cert_chain(cert, key)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import ssl
+        import threading
+
+        while True:
+            try:
+                raw, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            try:
+                client = self._context.wrap_socket(raw, server_side=True)
+            except (ssl.SSLError, OSError):  # a client that does not trust us hangs up during the handshake
+                raw.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self._target_port))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: Any, sink: Any) -> None:
+        try:
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.close()
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def test_tls_endpoint_trusted_through_aws_ca_bundle(
+    with_wat: Identity, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssl
+
+    from hangar.sdk import _identity_client
+
+    ca, cert, key = issue_certificate(tmp_path)
+    splice = TlsSplice(with_wat.server.port, cert, key)
+    try:
+        endpoint = f"https://localhost:{splice.port}"
+        env = {**agent_environment(with_wat.server), "BEDROCK_AGENTCORE_DP_ENDPOINT": endpoint}
+        body = {"resourceCredentialProviderName": API_KEY_PROVIDER, "workloadIdentityToken": with_wat.wat}
+        # stdlib transport: verified against the bundle, refused without it (the test CA is in no system store).
+        trusted = _identity_client.call_without_botocore(
+            "GetResourceApiKey", body, environ={**env, "AWS_CA_BUNDLE": str(ca)}
+        )
+        assert trusted["apiKey"] == API_KEY
+        with pytest.raises(ssl.SSLCertVerificationError):
+            _identity_client.call_without_botocore("GetResourceApiKey", body, environ=env)
+        # botocore transport, through the decorator: botocore reads AWS_CA_BUNDLE itself.
+        monkeypatch.setenv("BEDROCK_AGENTCORE_DP_ENDPOINT", endpoint)
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(ca))
+
+        @requires_api_key(provider_name=API_KEY_PROVIDER)
+        def tool(*, api_key: str) -> str:
+            return api_key
+
+        assert tool() == API_KEY
+    finally:
+        splice.close()

@@ -173,19 +173,22 @@ def call_without_botocore(
         region_name,
         SIGNING_NAME,
     )
-    status, reply_headers, reply = _send(base.scheme, base.hostname, base.port or default_port, path, headers, payload)
+    port = base.port or default_port
+    status, reply_headers, reply = _send(
+        base.scheme, base.hostname, port, path, headers, payload, env.get("AWS_CA_BUNDLE") or None
+    )
     return _parse(operation, status, reply_headers, reply)
 
 
 def _send(
-    scheme: str, hostname: str, port: int, path: str, headers: dict[str, str], payload: bytes
+    scheme: str, hostname: str, port: int, path: str, headers: dict[str, str], payload: bytes, ca_bundle: str | None
 ) -> tuple[int, dict[str, str], bytes]:
     import http.client
 
     if scheme == "https":
         import ssl
 
-        context = ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or None)
+        context = ssl.create_default_context(cafile=ca_bundle)
         connection: http.client.HTTPConnection = http.client.HTTPSConnection(
             hostname, port, timeout=HTTP_TIMEOUT_SECONDS, context=context
         )
