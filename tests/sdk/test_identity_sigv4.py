@@ -170,9 +170,9 @@ class CredentialsEndpoint:
             self.server.server_close()
 
 
-def expiring_in(seconds: float) -> str:
+def expiring_in(seconds: float, layout: str = "%Y-%m-%dT%H:%M:%SZ") -> str:
     moment = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.strftime(layout)
 
 
 @pytest.fixture
@@ -187,7 +187,7 @@ def admin_endpoint(hangar: HangarServer) -> Iterator[CredentialsEndpoint]:
 def test_container_credentials_sign_a_request_the_server_accepts(
     hangar: HangarServer, admin_endpoint: CredentialsEndpoint, tmp_path: Path
 ) -> None:
-    admin_endpoint.document["Expiration"] = expiring_in(3600)
+    admin_endpoint.document["Expiration"] = expiring_in(3600, "%Y-%m-%dT%H:%M:%S.%f000+00:00")  # nanoseconds
     env = {
         "AWS_CONTAINER_CREDENTIALS_FULL_URI": admin_endpoint.url,
         "AWS_CONTAINER_AUTHORIZATION_TOKEN": admin_endpoint.token,
@@ -219,10 +219,11 @@ def test_container_credentials_errors_are_clear(admin_endpoint: CredentialsEndpo
     env = {"AWS_CONTAINER_CREDENTIALS_FULL_URI": admin_endpoint.url + "?bad", "AWS_CONTAINER_AUTHORIZATION_TOKEN": "no"}
     with pytest.raises(sigv4.CredentialsError, match="HTTP 403"):
         sigv4.resolve_credentials(env)
-    admin_endpoint.document = {"unexpected": "shape"}
     env["AWS_CONTAINER_AUTHORIZATION_TOKEN"] = admin_endpoint.token
-    with pytest.raises(sigv4.CredentialsError, match="unusable document"):
-        sigv4.resolve_credentials(env)
+    for document in ({"unexpected": "shape"}, {"AccessKeyId": "A", "SecretAccessKey": "S", "Expiration": "tomorrow"}):
+        admin_endpoint.document = document
+        with pytest.raises(sigv4.CredentialsError, match="unusable document"):
+            sigv4.resolve_credentials(env)
     env["AWS_CONTAINER_AUTHORIZATION_TOKEN"] = "line\nbreak"
     with pytest.raises(sigv4.CredentialsError, match="line break"):
         sigv4.resolve_credentials(env)

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -123,18 +124,22 @@ def _fetch_container_credentials(endpoint: str, env: Mapping[str, str]) -> Crede
         raise CredentialsError(f"container credentials endpoint answered an unusable document ({exc!r})") from None
 
 
+_ISO8601 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.\d+)?\s*(Z|z|[+-]\d{2}:?\d{2})?")
+
+
 def _parse_expiration(value: object) -> float | None:
+    """ISO 8601 as AWS writes it; fractions dropped and ``Z`` accepted (Python 3.10's fromisoformat reads neither)."""
     if value is None:
         return None
-    if not isinstance(value, str):
-        raise ValueError("Expiration is not a string")
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"  # Python 3.10's fromisoformat does not read "Z"
-    moment = datetime.datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)  # noqa: UP017 - datetime.UTC is 3.11+
-    return moment.timestamp()
+    found = _ISO8601.fullmatch(value.strip()) if isinstance(value, str) else None
+    if found is None:
+        raise ValueError(f"Expiration {value!r} is not an ISO 8601 time")
+    day, clock, zone = found.groups()
+    if zone in (None, "Z", "z"):
+        zone = "+00:00"
+    elif ":" not in zone:
+        zone = zone[:3] + ":" + zone[3:]
+    return datetime.datetime.fromisoformat(f"{day}T{clock}{zone}").timestamp()
 
 
 # -- signing -------------------------------------------------------------------------------------------------
