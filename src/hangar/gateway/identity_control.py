@@ -68,6 +68,7 @@ async def rotate_vault_key(request: Request, _params: dict[str, str]) -> Respons
             "currentKeyId": report.current_key_id,
             "rewritten": report.rewritten,
             "retiredKeyIds": list(report.retired_key_ids),
+            "unreadable": report.unreadable,
         }
     )
 

@@ -191,6 +191,7 @@ class RotationReport:
     current_key_id: str
     rewritten: int
     retired_key_ids: tuple[str, ...]
+    unreadable: int = 0  # values that failed their integrity check: left as they are, their keys kept
 
 
 class Rotation:
@@ -233,32 +234,42 @@ class Rotation:
 
     def _finish(self) -> RotationReport:
         rewritten = 0
+        stuck: dict[str, int] = {}  # key id → values under it that do not open (tampered, or a wrong context)
         for column in self.columns:
             while True:
-                batch = self.store.write(lambda conn, c=column: self._rewrite(conn, c, _BATCH))
+                batch = self.store.write(lambda conn, c=column: self._rewrite(conn, c, _BATCH, stuck))
                 rewritten += batch
                 if batch < _BATCH:
                     break
         # Under the writer lock: catch any value sealed before the switch; the old keys go only once that commits.
-        rewritten += self.store.write(lambda conn: sum(self._rewrite(conn, c, None) for c in self.columns))
-        retired = {k for k in self.vault.ring.keys if k != self.vault.ring.current}
+        stuck.clear()
+        rewritten += self.store.write(lambda conn: sum(self._rewrite(conn, c, None, stuck) for c in self.columns))
+        retired = {k for k in self.vault.ring.keys if k != self.vault.ring.current and k not in stuck}
         self.vault.ring.retire(retired)
         if retired:
             log.info("vault keys retired: %s", ", ".join(sorted(retired)))
-        return RotationReport(self.vault.ring.current, rewritten, tuple(sorted(retired)))
+        if stuck:
+            log.warning("vault keys kept: stored values under %s fail their integrity check", ", ".join(sorted(stuck)))
+        return RotationReport(self.vault.ring.current, rewritten, tuple(sorted(retired)), sum(stuck.values()))
 
-    def _rewrite(self, conn: Connection, column: SealedColumn, limit: int | None) -> int:
+    def _rewrite(self, conn: Connection, column: SealedColumn, limit: int | None, stuck: dict[str, int]) -> int:
         """Re-seal up to ``limit`` values not under the current key; compare-and-swap, so racing updates win."""
         current = self.vault.ring.current
         table = column.table
         done = 0
         for row in conn.execute(select(table)).mappings():
             sealed = row[column.column]
-            if sealed is None or key_id_of(bytes(sealed)) == current:
+            key_id = None if sealed is None else key_id_of(bytes(sealed))
+            if sealed is None or key_id == current:
                 continue
             context = column.context(row)
-            fresh = self.vault.seal(self.vault.open(bytes(sealed), context), context)
+            try:
+                plaintext = self.vault.open(bytes(sealed), context)
+            except DecryptionFailureError:
+                stuck[key_id or "?"] = stuck.get(key_id or "?", 0) + 1
+                continue
             keys = [table.c[c.name] == row[c.name] for c in table.primary_key.columns]
+            fresh = self.vault.seal(plaintext, context)
             conn.execute(
                 update(table).where(and_(*keys, table.c[column.column] == sealed)).values({column.column: fresh})
             )
