@@ -17,11 +17,20 @@ def error_response(error: HangarError, request_id: str | None = None) -> Respons
     """Render ``error`` as botocore's rest-json parser expects: ``x-amzn-ErrorType`` + ``{"message"}``."""
     request_id = request_id or str(uuid.uuid4())
     return Response(
-        json.dumps(error.body(), ensure_ascii=False),
+        _json_bytes(error.body()),
         status_code=error.status,
         media_type="application/json",
         headers={"x-amzn-ErrorType": error.code, "x-amzn-RequestId": request_id},
     )
+
+
+def _json_bytes(document: dict[str, object]) -> bytes:
+    """UTF-8 JSON. A lone surrogate echoed back from hostile input has no UTF-8 form: it goes out as a JSON escape."""
+    text = json.dumps(document, ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(document).encode()
 
 
 def unexpected_error_response(exc: BaseException, request_id: str | None = None) -> Response:
