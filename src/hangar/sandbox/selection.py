@@ -99,4 +99,6 @@ def select_backend(settings: Settings) -> SandboxBackend:
 
         return NamespaceBackend(state_root=Path("/run/hangar") / tag, tag=tag, egress=settings.egress)
     log.warning(NO_ISOLATION_WARNING)
-    return ProcessBackend(state_root=Path(tempfile.gettempdir()) / f"hangar-{tag}")
+    return ProcessBackend(
+        state_root=Path(tempfile.gettempdir()) / f"hangar-{tag}", start_timeout_s=settings.session_start_timeout_s
+    )
