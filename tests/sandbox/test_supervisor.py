@@ -19,8 +19,17 @@ from hangar.sandbox.supervisor import parse
 
 def test_parse_reads_fds_port_and_argv() -> None:
     options, argv = parse(["--agent-fd=3", "--control-fd=4", "--ready-fd=5", "--port=8080", "--", "python", "x.py"])
-    assert options == {"agent_fd": 3, "control_fd": 4, "ready_fd": 5, "port": 8080}
+    assert options == {"agent_fd": 3, "control_fd": 4, "ready_fd": 5, "port": 8080, "outbound": []}
     assert argv == ["python", "x.py"]
+
+
+def test_parse_reads_outbound_ports() -> None:
+    args = ["--agent-fd=3", "--control-fd=4", "--ready-fd=5", "--port=8080", "--outbound=9443:/run/hangar/i.sock"]
+    options, _ = parse([*args, "--outbound=9480:/run/hangar/c.sock", "--", "python"])
+    assert options["outbound"] == [(9443, "/run/hangar/i.sock"), (9480, "/run/hangar/c.sock")]
+    for bad in ("--outbound=x:/a", "--outbound=9443:relative", "--outbound=9443"):
+        with pytest.raises(SystemExit):
+            parse([*args, bad, "--", "python"])
 
 
 @pytest.mark.parametrize(
@@ -98,3 +107,61 @@ def test_relay_forwards_half_closes_and_then_lets_go(tmp_path: Path, half_closin
         proc.terminate()
         proc.wait(timeout=10)
         os.close(ready_r)
+
+
+AGENT_DIALS_AT_ONCE = """
+import socket, sys
+with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10) as conn:
+    conn.sendall(b"hello")
+    conn.shutdown(socket.SHUT_WR)
+    answer = b""
+    while chunk := conn.recv(100):
+        answer += chunk
+open(sys.argv[2], "wb").write(answer)
+"""
+
+
+def test_outbound_port_is_listening_before_the_agent_starts_and_reaches_the_host_socket(tmp_path: Path) -> None:
+    """The agent connects to its outbound port as its first act (like botocore fetching credentials at import):
+    the connection is spliced to the host's Unix socket, whose answer comes back."""
+    host = socket.socket(socket.AF_UNIX)
+    host.bind(str(tmp_path / "host.sock"))
+    host.listen()
+
+    def serve() -> None:
+        conn, _ = host.accept()
+        with conn:
+            data = b""
+            while chunk := conn.recv(100):
+                data += chunk
+            conn.sendall(data.upper())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    agent_sock = socket.socket(socket.AF_UNIX)
+    agent_sock.bind(str(tmp_path / "agent.sock"))
+    agent_sock.listen()
+    control_sock = socket.socket(socket.AF_UNIX)
+    control_sock.bind(str(tmp_path / "control.sock"))
+    control_sock.listen()
+    ready_r, ready_w = os.pipe()
+    fds = (agent_sock.fileno(), control_sock.fileno(), ready_w)
+    argv = [sys.executable, "-I", str(SUPERVISOR), f"--agent-fd={fds[0]}", f"--control-fd={fds[1]}"]
+    argv += [f"--ready-fd={ready_w}", "--port=1", f"--outbound={port}:{tmp_path / 'host.sock'}", "--"]
+    argv += [sys.executable, "-c", AGENT_DIALS_AT_ONCE, str(port), str(tmp_path / "answer")]
+    proc = subprocess.Popen(argv, pass_fds=fds)
+    try:
+        os.close(ready_w)
+        agent_sock.close()
+        control_sock.close()
+        assert proc.wait(timeout=30) == 0  # the supervisor exits with the agent's status
+        assert (tmp_path / "answer").read_bytes() == b"HELLO"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(ready_r)
+        host.close()
+        thread.join(timeout=5)

@@ -23,6 +23,22 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Outbound:
+    """Host services the sandbox reaches through its own supervisor, never over the network: each ``(port, name)``
+    makes the supervisor accept on ``127.0.0.1:port`` inside and splice every connection to the Unix socket
+    ``name`` in ``socket_dir`` (a root-owned host directory the sandbox sees read-only at ``OUTBOUND_DIR``; it also
+    holds ``ca-bundle.pem``, the system CAs plus Hangar's CA). ``hosts`` are resolved to 127.0.0.1 inside."""
+
+    socket_dir: Path
+    ports: tuple[tuple[int, str], ...]
+    hosts: tuple[str, ...] = ()
+
+
+OUTBOUND_DIR = "/run/hangar"  # where a sandbox sees ``Outbound.socket_dir``
+CA_BUNDLE_PATH = f"{OUTBOUND_DIR}/ca-bundle.pem"
+
+
+@dataclass(frozen=True)
 class SandboxSpec:
     sandbox_id: str  # unique on this host, [a-z0-9-]{1,64}; names the cgroup, the state dir and the uid lease
     code_dir: Path  # mounted read-only; the agent's working directory
@@ -32,6 +48,7 @@ class SandboxSpec:
     limits: Limits
     environment: Mapping[str, str] = field(default_factory=dict)
     network: Literal["public", "none"] = "public"
+    outbound: Outbound | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +128,15 @@ class SandboxBackend(ABC):
     async def fork(self, template: Template, spec: SandboxSpec) -> Sandbox:
         """A new sandbox for ``spec`` forked from ``template``, isolated exactly as ``start`` isolates one."""
         raise NotImplementedError(f"the {self.name} backend has no warm templates")
+
+    def outbound_dir(self) -> Path | None:
+        """A root-owned directory for the host sockets of ``Outbound`` that every sandbox uid can reach (None: this
+        backend cannot give its sandboxes a private view of host names and sockets, so they get none)."""
+        return None
+
+    def sandbox_of_peer(self, pid: int, uid: int) -> str | None:
+        """Which live sandbox a process connected to an outbound socket belongs to (from SO_PEERCRED), if any."""
+        return None
 
     @abstractmethod
     async def start(self, spec: SandboxSpec) -> Sandbox:

@@ -99,7 +99,17 @@ class Channels:
             self.ready_read = -1
 
 
-def supervisor_argv(spec: SandboxSpec, supervisor: str, channels: Channels, port: int) -> list[str]:
+def outbound_options(spec: SandboxSpec, socket_dir: str) -> list[str]:
+    """``--outbound=PORT:PATH`` for the supervisor and the zygote; ``socket_dir`` is where the sandbox sees
+    ``spec.outbound.socket_dir``."""
+    if spec.outbound is None:
+        return []
+    return [f"--outbound={port}:{socket_dir}/{name}" for port, name in spec.outbound.ports]
+
+
+def supervisor_argv(
+    spec: SandboxSpec, supervisor: str, channels: Channels, port: int, outbound_dir: str | None = None
+) -> list[str]:
     agent_fd, control_fd, ready_fd = channels.child_fds()
     python = str(spec.env_dir / "bin" / "python")
     return [
@@ -111,6 +121,7 @@ def supervisor_argv(spec: SandboxSpec, supervisor: str, channels: Channels, port
         f"--control-fd={control_fd}",
         f"--ready-fd={ready_fd}",
         f"--port={port}",
+        *outbound_options(spec, outbound_dir or str(spec.outbound.socket_dir if spec.outbound else "")),
         "--",
         *spec.command,
     ]

@@ -6,6 +6,10 @@ never swap a socket for a symlink to somewhere else) and hands them over as inhe
 
 * ``--agent-fd``: every connection is spliced to ``127.0.0.1:PORT`` (the agent) byte for byte, with flow
   control and no buffering of whole messages.
+* ``--outbound=PORT:PATH`` (repeatable, optional): listens on ``127.0.0.1:PORT`` inside the sandbox and splices
+  every connection to the host's Unix socket ``PATH`` (bound read-only into the sandbox): how the agent reaches
+  Hangar's identity endpoint and its credentials. These listeners are bound before the agent is spawned, so a
+  connection the agent makes while importing queues instead of failing.
 * ``--control-fd``: one request line ``{"command": str, "timeout": float}``; the answer is a stream of frames
   ``kind (1 byte: o, e, x) + length (4 bytes, big endian) + payload``. ``o``/``e`` carry stdout/stderr bytes, the
   final ``x`` carries ``{"exit_code": int | null, "timed_out": bool}``.
@@ -14,35 +18,54 @@ The agent is spawned first, before anything heavy is imported, so its own start-
 (importing asyncio costs tens of milliseconds). Once both sockets serve, the supervisor writes one byte to
 ``--ready-fd``. It exits with the agent's exit status when the agent ends, and kills every command it started.
 
-Usage: ``supervisor.py --agent-fd=N --control-fd=N --ready-fd=N --port=N -- AGENT_ARGV...``
+Usage: ``supervisor.py --agent-fd=N --control-fd=N --ready-fd=N --port=N [--outbound=PORT:PATH...] -- AGENT_ARGV...``
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import sys
+from typing import Any
 
 OPTIONS = ("agent_fd", "control_fd", "ready_fd", "port")
 
 
-def parse(args: list[str]) -> tuple[dict[str, int], list[str]]:
+def parse(args: list[str]) -> tuple[dict[str, Any], list[str]]:
     """``--name=N`` options, then ``--`` and the agent's argv; exits with a usage message otherwise."""
     if "--" not in args or args[-1] == "--":
         raise SystemExit(f"usage: {__doc__.rsplit('Usage: ', 1)[1].strip()}")
     cut = args.index("--")
-    options: dict[str, int] = {}
+    options: dict[str, Any] = {"outbound": []}
     for item in args[:cut]:
         key, _, value = item.partition("=")
         name = key.removeprefix("--").replace("-", "_")
-        if name not in OPTIONS or not value.isdigit():
+        port, _, path = value.partition(":")
+        if name == "outbound" and port.isdigit() and path.startswith("/"):
+            options["outbound"].append((int(port), path))
+        elif name not in OPTIONS or not value.isdigit():
             raise SystemExit(f"supervisor: bad option {item!r}")
-        options[name] = int(value)
-    if set(options) != set(OPTIONS):
+        else:
+            options[name] = int(value)
+    if not set(OPTIONS) <= set(options):
         raise SystemExit(f"supervisor: missing {sorted(set(OPTIONS) - set(options))}")
     return options, args[cut + 1 :]
 
 
-def spawn_agent(options: dict[str, int], argv: list[str]) -> int:
+def bind_outbound(options: dict[str, Any]) -> None:
+    """Listen on each outbound port (loopback only) before anything of the agent runs."""
+    bound = []
+    for port, path in options.get("outbound", []):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(128)
+        sock.set_inheritable(False)
+        bound.append((sock, path))
+    options["outbound_sockets"] = bound
+
+
+def spawn_agent(options: dict[str, Any], argv: list[str]) -> int:
     for name in ("agent_fd", "control_fd", "ready_fd"):
         os.set_inheritable(options[name], False)  # the agent never gets the supervisor's sockets
     return os.posix_spawnp(argv[0], argv, os.environ)
@@ -50,6 +73,7 @@ def spawn_agent(options: dict[str, int], argv: list[str]) -> int:
 
 if __name__ == "__main__":
     EARLY = parse(sys.argv[1:])
+    bind_outbound(EARLY[0])
     EARLY_AGENT = spawn_agent(*EARLY)
     # The supervisor never speaks TLS: keeping asyncio from importing ssl saves loading OpenSSL (~4 MiB RSS).
     sys.modules["ssl"] = None  # type: ignore[assignment]
@@ -58,7 +82,6 @@ import asyncio  # noqa: E402 (after the early spawn, on purpose)
 import contextlib  # noqa: E402
 import json  # noqa: E402
 import signal  # noqa: E402
-import socket  # noqa: E402
 import struct  # noqa: E402
 
 CHUNK = 65536
@@ -173,6 +196,32 @@ class Relay:
         inbound.attach(outbound)
 
 
+class Outbound:
+    """Accepts the agent's loopback connections to one outbound port and splices each to a host Unix socket."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def protocol(self) -> _Splice:
+        inbound = _Splice()
+        asyncio.get_running_loop().create_task(self._connect(inbound))
+        return inbound
+
+    async def _connect(self, inbound: _Splice) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            _, outbound = await loop.create_unix_connection(_Splice, self.path)
+        except OSError:
+            if inbound.transport is not None:
+                inbound.transport.close()  # the host does not serve it (now): the agent sees a closed connection
+            return
+        outbound.peer = inbound
+        if inbound.transport is None or inbound.transport.is_closing():
+            outbound.transport.close()  # type: ignore[union-attr]
+            return
+        inbound.attach(outbound)
+
+
 class Commands:
     """Runs ``/bin/sh -c`` commands for ``exec`` and streams their output as frames."""
 
@@ -278,10 +327,15 @@ async def _wait_pid(pid: int) -> int:
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
-async def supervise(options: dict[str, int], agent: int) -> int:
+async def supervise(options: dict[str, Any], agent: int) -> int:
     loop = asyncio.get_running_loop()
     relay = Relay(options["port"])
     commands = Commands()
+    if "outbound_sockets" not in options:
+        bind_outbound(options)  # a forked session: its agent already imported, nothing of it connects before this
+    outbound_servers = [
+        await loop.create_server(Outbound(path).protocol, sock=sock) for sock, path in options["outbound_sockets"]
+    ]
     relay_server = await loop.create_unix_server(relay.protocol, sock=_listener(options["agent_fd"]))
     control_server = await asyncio.start_unix_server(
         commands.handle, sock=_listener(options["control_fd"]), limit=EXEC_LINE_LIMIT
@@ -296,6 +350,8 @@ async def supervise(options: dict[str, int], agent: int) -> int:
     await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
     relay_server.close()
     control_server.close()
+    for server in outbound_servers:
+        server.close()
     commands.kill_all()
     if not waiter.done():
         with contextlib.suppress(ProcessLookupError):

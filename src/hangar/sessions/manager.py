@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Callable
 
 from hangar.config import Settings
 from hangar.domain.errors import HangarError, RuntimeClientError, ServiceUnavailableError
@@ -20,6 +21,7 @@ from hangar.domain.invocation import InvocationTarget
 from hangar.observability.metrics import Metrics, reason_class
 from hangar.sandbox.base import Sandbox, SandboxBackend, SandboxSpec
 from hangar.sessions.agent_http import AgentHttp
+from hangar.sessions.identity import SandboxIdentities
 from hangar.sessions.lifecycle import Lifecycle
 from hangar.sessions.limits import SessionQuota, sandbox_limits
 from hangar.sessions.pool import Launched, Spare, WarmPool
@@ -56,6 +58,8 @@ class SessionManager:
             self._stop_in_background,
             settings.session_time_scale,
         )
+        # Which workload each sandbox acts for, and its own credentials (the identity channel reads it).
+        self.identities = SandboxIdentities(settings.region, backend.outbound_dir())
         self.templates = TemplateSet(backend, settings.templates, self._spec, settings.session_time_scale)
         self._live: dict[SessionKey, Session] = {}
         self._starting: dict[SessionKey, asyncio.Task[Session]] = {}
@@ -152,6 +156,7 @@ class SessionManager:
                 launched.kind,
                 launched.cold_reason,
             )
+        self.identities.claim(sandbox.id, key.session_id)
         self.pool.claims[start_kind] += 1
         self.metrics.session_started(start_kind)
         self.pool.want(target)
@@ -187,6 +192,7 @@ class SessionManager:
             limits=self.limits,
             environment=self._environment(target),
             network="none" if self.settings.egress == "deny" else "public",
+            outbound=self.identities.outbound(),
         )
 
     async def _launch(self, target: InvocationTarget) -> Launched:
@@ -195,12 +201,14 @@ class SessionManager:
         began = time.monotonic()
         spec = self._spec(target, f"hs-{uuid.uuid4().hex[:24]}")
         template, cold_reason = self.templates.ready(target)
+        self.identities.bind(spec.sandbox_id, target)  # before its agent runs: the import may fetch credentials
         sandbox: Sandbox | None = None
         kind = "cold"
         if template is not None:
             try:
                 sandbox = await self.backend.fork(template, spec)
                 kind = "fork"
+                self.identities.rename(spec.sandbox_id, sandbox.id)  # a fork prepared ahead has its own id
             except Exception as exc:
                 cold_reason = f"the fork failed: {exc}"
                 log.warning("forking a session of %s v%s failed, starting it cold: %s", *key_of(target), exc)
@@ -211,11 +219,13 @@ class SessionManager:
             if sandbox is None:
                 sandbox = await self.backend.start(spec)
         except HangarError as exc:
+            self.identities.forget(spec.sandbox_id)
             if exc.status < 500:
                 raise
             # The agent could not be launched: the caller's 424, never a 500 that boto3 would retry.
             raise RuntimeClientError(f"The session's sandbox could not start: {exc.message}") from exc
         except Exception as exc:
+            self.identities.forget(spec.sandbox_id)
             log.exception("sandbox start failed for %s v%s", target.runtime_id, target.version)
             raise RuntimeClientError(f"Could not start a sandbox for this session: {exc}") from exc
         client = AgentHttp(str(sandbox.socket_path))
@@ -223,6 +233,7 @@ class SessionManager:
             await wait_ready(client, sandbox, self.settings.session_start_timeout_s)
         except BaseException:
             await _close_quietly(client, sandbox)
+            self.identities.forget(spec.sandbox_id)
             raise
         self.metrics.sandbox_ready(kind, time.monotonic() - began)
         return Launched(sandbox, client, kind, cold_reason)
@@ -233,13 +244,19 @@ class SessionManager:
 
     def _stop_in_background(self, spares: list[Spare]) -> None:
         for spare in spares:
-            task = asyncio.create_task(_close_quietly(spare.client, spare.sandbox))
+            task = asyncio.create_task(_close_quietly(spare.client, spare.sandbox, self.identities.forget))
             self._stopping.add(task)
             task.add_done_callback(self._stopping.discard)
 
     def _environment(self, target: InvocationTarget) -> dict[str, str]:
         region = self.settings.region
-        return {"AWS_REGION": region, "AWS_DEFAULT_REGION": region, **target.environment}
+        # The runtime's own variables may not point the SDK elsewhere: the identity channel's come last.
+        return {
+            "AWS_REGION": region,
+            "AWS_DEFAULT_REGION": region,
+            **target.environment,
+            **self.identities.environment(target),
+        }
 
     async def end(self, session: Session, reason: str) -> None:
         """The one end path (stop, idle, max lifetime, crash, shutdown): Terminated, sandbox stopped. Idempotent."""
@@ -260,7 +277,7 @@ class SessionManager:
         await asyncio.shield(task)
 
     async def _close(self, session: Session) -> None:
-        await _close_quietly(session.client, session.sandbox)
+        await _close_quietly(session.client, session.sandbox, self.identities.forget)
         self._save_soon()
 
     async def stop_session(self, runtime_id: str, session_id: str, reason: str = "stopped") -> bool:
@@ -311,13 +328,16 @@ class SessionManager:
             log.exception("could not write session records")
 
 
-async def _close_quietly(client: AgentHttp, sandbox: object) -> None:
+async def _close_quietly(client: AgentHttp, sandbox: Sandbox, forget: Callable[[str], None] | None = None) -> None:
     stop = getattr(sandbox, "stop", None)
     try:
         if stop is not None:
             await stop()
     except Exception:
         log.exception("sandbox stop failed")
+    finally:
+        if forget is not None:
+            forget(sandbox.id)  # its credentials die with it
     with contextlib.suppress(Exception):
         await client.aclose()
 

@@ -8,8 +8,9 @@ import uuid
 from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 
-from hangar.domain.errors import InternalError, RuntimeClientError, ValidationError
+from hangar.domain.errors import AccessDeniedError, InternalError, RuntimeClientError, ValidationError
 from hangar.domain.invocation import InvocationTarget
+from hangar.domain.types import Principal
 from hangar.gateway import authn
 from hangar.services import Services
 from hangar.sessions.agent_http import AgentHttpError, AgentResponse, Body
@@ -23,8 +24,25 @@ TRACE_HEADERS = ("x-amzn-trace-id", "traceparent", "tracestate", "baggage")
 MCP_ECHO = ("mcp-session-id", "mcp-protocol-version")
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
-# Never forwarded, whatever the allowlist says: hop-by-hop, framing, and Hangar's own authentication.
-_NEVER = frozenset({"host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te"})
+USER_ID_HEADER = "X-Amzn-Bedrock-AgentCore-Runtime-User-Id"
+WAT_HEADER = "WorkloadAccessToken"
+CALLBACK_HEADER = "OAuth2CallbackUrl"
+ADMIN_PRINCIPAL = "admin"  # the one principal allowed to name the end user (AgentCore: InvokeAgentRuntimeForUser)
+# Never forwarded, whatever the allowlist says: hop-by-hop, framing, Hangar's own authentication, and the identity
+# headers Hangar sets itself (a caller-sent workload access token must never reach the agent).
+_NEVER = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "workloadaccesstoken",
+        "oauth2callbackurl",
+    }
+)
 _SNIPPET = 1024
 
 
@@ -48,9 +66,10 @@ async def authorized_target(
     services: Services, conn: HTTPConnection, params: dict[str, str], payload_sha256: str
 ) -> InvocationTarget:
     """The caller is authenticated (before the runtime's existence is revealed, see authn) and may use it."""
-    target, _principal = await authn.authenticate_then_resolve(
+    target, principal = await authn.authenticate_then_resolve(
         conn, services, lambda: resolve(services, conn, params), payload_sha256
     )
+    conn.state.principal = principal  # who called: ``identity_headers`` binds the workload access token to them
     return target
 
 
@@ -94,6 +113,37 @@ def agent_headers(
     if mcp and not has_mcp_session:
         out.append(("Mcp-Session-Id", session_id))
     return out
+
+
+def identity_headers(services: Services, conn: HTTPConnection, target: InvocationTarget) -> list[tuple[str, str]]:
+    """``WorkloadAccessToken`` for the runtime's workload identity (named after the runtime id) and the caller: the
+    bearer JWT's subject, else the user-id header (admins only, as AgentCore lets only callers with
+    InvokeAgentRuntimeForUser set it), else no user; plus ``OAuth2CallbackUrl`` when the caller sent one."""
+    plane = services.identity_data
+    if plane is None:
+        return []
+    principal: Principal | None = getattr(conn.state, "principal", None)
+    user: str | None = None
+    user_token: str | None = None
+    if principal is not None and principal.kind == "jwt":
+        user = principal.subject
+        user_token = _bearer_token(conn.headers.get("authorization", ""))
+    elif (named := conn.headers.get(USER_ID_HEADER)) is not None:
+        if principal is None or principal.name != ADMIN_PRINCIPAL:
+            raise AccessDeniedError(f"Only an administrator may set the {USER_ID_HEADER} header.")
+        if not 1 <= len(named) <= 128:
+            raise ValidationError(f"{USER_ID_HEADER} must be 1 to 128 characters long")
+        user = named
+    out = [(WAT_HEADER, plane.tokens.mint(target.runtime_id, user, user_token=user_token))]
+    callback = conn.headers.get(CALLBACK_HEADER)
+    if callback:
+        out.append((CALLBACK_HEADER, callback))
+    return out
+
+
+def _bearer_token(authorization: str) -> str | None:
+    scheme, _, token = authorization.strip().partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 def echo_headers(

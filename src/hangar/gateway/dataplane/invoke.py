@@ -16,6 +16,7 @@ from hangar.gateway.dataplane.common import (
     authorized_target,
     call_agent,
     echo_headers,
+    identity_headers,
     services_of,
     session_id_of,
 )
@@ -28,8 +29,9 @@ async def invoke(request: Request, params: dict[str, str]) -> Response:
     body = await spool_body(request, services.settings.data_dir / "spool")
     try:
         target = await authorized_target(services, request, params, body.sha256)
+        minted = identity_headers(services, request, target)  # refuses a user-id header before a session starts
         session = await manager.get_or_start(target, session_id)
-        headers = agent_headers(request.headers, session.target, session_id, request.state.request_id)
+        headers = agent_headers(request.headers, session.target, session_id, request.state.request_id) + minted
         if "content-type" not in request.headers:
             headers.append(("content-type", "application/json"))  # boto3 sends none for a blob payload
         headers.append(("content-length", str(body.size)))

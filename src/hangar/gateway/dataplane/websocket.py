@@ -22,6 +22,7 @@ from hangar.gateway.dataplane.common import (
     EMPTY_SHA256,
     agent_headers,
     authorized_target,
+    identity_headers,
     services_of,
     session_id_of,
 )
@@ -41,21 +42,27 @@ async def websocket_proxy(websocket: WebSocket, params: dict[str, str]) -> None:
         services, manager = services_of(websocket)
         session_id = session_id_of(websocket, from_query=True)
         target = await authorized_target(services, websocket, params, EMPTY_SHA256)
+        minted = identity_headers(services, websocket, target)
         session = await manager.get_or_start(target, session_id)
     except HangarError as exc:
         await _deny(websocket, exc, request_id)
         return
     session.begin()
     try:
-        await _relay(websocket, manager, session, session_id, request_id)
+        await _relay(websocket, manager, session, session_id, request_id, minted)
     finally:
         session.finish()
 
 
 async def _relay(
-    websocket: WebSocket, manager: SessionManager, session: Session, session_id: str, request_id: str
+    websocket: WebSocket,
+    manager: SessionManager,
+    session: Session,
+    session_id: str,
+    request_id: str,
+    minted: list[tuple[str, str]],
 ) -> None:
-    headers = agent_headers(websocket.headers, session.target, session_id, request_id)
+    headers = agent_headers(websocket.headers, session.target, session_id, request_id) + minted
     requested = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
     try:
         agent = await unix_connect(

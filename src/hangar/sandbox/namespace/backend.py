@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
-from hangar.sandbox.base import SandboxBackend, SandboxSpec, SandboxStats, Template
+from hangar.sandbox.base import OUTBOUND_DIR, SandboxBackend, SandboxSpec, SandboxStats, Template
 from hangar.sandbox.namespace import forking, network, rootfs, seccomp, templates
 from hangar.sandbox.namespace.cgroups import Cgroup, CgroupLayout, detect, list_names
 from hangar.sandbox.namespace.launcher import data_fd, fill, launch_argv
@@ -148,6 +148,18 @@ class NamespaceBackend(SandboxBackend):
                 tmp.chmod(0o644)
                 tmp.replace(copy)
         return inside
+
+    def outbound_dir(self) -> Path:
+        """``<state_root>/.outbound``: root-owned, 0755 (sandboxes connect to its sockets, write nothing)."""
+        path = self.state_root / ".outbound"  # a dot: never mistaken for a sandbox's state dir
+        path.mkdir(mode=0o755, parents=True, exist_ok=True)
+        self.state_root.chmod(0o711)
+        return path
+
+    def sandbox_of_peer(self, pid: int, uid: int) -> str | None:
+        """Each sandbox runs as its own leased host uid, so the uid alone names it (the pid is not needed)."""
+        sandbox_id = self.leases.holder(uid)
+        return sandbox_id if sandbox_id in self._live else None
 
     async def prepare(self, spec: SandboxSpec, writable_bytes: int | None = None) -> tuple[StateDir, int, Cgroup]:
         """State dir, uid lease, cgroup with its limits and the size-capped writable tmpfs (undone by ``release``).
@@ -318,7 +330,7 @@ class NamespaceBackend(SandboxBackend):
         channels: Channels,
         link: network.Link | None,
     ) -> subprocess.Popen[bytes]:
-        etc = rootfs.write_etc(state)
+        etc = rootfs.write_etc(state, spec.outbound.hosts if spec.outbound else ())
         env = agent_environment(spec, spec.agent_port, rootfs.HOME, "/tmp")
         filter_fd = data_fd("hangar-seccomp", seccomp.compile_bpf())
         args_fd = data_fd("hangar-bwrap-args")
@@ -332,11 +344,11 @@ class NamespaceBackend(SandboxBackend):
                 sandbox_uid=rootfs.SANDBOX_UID,
                 hostname=rootfs.HOSTNAME,
                 mounts=rootfs.bwrap_mounts(
-                    state, etc, spec.code_dir, spec.env_dir, self.inside_files(), spec.limits.disk_bytes
+                    state, etc, spec.code_dir, spec.env_dir, self.inside_files(), spec.limits.disk_bytes, spec.outbound
                 ),
                 environment=env,
                 chdir=str(spec.code_dir),
-                command=supervisor_argv(spec, rootfs.SUPERVISOR_PATH, channels, spec.agent_port),
+                command=supervisor_argv(spec, rootfs.SUPERVISOR_PATH, channels, spec.agent_port, OUTBOUND_DIR),
                 args_fd=args_fd,
                 netns=str(link.netns_path) if link else None,
             )

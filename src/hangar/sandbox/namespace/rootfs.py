@@ -10,6 +10,7 @@ import os
 from functools import cache
 from pathlib import Path
 
+from hangar.sandbox.base import OUTBOUND_DIR, Outbound
 from hangar.sandbox.state import StateDir
 
 HOME = "/home/agent"
@@ -70,15 +71,17 @@ def unmount_writable(state: StateDir) -> None:
         raise OSError(err, f"umount {state.rw}: {os.strerror(err)}")
 
 
-def write_etc(state: StateDir) -> Path:
-    """passwd, group, hosts and hostname for the sandbox, root-owned and read-only to it."""
+def write_etc(state: StateDir, local_names: tuple[str, ...] = ()) -> Path:
+    """passwd, group, hosts and hostname for the sandbox, root-owned and read-only to it. ``local_names`` resolve to
+    127.0.0.1 inside (the outbound names its supervisor serves, such as Hangar's identity endpoint)."""
     etc = state.path / "etc"
+    local = "".join(f"127.0.0.1\t{name}\n" for name in local_names)
     etc.mkdir(mode=0o755)
     files = {
         "passwd": f"root:x:0:0:root:/root:/usr/sbin/nologin\nagent:x:{SANDBOX_UID}:{SANDBOX_UID}:agent:{HOME}:/bin/sh\n"
         "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
         "group": f"root:x:0:\nagent:x:{SANDBOX_UID}:\nnogroup:x:65534:\n",
-        "hosts": f"127.0.0.1\tlocalhost {HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+        "hosts": f"127.0.0.1\tlocalhost {HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n{local}",
         "hostname": f"{HOSTNAME}\n",
     }
     for name, text in files.items():
@@ -99,11 +102,20 @@ def system_mounts() -> list[str]:
     return args
 
 
-def bwrap_mounts(state: StateDir, etc: Path, code_dir: Path, env_dir: Path, inside: Path, shm_bytes: int) -> list[str]:
+def bwrap_mounts(
+    state: StateDir,
+    etc: Path,
+    code_dir: Path,
+    env_dir: Path,
+    inside: Path,
+    shm_bytes: int,
+    outbound: Outbound | None = None,
+) -> list[str]:
     """The bind list, in order: system, /dev with a size-capped /dev/shm, /etc, writable home and /tmp, then env and
     code (which may live under /tmp on the host), Hangar's in-sandbox programs (``inside``: a root-owned directory
     holding supervisor.py, isolate.py and zygote.py), and finally the root itself made read-only. The sockets are
-    not in it: the supervisor inherits them as fds."""
+    not in it: the supervisor inherits them as fds. ``outbound``'s root-owned socket directory is bound read-only at
+    ``/run/hangar`` (connecting to a socket needs no write access to its mount)."""
     args = system_mounts()
     args += ["--proc", "/proc", "--dev", "/dev", "--size", str(max(shm_bytes, 4096)), "--tmpfs", "/dev/shm"]
     args += ["--dir", "/etc"]
@@ -115,5 +127,7 @@ def bwrap_mounts(state: StateDir, etc: Path, code_dir: Path, env_dir: Path, insi
     args += ["--ro-bind", str(env_dir), str(env_dir), "--ro-bind", str(code_dir), str(code_dir)]
     for path in (SUPERVISOR_PATH, ISOLATE_PATH, ZYGOTE_PATH):
         args += ["--ro-bind", str(inside / Path(path).name), path]
+    if outbound is not None:
+        args += ["--ro-bind", str(outbound.socket_dir), OUTBOUND_DIR]
     args += ["--remount-ro", "/"]
     return args

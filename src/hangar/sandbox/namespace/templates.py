@@ -217,10 +217,10 @@ def template_bwrap_args(backend: NamespaceBackend, spec: SandboxSpec, state: Sta
     """bwrap runs as root here (no user namespace: only the host may map a forked session's uid), builds the same
     root view as for a session and loads the template filter; ``isolate.py template`` then drops to the leased
     uid. The /proc it gets is mounted by isolate.py, uncovered, so that forked sessions can mount their own."""
-    etc = rootfs.write_etc(state)
+    etc = rootfs.write_etc(state, spec.outbound.hosts if spec.outbound else ())
     env = agent_environment(spec, spec.agent_port, rootfs.HOME, "/tmp")
     inside = backend.inside_files()
-    mounts = rootfs.bwrap_mounts(state, etc, spec.code_dir, spec.env_dir, inside, spec.limits.disk_bytes)
+    mounts = rootfs.bwrap_mounts(state, etc, spec.code_dir, spec.env_dir, inside, spec.limits.disk_bytes, spec.outbound)
     mounts = _open_parents([arg if arg != "--proc" else "--dir" for arg in mounts])
     # As root, bwrap makes /dev/shm root's 0755: give it the mode a user-namespace bwrap gives the sandbox uid.
     at = mounts.index("/dev/shm") - 3  # ... --size N --tmpfs /dev/shm

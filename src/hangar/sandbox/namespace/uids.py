@@ -45,6 +45,16 @@ class UidLeases:
             if path.read_bytes() == f"{self.tag}/{sandbox_id}".encode():
                 path.unlink()
 
+    def holder(self, uid: int) -> str | None:
+        """The sandbox id of this installation holding ``uid``, or None."""
+        if not self.first <= uid < self.first + self.count:
+            return None
+        try:
+            tag, _, sandbox_id = (self.lease_dir / str(uid)).read_text().partition("/")
+        except OSError:
+            return None
+        return sandbox_id if tag == self.tag else None
+
     def owned(self) -> dict[int, str]:
         """uid -> sandbox id of every lease this installation (tag) holds."""
         leases: dict[int, str] = {}

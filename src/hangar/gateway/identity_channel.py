@@ -1,0 +1,326 @@
+"""The host end of every sandbox's identity channel: two Unix sockets, never reachable over TCP.
+
+Inside a sandbox, its supervisor splices ``127.0.0.1:IDENTITY_PORT`` and ``127.0.0.1:CREDENTIALS_PORT`` to
+``identity.sock`` (TLS, as ``bedrock-agentcore.<region>.amazonaws.com``) and ``credentials.sock`` (plain HTTP, for
+botocore's container credentials provider) in a root-owned directory bound read-only into every sandbox. One pair of
+sockets serves all sandboxes, so each connection is attributed by the kernel: SO_PEERCRED gives the peer's uid, the
+sandbox backend maps it to the one sandbox leasing that uid, and ``SandboxIdentities`` says which runtime (workload)
+and session that is. Nothing the sandbox sends can change that attribution.
+
+* ``credentials.sock``: ``GET CREDENTIALS_PATH`` with the version's authorization token → that sandbox's own
+  short-lived keys (minted on first fetch).
+* ``identity.sock``: only the identity data-plane operations (``hangar.gateway.identity_data.DATA_ROUTES``), each
+  SigV4-signed with the calling sandbox's own keys (verified by ``auth/sigv4.py`` against this table, with the
+  session token compared too). The key must belong to the same sandbox as the peer uid; the handlers then see
+  ``request.state.principal = Principal(kind="session", workload=..., session_id=...)``. Anything else is 404.
+
+HTTP/1.1 is parsed with h11 (a uvicorn dependency): uvicorn would not tell the app its peer's credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import os
+import socket
+import struct
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h11
+from starlette.requests import Request
+from starlette.responses import Response
+
+from hangar.auth.credentials import SigningKey
+from hangar.auth.sigv4 import SigV4Verifier
+from hangar.domain.errors import AccessDeniedError, HangarError, NotFoundError
+from hangar.domain.types import Principal
+from hangar.gateway.errors import error_response, unexpected_error_response
+from hangar.gateway.identity_ca import IdentityCA
+from hangar.gateway.routing import Route, RouteTable
+from hangar.services import Services
+from hangar.sessions.identity import (
+    CREDENTIALS_PATH,
+    CREDENTIALS_SOCKET,
+    IDENTITY_SOCKET,
+    SandboxIdentities,
+    identity_host,
+)
+
+log = logging.getLogger("hangar.identity.channel")
+PEERCRED = struct.Struct("3i")
+MAX_BODY = 1024 * 1024  # identity requests are small JSON documents
+IDLE_S = 60.0  # a kept-alive connection with nothing to say is closed
+READ_SIZE = 65536
+
+
+def data_routes() -> list[Route]:
+    """The identity data-plane operations, if that package is installed in this build."""
+    try:
+        from hangar.gateway.identity_data import DATA_ROUTES
+    except ModuleNotFoundError as exc:
+        if exc.name != "hangar.gateway.identity_data":
+            raise
+        return []
+    return list(DATA_ROUTES)
+
+
+@dataclass(frozen=True)
+class Peer:
+    pid: int
+    uid: int
+    sandbox_id: str | None
+
+
+class _AppShim:
+    """What handlers reach as ``request.app``: ``.state.services``, as on the main gateway."""
+
+    def __init__(self, services: Services) -> None:
+        self.state = type("State", (), {"services": services})()
+
+
+class _SessionKeys:
+    """The credential store ``SigV4Verifier`` asks for a signing key, backed by the sandboxes' own keys."""
+
+    def __init__(self, identities: SandboxIdentities, account_id: str) -> None:
+        self.identities = identities
+        self.account_id = account_id
+
+    async def signing_key(self, access_key_id: str) -> SigningKey | None:
+        found = self.identities.by_access_key(access_key_id)
+        if found is None:
+            return None
+        binding, keys = found
+        return SigningKey(keys.access_key_id, self.account_id, f"sandbox/{binding.sandbox_id}", keys.secret)
+
+    async def record_use(self, access_key_id: str) -> None:
+        return None
+
+
+class IdentityChannel:
+    """Serves ``identity.sock`` and ``credentials.sock`` for every sandbox of this server."""
+
+    def __init__(self, services: Services, identities: SandboxIdentities, socket_dir: Path) -> None:
+        self.services = services
+        self.identities = identities
+        self.socket_dir = socket_dir
+        settings = services.settings
+        self.ca = IdentityCA(settings.data_dir.resolve() / "identity-ca", identity_host(settings.region))
+        self.verifier = SigV4Verifier(_SessionKeys(identities, settings.account_id), settings.region)  # type: ignore[arg-type]
+        self.table = RouteTable(data_routes())
+        self.app = _AppShim(services)
+        self._servers: list[asyncio.AbstractServer] = []
+        self._connections: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        self.ca.write_bundle(self.socket_dir / "ca-bundle.pem")
+        tls = self.ca.server_context()
+        for name, handler, context in (
+            (IDENTITY_SOCKET, self._identity, tls),
+            (CREDENTIALS_SOCKET, self._credentials, None),
+        ):
+            path = self.socket_dir / name
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            extra: dict[str, Any] = {"ssl": context, "ssl_handshake_timeout": 10.0} if context else {}
+            server = await asyncio.start_unix_server(self._serving(handler), path=str(path), **extra)
+            os.chmod(path, 0o666)  # every sandbox uid may connect; the peer uid says who it is
+            self._servers.append(server)
+        log.info("identity channel serving %s", self.socket_dir)
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        self._servers.clear()
+
+    # -- connections -----------------------------------------------------------------------------------------
+
+    def _serving(
+        self, handler: Callable[[Peer, h11.Request, bytes], Awaitable[tuple[int, list[tuple[str, str]], bytes]]]
+    ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                self._connections.add(task)
+            try:
+                await self._connection(reader, writer, handler)
+            except (ConnectionError, TimeoutError, h11.ProtocolError, OSError):
+                pass
+            finally:
+                if task is not None:
+                    self._connections.discard(task)
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+
+        return serve
+
+    def _peer(self, writer: asyncio.StreamWriter) -> Peer:
+        sock = writer.get_extra_info("socket")
+        pid, uid, _ = PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEERCRED.size))
+        backend = self.services.sessions.backend if self.services.sessions is not None else None
+        return Peer(pid, uid, backend.sandbox_of_peer(pid, uid) if backend is not None else None)
+
+    async def _connection(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        handler: Callable[[Peer, h11.Request, bytes], Awaitable[tuple[int, list[tuple[str, str]], bytes]]],
+    ) -> None:
+        peer = self._peer(writer)
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=READ_SIZE)
+
+        async def next_event() -> Any:
+            while True:
+                event = conn.next_event()
+                if event is not h11.NEED_DATA:
+                    return event
+                conn.receive_data(await asyncio.wait_for(reader.read(READ_SIZE), IDLE_S))
+
+        while True:
+            event = await next_event()
+            if not isinstance(event, h11.Request):
+                return  # closed, or paused after a connection the client asked to close
+            body = bytearray()
+            while not isinstance(part := await next_event(), h11.EndOfMessage):
+                if isinstance(part, h11.ConnectionClosed):
+                    return
+                body += part.data
+                if len(body) > MAX_BODY:
+                    return
+            status, headers, payload = await handler(peer, event, bytes(body))
+            headers = [*headers, ("content-length", str(len(payload)))]
+            writer.write(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
+            writer.write(conn.send(h11.Data(data=payload)) or b"")
+            writer.write(conn.send(h11.EndOfMessage()) or b"")
+            await writer.drain()
+            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                return
+            conn.start_next_cycle()
+
+    # -- the credentials endpoint ----------------------------------------------------------------------------
+
+    async def _credentials(
+        self, peer: Peer, request: h11.Request, body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """botocore's container provider: 200 with the keys, else an error it reports (it never retries a 4xx)."""
+        # Connection: close, so no pooled connection outlives the fetch (a warm template must hold no socket).
+        close = [("content-type", "application/json"), ("connection", "close")]
+        binding = self.identities.binding(peer.sandbox_id) if peer.sandbox_id else None
+        if binding is None:
+            return 403, close, b'{"message": "not a Hangar session sandbox"}'
+        if request.method != b"GET" or request.target.split(b"?", 1)[0] != CREDENTIALS_PATH.encode():
+            return 404, close, b'{"message": "no such resource"}'
+        sent = dict(request.headers).get(b"authorization", b"").decode("latin-1")
+        expected = self.identities.authorization_token(binding.runtime_id, binding.version)
+        if not hmac.compare_digest(sent.encode(), expected.encode()):
+            return 403, close, b'{"message": "bad authorization token"}'
+        keys = self.identities.credentials(binding.sandbox_id)
+        if keys is None:
+            return 403, close, b'{"message": "the sandbox ended"}'
+        return 200, close, json.dumps(keys.document()).encode()
+
+    # -- the identity endpoint -------------------------------------------------------------------------------
+
+    async def _identity(self, peer: Peer, event: h11.Request, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        request_id = str(uuid.uuid4())
+        target = event.target.decode("latin-1")
+        raw_path, _, query = target.partition("?")
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": event.method.decode("ascii"),
+            "scheme": "https",
+            "path": raw_path,
+            "raw_path": raw_path.encode("latin-1"),
+            "query_string": query.encode("latin-1"),
+            "headers": [(name.lower(), value) for name, value in event.headers],
+            "server": None,
+            "client": None,
+            "app": self.app,
+            "state": {"request_id": request_id},
+        }
+        sent = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        request = Request(scope, receive)
+        try:
+            response = await self._dispatch(peer, request, raw_path, body)
+        except HangarError as exc:
+            response = error_response(exc, request_id)
+        except Exception as exc:
+            response = unexpected_error_response(exc, request_id)
+        response.headers.setdefault("x-amzn-RequestId", request_id)
+        return await _render(response, scope, receive)
+
+    async def _dispatch(self, peer: Peer, request: Request, raw_path: str, body: bytes) -> Response:
+        binding = self.identities.binding(peer.sandbox_id) if peer.sandbox_id else None
+        if binding is None:
+            raise AccessDeniedError("This endpoint serves Hangar session sandboxes only.")
+        found, _ = self.table.resolve(request.method, raw_path)
+        if found is None:
+            raise NotFoundError(f"No identity operation matches {request.method} {raw_path}")
+        from hangar.gateway.authn import signed_request
+
+        caller = await self.verifier.verify(signed_request(request), hashlib.sha256(body).hexdigest())
+        owned = self.identities.by_access_key(caller.key.access_key_id)
+        if owned is None or owned[0] is not binding:
+            raise AccessDeniedError("These credentials belong to another session.")
+        token = request.headers.get("x-amz-security-token", "")
+        if not hmac.compare_digest(token.encode(), owned[1].token.encode()):
+            raise AccessDeniedError("The security token included in the request is invalid.")
+        request.state.principal = Principal(
+            kind="session",
+            account_id=self.services.settings.account_id,
+            name=f"session/{binding.session_id or binding.sandbox_id}",
+            access_key_id=caller.key.access_key_id,
+            workload=binding.workload,
+            session_id=binding.session_id,
+        )
+        return await found.route.handler(request, found.params)  # type: ignore[arg-type,return-value]
+
+
+async def _render(response: Response, scope: dict[str, Any], receive: Any) -> tuple[int, list[tuple[str, str]], bytes]:
+    status = 500
+    headers: list[tuple[str, str]] = []
+    chunks: list[bytes] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status, headers
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            headers = [
+                (k.decode("latin-1"), v.decode("latin-1"))
+                for k, v in message.get("headers", [])
+                if k.lower() != b"content-length"
+            ]
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await response(scope, receive, send)
+    return status, headers, b"".join(chunks)
+
+
+def wire(services: Services) -> None:
+    """Serve the channel when the session manager's backend can give sandboxes one."""
+    manager = services.sessions
+    if manager is None or manager.identities.socket_dir is None:
+        return
+    services.identity_channel = IdentityChannel(services, manager.identities, manager.identities.socket_dir)
