@@ -152,6 +152,31 @@ def test_the_agent_gets_a_minted_workload_access_token_never_the_callers(data: A
     assert claims["wl"] == cold["agentRuntimeId"] and claims["sub"] == "alice"  # the admin may name the user
 
 
+def test_forked_sessions_refresh_to_their_own_credentials_and_get_the_api_key(
+    hangar: HangarServer, control: Any, data: Any, providers: dict[str, str]
+) -> None:
+    """The template imports the agent once (its clients fetch expired template credentials); each fork refreshes
+    from its own supervisor on first use."""
+    runtime = _runtime(control, providers)
+
+    def forked_session() -> str | None:
+        session_id = new_session_id()
+        _invoke(data, runtime, session_id, {"action": "wat"})
+        if _session(hangar, session_id)["startKind"] == "fork":
+            return session_id
+        data.stop_runtime_session(agentRuntimeArn=runtime["agentRuntimeArn"], runtimeSessionId=session_id)
+        return None
+
+    first = wait_for(forked_session, timeout=120, interval=0.5)
+    second = wait_for(forked_session, timeout=120, interval=0.5)
+    for session_id in (first, second):
+        assert _invoke(data, runtime, session_id, {"action": "api_key"}) == {"api_key": API_KEY}
+    assert _invoke(data, runtime, first, {"action": "m2m"})["token"].count(".") == 2
+    keys = {_invoke(data, runtime, s, {"action": "credentials"})["AccessKeyId"] for s in (first, second)}
+    assert len(keys) == 2 and "ASIAHANGARTEMPLATE00" not in keys
+    assert {_session(hangar, s)["startKind"] for s in (first, second)} == {"fork"}
+
+
 # --- hostile sessions
 
 

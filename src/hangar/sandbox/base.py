@@ -32,6 +32,9 @@ class Outbound:
     socket_dir: Path
     ports: tuple[tuple[int, str], ...]
     hosts: tuple[str, ...] = ()
+    # The container credentials port: a warm template answers it itself while it imports the agent, with
+    # credentials that are already expired, so that every fork refreshes its own through its own supervisor.
+    template_credentials_port: int | None = None
 
 
 OUTBOUND_DIR = "/run/hangar"  # where a sandbox sees ``Outbound.socket_dir``

@@ -16,7 +16,14 @@ and the compiled seccomp program. The template forks; the child runs ``isolate.s
 starts the unchanged in-sandbox supervisor and finally runs uvicorn with the captured app. The template answers
 each request with ``{"event": "forked"}`` or ``{"event": "fork_failed", "reason": ...}``.
 
-Usage: ``zygote.py --control-fd=N --port=N -- PYTHON SCRIPT [ARGS...]``
+Outbound ports (``--outbound=PORT:PATH``, as the supervisor takes them) are handed to each fork's supervisor. With
+``--template-credentials-port=N`` the template answers the container credentials port itself while the agent
+imports (botocore fetches credentials as soon as a client is created), with credentials that expired long ago and
+``Connection: close``; the listener and its thread are gone before the template is checked and declared ready. A
+fork's botocore therefore refreshes on first use, from the fork's own supervisor: that session's own credentials.
+
+Usage: ``zygote.py --control-fd=N --port=N [--outbound=PORT:PATH...] [--template-credentials-port=N] -- PYTHON
+SCRIPT [ARGS...]``
 """
 
 from __future__ import annotations
@@ -28,10 +35,12 @@ import importlib.util
 import json
 import os
 import runpy
+import select
 import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Iterable
 from types import ModuleType
@@ -76,10 +85,66 @@ def shared_writable_mappings() -> list[str]:
     return found
 
 
+EXPIRED_CREDENTIALS = json.dumps(
+    {
+        "AccessKeyId": "ASIAHANGARTEMPLATE00",
+        "SecretAccessKey": "template-credentials-expired-refresh-in-the-session",
+        "Token": "template",
+        "Expiration": "2000-01-01T00:00:00Z",
+    }
+).encode()
+
+
+class TemplateCredentials:
+    """The credentials port while the template imports: every request gets the expired template credentials."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(16)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.serve, name="hangar-template-credentials", daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        while not self.stopping.is_set():
+            ready, _, _ = select.select([self.sock], [], [], 0.05)
+            if not ready:
+                continue
+            with contextlib.suppress(OSError):
+                conn, _ = self.sock.accept()
+                with conn:
+                    conn.settimeout(5)
+                    request = b""
+                    while b"\r\n\r\n" not in request and len(request) < 65536:
+                        chunk = conn.recv(4096)
+                        if not chunk:
+                            break
+                        request += chunk
+                    head = (
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                        f"Content-Length: {len(EXPIRED_CREDENTIALS)}\r\nConnection: close\r\n\r\n"
+                    )
+                    conn.sendall(head.encode() + EXPIRED_CREDENTIALS)
+
+    def close(self) -> None:
+        """Stop, close the listener and wait until the kernel has no thread of it left (the fork checks count)."""
+        self.stopping.set()
+        self.thread.join()
+        self.sock.close()
+        for _ in range(1000):
+            if thread_count() == 1:
+                return
+            time.sleep(0.001)
+
+
 class Zygote:
-    def __init__(self, control: socket.socket, port: int) -> None:
+    def __init__(self, control: socket.socket, port: int, outbound: list[tuple[int, str]] | None = None) -> None:
         self.control = control
         self.port = port
+        self.outbound = outbound or []
+        self.credentials: TemplateCredentials | None = None
         self.config: Any = None
         self.original_server_run: Any = None
         self.original_server_serve: Any = None
@@ -133,6 +198,9 @@ class Zygote:
             raise NotForkable("uvicorn reload or several workers cannot be forked")
         config.load()  # imports the protocol classes and builds the middleware stack once, for every session
         self.config = config
+        if self.credentials is not None:
+            self.credentials.close()
+            self.credentials = None
         self.check_safe()
         # What the import left in home and /tmp, once: every session gets a copy, as if its own import wrote it.
         self.tree = isolate.writable_tree()
@@ -246,7 +314,13 @@ class Zygote:
         # accepts them), so the first /ping already succeeds; the supervisor's own ready byte goes nowhere.
         os.close(ready_fd)
         unused = os.open("/dev/null", os.O_WRONLY)
-        options = {"agent_fd": agent_fd, "control_fd": control_fd, "ready_fd": unused, "port": self.port}
+        options = {
+            "agent_fd": agent_fd,
+            "control_fd": control_fd,
+            "ready_fd": unused,
+            "port": self.port,
+            "outbound": self.outbound,
+        }
         return int(asyncio.run(supervisor.supervise(options, agent)))
 
     def serve_agent(self, ready_fd: int) -> None:
@@ -324,20 +398,29 @@ def _exit(code: int) -> None:
     os._exit(code)
 
 
-def parse(args: list[str]) -> tuple[int, int, list[str]]:
+def parse(args: list[str]) -> tuple[dict[str, Any], list[str]]:
     if "--" not in args:
         raise SystemExit(f"usage: {__doc__.rsplit('Usage: ', 1)[1].strip()}")
     cut = args.index("--")
-    options = dict(item.removeprefix("--").partition("=")[::2] for item in args[:cut])
-    return int(options["control-fd"]), int(options["port"]), args[cut + 1 :]
+    options: dict[str, Any] = {"outbound": []}
+    for item in args[:cut]:
+        name, _, value = item.removeprefix("--").partition("=")
+        if name == "outbound":
+            port, _, path = value.partition(":")
+            options["outbound"].append((int(port), path))
+        else:
+            options[name] = int(value)
+    return options, args[cut + 1 :]
 
 
 def main() -> None:
-    control_fd, port, argv = parse(sys.argv[1:])
-    control = socket.socket(fileno=control_fd)
+    options, argv = parse(sys.argv[1:])
+    control = socket.socket(fileno=options["control-fd"])
     control.set_inheritable(False)
-    zygote = Zygote(control, port)
+    zygote = Zygote(control, options["port"], options["outbound"])
     try:
+        if "template-credentials-port" in options:
+            zygote.credentials = TemplateCredentials(options["template-credentials-port"])
         zygote.install_hooks()
         zygote.run_agent(argv)
     except NotForkable as exc:

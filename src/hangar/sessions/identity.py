@@ -96,6 +96,7 @@ class SandboxIdentities:
             socket_dir=self.socket_dir,
             ports=((IDENTITY_PORT, IDENTITY_SOCKET), (CREDENTIALS_PORT, CREDENTIALS_SOCKET)),
             hosts=(identity_host(self.region),),
+            template_credentials_port=CREDENTIALS_PORT,
         )
 
     def environment(self, target: InvocationTarget) -> dict[str, str]:

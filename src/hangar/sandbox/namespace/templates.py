@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hangar.domain.errors import InternalError
-from hangar.sandbox.base import SandboxSpec, Template, TemplateUnsafe
+from hangar.sandbox.base import OUTBOUND_DIR, SandboxSpec, Template, TemplateUnsafe
 from hangar.sandbox.namespace import rootfs, seccomp
 from hangar.sandbox.namespace.cgroups import Cgroup
 from hangar.sandbox.namespace.launcher import JOIN_CGROUPS, data_fd, fill
 from hangar.sandbox.state import StateDir
-from hangar.sandbox.supervised import agent_environment, spawn, tail, wait_exit
+from hangar.sandbox.supervised import agent_environment, outbound_options, spawn, tail, wait_exit
 
 if TYPE_CHECKING:
     from hangar.sandbox.namespace.backend import NamespaceBackend
@@ -188,7 +188,11 @@ def template_argv(
     backend: NamespaceBackend, spec: SandboxSpec, uid: int, cgroup: Cgroup, control_fd: int, args_fd: int
 ) -> list[str]:
     python = str(spec.env_dir / "bin" / "python")
-    zygote = [python, rootfs.ZYGOTE_PATH, f"--control-fd={control_fd}", f"--port={spec.agent_port}", "--"]
+    zygote = [python, rootfs.ZYGOTE_PATH, f"--control-fd={control_fd}", f"--port={spec.agent_port}"]
+    zygote += outbound_options(spec, OUTBOUND_DIR)
+    if spec.outbound is not None and spec.outbound.template_credentials_port is not None:
+        zygote.append(f"--template-credentials-port={spec.outbound.template_credentials_port}")
+    zygote.append("--")
     procs = cgroup.procs_files()
     return [
         "/bin/sh",
