@@ -225,7 +225,7 @@ class Rotation:
         def read(conn: Connection) -> None:
             for column in self.columns:
                 for row in conn.execute(select(column.table.c[column.column])):
-                    if row[0] is not None:
+                    if row[0]:
                         key_id = key_id_of(bytes(row[0])) or "?"
                         found[key_id] = found.get(key_id, 0) + 1
 
@@ -260,7 +260,7 @@ class Rotation:
         for row in conn.execute(select(table)).mappings():
             sealed = row[column.column]
             key_id = None if sealed is None else key_id_of(bytes(sealed))
-            if sealed is None or key_id == current:
+            if not sealed or key_id == current:  # nothing stored (None, or a placeholder b"")
                 continue
             context = column.context(row)
             try:
