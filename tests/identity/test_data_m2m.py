@@ -87,6 +87,9 @@ def test_m2m_token_from_a_real_idp_is_cached(server: HangarServer, idp: RunningI
     assert other_scopes != token and verify(idp, other_scopes)
     # forceAuthentication skips the cache.
     assert m2m(server, "m2m-agent", provider, ["agent:invoke"], forceAuthentication=True) != token
+    # The cache holds tokens sealed by the vault, never in clear.
+    stored = b"".join(path.read_bytes() for path in server.data_dir.glob("hangar.db*"))
+    assert token.encode() not in stored and token.split(".")[2].encode() not in stored
 
 
 def test_m2m_wrong_client_secret_is_a_clear_error(server: HangarServer, idp: RunningIdp) -> None:

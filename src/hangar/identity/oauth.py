@@ -75,14 +75,16 @@ class Pkce:
 class OAuthClient:
     """One per server: a pooled httpx client and the discovery cache."""
 
-    def __init__(self, clock=time.time) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, clock=time.time, deadline_s: float = DEADLINE_S, timeout: httpx.Timeout = TIMEOUT) -> None:  # type: ignore[no-untyped-def]
         self._clock = clock
+        self._deadline_s = deadline_s
+        self._timeout = timeout
         self._http: httpx.AsyncClient | None = None
         self._discovered: dict[str, tuple[float, Endpoints]] = {}
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False, trust_env=False)
+            self._http = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False, trust_env=False)
         return self._http
 
     async def stop(self) -> None:
@@ -224,7 +226,7 @@ class OAuthClient:
             raise IdpError(provider, "its endpoint is not an http(s) URL")
         where = _where(url)
         try:
-            with anyio.fail_after(DEADLINE_S):
+            with anyio.fail_after(self._deadline_s):
                 request = self._client().build_request(
                     method,
                     url,
@@ -240,7 +242,7 @@ class OAuthClient:
                 finally:
                     await response.aclose()
         except TimeoutError:
-            raise IdpError(provider, f"{where} did not answer within {DEADLINE_S:.0f}s") from None
+            raise IdpError(provider, f"{where} did not answer within {self._deadline_s:g}s") from None
         except httpx.TimeoutException:
             raise IdpError(provider, f"{where} timed out") from None
         except httpx.HTTPError as exc:
