@@ -31,7 +31,7 @@ def test_auto_picks_namespace_where_the_host_supports_it_and_never_falls_back(tm
             select_backend(settings)
 
 
-@pytest.mark.skipif(namespace_unsupported_reason() is not None, reason="namespace backend unsupported here")
+@pytest.mark.skipif(namespace_unsupported_reason() is not None, reason=str(namespace_unsupported_reason()))
 def test_namespace_gets_the_installation_tag_and_egress_setting(tmp_path: Path) -> None:
     backend = select_backend(Settings(data_dir=tmp_path, sandbox_backend="namespace", egress="deny"))
     assert backend.name == "namespace"
