@@ -22,13 +22,38 @@ PROTOCOL_DEFAULTS: dict[str, tuple[int, str]] = {
 
 
 @dataclass(frozen=True)
+class ImageConfig:
+    """A container image made runnable: its unpacked, read-only root filesystem and the parts of its OCI config a
+    session honours. ``rootfs`` is content-addressed and shared by every version that resolves to the same image."""
+
+    rootfs: Path
+    manifest_digest: str  # sha256:... of the image manifest the version resolved to (immutable even if the tag moves)
+    reference: str  # the containerUri as resolved (registry/repository@digest)
+    architecture: str  # amd64, arm64, ...
+    entrypoint: tuple[str, ...] = ()
+    cmd: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    working_dir: str = "/"
+    user: str = ""  # "uid[:gid]" or a name from the image's /etc/passwd; mapped onto the session's leased uid
+    exposed_ports: tuple[str, ...] = ()
+
+    def argv(self) -> tuple[str, ...]:
+        """Entrypoint + Cmd as a container runtime would run them."""
+        return self.entrypoint + self.cmd
+
+
+@dataclass(frozen=True)
 class PreparedVersion:
-    """A version made runnable by ``hangar.artifacts``: both directories are immutable once READY."""
+    """A version made runnable by ``hangar.artifacts``: both directories are immutable once READY.
+
+    For a container image, ``image`` is set, ``code_dir`` and ``env_dir`` are both the image's rootfs and
+    ``content_hash`` is the manifest digest."""
 
     code_dir: Path  # the unpacked artifact; the agent's working directory
     env_dir: Path  # the virtualenv built with uv (holds python, the requirements, and hangar.sdk)
     entry_point: tuple[str, ...]  # as declared, e.g. ("main.py",) or ("opentelemetry-instrument", "main.py")
     content_hash: str  # hash of code + requirements + runtime; equal hashes share one environment
+    image: ImageConfig | None = None
 
     def command(self) -> tuple[str, ...]:
         """argv that starts the agent: ``main.py`` runs under the env's python, a console script from env/bin."""
