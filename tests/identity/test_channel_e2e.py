@@ -12,9 +12,13 @@ import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
+import boto3
+import httpx
 import jwt as pyjwt
 import pytest
+from botocore.exceptions import ClientError
 
 from tests.control.support import signed
 from tests.dataplane.support import deploy, new_session_id, seeded_server, wait_for
@@ -177,11 +181,69 @@ def test_forked_sessions_refresh_to_their_own_credentials_and_get_the_api_key(
     assert {_session(hangar, s)["startKind"] for s in (first, second)} == {"fork"}
 
 
+def test_a_bearer_callers_subject_is_the_user_of_the_workload_access_token(
+    hangar: HangarServer, control: Any, providers: dict[str, str], idp: RunningIdp
+) -> None:
+    authorizer = {
+        "customJWTAuthorizer": {
+            "discoveryUrl": idp.discovery_url,
+            "allowedAudience": [idp.audience],
+            "allowedClients": ["agent-client"],
+        }
+    }
+    runtime = _runtime(control, providers, HANGAR_TEMPLATE="off")
+    control.update_agent_runtime(
+        agentRuntimeId=runtime["agentRuntimeId"],
+        agentRuntimeArtifact=runtime["agentRuntimeArtifact"],
+        roleArn=runtime["roleArn"],
+        networkConfiguration=runtime["networkConfiguration"],
+        environmentVariables=runtime["environmentVariables"],
+        authorizerConfiguration=authorizer,
+    )
+    wait_for(lambda: control.get_agent_runtime(agentRuntimeId=runtime["agentRuntimeId"])["status"] == "READY")
+    token = idp.token("agent-client")
+    url = f"{hangar.url}/runtimes/{quote(runtime['agentRuntimeArn'], safe='')}/invocations"
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id": new_session_id(),
+        "X-Amzn-Bedrock-AgentCore-Runtime-User-Id": "mallory",  # ignored: the token says who the user is
+        "OAuth2CallbackUrl": "https://app.example.com/callback",
+        "Content-Type": "application/json",
+    }
+    answer = httpx.post(url, headers=headers, content=b'{"action": "wat"}', timeout=120)
+    assert answer.status_code == 200, answer.text
+    claims = pyjwt.decode(answer.json()["wat"], options={"verify_signature": False})
+    subject = pyjwt.decode(token, options={"verify_signature": False})["sub"]
+    assert claims["wl"] == runtime["agentRuntimeId"] and claims["sub"] == subject
+    assert "oauth2callbackurl" in answer.json()["headers"] and "workloadaccesstoken" in answer.json()["headers"]
+
+
+def test_only_an_administrator_may_name_the_user(hangar: HangarServer, cold: dict[str, Any]) -> None:
+    created = signed(hangar, "POST", "/hangar/credentials/", body=b'{"name": "ci-bot"}')
+    assert created.status_code in (200, 201), created.text
+    key = created.json()
+    client = boto3.client(
+        "bedrock-agentcore",
+        endpoint_url=hangar.url,
+        region_name="us-west-2",
+        aws_access_key_id=key["accessKeyId"],
+        aws_secret_access_key=key["secretAccessKey"],
+    )
+    with pytest.raises(ClientError) as refused:
+        client.invoke_agent_runtime(
+            agentRuntimeArn=cold["agentRuntimeArn"],
+            runtimeSessionId=new_session_id(),
+            payload=b'{"action": "wat"}',
+            runtimeUserId="alice",
+        )
+    assert refused.value.response["Error"]["Code"] == "AccessDeniedException"
+
+
 # --- hostile sessions
 
 
 def test_a_session_cannot_get_a_token_for_another_workload(
-    data: Any, cold: dict[str, Any], second: dict[str, Any], providers: dict[str, str]
+    hangar: HangarServer, data: Any, cold: dict[str, Any], second: dict[str, Any], providers: dict[str, str]
 ) -> None:
     mine, theirs = new_session_id(), new_session_id()
     answer = _invoke(data, cold, mine, {"action": "wat_for", "workload": second["agentRuntimeId"]})
@@ -192,7 +254,11 @@ def test_a_session_cannot_get_a_token_for_another_workload(
     assert answer["error"] == "AccessDeniedException", answer
     # A forged one (signed with another key) and an unsigned one are refused.
     forged = pyjwt.encode({"wl": cold["agentRuntimeId"], "exp": 4102444800}, "not-the-key" * 4, algorithm="HS256")
-    for wat in (forged, "eyJhbGciOiJub25lIn0.eyJ3bCI6IngifQ."):
+    # An expired one, signed with the installation's real key (read from the host's data dir by this test).
+    key = (hangar.data_dir / "identity" / "wat.key").read_bytes()
+    own = pyjwt.decode(_invoke(data, cold, mine, {"action": "wat"})["wat"], options={"verify_signature": False})
+    expired = pyjwt.encode({**own, "iat": own["iat"] - 7200, "exp": own["iat"] - 3600}, key, algorithm="HS256")
+    for wat in (forged, expired, "eyJhbGciOiJub25lIn0.eyJ3bCI6IngifQ."):
         answer = _invoke(data, cold, mine, {"action": "api_key_with", "wat": wat, "provider": providers["api"]})
         assert answer["error"] in ("UnauthorizedException", "AccessDeniedException", "ValidationException"), answer
 
