@@ -45,6 +45,8 @@ MAX_COMPLETE_BODY = 2 * 1024 * 1024  # CompleteMultipartUpload lists at most 10,
 _PART = re.compile(r"<Part>(.*?)</Part>", re.DOTALL)
 _PART_NUMBER = re.compile(r"<PartNumber>\s*(\d{1,5})\s*</PartNumber>")
 _PART_ETAG = re.compile(r"<ETag>([^<]*)</ETag>")
+# Characters XML 1.0 cannot carry even escaped (control characters, lone surrogates): a parser rejects the document.
+_NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 # How Hangar's auth errors read in S3's vocabulary (botocore and the aws CLI print the S3 code).
 _AUTH_CODES = {
     "InvalidSignatureException": "SignatureDoesNotMatch",
@@ -157,8 +159,8 @@ async def _post_object(request: Request, store: ArtifactStore, bucket: str, key:
         upload_id = uploads.create(bucket, object_key)
         return _xml("InitiateMultipartUploadResult", f"{fields}<UploadId>{upload_id}</UploadId>")
     upload_id = request.query_params.get("uploadId")
-    if upload_id is None:
-        raise StoreError("NotImplemented", "Only multipart uploads are implemented for POST.", 501)
+    if upload_id is None:  # no S3 operation is a POST on an object without one of these: S3 answers 405
+        raise StoreError("MethodNotAllowed", "POST on an object needs '?uploads' or '?uploadId='.", 405)
     body = await read_capped_body(request, MAX_COMPLETE_BODY)
     request.state.body_read = True
     declared = request.headers.get("x-amz-content-sha256", UNSIGNED_PAYLOAD)
@@ -419,7 +421,12 @@ def _decode_token(token: str) -> str:
 
 
 def _field(name: str, value: str, url: bool) -> str:
-    return f"<{name}>{escape(quote(value, safe='/') if url else value)}</{name}>"
+    return f"<{name}>{_text(quote(value, safe='/') if url else value)}</{name}>"
+
+
+def _text(value: str) -> str:
+    """Escaped XML text; what XML cannot carry at all (echoed from hostile names) becomes U+FFFD."""
+    return escape(_NOT_XML.sub("\ufffd", value))
 
 
 def _iso(timestamp: float) -> str:
@@ -445,8 +452,8 @@ def _error(request: Request, exc: HangarError, resource: str) -> Response:
         return Response(status_code=exc.status, headers=headers)
     body = (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
-        f"<Error><Code>{escape(code)}</Code><Message>{escape(exc.message)}</Message>"
-        f"<Resource>{escape(resource)}</Resource><RequestId>{escape(request_id)}</RequestId></Error>"
+        f"<Error><Code>{_text(code)}</Code><Message>{_text(exc.message)}</Message>"
+        f"<Resource>{_text(resource)}</Resource><RequestId>{_text(request_id)}</RequestId></Error>"
     )
     return Response(body, status_code=exc.status, media_type="application/xml", headers=headers)
 
