@@ -14,11 +14,13 @@ trusted). A valid token presented by the wrong workload is the caller's business
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+import json
 import os
 import secrets
 import stat
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +35,13 @@ ALGORITHM = "HS256"
 DEFAULT_TTL_S = 3600
 MAX_TOKEN_CHARS = 131072
 USER_TOKEN_CONTEXT = "wat:user-token"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+_HEADER = _b64(b'{"alg":"HS256","typ":"JWT"}')
 
 
 @dataclass(frozen=True)
@@ -82,14 +91,18 @@ class WorkloadTokens:
             "wl": workload,
             "iat": now,
             "exp": now + self.ttl_s,
-            "jti": uuid.uuid4().hex,
+            "jti": os.urandom(16).hex(),
         }
         if user_id is not None:
             claims["sub"] = user_id
         if user_token is not None and self._box is not None:
             sealed = self._box.seal(user_token.encode(), f"{USER_TOKEN_CONTEXT}:{workload}:{user_id or ''}")
             claims["utk"] = base64.urlsafe_b64encode(sealed).decode()
-        return pyjwt.encode(claims, self._key, algorithm=ALGORITHM)
+        # A plain compact JWS (what pyjwt.encode makes, without its generic checks): mint is on the invoke path.
+        payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
+        signing_input = f"{_HEADER}.{payload}"
+        signature = hmac.new(self._key, signing_input.encode("ascii"), hashlib.sha256).digest()
+        return f"{signing_input}.{_b64(signature)}"
 
     def verify(self, token: str) -> WatClaims:
         """The claims of a WAT this installation minted and that has not expired; UnauthorizedError otherwise."""
