@@ -7,7 +7,7 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from hangar.domain.arns import Place
 from hangar.identity.control import (
@@ -53,7 +53,7 @@ class Identity:
 
 
 def _has_sealed_values(store: Store) -> bool:
-    def read(conn) -> bool:  # type: ignore[no-untyped-def]
+    def read(conn: Connection) -> bool:
         for table in (api_key_providers, oauth2_providers):
             if conn.execute(select(table.c.name).limit(1)).first() is not None:
                 return True
