@@ -9,8 +9,10 @@ InvokeAgentRuntimeCommand.
 from __future__ import annotations
 
 import json
+import ssl
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -20,6 +22,7 @@ import jwt as pyjwt
 import pytest
 from botocore.exceptions import ClientError
 
+from hangar.sandbox.state import instance_tag
 from tests.control.support import signed
 from tests.dataplane.support import deploy, new_session_id, seeded_server, wait_for
 from tests.support.idp_common import RunningIdp
@@ -318,3 +321,17 @@ def test_no_secret_of_another_session_or_the_vault_is_visible(
     )
     out, _ = _command(data, cold, second_session, fetch)
     assert "status 403" in out
+
+
+def test_a_process_that_is_no_session_sandbox_is_refused(hangar: HangarServer, cold: dict[str, Any]) -> None:
+    """This test runs as a host uid that leases no sandbox: both sockets refuse it, whatever it presents."""
+    outbound = Path("/run/hangar") / instance_tag(hangar.data_dir) / ".outbound"
+    transport = httpx.HTTPTransport(uds=str(outbound / "credentials.sock"))
+    with httpx.Client(transport=transport, base_url="http://127.0.0.1:9480") as client:
+        answer = client.get("/hangar/session-credentials", headers={"Authorization": "anything"})
+    assert answer.status_code == 403
+    context = ssl.create_default_context(cafile=str(outbound / "ca-bundle.pem"))
+    transport = httpx.HTTPTransport(uds=str(outbound / "identity.sock"), verify=context)
+    with httpx.Client(transport=transport, base_url="https://bedrock-agentcore.us-west-2.amazonaws.com") as client:
+        answer = client.post("/identities/api-key", json={"resourceCredentialProviderName": "x"})
+    assert answer.status_code == 403 and answer.headers["x-amzn-ErrorType"] == "AccessDeniedException"
