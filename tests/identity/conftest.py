@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.postgres import postgres  # noqa: F401 - the session fixture
 from tests.support.server import HangarServer
 
 

@@ -22,6 +22,7 @@ from hangar.identity.vault import KeyRing, Vault, key_id_of
 from hangar.store.engine import create_store_engine
 from hangar.store.transactions import Store
 from tests.control.support import signed, wait_until
+from tests.support.postgres import PostgresCluster
 from tests.support.server import HangarServer
 
 
@@ -245,4 +246,28 @@ def test_sigkill_during_updates_and_rotation_loses_nothing(tmp_path: Path, direc
         control.update_api_key_credential_provider(name=names[0], apiKey="after-restart")
         assert directory.api_key(names[0]) == "after-restart"
     finally:
+        server.stop()
+
+
+def test_rotation_on_postgresql(tmp_path: Path, postgres: PostgresCluster) -> None:
+    url = postgres.new_database()
+    server = HangarServer(data_dir=tmp_path / "data", env={"HANGAR_DATABASE_URL": url}).start()
+    engine = create_store_engine(url)
+    try:
+        control = server.boto3_client("bedrock-agentcore-control")
+        control.create_api_key_credential_provider(name="pg-key", apiKey="pg-value")
+        control.create_oauth2_credential_provider(
+            name="pg-oauth",
+            credentialProviderVendor="SlackOauth2",
+            oauth2ProviderConfigInput={"slackOauth2ProviderConfig": {"clientId": "c", "clientSecret": "pg-secret"}},
+        )
+        control.update_api_key_credential_provider(name="pg-key", apiKey="pg-value-2")
+        report = rotate(server)
+        assert report["rewritten"] == 2 and len(report["retiredKeyIds"]) == 1
+        where = IdentityPlace(Place("123456789012", "us-west-2"), "http://127.0.0.1")
+        directory = StoreDirectory(Store(engine), Vault(KeyRing(key_file(server.data_dir))), where)
+        assert directory.api_key("pg-key") == "pg-value-2"
+        assert directory.oauth2_client("pg-oauth").client_secret == "pg-secret"
+    finally:
+        engine.dispose()
         server.stop()
