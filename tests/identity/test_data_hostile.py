@@ -16,10 +16,9 @@ import jwt
 import pytest
 from botocore.exceptions import ClientError
 
-from hangar.config import Settings
 from hangar.domain.errors import AccessDeniedError, HangarError
 from hangar.domain.types import Principal
-from hangar.services import Services
+from tests.identity.data_support import in_process, session
 from tests.support.idp_common import new_rsa_key
 from tests.support.server import HangarServer, free_port
 
@@ -113,25 +112,6 @@ def test_token_of_a_deleted_workload_is_refused(server: HangarServer, data) -> N
 
 
 # -- a session (the sandbox identity channel's principal) stays inside its own workload identity -------------------
-
-
-def in_process(server: HangarServer) -> Services:
-    """The server's own components on its data dir (what the identity channel calls), without its HTTP front."""
-    from hangar.auth.setup import wire as wire_auth
-    from hangar.control.setup import wire as wire_control
-    from hangar.identity.data_setup import wire as wire_identity_data
-    from hangar.identity.setup import wire as wire_identity
-    from hangar.store.engine import open_engine
-
-    settings = Settings(data_dir=server.data_dir, port=server.port)
-    services = Services(settings=settings, engine=open_engine(settings.resolved_database_url))
-    for wire in (wire_auth, wire_control, wire_identity, wire_identity_data):
-        wire(services)
-    return services
-
-
-def session(workload: str) -> Principal:
-    return Principal(kind="session", account_id="123456789012", name="session", workload=workload, session_id="s-1")
 
 
 def test_session_acts_only_for_its_own_workload(server: HangarServer, data) -> None:  # type: ignore[no-untyped-def]

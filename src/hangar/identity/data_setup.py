@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import anyio.to_thread
+
 from hangar.domain.errors import AccessDeniedError, HangarError, InternalError, UnauthorizedError
 from hangar.identity.dataplane import IdentityDataPlane
 from hangar.identity.oauth import OAuthClient
 from hangar.identity.tokens import WorkloadTokens, load_key
 from hangar.identity.vault import SealedColumn
+from hangar.store import runtimes as runtime_rows
 from hangar.store.identity_tokens import IdentityTokenStore, TokenKey
 from hangar.store.tables import identity_oauth_sessions, identity_tokens
 from hangar.store.transactions import Store
@@ -72,7 +75,7 @@ def _user_jwt_verifier(services: Services):  # type: ignore[no-untyped-def]
     ``iss``) must verify it. A session never gets that fallback (it could mint tokens from an IdP of its own)."""
 
     async def verify(workload: str, token: str, admin: bool) -> str:
-        authorizer = _runtime_authorizer(services, workload)
+        authorizer = await anyio.to_thread.run_sync(_runtime_authorizer, services, workload)
         if authorizer is None:
             if not admin:
                 raise AccessDeniedError("The workload identity's runtime has no JWT authorizer to verify user tokens")
@@ -88,13 +91,20 @@ def _user_jwt_verifier(services: Services):  # type: ignore[no-untyped-def]
 
 
 def _runtime_authorizer(services: Services, workload: str) -> dict[str, Any] | None:
-    if services.control is None:
-        return None
+    """The ``customJWTAuthorizer`` of the runtime whose id names this workload identity: the one its DEFAULT
+    endpoint serves (what invocations check), else its newest version's (not served yet), else none."""
+    if services.control is not None:
+        try:
+            return services.control.resolve_target(workload, None, services.settings.account_id).jwt_authorizer
+        except HangarError:
+            pass
     try:
-        target = services.control.resolve_target(workload, None, services.settings.account_id)
+        version = Store(services.engine).read(lambda conn: runtime_rows.newest_version(conn, workload))
     except HangarError:
         return None
-    return target.jwt_authorizer
+    if version is None:
+        return None
+    return (version.spec.authorizer or {}).get("customJWTAuthorizer")
 
 
 def _issuer_discovery(token: str) -> str:
