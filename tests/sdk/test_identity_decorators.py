@@ -538,3 +538,73 @@ def test_tls_endpoint_trusted_through_aws_ca_bundle(
         assert tool() == API_KEY
     finally:
         splice.close()
+
+
+# -- USER_FEDERATION end to end: the user consents while the decorator polls -----------------------------------
+
+RETURN_URL = "http://127.0.0.1:9/agent/after-consent"  # the agent's own page; the browser is stopped before it
+
+
+def test_user_federation_completes_with_the_default_poller(
+    with_wat: Identity, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """on_auth_url plays the user (panva login + consent, driven by httpx) and the agent's return page (which binds
+    the session to the user with CompleteResourceTokenAuth); the decorator's own polling then gets the token."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from tests.identity.data_idp import WEB_CLIENT, consent, start_flow_idp
+    from tests.support.server import free_port
+
+    server = with_wat.server
+    provider = "sdk-panva-user"
+    idp_port = free_port()
+    callback = f"{server.url}/identities/oauth2/callback/{provider}"
+    idp = start_flow_idp(tmp_path / "idp", redirect_uris=[callback], ttl=600, port=idp_port)
+    try:
+        created = server.boto3_client("bedrock-agentcore-control").create_oauth2_credential_provider(
+            name=provider,
+            credentialProviderVendor="CustomOauth2",
+            oauth2ProviderConfigInput={
+                "customOauth2ProviderConfig": {
+                    "oauthDiscovery": {"discoveryUrl": idp.discovery_url},
+                    "clientId": WEB_CLIENT[0],
+                    "clientSecret": WEB_CLIENT[1],
+                }
+            },
+        )
+        assert created["callbackUrl"] == callback
+        monkeypatch.setattr(identity_module, "POLLING_INTERVAL_SECONDS", 0.05)
+        monkeypatch.setattr(identity_module, "POLLING_TIMEOUT_SECONDS", 60)
+        returned: list[dict[str, list[str]]] = []
+
+        def user_consents(url: str) -> None:
+            landed = consent(url, login="alice", stop_at=RETURN_URL)
+            query = parse_qs(urlsplit(landed).query)
+            returned.append(query)
+            server.boto3_client("bedrock-agentcore").complete_resource_token_auth(
+                sessionUri=query["session_id"][0], userIdentifier={"userId": "alice"}
+            )
+
+        @requires_access_token(
+            provider_name=provider,
+            scopes=["openid", "agent:invoke"],
+            auth_flow="USER_FEDERATION",
+            on_auth_url=user_consents,
+            callback_url=RETURN_URL,
+            custom_state="agent-state-42",
+        )
+        async def tool(*, access_token: str) -> str:
+            return access_token
+
+        token = asyncio.run(tool())
+        keys = jwt.PyJWKClient(httpx.get(idp.discovery_url, timeout=10).json()["jwks_uri"])
+        claims = jwt.decode(
+            token, keys.get_signing_key_from_jwt(token).key, algorithms=["RS256"], audience=idp.audience
+        )
+        assert claims["sub"] == "alice"
+        assert returned[0]["state"] == ["agent-state-42"]
+        # Consent given once: the next call gets the stored token without asking the user again.
+        assert asyncio.run(tool()) == token
+        assert len(returned) == 1
+    finally:
+        idp.stop()
