@@ -13,7 +13,7 @@ from typing import Any
 from hangar.domain.errors import InternalError
 from hangar.domain.tags import check_tags
 from hangar.domain.validation import Checker
-from hangar.identity.vendors import ALL_CONFIG_KEYS, INCLUDED_KEY, VENDORS, WELL_KNOWN, config_key
+from hangar.identity.vendors import ALL_CONFIG_KEYS, INCLUDED_KEY, VENDORS, config_key, well_known
 
 WORKLOAD_NAME = r"[A-Za-z0-9_.-]+"
 PROVIDER_NAME = r"[a-zA-Z0-9\-_]+"
@@ -385,7 +385,7 @@ def _built_in(check: Checker, vendor: str, config: dict[str, Any], path: str) ->
     )
     if tenant is not None:
         stored["tenantId"] = tenant
-    known = WELL_KNOWN.get(vendor)
+    known = well_known(vendor, tenant)
     explicit = {}
     if config_key(vendor) == INCLUDED_KEY:
         required = known is None
@@ -396,16 +396,13 @@ def _built_in(check: Checker, vendor: str, config: dict[str, Any], path: str) ->
             ),
             "tokenEndpoint": _url(check, config.get("tokenEndpoint"), f"{path}.tokenEndpoint", required=required),
         }
-        stored.update({k: v for k, v in explicit.items() if v is not None})
+    defaults = {}
     if known is not None:
-        tenant_id = tenant or "common"
         defaults = {
-            "issuer": known.issuer.replace("{tenant}", tenant_id),
-            "authorizationEndpoint": known.authorization_endpoint.replace("{tenant}", tenant_id),
-            "tokenEndpoint": known.token_endpoint.replace("{tenant}", tenant_id),
+            "issuer": known.issuer,
+            "authorizationEndpoint": known.authorization_endpoint,
+            "tokenEndpoint": known.token_endpoint,
         }
-    else:
-        defaults = {}
     resolved = {
         key: explicit.get(key) or defaults.get(key) for key in ("issuer", "authorizationEndpoint", "tokenEndpoint")
     }

@@ -271,11 +271,11 @@ def list_api_keys(ctx: IdentityContext, command: c.ListApiKeys) -> dict[str, Any
 # -- OAuth2 providers ------------------------------------------------------------------------------------------
 
 # Keys of the stored configuration that the API echoes inside the vendor's output structure.
-_ECHOED = ("oauthDiscovery", "clientId", "clientAuthenticationMethod", "onBehalfOfTokenExchangeConfig", "tenantId")
+_ECHOED = ("oauthDiscovery", "clientId", "clientAuthenticationMethod", "onBehalfOfTokenExchangeConfig")
 
 
 def _oauth2_doc(ctx: IdentityContext, row: rows.OAuth2Row, *, times: bool = True) -> dict[str, Any]:
-    output = {k: row.config[k] for k in _ECHOED if k in row.config and k != "tenantId"}
+    output = {k: row.config[k] for k in _ECHOED if k in row.config}
     document: dict[str, Any] = {
         "clientSecretArn": {"secretArn": ctx.where.secret_arn("oauth2", row.name)},
         "clientSecretSource": "MANAGED",
