@@ -168,6 +168,8 @@ def test_tampered_or_replayed_state_is_refused(fed: Federation) -> None:
     assert answer.status_code == 400 and answer.json()["message"].startswith("The authorization callback's state")
     missing = httpx.get(urlunsplit(parts._replace(query=f"code={query['code'][0]}")), timeout=20)
     assert missing.status_code == 400
+    other_provider = urlunsplit(parts._replace(path=parts.path.rsplit("/", 1)[0] + "/" + EXCHANGE_PROVIDER))
+    assert httpx.get(other_provider, follow_redirects=False, timeout=20).status_code == 400
 
     assert httpx.get(callback, follow_redirects=False, timeout=20).status_code == 302  # the real one still works
     replay = httpx.get(callback, follow_redirects=False, timeout=20)

@@ -4,6 +4,7 @@ expiry."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
 
@@ -90,6 +91,20 @@ def test_m2m_token_from_a_real_idp_is_cached(server: HangarServer, idp: RunningI
     # The cache holds tokens sealed by the vault, never in clear.
     stored = b"".join(path.read_bytes() for path in server.data_dir.glob("hangar.db*"))
     assert token.encode() not in stored and token.split(".")[2].encode() not in stored
+
+    # A cached row that no longer opens (edited, or sealed with a retired key) is a miss, not an error.
+    current = m2m(server, "m2m-agent", provider, ["agent:invoke"])
+    with sqlite3.connect(server.data_dir / "hangar.db") as db:
+        where = "WHERE workload = 'm2m-agent' AND provider = ?"
+        rows = 0
+        for rowid, sealed in db.execute(f"SELECT rowid, access_token_sealed FROM identity_tokens {where}", (provider,)):
+            edited = bytes(sealed[:-1]) + bytes([sealed[-1] ^ 1])  # one bit of the GCM tag
+            rows += db.execute(
+                "UPDATE identity_tokens SET access_token_sealed = ? WHERE rowid = ?", (edited, rowid)
+            ).rowcount
+    assert rows >= 1
+    replaced = m2m(server, "m2m-agent", provider, ["agent:invoke"])
+    assert replaced != current and verify(idp, replaced)
 
 
 def test_m2m_wrong_client_secret_is_a_clear_error(server: HangarServer, idp: RunningIdp) -> None:

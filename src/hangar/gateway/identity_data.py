@@ -41,9 +41,9 @@ def _handler(operation: Operation) -> Callable[[Request, dict[str, str]], Awaita
     return handle
 
 
-async def oauth2_callback(request: Request, _params: dict[str, str]) -> Response:
+async def oauth2_callback(request: Request, params: dict[str, str]) -> Response:
     query = {key: request.query_params[key] for key in ("state", "code", "error") if key in request.query_params}
-    target = await _plane(request).oauth2_callback(query)
+    target = await _plane(request).oauth2_callback(query, params.get("callbackId"))
     if target is not None:
         return RedirectResponse(target, status_code=302, headers={"Cache-Control": "no-store"})
     page = "<!doctype html><title>Authorization complete</title><p>{}</p>".format(

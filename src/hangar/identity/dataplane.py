@@ -26,7 +26,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import anyio.to_thread
 
-from hangar.domain.errors import AccessDeniedError, NotFoundError, ValidationError
+from hangar.domain.errors import AccessDeniedError, HangarError, NotFoundError, ValidationError
 from hangar.domain.types import Principal
 from hangar.domain.validation import Checker
 from hangar.identity import data_requests as shapes
@@ -265,15 +265,18 @@ class IdentityDataPlane:
         await anyio.to_thread.run_sync(self.store.create_session, sealed)
         return {"authorizationUrl": url, "sessionUri": SESSION_URI_PREFIX + session_id, "sessionStatus": "IN_PROGRESS"}
 
-    async def oauth2_callback(self, query: dict[str, str]) -> str | None:
+    async def oauth2_callback(self, query: dict[str, str], provider: str | None = None) -> str | None:
         """The IdP's redirect: check ``state`` strictly, exchange the code; returns where to send the browser
-        (the caller's return URL with ``session_id`` and its ``state``), or None when it gave no return URL."""
+        (the caller's return URL with ``session_id`` and its ``state``), or None when it gave no return URL.
+        ``provider`` is the last segment of the callback URL, when it has one: it must be the session's."""
         state = query.get("state")
         if not state or len(state) > 512:
             raise ValidationError("The authorization callback carries no state")
         session = await anyio.to_thread.run_sync(self.store.session_by_state, _sha256(state))
         if session is None:
             raise ValidationError("The authorization callback's state is unknown, used or was tampered with")
+        if provider is not None and provider != session.provider:
+            raise ValidationError("The authorization callback's state belongs to another credential provider")
         if session.status != PENDING:
             raise ValidationError("The authorization session was already used")
         if session.expires_at.timestamp() < self._clock():
@@ -336,6 +339,8 @@ class IdentityDataPlane:
             raise AccessDeniedError("The authorization session belongs to another user")
         if session.status == COMPLETED:
             return {}
+        if session.expires_at.timestamp() < self._clock():
+            raise ValidationError("The authorization session has expired; start again")
         if session.status != AUTHORIZED:
             raise ValidationError(
                 f"The authorization session is {'FAILED' if session.status == FAILED else 'not authorized yet'}"
@@ -367,14 +372,22 @@ class IdentityDataPlane:
         if cached is None:
             return None
         now = self._clock()
-        access = self.box.open(cached.access_token_sealed, key.context("access")).decode()
+        try:
+            access = self.box.open(cached.access_token_sealed, key.context("access")).decode()
+        except HangarError:  # unreadable (a retired key, an edited row): a miss, never someone else's token
+            await anyio.to_thread.run_sync(self.store.drop_token, key)
+            return None
         if cached.expires_at is None:
             return access
         expires = cached.expires_at.timestamp()
         if expires - now > _margin(cached):
             return access
         if cached.refresh_token_sealed is not None:
-            refresh = self.box.open(cached.refresh_token_sealed, key.context("refresh")).decode()
+            try:
+                refresh = self.box.open(cached.refresh_token_sealed, key.context("refresh")).decode()
+            except HangarError:
+                await anyio.to_thread.run_sync(self.store.drop_token, key)
+                return None
             try:
                 fresh = await self.oauth.refresh(client, refresh, scopes)
             except IdpError as exc:
