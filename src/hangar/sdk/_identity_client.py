@@ -13,7 +13,6 @@ import json
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from ._identity_sigv4 import resolve_credentials, sign_headers
@@ -25,23 +24,21 @@ DEFAULT_REGION = "us-west-2"
 HTTP_TIMEOUT_SECONDS = 60.0  # botocore's default read timeout
 
 
-@dataclass(frozen=True)
-class _Operation:
-    plane: str  # "data" | "control"
-    path: str
-    method_name: str  # the botocore client method
-
-
-_OPERATIONS: dict[str, _Operation] = {
-    "GetResourceApiKey": _Operation("data", "/identities/api-key", "get_resource_api_key"),
-    "GetResourceOauth2Token": _Operation("data", "/identities/oauth2/token", "get_resource_oauth2_token"),
-    "GetWorkloadAccessTokenForUserId": _Operation(
-        "data", "/identities/GetWorkloadAccessTokenForUserId", "get_workload_access_token_for_user_id"
+# operation -> (plane, request path, botocore client method); plain tuples keep the SDK's import cheap.
+_OPERATIONS: dict[str, tuple[str, str, str]] = {
+    "GetResourceApiKey": ("data", "/identities/api-key", "get_resource_api_key"),
+    "GetResourceOauth2Token": ("data", "/identities/oauth2/token", "get_resource_oauth2_token"),
+    "GetWorkloadAccessTokenForUserId": (
+        "data",
+        "/identities/GetWorkloadAccessTokenForUserId",
+        "get_workload_access_token_for_user_id",
     ),
-    "GetWorkloadAccessTokenForJWT": _Operation(
-        "data", "/identities/GetWorkloadAccessTokenForJWT", "get_workload_access_token_for_jwt"
+    "GetWorkloadAccessTokenForJWT": (
+        "data",
+        "/identities/GetWorkloadAccessTokenForJWT",
+        "get_workload_access_token_for_jwt",
     ),
-    "CreateWorkloadIdentity": _Operation("control", "/identities/CreateWorkloadIdentity", "create_workload_identity"),
+    "CreateWorkloadIdentity": ("control", "/identities/CreateWorkloadIdentity", "create_workload_identity"),
 }
 _SERVICES = {"data": "bedrock-agentcore", "control": "bedrock-agentcore-control"}
 # Hangar/AgentCore overrides first (what the reference SDK honours), then botocore's per-service variables.
@@ -132,12 +129,12 @@ def _botocore_client(plane: str, region_name: str, method_name: str) -> Any | No
 
 def call(operation: str, body: dict[str, Any]) -> dict[str, Any]:
     """Call ``operation`` with ``body`` (the botocore model's member names) and return the parsed answer."""
-    spec = _OPERATIONS[operation]
+    plane, _path, method_name = _OPERATIONS[operation]
     region_name = region()
-    client = _botocore_client(spec.plane, region_name, spec.method_name)
+    client = _botocore_client(plane, region_name, method_name)
     if client is None:
         return call_without_botocore(operation, body, region_name)
-    answer = dict(getattr(client, spec.method_name)(**body))
+    answer = dict(getattr(client, method_name)(**body))
     answer.pop("ResponseMetadata", None)
     return answer
 
@@ -152,12 +149,12 @@ def call_without_botocore(
     from urllib.parse import urlsplit
 
     env = os.environ if environ is None else environ
-    spec = _OPERATIONS[operation]
+    plane, operation_path, _method = _OPERATIONS[operation]
     region_name = region_name or region(env)
-    base = urlsplit(endpoint_for(spec.plane, region_name, env))
+    base = urlsplit(endpoint_for(plane, region_name, env))
     if base.scheme not in ("http", "https") or not base.hostname:
         raise ValueError(f"unusable identity endpoint {base.geturl()!r}")
-    path = base.path.rstrip("/") + spec.path
+    path = base.path.rstrip("/") + operation_path
     payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
     default_port = 443 if base.scheme == "https" else 80
     host = base.hostname if base.port in (None, default_port) else f"{base.hostname}:{base.port}"

@@ -18,7 +18,6 @@ import re
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 __all__ = ["Credentials", "CredentialsError", "resolve_credentials", "sign_headers"]
 
@@ -36,12 +35,32 @@ class CredentialsError(RuntimeError):
     """No usable AWS credentials: none in the environment and no (working) container credentials endpoint."""
 
 
-@dataclass(frozen=True)
 class Credentials:
-    access_key: str
-    secret_key: str = field(repr=False)
-    token: str | None = field(default=None, repr=False)
-    expires_at: float | None = None  # unix seconds; None for long-lived keys
+    """One AWS key pair, with the session token and expiry (unix seconds) of temporary credentials.
+
+    A plain class rather than a dataclass: every agent imports the SDK, and building a dataclass costs more import
+    time than this whole module otherwise does."""
+
+    __slots__ = ("access_key", "expires_at", "secret_key", "token")
+
+    def __init__(
+        self, access_key: str, secret_key: str, token: str | None = None, expires_at: float | None = None
+    ) -> None:
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.token = token
+        self.expires_at = expires_at  # None for long-lived keys
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Credentials):
+            return NotImplemented
+        mine = (self.access_key, self.secret_key, self.token, self.expires_at)
+        return mine == (other.access_key, other.secret_key, other.token, other.expires_at)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:  # never the secret or the token
+        return f"Credentials(access_key={self.access_key!r}, expires_at={self.expires_at!r})"
 
     def fresh(self, now: float) -> bool:
         return self.expires_at is None or now < self.expires_at - REFRESH_MARGIN_SECONDS
@@ -124,14 +143,14 @@ def _fetch_container_credentials(endpoint: str, env: Mapping[str, str]) -> Crede
         raise CredentialsError(f"container credentials endpoint answered an unusable document ({exc!r})") from None
 
 
-_ISO8601 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.\d+)?\s*(Z|z|[+-]\d{2}:?\d{2})?")
+_ISO8601 = r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.\d+)?\s*(Z|z|[+-]\d{2}:?\d{2})?"  # compiled on use
 
 
 def _parse_expiration(value: object) -> float | None:
     """ISO 8601 as AWS writes it; fractions dropped and ``Z`` accepted (Python 3.10's fromisoformat reads neither)."""
     if value is None:
         return None
-    found = _ISO8601.fullmatch(value.strip()) if isinstance(value, str) else None
+    found = re.fullmatch(_ISO8601, value.strip()) if isinstance(value, str) else None
     if found is None:
         raise ValueError(f"Expiration {value!r} is not an ISO 8601 time")
     day, clock, zone = found.groups()
