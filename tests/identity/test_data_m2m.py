@@ -107,6 +107,21 @@ def test_m2m_token_from_a_real_idp_is_cached(server: HangarServer, idp: RunningI
     assert replaced != current and verify(idp, replaced)
 
 
+def test_cached_tokens_survive_a_vault_key_rotation(server: HangarServer, idp: RunningIdp) -> None:
+    provider = f"m2m-rotate-{idp.name.split()[0]}"
+    create_provider(server, provider, idp.discovery_url, CLIENT, idp.clients[CLIENT])
+    token = m2m(server, "m2m-other", provider, ["reports:read"])
+    with sqlite3.connect(server.data_dir / "hangar.db") as db:
+        before = db.execute(
+            "SELECT access_token_sealed FROM identity_tokens WHERE provider = ?", (provider,)
+        ).fetchone()
+    server.boto3_client("bedrock-agentcore-control").reset_token_vault_key_material(tokenVaultId="default")
+    with sqlite3.connect(server.data_dir / "hangar.db") as db:
+        after = db.execute("SELECT access_token_sealed FROM identity_tokens WHERE provider = ?", (provider,)).fetchone()
+    assert after != before  # re-sealed under the new key (the old one is gone from the key file)
+    assert m2m(server, "m2m-other", provider, ["reports:read"]) == token  # and still the cached token
+
+
 def test_m2m_wrong_client_secret_is_a_clear_error(server: HangarServer, idp: RunningIdp) -> None:
     provider = f"m2m-bad-{idp.name.split()[0]}"
     create_provider(server, provider, idp.discovery_url, CLIENT, "not-the-secret")
