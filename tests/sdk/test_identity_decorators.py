@@ -326,30 +326,50 @@ def test_user_federation_hands_the_authorization_url_to_on_auth_url(
 
 
 def test_differential_against_the_reference_sdk(with_wat: Identity) -> None:
+    """The same agent functions decorated by bedrock-agentcore and by hangar.sdk, against the same server."""
     from bedrock_agentcore.identity import auth as reference
     from bedrock_agentcore.runtime import BedrockAgentCoreContext as ReferenceContext
 
-    ReferenceContext.set_workload_access_token(with_wat.wat)
-
-    def agent_tool(*, api_key: str) -> str:
+    def key_tool(*, api_key: str) -> str:
         return api_key
 
-    results: dict[str, Any] = {}
-    for name, decorate in (("reference", reference.requires_api_key), ("hangar", requires_api_key)):
-        results[name] = decorate(provider_name=API_KEY_PROVIDER)(agent_tool)()
+    async def token_tool(*, access_token: str) -> str:
+        return access_token
+
+    def error_of(call: Any) -> tuple[bool, str, str]:
         with pytest.raises(Exception) as caught:
-            decorate(provider_name=MISSING_PROVIDER)(agent_tool)()
-        results[name + "-error"] = (
+            call()
+        return (
             isinstance(caught.value, ClientError),
             type(caught.value).__name__,
-            caught.value.response["Error"]["Code"],  # type: ignore[attr-defined]
+            caught.value.response["Error"]["Code"],
         )
-    assert results["reference"] == results["hangar"] == API_KEY
-    assert (
-        results["reference-error"]
-        == results["hangar-error"]
-        == (True, "ResourceNotFoundException", "ResourceNotFoundException")
-    )
+
+    def m2m_claims(token: str) -> tuple[str, str, str]:
+        claims = verify_panva_token(with_wat.idp, token)
+        return claims["client_id"], claims["scope"], claims["aud"]
+
+    results: dict[str, dict[str, Any]] = {}
+    ReferenceContext.set_workload_access_token(with_wat.wat)
+    try:
+        for name, api_key, access_token in (
+            ("reference", reference.requires_api_key, reference.requires_access_token),
+            ("hangar", requires_api_key, requires_access_token),
+        ):
+            m2m = access_token(provider_name=OAUTH_PROVIDER, scopes=["agent:invoke"], auth_flow="M2M")(token_tool)
+            no_oauth = access_token(provider_name=MISSING_PROVIDER, scopes=["agent:invoke"], auth_flow="M2M")
+            results[name] = {
+                "key": api_key(provider_name=API_KEY_PROVIDER)(key_tool)(),
+                "key-error": error_of(api_key(provider_name=MISSING_PROVIDER)(key_tool)),
+                "m2m": m2m_claims(asyncio.run(m2m())),
+                "m2m-error": error_of(lambda decorated=no_oauth(token_tool): asyncio.run(decorated())),
+            }
+    finally:
+        ReferenceContext.set_workload_access_token(None)
+    assert results["reference"] == results["hangar"]
+    assert results["hangar"]["key"] == API_KEY
+    assert results["hangar"]["key-error"] == (True, "ResourceNotFoundException", "ResourceNotFoundException")
+    assert results["hangar"]["m2m"][0] == "agent-client"
 
 
 # -- without botocore --------------------------------------------------------------------------------------------
