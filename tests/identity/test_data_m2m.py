@@ -4,9 +4,14 @@ expiry."""
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import jwt
 import pytest
@@ -19,6 +24,7 @@ from tests.support.idp_panva import start_panva
 from tests.support.server import HangarServer
 
 CLIENT = "agent-client"  # known to both IdPs of tests/support
+AWS = Path(sys.executable).parent / "aws"
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +166,29 @@ def test_api_key(server: HangarServer) -> None:
     with pytest.raises(ClientError) as missing:
         data.get_resource_api_key(workloadIdentityToken=wat, resourceCredentialProviderName="no-such-key")
     assert missing.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+def test_aws_cli_reaches_the_identity_data_plane(server: HangarServer) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        AWS_SHARED_CREDENTIALS_FILE=str(server.credentials_file),
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_EC2_METADATA_DISABLED="1",
+    )
+
+    def aws(*args: str) -> dict:
+        command = [str(AWS), "bedrock-agentcore", *args, "--endpoint-url", server.url, "--region", "us-west-2"]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    server.boto3_client("bedrock-agentcore-control").create_api_key_credential_provider(name="cli-key", apiKey="ck-1")
+    wat = aws("get-workload-access-token-for-user-id", "--workload-name", "m2m-agent", "--user-id", "carol")
+    answer = aws(
+        "get-resource-api-key",
+        "--workload-identity-token",
+        wat["workloadAccessToken"],
+        "--resource-credential-provider-name",
+        "cli-key",
+    )
+    assert answer == {"apiKey": "ck-1"}

@@ -47,7 +47,10 @@ async def oauth2_callback(request: Request, params: dict[str, str]) -> Response:
     if target is not None:
         return RedirectResponse(target, status_code=302, headers={"Cache-Control": "no-store"})
     page = "<!doctype html><title>Authorization complete</title><p>{}</p>".format(
-        html.escape("Authorization complete. You can close this window and return to the application.")
+        html.escape(
+            "Consent recorded. The application that asked for it must now confirm it was you "
+            "(CompleteResourceTokenAuth) before the agent receives the token. You can close this window."
+        )
     )
     return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
