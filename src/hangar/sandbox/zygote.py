@@ -103,15 +103,15 @@ class TemplateCredentials:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", port))
         self.sock.listen(16)
-        self.stopping = threading.Event()
+        self.wake_read, self.wake_write = os.pipe()  # close() wakes the thread at once instead of a poll interval
         self.thread = threading.Thread(target=self.serve, name="hangar-template-credentials", daemon=True)
         self.thread.start()
 
     def serve(self) -> None:
-        while not self.stopping.is_set():
-            ready, _, _ = select.select([self.sock], [], [], 0.05)
-            if not ready:
-                continue
+        while True:
+            ready, _, _ = select.select([self.sock, self.wake_read], [], [])
+            if self.wake_read in ready:
+                return
             with contextlib.suppress(OSError):
                 conn, _ = self.sock.accept()
                 with conn:
@@ -130,9 +130,11 @@ class TemplateCredentials:
 
     def close(self) -> None:
         """Stop, close the listener and wait until the kernel has no thread of it left (the fork checks count)."""
-        self.stopping.set()
+        os.write(self.wake_write, b"x")
         self.thread.join()
         self.sock.close()
+        os.close(self.wake_read)
+        os.close(self.wake_write)
         for _ in range(1000):
             if thread_count() == 1:
                 return
