@@ -1,6 +1,8 @@
 """A ``hangar.sdk`` agent deployed in Hangar gets its API key and an M2M token through its session's identity
-endpoint, with no botocore in its environment: the SDK's stdlib transport (SigV4 with the session's container
-credentials, TLS trusted through ``AWS_CA_BUNDLE``) against the real channel, cold and forked from a template.
+endpoint: with no botocore in its environment through the SDK's stdlib transport (SigV4 with the session's
+container credentials, TLS trusted through ``AWS_CA_BUNDLE``), cold and forked from a template; and with botocore
+installed through botocore, forked (its client is built in the fork, at the first call, with the fork's own
+credentials).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from tests.support.idp_panva import start_panva
 from tests.support.server import HangarServer
 
 API_KEY = f"sk-session-{uuid.uuid4().hex}"
-AGENT = "sdkidentity"
+AGENT = "sdkidentity"  # nothing but hangar.sdk: the stdlib transport
+AGENT_WITH_BOTOCORE = "sdkidentityboto"  # the same code with botocore installed: the botocore transport
 
 # The agent's whole artifact: hangar.sdk only (Hangar ships it into every environment), no requirements.
 AGENT_MAIN = """
@@ -29,7 +32,7 @@ import importlib.util
 import os
 import sys
 
-from hangar.sdk import BedrockAgentCoreApp, IdentityServiceError, requires_access_token, requires_api_key, requires_wat
+from hangar.sdk import BedrockAgentCoreApp, requires_access_token, requires_api_key, requires_wat
 
 app = BedrockAgentCoreApp()
 
@@ -55,8 +58,8 @@ async def invoke(payload):
     if payload.get("action") == "missing":
         try:
             requires_api_key(provider_name="no-such-provider")(lambda api_key: api_key)()
-        except IdentityServiceError as exc:
-            out["error"] = exc.code
+        except Exception as exc:  # IdentityServiceError without botocore, ClientError with it
+            out["error"] = [type(exc).__name__, exc.response["Error"]["Code"]]
         return out
     out["api_key"] = await asyncio.to_thread(api_key)
     out["token"] = await m2m()
@@ -73,10 +76,11 @@ if __name__ == "__main__":
 @pytest.fixture(scope="module")
 def hangar() -> Iterator[HangarServer]:
     with seeded_server("hangar-sdk-identity-", ()) as server:
-        agent_dir = server.data_dir / "artifacts" / BUCKET / AGENT
-        agent_dir.mkdir(parents=True)
-        (agent_dir / "main.py").write_text(AGENT_MAIN)
-        (agent_dir / "requirements.txt").write_text("# hangar.sdk is provided inside the sandbox\n")
+        for name, requirements in ((AGENT, ""), (AGENT_WITH_BOTOCORE, "botocore>=1.35,<2\n")):
+            agent_dir = server.data_dir / "artifacts" / BUCKET / name
+            agent_dir.mkdir(parents=True)
+            (agent_dir / "main.py").write_text(AGENT_MAIN)
+            (agent_dir / "requirements.txt").write_text("# hangar.sdk is provided inside the sandbox\n" + requirements)
         backend = signed(server, "GET", "/hangar/sessions/").json()["backend"]["backend"]
         if backend != "namespace":
             pytest.skip(f"the identity channel needs the namespace backend, this host has {backend}")
@@ -136,20 +140,26 @@ def start_kind(hangar: HangarServer, session_id: str) -> str:
     raise AssertionError(f"no session {session_id}")
 
 
-@pytest.mark.parametrize("template", ["off", "on"])
-def test_a_hangar_sdk_agent_without_botocore_gets_its_credentials(
-    hangar: HangarServer, idp: RunningIdp, providers: dict[str, str], template: str
+@pytest.mark.parametrize(
+    ("agent", "template"),
+    [(AGENT, "off"), (AGENT, "on"), (AGENT_WITH_BOTOCORE, "on")],
+    ids=["cold", "fork", "botocore-fork"],
+)
+def test_a_hangar_sdk_agent_gets_its_credentials_in_a_session(
+    hangar: HangarServer, idp: RunningIdp, providers: dict[str, str], agent: str, template: str
 ) -> None:
     control = hangar.boto3_client("bedrock-agentcore-control")
-    runtime = deploy(control, AGENT, environmentVariables={**providers, "HANGAR_TEMPLATE": template})
+    runtime = deploy(control, agent, environmentVariables={**providers, "HANGAR_TEMPLATE": template})
     if template == "on":
         wait_for_template(hangar, f"{runtime['agentRuntimeId']}/{runtime['agentRuntimeVersion']}")
     session_id = new_session_id()
     out = invoke(hangar, runtime, session_id, {"action": "all"})
-    assert out["botocore_installed"] is False and out["botocore_loaded"] is False
+    with_botocore = agent == AGENT_WITH_BOTOCORE
+    assert out["botocore_installed"] is with_botocore and out["botocore_loaded"] is with_botocore
     assert out["api_key"] == API_KEY
     claims = jwt.decode(out["token"], options={"verify_signature": False})
     assert claims["iss"] == idp.issuer and claims["client_id"] == "agent-client"
     assert jwt.decode(out["wat"], options={"verify_signature": False})["wl"] == runtime["agentRuntimeId"]
     assert start_kind(hangar, session_id) == ("cold" if template == "off" else "fork")
-    assert invoke(hangar, runtime, session_id, {"action": "missing"})["error"] == "ResourceNotFoundException"
+    missing = invoke(hangar, runtime, session_id, {"action": "missing"})["error"]
+    assert missing == ["ResourceNotFoundException", "ResourceNotFoundException"]
