@@ -52,6 +52,13 @@ class SandboxSpec:
     environment: Mapping[str, str] = field(default_factory=dict)
     network: Literal["public", "none"] = "public"
     outbound: Outbound | None = None
+    # A container image's unpacked, read-only root filesystem: the sandbox sees it as ``/`` through a per-session
+    # writable overlay (size-capped by ``limits.disk_bytes``, discarded at stop); ``command`` is the image's argv,
+    # ``user`` its ``User`` ("uid[:gid]" or a name in the image's /etc/passwd) and ``workdir`` its ``WorkingDir``.
+    # None: a code sandbox (host /usr, ``env_dir`` and ``code_dir``).
+    rootfs: Path | None = None
+    user: str = ""
+    workdir: str = "/"
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from hangar.domain.errors import ServiceQuotaExceededError
+from hangar.domain.errors import RuntimeClientError, ServiceQuotaExceededError
 from hangar.sandbox.base import SandboxBackend, SandboxSpec, SandboxStats
 from hangar.sandbox.state import (
     create_state,
@@ -160,6 +160,11 @@ class ProcessBackend(SandboxBackend):
             del self._contract_ports[spec.agent_port]
 
     async def start(self, spec: SandboxSpec) -> ProcessSandbox:
+        if spec.rootfs is not None:
+            raise RuntimeClientError(
+                "Sessions of container images need an isolating sandbox backend (namespace): the process backend "
+                "cannot give a session the image's root filesystem"
+            )
         log.warning(
             "sandbox %s uses the 'process' backend: NO ISOLATION (host files, network and processes are reachable)",
             spec.sandbox_id,

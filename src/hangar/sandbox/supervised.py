@@ -31,6 +31,7 @@ READY_TIMEOUT_S = 30.0
 LISTEN_BACKLOG = 128
 STOP_GRACE_S = 2.0
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # what container runtimes default to
 _KINDS = {b"o": "stdout", b"e": "stderr"}
 
 
@@ -46,7 +47,13 @@ class ProcessHandle(Protocol):
 
 
 def agent_environment(spec: SandboxSpec, port: int, home: str, tmp: str) -> dict[str, str]:
-    """The agent's whole environment: nothing of Hangar's own leaks in; the contract variables always win."""
+    """The agent's whole environment: nothing of Hangar's own leaks in; the contract variables always win. An
+    image's agent gets what a container runtime gives (PATH, HOME; ``spec.environment`` holds the image's Env)."""
+    if spec.rootfs is not None:
+        env = {"PATH": IMAGE_PATH, "HOME": home}
+        env.update(spec.environment)
+        env.update({"HANGAR_SANDBOX": "1", "DOCKER_CONTAINER": "1", "PORT": str(port)})
+        return env
     env = {
         "PATH": f"{spec.env_dir}/bin:{DEFAULT_PATH}",
         "HOME": home,
@@ -108,12 +115,18 @@ def outbound_options(spec: SandboxSpec, socket_dir: str) -> list[str]:
 
 
 def supervisor_argv(
-    spec: SandboxSpec, supervisor: str, channels: Channels, port: int, outbound_dir: str | None = None
+    spec: SandboxSpec,
+    supervisor: str,
+    channels: Channels,
+    port: int,
+    outbound_dir: str | None = None,
+    python: Sequence[str] = (),
 ) -> list[str]:
+    """``python``: the interpreter's argv prefix (default: the version's env python; an image sandbox runs the
+    host's through its loader, so the supervisor needs nothing of the image)."""
     agent_fd, control_fd, ready_fd = channels.child_fds()
-    python = str(spec.env_dir / "bin" / "python")
     return [
-        python,
+        *(python or (str(spec.env_dir / "bin" / "python"),)),
         "-I",
         "-B",
         supervisor,

@@ -238,15 +238,21 @@ class Commands:
             writer.write(_frame(b"x", json.dumps({"exit_code": 2, "timed_out": False}).encode()))
             await _close(writer)
             return
-        proc = await asyncio.create_subprocess_exec(
-            "/bin/sh",
-            "-c",
-            command,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            process_group=0,
-        )
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                "/bin/sh",
+                "-c",
+                command,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                process_group=0,
+            )
+        except OSError as exc:  # an image without a shell: say so instead of hanging up
+            writer.write(_frame(b"e", f"cannot run /bin/sh in this sandbox: {exc.strerror}\n".encode()))
+            writer.write(_frame(b"x", json.dumps({"exit_code": 127, "timed_out": False}).encode()))
+            await _close(writer)
+            return
         self.groups.add(proc.pid)
         work = asyncio.ensure_future(
             asyncio.gather(_pump(proc.stdout, b"o", writer), _pump(proc.stderr, b"e", writer), proc.wait())

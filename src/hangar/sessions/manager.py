@@ -22,6 +22,7 @@ from hangar.observability.metrics import Metrics, reason_class
 from hangar.sandbox.base import Sandbox, SandboxBackend, SandboxSpec
 from hangar.sessions.agent_http import AgentHttp
 from hangar.sessions.identity import SandboxIdentities
+from hangar.sessions.images import image_fields
 from hangar.sessions.lifecycle import Lifecycle
 from hangar.sessions.limits import SessionQuota, sandbox_limits
 from hangar.sessions.pool import Launched, Spare, WarmPool
@@ -183,16 +184,24 @@ class SessionManager:
 
     def _spec(self, target: InvocationTarget, sandbox_id: str) -> SandboxSpec:
         """What every sandbox of ``target``'s version gets (sessions, spares and the version's template alike)."""
+        image = target.prepared.image
+        fields = (
+            image_fields(image, self._environment(target))
+            if image is not None
+            else {
+                "code_dir": target.prepared.code_dir,
+                "env_dir": target.prepared.env_dir,
+                "command": target.prepared.command(),
+                "environment": self._environment(target),
+            }
+        )
         return SandboxSpec(
             sandbox_id=sandbox_id,
-            code_dir=target.prepared.code_dir,
-            env_dir=target.prepared.env_dir,
-            command=target.prepared.command(),
             agent_port=target.port,
             limits=self.limits,
-            environment=self._environment(target),
             network="none" if self.settings.egress == "deny" else "public",
             outbound=self.identities.outbound(),
+            **fields,
         )
 
     async def _launch(self, target: InvocationTarget) -> Launched:

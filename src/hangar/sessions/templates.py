@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from hangar.domain.invocation import InvocationTarget
 from hangar.sandbox.base import SandboxBackend, SandboxSpec, Template, TemplateUnsafe
+from hangar.sessions.images import IMAGE_COLD_REASON
 
 log = logging.getLogger("hangar.sessions")
 
@@ -229,6 +230,8 @@ class TemplateSet:
 
 
 def opt_out(target: InvocationTarget) -> str | None:
+    if target.prepared.image is not None:
+        return IMAGE_COLD_REASON
     value = target.environment.get("HANGAR_TEMPLATE", "").strip().lower()
     if value in OPT_OUT_VALUES:
         return f"the runtime opts out of warm templates (HANGAR_TEMPLATE={value})"

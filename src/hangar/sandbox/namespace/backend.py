@@ -20,8 +20,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
+from hangar.domain.errors import RuntimeClientError
 from hangar.sandbox.base import OUTBOUND_DIR, SandboxBackend, SandboxSpec, SandboxStats, Template
-from hangar.sandbox.namespace import forking, network, rootfs, seccomp, templates
+from hangar.sandbox.namespace import forking, image_root, network, rootfs, seccomp, templates
 from hangar.sandbox.namespace.cgroups import Cgroup, CgroupLayout, detect, list_names
 from hangar.sandbox.namespace.launcher import data_fd, fill, launch_argv
 from hangar.sandbox.namespace.uids import UidLeases
@@ -331,7 +332,24 @@ class NamespaceBackend(SandboxBackend):
         link: network.Link | None,
     ) -> subprocess.Popen[bytes]:
         etc = rootfs.write_etc(state, spec.outbound.hosts if spec.outbound else ())
-        env = agent_environment(spec, spec.agent_port, rootfs.HOME, "/tmp")
+        if spec.rootfs is None:
+            inside_ids = (rootfs.SANDBOX_UID, rootfs.SANDBOX_UID)
+            env = agent_environment(spec, spec.agent_port, rootfs.HOME, "/tmp")
+            mounts = rootfs.bwrap_mounts(
+                state, etc, spec.code_dir, spec.env_dir, self.inside_files(), spec.limits.disk_bytes, spec.outbound
+            )
+            chdir, supervisor, python = str(spec.code_dir), rootfs.SUPERVISOR_PATH, ()
+        else:
+            try:
+                user = image_root.resolve_user(spec.rootfs, spec.user)
+                merged = image_root.mount_root(state, spec.rootfs, uid, spec.workdir, spec.outbound)
+                python = image_root.host_interpreter()
+            except image_root.ImageError as exc:
+                raise RuntimeClientError(f"The image cannot run: {exc}") from exc
+            inside_ids = (user.uid, user.gid)
+            env = agent_environment(spec, spec.agent_port, user.home, "/tmp")
+            mounts = image_root.image_mounts(merged, etc, self.inside_files(), spec.limits.disk_bytes, spec.outbound)
+            chdir, supervisor = spec.workdir or "/", image_root.SUPERVISOR_PATH
         filter_fd = data_fd("hangar-seccomp", seccomp.compile_bpf())
         args_fd = data_fd("hangar-bwrap-args")
         try:
@@ -341,14 +359,13 @@ class NamespaceBackend(SandboxBackend):
                 uid=uid,
                 procs_files=cgroup.procs_files(),
                 seccomp_fd=filter_fd,
-                sandbox_uid=rootfs.SANDBOX_UID,
+                sandbox_uid=inside_ids[0],
+                sandbox_gid=inside_ids[1],
                 hostname=rootfs.HOSTNAME,
-                mounts=rootfs.bwrap_mounts(
-                    state, etc, spec.code_dir, spec.env_dir, self.inside_files(), spec.limits.disk_bytes, spec.outbound
-                ),
+                mounts=mounts,
                 environment=env,
-                chdir=str(spec.code_dir),
-                command=supervisor_argv(spec, rootfs.SUPERVISOR_PATH, channels, spec.agent_port, OUTBOUND_DIR),
+                chdir=chdir,
+                command=supervisor_argv(spec, supervisor, channels, spec.agent_port, OUTBOUND_DIR, python),
                 args_fd=args_fd,
                 netns=str(link.netns_path) if link else None,
             )

@@ -37,12 +37,14 @@ def launch_argv(
     command: Sequence[str],
     args_fd: int,
     netns: str | None = None,
+    sandbox_gid: int | None = None,
 ) -> tuple[list[str], bytes]:
     """The launcher's argv, and bwrap's own arguments for ``args_fd``: bwrap reads them from that fd (``--args``),
     so the agent's environment (API keys, say) never shows in a command line that every host user can read.
 
     ``netns``: a prepared network namespace with egress to enter (nsenter, still as root), else bwrap makes an empty
-    one (only lo): the gateway reaches the agent through the inherited Unix socket either way."""
+    one (only lo): the gateway reaches the agent through the inherited Unix socket either way. ``sandbox_uid`` and
+    ``sandbox_gid`` are the ids seen inside (an image's ``User``); the host sees ``uid`` either way."""
     enter = ["nsenter", f"--net={netns}"] if netns else []
     network = [] if netns else ["--unshare-net"]
     drop = [
@@ -60,7 +62,7 @@ def launch_argv(
         "--uid",
         str(sandbox_uid),
         "--gid",
-        str(sandbox_uid),
+        str(sandbox_uid if sandbox_gid is None else sandbox_gid),
         "--hostname",
         hostname,
     ]

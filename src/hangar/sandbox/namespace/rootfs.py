@@ -63,12 +63,15 @@ def mount_writable(state: StateDir, size_bytes: int, uid: int) -> None:
 
 
 def unmount_writable(state: StateDir) -> None:
-    if not os.path.ismount(state.rw):
-        return
-    # SAFETY: detaches only the tmpfs mounted by mount_writable() on this state dir (checked to be a mount point).
-    if _libc().umount2(str(state.rw).encode(), MNT_DETACH) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"umount {state.rw}: {os.strerror(err)}")
+    """Detach an image sandbox's overlay (``image_root.mount_root``: its layers live on the tmpfs), then the tmpfs."""
+    for path in (state.path / "root", state.rw):
+        if not os.path.ismount(path):
+            continue
+        # SAFETY: detaches only what mount_writable() or image_root.mount_root() mounted on this state dir (checked
+        # to be a mount point).
+        if _libc().umount2(str(path).encode(), MNT_DETACH) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"umount {path}: {os.strerror(err)}")
 
 
 def write_etc(state: StateDir, local_names: tuple[str, ...] = ()) -> Path:

@@ -1,0 +1,211 @@
+"""What an image sandbox sees as ``/``: the image's read-only rootfs under a per-session writable overlay, with
+Hangar's supervisor and the host's interpreter that runs it hidden under ``/.hangar`` (read-only).
+
+The overlay is mounted by the host (root, initial namespaces) in the sandbox's state dir: its upper and work
+directories live on the sandbox's size-capped tmpfs (``rootfs.mount_writable``), so everything a session writes
+counts against its disk limit and disappears with it. bubblewrap then binds the merged directory as ``/``. The
+mount points bwrap needs are made by the host beforehand, walking the merged tree without following a single
+symlink: an image may hold ``/opt -> /`` and must never make the host create anything outside its overlay.
+
+The supervisor needs nothing of the image: the host's ``/usr`` is bound at ``/.hangar/usr`` and its Python runs
+through the host's dynamic loader with ``--library-path`` (not inherited by the agent, unlike LD_LIBRARY_PATH).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import stat
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from hangar.sandbox.base import OUTBOUND_DIR, Outbound
+from hangar.sandbox.namespace.rootfs import _libc
+from hangar.sandbox.state import StateDir
+
+HIDDEN = "/.hangar"
+HOST_USR = f"{HIDDEN}/usr"
+SUPERVISOR_PATH = f"{HIDDEN}/supervisor.py"
+HOST_PYTHON = "/usr/bin/python3.11"
+ETC_FILES = ("hosts", "hostname", "resolv.conf")
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+
+
+class ImageError(Exception):
+    """The image cannot be run as configured (unknown user, a reserved path that is not a directory, ...)."""
+
+
+def root_dir(state: StateDir) -> Path:
+    """Where the merged overlay is mounted on the host (bound as the sandbox's ``/``)."""
+    return state.path / "root"
+
+
+@cache
+def host_interpreter() -> tuple[str, ...]:
+    """argv prefix that runs the host's Python inside an image sandbox: its loader, its libraries, its binary."""
+    loaders = sorted(glob.glob("/usr/lib/*/ld-linux*.so.*")) or sorted(glob.glob("/usr/lib64/ld-linux*.so.*"))
+    if not loaders:
+        raise ImageError("the host has no dynamic loader under /usr (merged /usr is needed for image sessions)")
+    loader = Path(os.path.realpath(loaders[0]))
+    if not loader.is_relative_to("/usr"):
+        raise ImageError(f"the host's dynamic loader {loader} is outside /usr")
+    libs = [loader.parent, Path("/usr/lib")]
+    inside = [f"{HOST_USR}/{p.relative_to('/usr')}" for p in libs]
+    return (
+        f"{HOST_USR}/{loader.relative_to('/usr')}",
+        "--library-path",
+        ":".join(inside),
+        f"{HOST_USR}/{Path(HOST_PYTHON).relative_to('/usr')}",
+    )
+
+
+@dataclass(frozen=True)
+class ImageUser:
+    uid: int
+    gid: int
+    home: str
+
+
+def _read_inside(rootfs: Path, relative: str, limit: int = 1 << 20) -> str:
+    """A file of the image read without following any symlink (the image's /etc/passwd may point at the host's)."""
+    fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        parts = [p for p in relative.split("/") if p]
+        for name in parts[:-1]:
+            nxt = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        leaf = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+        try:
+            if not stat.S_ISREG(os.fstat(leaf).st_mode):
+                return ""
+            return os.read(leaf, limit).decode(errors="replace")
+        finally:
+            os.close(leaf)
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+
+
+def _table(text: str) -> list[list[str]]:
+    return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def resolve_user(rootfs: Path, user: str) -> ImageUser:
+    """The image's ``User`` ("", "name", "uid", "name:group", "uid:gid") as numbers, the way container runtimes
+    read it from the image's own /etc/passwd and /etc/group; the home directory comes from passwd too."""
+    name, _, group = user.partition(":")
+    passwd = _table(_read_inside(rootfs, "etc/passwd"))
+    entry = None
+    for row in passwd:
+        if len(row) >= 7 and (row[0] == name or (name.isdigit() and row[2] == name)):
+            entry = row
+            break
+    if not name:
+        uid = 0
+        entry = entry or next((r for r in passwd if len(r) >= 7 and r[2] == "0"), None)
+    elif name.isdigit():
+        uid = int(name)
+    elif entry is not None and entry[2].isdigit():
+        uid = int(entry[2])
+    else:
+        raise ImageError(f"the image's User {user!r} is not in its /etc/passwd")
+    gid = int(entry[3]) if entry is not None and entry[3].isdigit() else 0
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            found = [r for r in _table(_read_inside(rootfs, "etc/group")) if len(r) >= 3 and r[0] == group]
+            if not found or not found[0][2].isdigit():
+                raise ImageError(f"the image's User {user!r}: group {group!r} is not in its /etc/group")
+            gid = int(found[0][2])
+    if not (0 <= uid < 1 << 31 and 0 <= gid < 1 << 31):
+        raise ImageError(f"the image's User {user!r} is out of range")
+    home = entry[5] if entry is not None and entry[5].startswith("/") else ("/root" if uid == 0 else "/")
+    return ImageUser(uid, gid, home)
+
+
+def _ensure(root: Path, relative: str, kind: str, mode: int = 0o755) -> None:
+    """Make ``relative`` a directory (or an empty regular file, ``kind == "file"``) inside the merged ``root``,
+    never following a symlink: a symlink or other file in the way is replaced (in the session's upper layer)."""
+    parts = [p for p in relative.split("/") if p]
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        for index, name in enumerate(parts):
+            want_file = kind == "file" and index == len(parts) - 1
+            try:
+                found = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
+            except FileNotFoundError:
+                found = None
+            if found is not None and (stat.S_ISREG(found) if want_file else stat.S_ISDIR(found)):
+                pass
+            elif found is not None and stat.S_ISDIR(found):
+                raise ImageError(f"the image's /{'/'.join(parts[: index + 1])} is a directory, Hangar mounts a file")
+            else:
+                if found is not None:
+                    os.unlink(name, dir_fd=fd)
+                if want_file:
+                    os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644, dir_fd=fd))
+                else:
+                    os.mkdir(name, mode, dir_fd=fd)
+            if not want_file:
+                nxt = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = nxt
+    finally:
+        os.close(fd)
+
+
+def mount_root(state: StateDir, image_rootfs: Path, uid: int, workdir: str, outbound: Outbound | None) -> Path:
+    """Mount the session's overlay (upper and work dirs on its tmpfs, the upper's root owned by its leased uid) and
+    make every mount point bwrap will need; returns the merged directory."""
+    upper, work, merged = state.rw / "upper", state.rw / "work", root_dir(state)
+    upper.mkdir(mode=0o755)
+    work.mkdir(mode=0o700)
+    # SAFETY: the upper layer's root is the sandbox's own "/" (as a container's is); on its own size-capped tmpfs.
+    os.chown(upper, uid, uid)
+    merged.mkdir(mode=0o755)
+    options = f"lowerdir={image_rootfs},upperdir={upper},workdir={work}".encode()
+    # SAFETY: an overlay of the read-only image store (lower) and the sandbox's own tmpfs (upper, work) on a
+    # directory we just created in our own state dir; rootfs.unmount_writable() detaches it on stop and orphan cleanup.
+    if _libc().mount(b"hangar-image", str(merged).encode(), b"overlay", MS_NOSUID | MS_NODEV, options) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount overlay on {merged}: {os.strerror(err)}")
+    for path in ("proc", "dev", HOST_USR, SUPERVISOR_PATH, "etc", workdir):
+        _ensure(merged, path, "file" if path == SUPERVISOR_PATH else "dir")
+    for name in ETC_FILES:
+        _ensure(merged, f"etc/{name}", "file")
+    _ensure(merged, "tmp", "dir")
+    _sticky_tmp(merged)
+    if outbound is not None:
+        _ensure(merged, OUTBOUND_DIR, "dir")
+    return merged
+
+
+def _sticky_tmp(merged: Path) -> None:
+    """/tmp is world-writable and sticky, as every image expects (made so in the upper layer when it is not)."""
+    fd = os.open(merged / "tmp", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) != 0o1777:
+            os.fchmod(fd, 0o1777)
+    finally:
+        os.close(fd)
+
+
+def image_mounts(merged: Path, etc: Path, inside: Path, shm_bytes: int, outbound: Outbound | None) -> list[str]:
+    """bwrap's binds for an image sandbox: the merged overlay as ``/`` (writable), /proc, /dev with a size-capped
+    /dev/shm, Hangar's hosts/hostname and the host's resolv.conf, the host's /usr and the supervisor (read-only,
+    hidden), and the outbound socket dir."""
+    args = ["--bind", str(merged), "/", "--proc", "/proc", "--dev", "/dev"]
+    args += ["--size", str(max(shm_bytes, 4096)), "--tmpfs", "/dev/shm"]
+    for name in ("hosts", "hostname"):
+        args += ["--ro-bind", str(etc / name), f"/etc/{name}"]
+    args += ["--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]
+    args += ["--ro-bind", "/usr", HOST_USR, "--ro-bind", str(inside / "supervisor.py"), SUPERVISOR_PATH]
+    if outbound is not None:
+        args += ["--ro-bind", str(outbound.socket_dir), OUTBOUND_DIR]
+    return args
