@@ -81,6 +81,27 @@ class Settings(BaseSettings):
         description="Key file of the token vault (AES-256-GCM keys, mode 0600, created on first start). "
         "Unset: <data_dir>/identity/vault.keys.",
     )
+    image_max_bytes: int = Field(
+        2 * 1024**3,
+        description="Largest container image (config plus compressed layers, as declared), bytes; AgentCore's limit "
+        "is 2 GB. Larger pushes and containerUris are refused.",
+    )
+    image_max_unpacked_bytes: int = Field(
+        8 * 1024**3, description="Cap on what one image may unpack to (all layers), bytes; also stops gzip bombs."
+    )
+    registry_auth: dict[str, dict[str, str] | str] = Field(
+        {},
+        description="Credentials for pulling containerUris from other registries, by host[:port] (JSON: "
+        '{"ghcr.io": {"username": "u", "password": "p"}} or {"host": "user:password"}).',
+    )
+    insecure_registries: str = Field(
+        "",
+        description="Comma-separated host[:port] registries pulled without TLS verification (and over plain HTTP "
+        "when they do not speak TLS).",
+    )
+    registry_token_ttl_s: int = Field(
+        12 * 3600, description="Lifetime of a registry password from GetAuthorizationToken (ECR's is 12 hours)."
+    )
 
     @field_validator("account_id")
     @classmethod

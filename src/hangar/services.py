@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from hangar.auth.credentials import CredentialStore
     from hangar.auth.jwt import JwtAuthorizer
     from hangar.auth.sigv4 import SigV4Verifier
+    from hangar.control.registry import Registry
     from hangar.control.service import ControlPlane
     from hangar.identity.dataplane import IdentityDataPlane
     from hangar.identity.setup import Identity
@@ -39,6 +40,7 @@ class Services:
     identity_data: IdentityDataPlane | None = None
     sessions: SessionManager | None = None
     metrics: Metrics | None = None
+    registry: Registry | None = None  # Hangar's container registry (ECR API and /v2), wired by control
 
     def _components(self) -> list[Any]:
         """Start order: identity of callers first, then the control plane, then sessions."""

@@ -7,27 +7,30 @@ from typing import TYPE_CHECKING
 
 from hangar.artifacts.api import BuildError, CodeArtifact
 from hangar.config import Settings
+from hangar.domain.errors import HangarError
 from hangar.domain.invocation import PreparedVersion
 from hangar.domain.runtime import RuntimeSpec
 
 if TYPE_CHECKING:
     from hangar.artifacts.builder import ArtifactBuilder
+    from hangar.control.registry import Registry
 
 NO_CONTAINER_BACKEND = "container images are not supported by this installation yet: no container backend"
 
 
 class Preparer:
-    """Holds one ``ArtifactBuilder`` (it keeps per-hash locks, so one per process)."""
+    """Holds one ``ArtifactBuilder`` (it keeps per-hash locks, so one per process) and the image registry."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, registry: Registry | None = None) -> None:
         self.settings = settings
+        self.registry = registry
         self._builder: ArtifactBuilder | None = None
         self._lock = threading.Lock()
 
     def prepare(self, spec: RuntimeSpec) -> PreparedVersion:
         code = spec.code
         if code is None:
-            raise BuildError(NO_CONTAINER_BACKEND)
+            return self._prepare_image(spec)
         with self._lock:  # builds run in parallel threads; they must share one builder (and its per-hash locks)
             if self._builder is None:
                 from hangar.artifacts.builder import ArtifactBuilder  # heavy; only needed once something is built
@@ -41,3 +44,14 @@ class Preparer:
             entry_point=code.entry_point,
         )
         return self._builder.prepare(artifact)
+
+    def _prepare_image(self, spec: RuntimeSpec) -> PreparedVersion:
+        uri = spec.container_uri
+        if uri is None or self.registry is None:
+            raise BuildError(NO_CONTAINER_BACKEND)
+        from hangar.control.images import ImagePreparer
+
+        try:
+            return ImagePreparer(self.registry).prepare(uri)
+        except HangarError as exc:
+            raise BuildError(exc.message) from None

@@ -6,6 +6,7 @@ import secrets
 
 from hangar.control.context import Context
 from hangar.control.prepare import Preparer
+from hangar.control.registry import Registry
 from hangar.control.service import ControlPlane
 from hangar.domain.arns import Place
 from hangar.services import Services
@@ -24,4 +25,8 @@ def wire(services: Services) -> None:
         token_secret=bytes.fromhex(token_secret),
         after_write=lambda: None,
     )
-    services.control = ControlPlane(ctx, Preparer(settings).prepare)
+    registry = Registry(settings, store)
+    registry.sweep()  # before anything runs: half-written blobs and trees of a crashed process go
+    registry.collect_garbage()
+    services.registry = registry
+    services.control = ControlPlane(ctx, Preparer(settings, registry).prepare)

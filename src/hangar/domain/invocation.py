@@ -36,6 +36,7 @@ class ImageConfig:
     working_dir: str = "/"
     user: str = ""  # "uid[:gid]" or a name from the image's /etc/passwd; mapped onto the session's leased uid
     exposed_ports: tuple[str, ...] = ()
+    layers: tuple[str, ...] = ()  # digests of the layer blobs, lowest first (what garbage collection keeps)
 
     def argv(self) -> tuple[str, ...]:
         """Entrypoint + Cmd as a container runtime would run them."""

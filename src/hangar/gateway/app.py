@@ -42,6 +42,8 @@ def collect_routes() -> list[Route]:
         "hangar.gateway.credentials",
         "hangar.gateway.identity_control",
         "hangar.gateway.identity_data",
+        "hangar.gateway.registry",  # /v2/... (OCI distribution) before S3, which would take "v2" for a bucket
+        "hangar.gateway.ecr",  # POST / with X-Amz-Target
         "hangar.gateway.artifacts",  # last: its S3 path-style routes match almost any path
     ):
         try:

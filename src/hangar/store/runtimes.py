@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, select, update
 
-from hangar.domain.invocation import PreparedVersion
+from hangar.domain.invocation import ImageConfig, PreparedVersion
 from hangar.domain.runtime import Runtime, RuntimeSpec, Status, Version
 from hangar.store.tables import runtime_versions, runtimes
 from hangar.store.transactions import as_utc
@@ -33,6 +33,7 @@ def _version(row: Any) -> Version:
             env_dir=Path(row.env_dir),
             entry_point=tuple(row.entry_point or ()),
             content_hash=row.content_hash or "",
+            image=_image(row.image),
         )
     return Version(
         runtime_id=row.runtime_id,
@@ -175,7 +176,42 @@ def save_version(conn: Connection, version: Version) -> None:
             env_dir=None if prepared is None else str(prepared.env_dir),
             entry_point=None if prepared is None else list(prepared.entry_point),
             content_hash=None if prepared is None else prepared.content_hash,
+            image=None if prepared is None or prepared.image is None else _image_json(prepared.image),
         )
+    )
+
+
+def _image_json(image: ImageConfig) -> dict[str, Any]:
+    return {
+        "rootfs": str(image.rootfs),
+        "manifestDigest": image.manifest_digest,
+        "reference": image.reference,
+        "architecture": image.architecture,
+        "entrypoint": list(image.entrypoint),
+        "cmd": list(image.cmd),
+        "env": [list(pair) for pair in image.env],
+        "workingDir": image.working_dir,
+        "user": image.user,
+        "exposedPorts": list(image.exposed_ports),
+        "layers": list(image.layers),
+    }
+
+
+def _image(value: dict[str, Any] | None) -> ImageConfig | None:
+    if not value:
+        return None
+    return ImageConfig(
+        rootfs=Path(value["rootfs"]),
+        manifest_digest=value["manifestDigest"],
+        reference=value["reference"],
+        architecture=value["architecture"],
+        entrypoint=tuple(value.get("entrypoint", ())),
+        cmd=tuple(value.get("cmd", ())),
+        env=tuple((name, val) for name, val in value.get("env", ())),
+        working_dir=value.get("workingDir", "/"),
+        user=value.get("user", ""),
+        exposed_ports=tuple(value.get("exposedPorts", ())),
+        layers=tuple(value.get("layers", ())),
     )
 
 

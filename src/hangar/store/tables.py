@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     DateTime,
     ForeignKeyConstraint,
@@ -70,6 +71,7 @@ runtime_versions = Table(
     Column("env_dir", Text, nullable=True),
     Column("entry_point", JSON, nullable=True),
     Column("content_hash", String(128), nullable=True),
+    Column("image", JSON, nullable=True),  # the ImageConfig of a container version (migration 0005)
     PrimaryKeyConstraint("runtime_id", "version"),
     ForeignKeyConstraint(["runtime_id"], ["runtimes.runtime_id"], ondelete="CASCADE"),
     Index("ix_runtime_versions_status", "status"),
@@ -215,4 +217,41 @@ identity_oauth_sessions = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     ForeignKeyConstraint(["workload"], ["workload_identities.name"], ondelete="CASCADE"),
     ForeignKeyConstraint(["provider"], ["oauth2_providers.name"], ondelete="CASCADE"),
+)
+
+# Hangar's own container registry (ECR): repositories, the manifests pushed to each (bodies are blobs on disk,
+# under their digest) and the tags pointing at them. Blobs themselves are content-addressed files, not rows.
+image_repositories = Table(
+    "image_repositories",
+    metadata,
+    Column("name", String(256), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+image_manifests = Table(
+    "image_manifests",
+    metadata,
+    Column("repository", String(256), nullable=False),
+    Column("digest", String(71), nullable=False),
+    Column("media_type", String(255), nullable=False),
+    Column("artifact_type", String(255), nullable=True),
+    Column("subject", String(71), nullable=True),
+    Column("size", Integer, nullable=False),  # the manifest's own bytes
+    Column("image_size", BigInteger, nullable=False),  # config + layers (an index: its manifests)
+    Column("pushed_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("repository", "digest"),
+    ForeignKeyConstraint(["repository"], ["image_repositories.name"], ondelete="CASCADE"),
+)
+
+image_tags = Table(
+    "image_tags",
+    metadata,
+    Column("repository", String(256), nullable=False),
+    Column("tag", String(128), nullable=False),
+    Column("digest", String(71), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("repository", "tag"),
+    ForeignKeyConstraint(
+        ["repository", "digest"], ["image_manifests.repository", "image_manifests.digest"], ondelete="CASCADE"
+    ),
 )
