@@ -19,7 +19,7 @@ from tests.identity.data_idp import EXCHANGE_CLIENT, WEB_CLIENT, consent, grants
 from tests.support.idp_common import RunningIdp
 from tests.support.server import HangarServer, free_port
 
-TTL_S = 8
+TTL_S = 15  # long enough that a cached token is still fresh on a loaded machine; the refresh test waits it out
 WORKLOAD = "fed-agent"
 PROVIDER = "fed-idp"
 EXCHANGE_PROVIDER = "fed-exchange"
