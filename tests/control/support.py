@@ -39,7 +39,11 @@ def code_artifact(prefix: str = "echo/") -> dict[str, Any]:
     }
 
 
-def container_artifact(uri: str = "registry.example.com/team/agent:1.0") -> dict[str, Any]:
+# Hangar's own registry (no network): a repository nobody created, so preparing the version fails fast and clearly.
+MISSING_IMAGE = "123456789012.dkr.ecr.us-west-2.amazonaws.com/team/agent:1.0"
+
+
+def container_artifact(uri: str = MISSING_IMAGE) -> dict[str, Any]:
     return {"containerConfiguration": {"containerUri": uri}}
 
 

@@ -243,7 +243,7 @@ def test_tags_on_runtimes_and_endpoints(client: Any) -> None:
 def test_endpoint_limits_and_conflicts(client: Any) -> None:
     runtime_id = _create(client)["agentRuntimeId"]
     wait_settled(lambda: client.get_agent_runtime(agentRuntimeId=runtime_id))
-    # version 1 failed (no container backend), so no endpoint can point at it
+    # version 1 failed (its image was never pushed), so no endpoint can point at it
     response = _fails(client.create_agent_runtime_endpoint, agentRuntimeId=runtime_id, name="prod")
     assert response["Error"]["Code"] == "ValidationException"
     response = _fails(client.create_agent_runtime_endpoint, agentRuntimeId=runtime_id, name="DEFAULT")

@@ -210,7 +210,7 @@ def test_failed_builds_and_recovery(client: Any) -> None:
     failed = wait_settled(lambda: _get(client, runtime_id))
     assert failed["status"] == "UPDATE_FAILED"
     assert failed["failureReason"] == (
-        "container images are not supported by this installation yet: no container backend"
+        "123456789012.dkr.ecr.us-west-2.amazonaws.com/team/agent:1.0: repository name not known to registry: team/agent"
     )
     default = wait_until(lambda: _endpoint(client, runtime_id, "DEFAULT"), lambda e: e["status"] != "UPDATING")
     assert default["status"] == "UPDATE_FAILED" and default["liveVersion"] == "2"
@@ -226,11 +226,11 @@ def test_failed_builds_and_recovery(client: Any) -> None:
 
 
 def test_container_artifact_is_stored_and_fails_clearly(client: Any) -> None:
-    uri = "ghcr.io/example/agent@sha256:" + "a" * 64
+    uri = "123456789012.dkr.ecr.us-west-2.amazonaws.com/example/agent@sha256:" + "a" * 64
     created = client.create_agent_runtime(
         agentRuntimeName=unique_name("image"), agentRuntimeArtifact=container_artifact(uri), roleArn=ROLE
     )
     got = wait_settled(lambda: _get(client, created["agentRuntimeId"]))
     assert got["status"] == "CREATE_FAILED"
     assert got["agentRuntimeArtifact"] == {"containerConfiguration": {"containerUri": uri}}
-    assert "no container backend" in got["failureReason"]
+    assert "repository name not known to registry: example/agent" in got["failureReason"]

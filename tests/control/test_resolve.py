@@ -97,7 +97,7 @@ def test_refusals(plane: ControlPlane, mcp_runtime: dict[str, Any], client: Any)
         agentRuntimeName=unique_name("img"), agentRuntimeArtifact=container_artifact(), roleArn=ROLE
     )
     wait_settled(lambda: client.get_agent_runtime(agentRuntimeId=failed["agentRuntimeId"]))
-    with pytest.raises(ConflictError, match="no container backend"):
+    with pytest.raises(ConflictError, match="repository name not known to registry"):
         plane.resolve_target(failed["agentRuntimeArn"], None, None)
 
 
