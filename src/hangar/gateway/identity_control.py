@@ -21,7 +21,7 @@ from hangar.identity.setup import Identity
 
 
 def _identity(request: Request) -> Identity:
-    identity = request.app.state.services.identity
+    identity: Identity | None = request.app.state.services.identity
     if identity is None:
         raise InternalError("The identity control plane is not configured")
     return identity

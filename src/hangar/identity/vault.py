@@ -236,8 +236,12 @@ class Rotation:
         rewritten = 0
         stuck: dict[str, int] = {}  # key id → values under it that do not open (tampered, or a wrong context)
         for column in self.columns:
+
+            def batch_of(conn: Connection, column: SealedColumn = column) -> int:
+                return self._rewrite(conn, column, _BATCH, stuck)
+
             while True:
-                batch = self.store.write(lambda conn, c=column: self._rewrite(conn, c, _BATCH, stuck))
+                batch = self.store.write(batch_of)
                 rewritten += batch
                 if batch < _BATCH:
                     break
