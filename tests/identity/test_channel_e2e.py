@@ -335,3 +335,24 @@ def test_a_process_that_is_no_session_sandbox_is_refused(hangar: HangarServer, c
     with httpx.Client(transport=transport, base_url="https://bedrock-agentcore.us-west-2.amazonaws.com") as client:
         answer = client.post("/identities/api-key", json={"resourceCredentialProviderName": "x"})
     assert answer.status_code == 403 and answer.headers["x-amzn-ErrorType"] == "AccessDeniedException"
+
+
+HOLD_CONNECTIONS = """
+import select, socket, time
+conns = [socket.create_connection(("127.0.0.1", 9480)) for _ in range(40)]
+closed, deadline = set(), time.monotonic() + 60
+while len(closed) < 8 and time.monotonic() < deadline:
+    ready, _, _ = select.select([c for c in conns if c not in closed], [], [], 1)
+    closed.update(c for c in ready if not c.recv(1))
+answered = 0
+for c in conns:
+    if c not in closed:
+        c.sendall(b"GET /hangar/session-credentials HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+        answered += c.recv(12).startswith(b"HTTP/1.1 403")
+print("closed", len(closed), "answered", answered)
+"""
+
+
+def test_a_session_cannot_hold_more_than_its_share_of_host_connections(data: Any, cold: dict[str, Any]) -> None:
+    out, _ = _command(data, cold, new_session_id(), f"python3 -c '{HOLD_CONNECTIONS}'")
+    assert "closed 8 answered 32" in out, out

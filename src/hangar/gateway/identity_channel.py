@@ -29,6 +29,7 @@ import os
 import socket
 import struct
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,7 @@ log = logging.getLogger("hangar.identity.channel")
 PEERCRED = struct.Struct("3i")
 MAX_BODY = 1024 * 1024  # identity requests are small JSON documents
 IDLE_S = 60.0  # a kept-alive connection with nothing to say is closed
+MAX_CONNECTIONS_PER_PEER = 32  # per sandbox (uid), both sockets together; botocore pools 10 per client
 READ_SIZE = 65536
 
 
@@ -118,6 +120,7 @@ class IdentityChannel:
         self.app = _AppShim(services)
         self._servers: list[asyncio.AbstractServer] = []
         self._connections: set[asyncio.Task[Any]] = set()
+        self._open: Counter[int] = Counter()  # open connections per peer uid
 
     async def start(self) -> None:
         self.ca.write_bundle(self.socket_dir / "ca-bundle.pem")
@@ -150,15 +153,21 @@ class IdentityChannel:
     ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             task = asyncio.current_task()
-            if task is not None:
-                self._connections.add(task)
+            peer = self._peer(writer)
+            if self._open[peer.uid] >= MAX_CONNECTIONS_PER_PEER or task is None:
+                writer.close()  # the host's descriptors are not a sandbox's to exhaust
+                return
+            self._connections.add(task)
+            self._open[peer.uid] += 1
             try:
-                await self._connection(reader, writer, handler)
+                await self._connection(peer, reader, writer, handler)
             except (ConnectionError, TimeoutError, h11.ProtocolError, OSError):
                 pass
             finally:
-                if task is not None:
-                    self._connections.discard(task)
+                self._connections.discard(task)
+                self._open[peer.uid] -= 1
+                if not self._open[peer.uid]:
+                    del self._open[peer.uid]
                 writer.close()
                 with contextlib.suppress(Exception):
                     await writer.wait_closed()
@@ -173,11 +182,11 @@ class IdentityChannel:
 
     async def _connection(
         self,
+        peer: Peer,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         handler: Callable[[Peer, h11.Request, bytes], Awaitable[tuple[int, list[tuple[str, str]], bytes]]],
     ) -> None:
-        peer = self._peer(writer)
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=READ_SIZE)
 
         async def next_event() -> Any:
