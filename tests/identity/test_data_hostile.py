@@ -254,6 +254,7 @@ def m2m_error(server: HangarServer, data, provider: str) -> str:  # type: ignore
     assert refused.value.response["Error"]["Code"] == "ValidationException"
     message = refused.value.response["Error"]["Message"]
     assert provider in message and "client-secret-never-echoed" not in message
+    assert message.split(": ", 1)[1] in server.log() and "client-secret-never-echoed" not in server.log()
     return message
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ import httpx
 
 from hangar.domain.errors import ValidationError
 from hangar.identity.ports import OAuth2Client
+
+log = logging.getLogger("hangar.identity")
 
 TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 DEADLINE_S = 15.0  # whole exchange with the IdP, however slowly it drips bytes
@@ -210,8 +213,12 @@ class OAuthClient:
             headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
         else:
             form = [*form, ("client_id", client.client_id), ("client_secret", client.client_secret)]
-        document = await self._request(client.provider_name, "POST", endpoints.token, form=form, headers=headers)
-        return _token_set(client.provider_name, document, self._clock())
+        try:
+            document = await self._exchange(client.provider_name, "POST", endpoints.token, form=form, headers=headers)
+            return _token_set(client.provider_name, document, self._clock())
+        except IdpError as exc:
+            log.warning("%s", exc.message)  # names the provider and endpoint; never a secret or a body
+            raise
 
     async def _request(
         self,
@@ -221,6 +228,21 @@ class OAuthClient:
         *,
         form: list[tuple[str, str]] | None = None,
         headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        try:
+            return await self._exchange(provider, method, url, form=form, headers=headers)
+        except IdpError as exc:
+            log.warning("%s", exc.message)  # names the provider and endpoint; never a secret or a body
+            raise
+
+    async def _exchange(
+        self,
+        provider: str,
+        method: str,
+        url: str,
+        *,
+        form: list[tuple[str, str]] | None,
+        headers: dict[str, str] | None,
     ) -> dict[str, Any]:
         if not _is_http_url(url):
             raise IdpError(provider, "its endpoint is not an http(s) URL")
