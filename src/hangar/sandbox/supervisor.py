@@ -24,7 +24,6 @@ Usage: ``supervisor.py --agent-fd=N --control-fd=N --ready-fd=N --port=N [--outb
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from typing import Any
 
@@ -53,15 +52,18 @@ def parse(args: list[str]) -> tuple[dict[str, Any], list[str]]:
 
 
 def bind_outbound(options: dict[str, Any]) -> None:
-    """Listen on each outbound port (loopback only) before anything of the agent runs."""
+    """Listen on each outbound port (loopback only) before anything of the agent runs. With the C module alone:
+    ``import socket`` (enum and friends) would delay the agent's spawn by milliseconds."""
+    import _socket
+
     bound = []
     for port, path in options.get("outbound", []):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+        sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
         sock.listen(128)
-        sock.set_inheritable(False)
-        bound.append((sock, path))
+        os.set_inheritable(sock.fileno(), False)  # the agent never gets them
+        bound.append((sock.detach(), path))
     options["outbound_sockets"] = bound
 
 
@@ -82,6 +84,7 @@ import asyncio  # noqa: E402 (after the early spawn, on purpose)
 import contextlib  # noqa: E402
 import json  # noqa: E402
 import signal  # noqa: E402
+import socket  # noqa: E402
 import struct  # noqa: E402
 
 CHUNK = 65536
@@ -340,7 +343,8 @@ async def supervise(options: dict[str, Any], agent: int) -> int:
     if "outbound_sockets" not in options:
         bind_outbound(options)  # a forked session: its agent already imported, nothing of it connects before this
     outbound_servers = [
-        await loop.create_server(Outbound(path).protocol, sock=sock) for sock, path in options["outbound_sockets"]
+        await loop.create_server(Outbound(path).protocol, sock=socket.socket(fileno=fd))
+        for fd, path in options["outbound_sockets"]
     ]
     relay_server = await loop.create_unix_server(relay.protocol, sock=_listener(options["agent_fd"]))
     control_server = await asyncio.start_unix_server(
