@@ -53,4 +53,6 @@ class StoreDirectory:
             discovery_url=discovery.get("discoveryUrl"),
             callback_url=self.where.callback_url(row.name),
             token_endpoint_auth_methods=tuple(resolved.get("tokenEndpointAuthMethods") or ()),
+            client_authentication=row.config.get("clientAuthenticationMethod"),
+            on_behalf_of=row.config.get("onBehalfOfTokenExchangeConfig"),
         )

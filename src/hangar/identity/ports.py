@@ -8,7 +8,7 @@ knows the other's tables.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,10 @@ class OAuth2Client:
     discovery_url: str | None = None
     callback_url: str = ""  # Hangar's redirect URI for this provider (what AgentCore reports as callbackUrl)
     token_endpoint_auth_methods: tuple[str, ...] = ("client_secret_basic", "client_secret_post")
+    # The provider's clientAuthenticationMethod (CLIENT_SECRET_BASIC | CLIENT_SECRET_POST), when it set one.
+    client_authentication: str | None = None
+    # The provider's onBehalfOfTokenExchangeConfig document, as given (grantType, actor token, client auth).
+    on_behalf_of: dict[str, Any] | None = field(default=None, compare=False)
 
 
 class Directory(Protocol):
