@@ -8,6 +8,7 @@ InvokeAgentRuntimeCommand.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 import uuid
@@ -20,10 +21,14 @@ import boto3
 import httpx
 import jwt as pyjwt
 import pytest
+import websockets
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from hangar.sandbox.state import instance_tag
-from tests.control.support import signed
+from tests.control.support import read_admin_key, signed
 from tests.dataplane.support import deploy, new_session_id, seeded_server, wait_for
 from tests.support.idp_common import RunningIdp
 from tests.support.idp_panva import start_panva
@@ -240,6 +245,27 @@ def test_only_an_administrator_may_name_the_user(hangar: HangarServer, cold: dic
             runtimeUserId="alice",
         )
     assert refused.value.response["Error"]["Code"] == "AccessDeniedException"
+
+
+def test_a_websocket_carries_a_minted_token_and_fetches_the_api_key(hangar: HangarServer, cold: dict[str, Any]) -> None:
+    url = f"ws://127.0.0.1:{hangar.port}/runtimes/{quote(cold['agentRuntimeArn'], safe='')}/ws"
+    key_id, secret = read_admin_key(hangar.credentials_file)
+    request = AWSRequest(
+        method="GET",
+        url=url.replace("ws://", "http://"),
+        headers={"X-Amzn-Bedrock-AgentCore-Runtime-Session-Id": new_session_id(), "WorkloadAccessToken": "forged"},
+    )
+    SigV4Auth(Credentials(key_id, secret), "bedrock-agentcore", "us-west-2").add_auth(request)
+    headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+
+    async def talk() -> dict[str, Any]:
+        async with websockets.connect(url, additional_headers=headers) as ws:
+            await ws.send("go")
+            return json.loads(await ws.recv())
+
+    answer = asyncio.run(talk())
+    assert answer["api_key"] == API_KEY and answer["wat"] != "forged"
+    assert pyjwt.decode(answer["wat"], options={"verify_signature": False})["wl"] == cold["agentRuntimeId"]
 
 
 # --- hostile sessions

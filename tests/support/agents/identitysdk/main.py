@@ -87,5 +87,14 @@ async def invoke(payload: dict[str, Any], context: RequestContext) -> dict[str, 
     return await handle(payload, context)
 
 
+@app.websocket
+async def websocket(ws: Any, context: RequestContext) -> None:
+    """One message in; the workload access token this connection carries and the API key fetched with it out."""
+    await ws.accept()
+    await ws.receive_text()
+    await ws.send_json({"wat": BedrockAgentCoreContext.get_workload_access_token(), "api_key": await api_key()})
+    await ws.close()
+
+
 if __name__ == "__main__":
     app.run()
