@@ -6,9 +6,10 @@ import json
 import logging
 import uuid
 
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from hangar.domain.errors import HangarError, InternalError
+from hangar.domain.errors import HangarError, InternalError, ValidationError
 
 log = logging.getLogger("hangar.gateway")
 
@@ -34,6 +35,11 @@ def _json_bytes(document: dict[str, object]) -> bytes:
 
 
 def unexpected_error_response(exc: BaseException, request_id: str | None = None) -> Response:
-    """A bug reached the edge: log it with its traceback, answer a 500 that leaks nothing."""
+    """A bug reached the edge: log it with its traceback, answer a 500 that leaks nothing.
+
+    A client that hangs up mid-body is no bug: it gets a 400 it will never read, and one log line."""
+    if isinstance(exc, ClientDisconnect):
+        log.info("the client went away before sending its whole request")
+        return error_response(ValidationError("The client went away before sending the whole request."), request_id)
     log.exception("unhandled error while serving a request", exc_info=exc)
     return error_response(InternalError("The server hit an unexpected error; see its log."), request_id)
