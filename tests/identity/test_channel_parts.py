@@ -34,7 +34,9 @@ def test_keys_are_minted_once_renewed_late_and_the_old_ones_stay_valid_until_the
     first = table.credentials("hs-a")
     assert first is not None and first.access_key_id.startswith("ASIA") and len(first.access_key_id) == 20
     assert table.credentials("hs-a") == first  # fetched again: the same key
-    clock.now += CREDENTIALS_TTL_S * 0.8  # less than a quarter of its life left: renewed
+    clock.now += CREDENTIALS_TTL_S * 0.6  # 24 of 60 minutes left: still the same key
+    assert table.credentials("hs-a") == first
+    clock.now += CREDENTIALS_TTL_S * 0.1  # 18 minutes left, before botocore's first ask at 15: renewed
     second = table.credentials("hs-a")
     assert second is not None and second.access_key_id != first.access_key_id
     found = table.by_access_key(first.access_key_id)

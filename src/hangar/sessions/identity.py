@@ -2,7 +2,7 @@
 
 Every sandbox started for a runtime version is bound here (by sandbox id) before its agent runs, because the real
 ``bedrock-agentcore`` SDK fetches credentials while the agent is still importing; the session id is added when a
-session takes the sandbox. The credentials are minted on the first fetch, refreshed when less than a quarter of
+session takes the sandbox. The credentials are minted on the first fetch, refreshed when less than a third of
 their life is left, and dropped with the sandbox. Nothing here is persisted: a restart ends every sandbox anyway.
 
 The sandbox reaches the host through two Unix sockets its supervisor splices loopback ports to (``Outbound``):
@@ -159,14 +159,15 @@ class SandboxIdentities:
         return None
 
     def credentials(self, sandbox_id: str) -> SessionKeys | None:
-        """The sandbox's keys, minted on first use and renewed once less than a quarter of their life is left."""
+        """The sandbox's keys, minted on first use and renewed once less than a third of their life is left (botocore
+        asks again from 15 minutes before expiry; a third of an hour answers that first ask with a fresh key)."""
         now = self._clock()
         with self._lock:
             binding = self._bindings.get(sandbox_id)
             if binding is None:
                 return None
             keys = binding.keys
-            if keys is None or keys.expires_at - now < self.ttl_s / 4:
+            if keys is None or keys.expires_at - now < self.ttl_s / 3:
                 if keys is not None:
                     for old in [k for k in binding.retired if k.expires_at <= now]:
                         binding.retired.remove(old)
