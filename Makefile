@@ -23,9 +23,11 @@ test-deps: install
 
 lint: test-deps
 	$(BIN)/ruff check src tests examples bench
+	$(BIN)/mypy
 
+# With CI set, security and isolation tests may not skip (tests/conftest.py: HANGAR_REQUIRE_ISOLATION).
 test: lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(if $(CI),HANGAR_REQUIRE_ISOLATION=1 )$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: install
 	command -v wrk >/dev/null || { [ "$$(id -u)" -ne 0 ] || apt-get install -y -qq wrk >/dev/null; }
@@ -33,4 +35,4 @@ bench: install
 	$(BIN)/python -m bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) .hangar .pytest_cache .ruff_cache
+	rm -rf $(VENV) .hangar .pytest_cache .ruff_cache .mypy_cache

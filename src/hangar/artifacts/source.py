@@ -55,7 +55,7 @@ class ZipSource(Source):
         super().__init__(uri, entries)
 
     def open(self, entry: Entry) -> BinaryIO:
-        return self._archive.open(self._infos[entry.name])  # type: ignore[return-value]
+        return self._archive.open(self._infos[entry.name])  # type: ignore[return-value]  # ZipExtFile reads as one
 
 
 class DirSource(Source):

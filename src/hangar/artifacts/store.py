@@ -12,6 +12,7 @@ the first 32 hex digits of the object's sha256: putting identical bytes twice yi
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import ipaddress
@@ -225,7 +226,7 @@ class ArtifactStore:
         found.sort(key=lambda item: item.key.encode())
         yield from found
 
-    def version_files(self, bucket: str, key: str) -> list[Path]:
+    def version_files(self, bucket: str, key: str) -> builtins.list[Path]:  # list: a method of this class
         directory = self._version_dir(bucket, key)
         return sorted(p for p in directory.iterdir() if not p.name.startswith(".")) if directory.is_dir() else []
 

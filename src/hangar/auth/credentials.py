@@ -9,8 +9,10 @@ from __future__ import annotations
 import secrets
 import string
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import overload
 
 import anyio.to_thread
 from cryptography.fernet import Fernet, InvalidToken
@@ -62,7 +64,9 @@ def new_key_pair() -> tuple[str, str]:
 class CredentialStore:
     """The ``credentials`` table behind a small cache; blocking database work runs off the event loop."""
 
-    def __init__(self, engine: Engine, vault: Fernet, account_id: str, clock=time.monotonic) -> None:  # type: ignore[no-untyped-def]
+    def __init__(
+        self, engine: Engine, vault: Fernet, account_id: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._engine = engine
         self._vault = vault
         self._account_id = account_id
@@ -162,6 +166,10 @@ class CredentialStore:
         return SigningKey(row.access_key_id, row.account_id, row.principal_name, secret)
 
 
+@overload
+def _utc(value: datetime) -> datetime: ...
+@overload
+def _utc(value: None) -> None: ...
 def _utc(value: datetime | None) -> datetime | None:
     """SQLite hands timestamps back naive; they were written in UTC."""
     if value is None or value.tzinfo is not None:

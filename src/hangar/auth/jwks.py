@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -52,7 +53,7 @@ class _IssuerKeys:
 class JwksCache:
     """Issuer and signing keys per discovery URL, shared by every runtime that names the same IdP."""
 
-    def __init__(self, clock=time.monotonic) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._entries: dict[str, _IssuerKeys] = {}
         self._locks: dict[str, asyncio.Lock] = {}

@@ -88,7 +88,7 @@ class JwtRules:
                 problems.append(FieldProblem(f"customClaims[{index}]", "is not a valid claim rule"))
             else:
                 rules.append(rule)
-        if problems:
+        if problems or not isinstance(url, str):  # url is a str whenever problems is empty
             raise ValidationError("Invalid customJWTAuthorizer configuration", fields=problems)
         return cls(url, lists["allowedAudience"], lists["allowedClients"], lists["allowedScopes"], tuple(rules))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import unquote, urlsplit
@@ -82,7 +83,7 @@ class _Claim:
 class SigV4Verifier:
     """Verify header-form and presigned-query SigV4 requests against Hangar's access keys."""
 
-    def __init__(self, credentials: CredentialStore, region: str, clock=time.time) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, credentials: CredentialStore, region: str, clock: Callable[[], float] = time.time) -> None:
         self._credentials = credentials
         self._region = region
         self._clock = clock
@@ -237,11 +238,11 @@ class _Recomputing:
         return self.payload_hash
 
 
-class _Signer(_Recomputing, SigV4Auth):
+class _Signer(_Recomputing, SigV4Auth):  # type: ignore[misc]  # botocore is untyped: its signers are Any
     pass
 
 
-class _S3Signer(_Recomputing, S3SigV4Auth):
+class _S3Signer(_Recomputing, S3SigV4Auth):  # type: ignore[misc]  # botocore is untyped: its signers are Any
     pass
 
 
@@ -272,7 +273,8 @@ def _expected_signature(
     aws_request = AWSRequest(method=request.method, url=url, params=[(k, v) for k, v in query])
     aws_request.context["timestamp"] = claim.amz_date
     canonical = signer.canonical_request(aws_request)
-    return signer.signature(signer.string_to_sign(aws_request, canonical), aws_request)
+    signature: str = signer.signature(signer.string_to_sign(aws_request, canonical), aws_request)
+    return signature
 
 
 def _payload_hash(request: SignedRequest, claim: _Claim, payload_sha256: str) -> str:
@@ -280,7 +282,7 @@ def _payload_hash(request: SignedRequest, claim: _Claim, payload_sha256: str) ->
     declared = request.header_values("x-amz-content-sha256")
     if claim.presigned:
         if claim.service == "s3":
-            return UNSIGNED_PAYLOAD
+            return str(UNSIGNED_PAYLOAD)
         value = payload_sha256
     elif declared:
         value = declared[0].strip()

@@ -102,7 +102,8 @@ def connect(endpoint_url: str, data_dir: Path | None = None, region: str | None 
 def server_facts(endpoint_url: str) -> dict[str, object]:
     try:
         with urlopen(f"{endpoint_url}/healthz", timeout=10) as response:
-            return json.loads(response.read())
+            facts: dict[str, object] = json.loads(response.read())
+            return facts
     except (URLError, OSError, ValueError) as exc:
         fail(f"cannot reach Hangar at {endpoint_url} ({exc}); start it with `hangar serve` or pass --endpoint-url")
 

@@ -108,4 +108,5 @@ def _call(hangar: Hangar, method: str, path: str, document: dict[str, Any] | Non
         code = response.headers.get("x-amzn-ErrorType", str(response.status_code))
         message = answer.get("message") if isinstance(answer, dict) else answer
         fail(f"{code}: {message}")
-    return answer
+    result: dict[str, Any] = answer
+    return result

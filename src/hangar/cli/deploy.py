@@ -274,7 +274,7 @@ class Flags:
 
 
 def _create_or_update(
-    hangar: Hangar, name: str, existing: dict[str, Any] | None, artifact: dict[str, object], flags: Flags
+    hangar: Hangar, name: str, existing: dict[str, Any] | None, artifact: dict[str, Any], flags: Flags
 ) -> dict[str, Any]:
     """UpdateAgentRuntime keeps what flags do not mention (authorizer, headers, network) from the current version."""
     control = hangar.client("bedrock-agentcore-control")
@@ -296,7 +296,7 @@ def _create_or_update(
     request.setdefault("networkConfiguration", {"networkMode": "PUBLIC"})
     if flags.protocol is not None:
         request["protocolConfiguration"] = {"serverProtocol": flags.protocol.upper()}
-    lifecycle: dict[str, Any] = dict(request.get("lifecycleConfiguration") or {})  # type: ignore[call-overload]
+    lifecycle: dict[str, Any] = dict(request.get("lifecycleConfiguration") or {})  # type: ignore[call-overload]  # a JSON object
     if flags.idle_timeout is not None:
         lifecycle["idleRuntimeSessionTimeout"] = flags.idle_timeout
     if flags.max_lifetime is not None:
@@ -308,9 +308,12 @@ def _create_or_update(
     if flags.description is not None:
         request["description"] = flags.description
     with aws_errors():
+        answer: dict[str, Any]
         if existing is None:
-            return control.create_agent_runtime(agentRuntimeName=name, **request)
-        return control.update_agent_runtime(agentRuntimeId=existing["agentRuntimeId"], **request)
+            answer = control.create_agent_runtime(agentRuntimeName=name, **request)
+        else:
+            answer = control.update_agent_runtime(agentRuntimeId=existing["agentRuntimeId"], **request)
+        return answer
 
 
 def _parse_env(pairs: list[str]) -> dict[str, str] | None:

@@ -35,6 +35,7 @@ def find_runtime(control: BaseClient, ref: str, *, missing_ok: bool = False) -> 
     ref_id = ref.rsplit("runtime/", 1)[-1] if ref.startswith("arn:") else ref
     with aws_errors():
         for page in control.get_paginator("list_agent_runtimes").paginate():
+            runtime: dict[str, Any]
             for runtime in page.get("agentRuntimes", []):
                 if ref_id in (runtime.get("agentRuntimeId"), runtime.get("agentRuntimeName")):
                     return runtime
@@ -50,7 +51,7 @@ def wait_for_runtime(
     deadline = time.monotonic() + timeout
     while True:
         with aws_errors():
-            current = control.get_agent_runtime(agentRuntimeId=runtime_id, agentRuntimeVersion=version)
+            current: dict[str, Any] = control.get_agent_runtime(agentRuntimeId=runtime_id, agentRuntimeVersion=version)
         status = current.get("status", "")
         if status in FINAL:
             return current
@@ -64,7 +65,7 @@ def _wait_for_endpoint(control: BaseClient, runtime_id: str, name: str, timeout:
     deadline = time.monotonic() + timeout
     while True:
         with aws_errors():
-            current = control.get_agent_runtime_endpoint(agentRuntimeId=runtime_id, endpointName=name)
+            current: dict[str, Any] = control.get_agent_runtime_endpoint(agentRuntimeId=runtime_id, endpointName=name)
         if current.get("status") in FINAL:
             return current
         if time.monotonic() > deadline:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -32,7 +33,7 @@ def serve(
     from hangar.config import Settings
 
     console = Console(stderr=True, soft_wrap=True)
-    overrides = {
+    overrides: dict[str, Any] = {  # Settings validates each value; the flags only override what they set
         "host": host,
         "port": port,
         "data_dir": data_dir,

@@ -144,7 +144,7 @@ async def in_daemon_thread(fn: Callable[[RuntimeSpec], PreparedVersion], spec: R
         if error is not None:
             future.set_exception(error)
         else:
-            future.set_result(result)  # type: ignore[arg-type]
+            future.set_result(result)  # type: ignore[arg-type]  # a result whenever there is no error
 
     def run() -> None:
         result: PreparedVersion | None = None

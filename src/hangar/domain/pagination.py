@@ -47,4 +47,4 @@ def decode_token(secret: bytes, scope: str, token: str) -> str:
         raise invalid from None
     if not isinstance(data, dict) or data.get("s") != scope or not isinstance(data.get("k"), str):
         raise invalid
-    return data["k"]
+    return str(data["k"])  # checked to be a str above

@@ -119,7 +119,7 @@ class Checker:
         if value > maximum:
             self.fail(path, f"Member must have value less than or equal to {maximum}", value)
             return None
-        return value
+        return int(value)  # an int (not a bool) by the check above
 
     def boolean(self, value: Any, path: str) -> bool | None:
         if value is None:

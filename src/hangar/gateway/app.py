@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import logging
 import uuid
+from typing import cast
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -20,7 +21,7 @@ from hangar.config import Settings
 from hangar.domain.errors import HangarError, NotFoundError, ValidationError
 from hangar.gateway import authn
 from hangar.gateway.errors import error_response, unexpected_error_response
-from hangar.gateway.routing import Route, RouteTable
+from hangar.gateway.routing import HttpHandler, Route, RouteTable, WebSocketHandler
 from hangar.services import Services, build_services
 
 log = logging.getLogger("hangar.gateway")
@@ -113,7 +114,8 @@ class Gateway:
             request.state.principal = await authn.authenticate_sigv4(
                 request, self.services, hashlib.sha256(body).hexdigest()
             )
-        return await found.route.handler(request, found.params)  # type: ignore[arg-type]
+        # An HTTP method's routes hold HttpHandlers; only WEBSOCKET routes hold the other kind.
+        return await cast(HttpHandler, found.route.handler)(request, found.params)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         websocket = WebSocket(scope, receive, send)
@@ -122,7 +124,7 @@ class Gateway:
             await websocket.close(code=4404, reason="no such websocket route")
             return
         try:
-            await found.route.handler(websocket, found.params)  # type: ignore[arg-type]
+            await cast(WebSocketHandler, found.route.handler)(websocket, found.params)
         except Exception:
             log.exception("websocket handler failed")
             with contextlib.suppress(RuntimeError):
@@ -137,10 +139,11 @@ class _State:
 
 
 def raw_path(scope: Scope) -> str:
-    raw = scope.get("raw_path")
+    raw: bytes | None = scope.get("raw_path")
     if raw:
         return raw.decode("latin-1").split("?", 1)[0]
-    return scope["path"]
+    path: str = scope["path"]
+    return path
 
 
 async def read_capped_body(request: Request, limit: int) -> bytes:

@@ -156,7 +156,7 @@ async def _post_object(request: Request, store: ArtifactStore, bucket: str, key:
     uploads = MultipartUploads(store)
     fields = f"<Bucket>{escape(bucket)}</Bucket><Key>{escape(object_key)}</Key>"
     if "uploads" in request.query_params:
-        upload_id = uploads.create(bucket, object_key)
+        upload_id: str | None = uploads.create(bucket, object_key)
         return _xml("InitiateMultipartUploadResult", f"{fields}<UploadId>{upload_id}</UploadId>")
     upload_id = request.query_params.get("uploadId")
     if upload_id is None:  # no S3 operation is a POST on an object without one of these: S3 answers 405
@@ -334,7 +334,8 @@ def _etag(store: ArtifactStore, bucket: str, stored: StoredObject) -> str:
 
 
 def _settings(request: Request) -> Settings:
-    return request.app.state.services.settings
+    settings: Settings = request.app.state.services.settings
+    return settings
 
 
 # -- ListObjectsV2 -----------------------------------------------------------------------------------------

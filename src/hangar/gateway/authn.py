@@ -72,16 +72,18 @@ async def authenticate_then_resolve(
     if _bearer(request.header_values("authorization")) is None:
         # No credentials: a JWT runtime answers 401 (it wants a token); anything else, a missing runtime
         # included, gets the same 403, so the answer does not say whether the runtime exists.
+        found: InvocationTarget | None
         try:
-            target = resolve()
+            found = resolve()
         except NotFoundError:
-            target = None
-        if target is None or target.jwt_authorizer is None:
+            found = None
+        if found is None or found.jwt_authorizer is None:
             error = MissingAuthenticationTokenError(
                 "Missing authentication: sign the request with SigV4 or send 'Authorization: Bearer <JWT>'"
             )
             _log_refusal(request, error)
             raise error
+        target = found
     else:
         target = resolve()
     return target, await _refusals_logged(request, _invocation(request, services, target, payload_sha256))

@@ -19,7 +19,7 @@ from hangar.gateway.routing import Route
 
 
 def _store(request: Request) -> CredentialStore:
-    store = request.app.state.services.credentials
+    store: CredentialStore | None = request.app.state.services.credentials
     if store is None:
         raise InternalError("The credential store is not configured")
     return store

@@ -25,7 +25,7 @@ STATS_TIMEOUT_S = 2.0
 
 
 def _manager(request: Request) -> SessionManager:
-    manager = request.app.state.services.sessions
+    manager: SessionManager | None = request.app.state.services.sessions
     if manager is None:
         raise InternalError("The session manager is not configured")
     return manager

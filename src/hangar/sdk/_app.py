@@ -98,7 +98,7 @@ class AgentApp(Starlette):
         self.handlers[ENTRYPOINT] = func
         self._registered = (func, passes_context)
         with contextlib.suppress(AttributeError, TypeError):  # builtins and some callables refuse attributes
-            func.run = lambda port=8080, host=None: self.run(port, host)  # type: ignore[attr-defined]
+            func.run = lambda port=8080, host=None: self.run(port, host)  # type: ignore[attr-defined]  # as the SDK does
 
     def ping(self, func: F) -> F:
         """Register a function returning the health status (a ``PingStatus`` or its string value)."""
@@ -128,7 +128,7 @@ class AgentApp(Starlette):
             finally:
                 self.complete_async_task(task_id)
 
-        return tracked  # type: ignore[return-value]
+        return tracked  # type: ignore[return-value]  # same call signature as func, which F stands for
 
     # Health and background work -----------------------------------------------------------------------------
 

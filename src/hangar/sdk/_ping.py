@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 __all__ = ["PingStatus", "PingTracker"]
 
@@ -53,7 +54,7 @@ class PingTracker:
         if self.custom is None:
             return None
         try:
-            result = self.custom()
+            result: Any = self.custom()  # the application's code: checked for what it may return despite its type
             if result is None:  # "no opinion": fall through to the automatic status
                 return None
             if inspect.iscoroutine(result):

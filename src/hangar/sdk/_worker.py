@@ -118,4 +118,4 @@ def _create_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], 
     """A task running in ``context`` itself (3.11+), or in a copy of it on Python 3.10 (agents may run 3.10)."""
     if sys.version_info >= (3, 11):  # noqa: UP036 - the SDK runs in agents' interpreters, 3.10 included
         return loop.create_task(coro, context=context)
-    return context.run(loop.create_task, coro)
+    return context.run(loop.create_task, coro)  # type: ignore[unreachable]  # Python 3.10 agents; mypy checks 3.11

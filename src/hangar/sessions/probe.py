@@ -69,9 +69,9 @@ async def ping(client: AgentHttp) -> PingResult | None:
         return PingResult(None, None)
     if not isinstance(body, dict):
         return PingResult(None, None)
-    status = body.get("status")
+    reported = body.get("status")
     stamp = body.get("time_of_last_update")
     return PingResult(
-        status if isinstance(status, str) else None,
+        reported if isinstance(reported, str) else None,
         float(stamp) if isinstance(stamp, int | float) and not isinstance(stamp, bool) else None,
     )

@@ -44,6 +44,7 @@ def secret(conn: Connection, name: str, make: str) -> str:
     """The secret called ``name``, created as ``make`` on first use (first writer wins)."""
     row = conn.execute(select(control_secrets.c.value).where(control_secrets.c.name == name)).first()
     if row is not None:
-        return row.value
+        value: str = row.value
+        return value
     conn.execute(insert(control_secrets).values(name=name, value=make))
     return make

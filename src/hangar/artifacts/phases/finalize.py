@@ -8,6 +8,7 @@ import shutil
 import stat
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from hangar.artifacts.api import BuildError
@@ -99,7 +100,7 @@ def publish(build_dir: Path, final_dir: Path) -> bool:
 def remove_tree(path: Path) -> None:
     """Delete a build, read-only parts included (non-root users need write permission to unlink)."""
 
-    def make_writable(function, target, _exc_info) -> None:  # type: ignore[no-untyped-def]
+    def make_writable(function: Callable[[str], object], target: str, _exc_info: object) -> None:
         os.chmod(os.path.dirname(target), 0o755)
         if os.path.isdir(target) and not os.path.islink(target):
             os.chmod(target, 0o755)

@@ -15,7 +15,7 @@ from hangar.domain.validation import parse_json_object
 
 
 def control(request: Request) -> ControlPlane:
-    plane = request.app.state.services.control
+    plane: ControlPlane | None = request.app.state.services.control
     if plane is None:
         raise InternalError("The control plane is not configured")
     return plane

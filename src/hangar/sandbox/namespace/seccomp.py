@@ -153,7 +153,8 @@ def compile_bpf(arch: str | None = None, allow: frozenset[str] = frozenset()) ->
     try:
         for rule in rules:
             number = resolve(arch, rule.syscall)
-            for cmp in [_ArgCmp(0, SCMP_CMP_MASKED_EQ, flag, flag) for flag in rule.flags] or [None]:
+            masks: list[_ArgCmp | None] = [_ArgCmp(0, SCMP_CMP_MASKED_EQ, flag, flag) for flag in rule.flags]
+            for cmp in masks or [None]:
                 count, ref = (1, ctypes.byref(cmp)) if cmp is not None else (0, None)
                 # SAFETY: ctx is live, the comparison struct outlives the call, count matches the array length.
                 rc = lib.seccomp_rule_add_exact_array(ctx, rule.action, number, count, ref)
