@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from hangar.auth.sigv4 import SigV4Verifier
     from hangar.control.registry import Registry
     from hangar.control.service import ControlPlane
+    from hangar.gateway.identity_channel import IdentityChannel
     from hangar.identity.dataplane import IdentityDataPlane
     from hangar.identity.setup import Identity
     from hangar.observability.metrics import Metrics
@@ -39,6 +40,7 @@ class Services:
     identity: Identity | None = None
     identity_data: IdentityDataPlane | None = None
     sessions: SessionManager | None = None
+    identity_channel: IdentityChannel | None = None  # the sandboxes' identity endpoint and credentials
     metrics: Metrics | None = None
     registry: Registry | None = None  # Hangar's container registry (ECR API and /v2), wired by control
 
@@ -53,6 +55,7 @@ class Services:
                 self.control,
                 self.identity,
                 self.identity_data,
+                self.identity_channel,  # before sessions: an agent may fetch credentials as it imports
                 self.sessions,
             )
             if c is not None
@@ -100,4 +103,7 @@ def build_services(settings: Settings) -> Services:
     wire_identity(services)
     wire_identity_data(services)
     wire_sessions(services)
+    from hangar.gateway.identity_channel import wire as wire_identity_channel
+
+    wire_identity_channel(services)
     return services
