@@ -1,10 +1,11 @@
 """A panva ``oidc-provider`` for the identity data-plane tests: client credentials, authorization code + PKCE with
-refresh tokens (its dev login/consent forms, driven by httpx playing the browser), and RFC 8693 token exchange.
+refresh tokens (its dev login/consent forms, driven by httpx playing the browser), RFC 8693 token exchange and the
+RFC 7523 JWT authorization grant.
 
-oidc-provider has no token-exchange grant of its own; ``registerGrantType`` (its documented extension point) adds
-one here: the subject token must be a JWT this IdP signed; the answer is a new JWT for the same subject with an
-``act`` claim naming the exchanging client. Tokens live ``ttl`` seconds (short, so expiry and refresh are tested
-for real).
+oidc-provider has neither grant of its own; ``registerGrantType`` (its documented extension point) adds them here:
+the subject token (assertion) must be a JWT this IdP signed; the answer is a new JWT for the same subject, for token
+exchange with an ``act`` claim naming the actor (the client, or the client of a verified ``actor_token``). Tokens
+live ``ttl`` seconds (short, so expiry and refresh are tested for real).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ SCOPES = ["agent:invoke", "reports:read"]
 M2M_CLIENT = ("m2m-client", "m2m-client-secret-0001")
 WEB_CLIENT = ("web-client", "web-client-secret-0002")
 EXCHANGE_CLIENT = ("exchange-client", "exchange-client-secret-0003")
+PUBLIC_EXCHANGE_CLIENT = "public-exchange-client"  # no secret: token_endpoint_auth_method none
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 
 SCRIPT = """
@@ -36,6 +38,7 @@ import { jwtVerify, SignJWT, importJWK, createLocalJWKSet } from 'jose';
 const cfg = JSON.parse(process.env.HANGAR_TEST_IDP);
 const issuer = `http://127.0.0.1:${cfg.port}`;
 const TE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const JB = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
 const scope = ['openid', 'offline_access', ...cfg.scopes].join(' ');
 const provider = new Provider(issuer, {
   clients: [
@@ -43,7 +46,9 @@ const provider = new Provider(issuer, {
       redirect_uris: [], response_types: [], scope },
     { client_id: cfg.web[0], client_secret: cfg.web[1], grant_types: ['authorization_code', 'refresh_token'],
       redirect_uris: cfg.redirectUris, response_types: ['code'], scope },
-    { client_id: cfg.exchange[0], client_secret: cfg.exchange[1], grant_types: [TE],
+    { client_id: cfg.exchange[0], client_secret: cfg.exchange[1], grant_types: [TE, JB, 'client_credentials'],
+      redirect_uris: [], response_types: [], scope },
+    { client_id: cfg.publicExchange, token_endpoint_auth_method: 'none', grant_types: [TE],
       redirect_uris: [], response_types: [], scope },
   ],
   jwks: { keys: cfg.keys },
@@ -65,26 +70,47 @@ const provider = new Provider(issuer, {
 });
 const publicKeys = createLocalJWKSet({ keys: cfg.keys.map(({ d, p, q, dp, dq, qi, key_ops, ...pub }) => pub) });
 const signingKey = await importJWK(cfg.keys[0], 'RS256');
-provider.registerGrantType(TE, async (ctx) => {
-  const params = ctx.oidc.params;
-  let subject;
+async function verified(ctx, token, what) {
   try {
-    ({ payload: subject } = await jwtVerify(params.subject_token, publicKeys, { issuer }));
+    return (await jwtVerify(token, publicKeys, { issuer })).payload;
   } catch (err) {
-    console.log(`token-exchange refused: ${err}`);
+    console.log(`${what} refused: ${err}`);
     ctx.status = 400;
-    ctx.body = { error: 'invalid_grant', error_description: 'subject_token is not a valid token of this issuer' };
-    return;
+    ctx.body = { error: 'invalid_grant', error_description: `${what} is not a valid token of this issuer` };
+    return null;
   }
+}
+async function issue(ctx, subject, act, audience, scope) {
   const client = ctx.oidc.client.clientId;
-  const token = await new SignJWT({ scope: params.scope || '', client_id: client, act: { sub: client } })
+  const token = await new SignJWT({ scope: scope || '', client_id: client, act })
     .setProtectedHeader({ alg: 'RS256', kid: cfg.keys[0].kid, typ: 'at+jwt' })
-    .setIssuer(issuer).setSubject(subject.sub).setAudience(params.audience || cfg.audience)
+    .setIssuer(issuer).setSubject(subject).setAudience(audience || cfg.audience)
     .setIssuedAt().setExpirationTime(`${cfg.ttl}s`).setJti(crypto.randomUUID()).sign(signingKey);
-  console.log(`token-exchange for ${subject.sub} by ${client}`);
   ctx.body = { access_token: token, issued_token_type: 'urn:ietf:params:oauth:token-type:access_token',
                token_type: 'Bearer', expires_in: cfg.ttl };
-}, new Set(['subject_token', 'subject_token_type', 'requested_token_type', 'audience', 'scope']));
+}
+provider.registerGrantType(TE, async (ctx) => {
+  const params = ctx.oidc.params;
+  const subject = await verified(ctx, params.subject_token, 'subject_token');
+  if (!subject) return;
+  let actor = ctx.oidc.client.clientId;
+  if (params.actor_token) {
+    const found = await verified(ctx, params.actor_token, 'actor_token');
+    if (!found) return;
+    actor = found.client_id;
+    console.log(`token-exchange actor ${actor}`);
+  }
+  console.log(`token-exchange for ${subject.sub} by ${ctx.oidc.client.clientId}`);
+  await issue(ctx, subject.sub, { sub: actor }, params.audience, params.scope);
+}, new Set(['subject_token', 'subject_token_type', 'requested_token_type', 'actor_token', 'actor_token_type',
+            'audience', 'scope']));
+provider.registerGrantType(JB, async (ctx) => {
+  const params = ctx.oidc.params;
+  const subject = await verified(ctx, params.assertion, 'assertion');
+  if (!subject) return;
+  console.log(`jwt-bearer for ${subject.sub} by ${ctx.oidc.client.clientId}`);
+  await issue(ctx, subject.sub, undefined, params.audience, params.scope);
+}, new Set(['assertion', 'audience', 'scope']));
 provider.on('grant.success', (ctx) => console.log(`grant.success ${ctx.oidc.params.grant_type}`));
 provider.listen(cfg.port, '127.0.0.1');
 """
@@ -102,6 +128,7 @@ def start_flow_idp(log_dir: Path, redirect_uris: list[str], ttl: int, port: int 
         "m2m": M2M_CLIENT,
         "web": WEB_CLIENT,
         "exchange": EXCHANGE_CLIENT,
+        "publicExchange": PUBLIC_EXCHANGE_CLIENT,
         "redirectUris": redirect_uris,
         "scopes": SCOPES,
         "audience": AUDIENCE,

@@ -15,7 +15,14 @@ import jwt
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.identity.data_idp import EXCHANGE_CLIENT, WEB_CLIENT, consent, grants, start_flow_idp
+from tests.identity.data_idp import (
+    EXCHANGE_CLIENT,
+    PUBLIC_EXCHANGE_CLIENT,
+    WEB_CLIENT,
+    consent,
+    grants,
+    start_flow_idp,
+)
 from tests.support.idp_common import RunningIdp
 from tests.support.server import HangarServer, free_port
 
@@ -25,6 +32,14 @@ PROVIDER = "fed-idp"
 EXCHANGE_PROVIDER = "fed-exchange"
 RETURN_URL = "http://127.0.0.1:9/app/after-consent"
 SCOPES = ["openid", "offline_access", "reports:read"]
+ACTOR_CONFIG = {
+    "grantType": "TOKEN_EXCHANGE",
+    "tokenExchangeGrantTypeConfig": {"actorTokenContent": "M2M", "actorTokenScopes": ["agent:invoke"]},
+}
+NO_CLIENT_CONFIG = {
+    "grantType": "TOKEN_EXCHANGE",
+    "onBehalfOfAuthenticationConfig": {"clientAuthenticationMethod": "NO_CLIENT"},
+}
 
 
 @dataclass
@@ -74,6 +89,19 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
             }
         },
     )
+    for name, client, extra in (
+        ("fed-actor", EXCHANGE_CLIENT, {"onBehalfOfTokenExchangeConfig": ACTOR_CONFIG}),
+        ("fed-jwt-grant", EXCHANGE_CLIENT, {"onBehalfOfTokenExchangeConfig": {"grantType": "JWT_AUTHORIZATION_GRANT"}}),
+        ("fed-public", (PUBLIC_EXCHANGE_CLIENT, None), {"onBehalfOfTokenExchangeConfig": NO_CLIENT_CONFIG}),
+    ):
+        config = {"oauthDiscovery": {"discoveryUrl": idp.discovery_url}, "clientId": client[0], **extra}
+        if client[1] is not None:
+            config["clientSecret"] = client[1]
+        control.create_oauth2_credential_provider(
+            name=name,
+            credentialProviderVendor="CustomOauth2",
+            oauth2ProviderConfigInput={"customOauth2ProviderConfig": config},
+        )
     control.create_workload_identity(name=WORKLOAD, allowedResourceOauth2ReturnUrls=[RETURN_URL])
     yield Federation(server, idp, control, data)
     idp.stop()
@@ -253,3 +281,29 @@ def test_on_behalf_of_token_exchange(fed: Federation) -> None:
             oauth2Flow="ON_BEHALF_OF_TOKEN_EXCHANGE",
         )
     assert error_code(refused) == "ValidationException"
+
+
+def test_on_behalf_of_variants_from_the_provider_config(fed: Federation) -> None:
+    first = start(fed, "heidi")
+    httpx.get(browse_back(fed, first["authorizationUrl"], "heidi"), follow_redirects=False, timeout=20)
+    fed.data.complete_resource_token_auth(sessionUri=first["sessionUri"], userIdentifier={"userId": "heidi"})
+    user_jwt = poll(fed, "heidi", first["sessionUri"])["accessToken"]
+    wat = fed.data.get_workload_access_token_for_jwt(workloadName=WORKLOAD, userToken=user_jwt)["workloadAccessToken"]
+
+    def exchange(provider: str) -> dict:
+        token = fed.data.get_resource_oauth2_token(
+            workloadIdentityToken=wat,
+            resourceCredentialProviderName=provider,
+            scopes=["reports:read"],
+            oauth2Flow="ON_BEHALF_OF_TOKEN_EXCHANGE",
+        )["accessToken"]
+        return verified(fed, token)
+
+    with_actor = exchange("fed-actor")  # RFC 8693 with an M2M actor token the IdP verifies
+    assert with_actor["sub"] == "heidi" and with_actor["act"] == {"sub": EXCHANGE_CLIENT[0]}
+    assert "token-exchange actor exchange-client" in fed.idp.log()
+    bearer = exchange("fed-jwt-grant")  # RFC 7523: the user's JWT as the assertion
+    assert bearer["sub"] == "heidi" and "act" not in bearer
+    assert "jwt-bearer for heidi by exchange-client" in fed.idp.log()
+    public = exchange("fed-public")  # NO_CLIENT: no client secret sent (the IdP's client has none)
+    assert public["sub"] == "heidi" and public["client_id"] == PUBLIC_EXCHANGE_CLIENT

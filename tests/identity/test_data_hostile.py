@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
 
 import jwt
 import pytest
@@ -206,7 +207,11 @@ ANSWERS: dict[str, tuple[int, str, bytes]] = {
 def junk_idp() -> Iterator[str]:
     class Junk(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("content-length", "0")))
+            form = parse_qs(self.rfile.read(int(self.headers.get("content-length", "0"))).decode())
+            if self.path == "/echo-auth":  # a token that says how the client authenticated
+                basic = self.headers.get("authorization", "").startswith("Basic ")
+                seen = "basic" if basic else "post" if "client_secret" in form else "none"
+                ANSWERS[self.path] = (200, "application/json", json.dumps({"access_token": seen}).encode())
             status, kind, body = ANSWERS[self.path]
             self.send_response(status)
             self.send_header("Content-Type", kind)
@@ -224,12 +229,13 @@ def junk_idp() -> Iterator[str]:
     httpd.shutdown()
 
 
-def provider_at(server: HangarServer, name: str, token_endpoint: str) -> None:
+def provider_at(server: HangarServer, name: str, token_endpoint: str, **extra: object) -> None:
     server.boto3_client("bedrock-agentcore-control").create_oauth2_credential_provider(
         name=name,
         credentialProviderVendor="CustomOauth2",
         oauth2ProviderConfigInput={
             "customOauth2ProviderConfig": {
+                **extra,
                 "oauthDiscovery": {
                     "authorizationServerMetadata": {
                         "issuer": token_endpoint,
@@ -286,3 +292,16 @@ def test_unknown_session_is_not_found(data) -> None:  # type: ignore[no-untyped-
             sessionUri="urn:ietf:params:oauth:request_uri:nosuchsession", userIdentifier={"userId": "alice"}
         )
     assert unknown.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+@pytest.mark.parametrize(("method", "seen"), [("CLIENT_SECRET_POST", "post"), ("CLIENT_SECRET_BASIC", "basic")])
+def test_client_authentication_method_is_honoured(
+    server: HangarServer, data, junk_idp: str, method: str, seen: str
+) -> None:  # type: ignore[no-untyped-def]
+    name = f"auth-{seen}"
+    provider_at(server, name, junk_idp + "/echo-auth", clientAuthenticationMethod=method)
+    wat = data.get_workload_access_token(workloadName="wl-alpha")["workloadAccessToken"]
+    answer = data.get_resource_oauth2_token(
+        workloadIdentityToken=wat, resourceCredentialProviderName=name, scopes=["x"], oauth2Flow="M2M"
+    )
+    assert answer["accessToken"] == seen

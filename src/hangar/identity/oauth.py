@@ -34,6 +34,7 @@ MAX_ANSWER_BYTES = 256 * 1024
 DISCOVERY_TTL_S = 900.0
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 
 class IdpError(ValidationError):
@@ -192,23 +193,42 @@ class OAuthClient:
         audiences: list[str] | None = None,
         resources: list[str] | None = None,
     ) -> TokenSet:
-        """RFC 8693: trade the user's token for one the resource accepts, on the user's behalf."""
-        form = [
-            ("grant_type", TOKEN_EXCHANGE_GRANT),
-            ("subject_token", subject_token),
-            ("subject_token_type", ACCESS_TOKEN_TYPE),
-            ("requested_token_type", ACCESS_TOKEN_TYPE),
-        ]
+        """Trade the user's token for one the resource accepts, on the user's behalf, as the provider's
+        ``onBehalfOfTokenExchangeConfig`` says: RFC 8693 token exchange (the default; with an M2M actor token when
+        ``actorTokenContent`` is M2M) or an RFC 7523 JWT authorization grant; ``NO_CLIENT`` sends no client
+        credentials."""
+        config = client.on_behalf_of or {}
+        grant = config.get("grantType", "TOKEN_EXCHANGE")
+        if grant == "JWT_AUTHORIZATION_GRANT":
+            form = [("grant_type", JWT_BEARER_GRANT), ("assertion", subject_token)]
+        else:
+            form = [
+                ("grant_type", TOKEN_EXCHANGE_GRANT),
+                ("subject_token", subject_token),
+                ("subject_token_type", ACCESS_TOKEN_TYPE),
+                ("requested_token_type", ACCESS_TOKEN_TYPE),
+            ]
+            actor = (config.get("tokenExchangeGrantTypeConfig") or {}).get("actorTokenContent", "NONE")
+            if actor == "M2M":
+                actor_scopes = list((config.get("tokenExchangeGrantTypeConfig") or {}).get("actorTokenScopes") or [])
+                actor_token = await self.client_credentials(client, actor_scopes)
+                form += [("actor_token", actor_token.access_token), ("actor_token_type", ACCESS_TOKEN_TYPE)]
+            elif actor != "NONE":
+                raise IdpError(client.provider_name, f"actorTokenContent {str(actor)[:32]} is not supported by Hangar")
         form += _scope_and_targets(scopes, audiences, resources, None)
-        return await self._token(client, form)
+        no_client = (config.get("onBehalfOfAuthenticationConfig") or {}).get(
+            "clientAuthenticationMethod"
+        ) == "NO_CLIENT"
+        return await self._token(client, form, authenticate=not no_client)
 
     # -- transport ------------------------------------------------------------------------------------------
 
-    async def _token(self, client: OAuth2Client, form: list[tuple[str, str]]) -> TokenSet:
+    async def _token(self, client: OAuth2Client, form: list[tuple[str, str]], *, authenticate: bool = True) -> TokenSet:
         endpoints = await self.endpoints(client)
         headers = {"Accept": "application/json"}
-        methods = client.token_endpoint_auth_methods
-        if "client_secret_basic" in methods or not methods:
+        if not authenticate:
+            form = [*form, ("client_id", client.client_id)]
+        elif _uses_basic(client):
             pair = f"{quote(client.client_id, safe='')}:{quote(client.client_secret, safe='')}"
             headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
         else:
@@ -329,6 +349,14 @@ def _scope_and_targets(
     form += [("audience", a) for a in audiences or []]
     form += [("resource", r) for r in resources or []]
     return form
+
+
+def _uses_basic(client: OAuth2Client) -> bool:
+    """HTTP Basic unless the provider asked for CLIENT_SECRET_POST, or its IdP only supports that."""
+    if client.client_authentication is not None:
+        return client.client_authentication != "CLIENT_SECRET_POST"
+    methods = client.token_endpoint_auth_methods
+    return "client_secret_basic" in methods or not methods
 
 
 def _is_http_url(value: object) -> bool:
