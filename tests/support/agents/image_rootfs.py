@@ -83,16 +83,19 @@ def _needed_libraries(binary: str) -> list[Path]:
     return found
 
 
-def python_rootfs(root: Path, site_packages: list[Path] = ()) -> Path:  # type: ignore[assignment]
-    """An image with the host's Python (3.11) as ``/usr/local/bin/python3``: its stdlib and the shared libraries
-    its extension modules load, hard-linked where the file system allows (cheap) and copied otherwise, plus busybox
-    as /bin/sh. ``site_packages`` are copied into its site-packages (e.g. starlette and uvicorn)."""
+def python_rootfs(root: Path, site_packages: list[Path] | None = None) -> Path:
+    """An image with the host's Python (Debian's 3.11, as ``/usr/bin/python3``): its stdlib and the shared libraries
+    its extension modules load, hard-linked where the file system allows (cheap) and copied otherwise, plus the
+    busybox image's files. ``site_packages`` are copied into ``/usr/lib/python3/dist-packages`` (Debian's path)."""
     python = "/usr/bin/python3.11"
     busybox_rootfs(root)
     stdlib = Path("/usr/lib/python3.11")
     _link_tree(stdlib, root / "usr/lib/python3.11", skip=("site-packages", "dist-packages", "test", "__pycache__"))
     libs: set[Path] = set(_needed_libraries(python))
-    for extension in (stdlib / "lib-dynload").glob("*.so"):
+    extensions = list((stdlib / "lib-dynload").glob("*.so"))
+    for package in site_packages or []:
+        extensions += list(package.rglob("*.so")) if package.is_dir() else []
+    for extension in extensions:
         libs.update(_needed_libraries(str(extension)))
     for lib in libs:
         real = Path(os.path.realpath(lib))
@@ -101,18 +104,12 @@ def python_rootfs(root: Path, site_packages: list[Path] = ()) -> Path:  # type: 
             target.parent.mkdir(parents=True, exist_ok=True)
             if not target.exists():
                 shutil.copy2(real, target)
-    (root / "usr/local/bin").mkdir(parents=True, exist_ok=True)
-    shutil.copy2(python, root / "usr/local/bin/python3")
-    (root / "usr/local/bin/python").symlink_to("python3")
-    lib64 = root / "lib64"
-    if not lib64.exists():
-        lib64.mkdir()
-    for loader in Path("/lib64").glob("ld-linux*"):
-        if not (lib64 / loader.name).exists():
-            shutil.copy2(os.path.realpath(loader), lib64 / loader.name)
-    site = root / "usr/lib/python3.11/site-packages"
+    (root / "usr/bin").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(python, root / "usr/bin/python3.11")
+    (root / "usr/bin/python3").symlink_to("python3.11")
+    site = root / "usr/lib/python3/dist-packages"
     site.mkdir(parents=True, exist_ok=True)
-    for package in site_packages:
+    for package in site_packages or []:
         if package.is_dir():
             _link_tree(package, site / package.name)
         else:
@@ -132,9 +129,38 @@ def _link_tree(source: Path, target: Path, skip: tuple[str, ...] = ("__pycache__
 
 
 def distributions(*names: str) -> list[Path]:
-    """The installed files of ``names`` in this interpreter's site-packages (packages and their dist-info)."""
+    """Top-level packages or modules ``names`` of this interpreter's site-packages, with their dist-info."""
     site = next(Path(p) for p in sys.path if p.endswith("site-packages"))
     found: list[Path] = []
-    for name in names:
-        found += [p for p in site.iterdir() if p.name.split("-")[0].lower() in {name, name.replace("_", "-")}]
+    for entry in site.iterdir():
+        stem = entry.name.split("-")[0] if entry.name.endswith(".dist-info") else entry.name.removesuffix(".py")
+        if stem.lower() in {n.lower() for n in names}:
+            found.append(entry)
     return found
+
+
+SDK_PACKAGES = (
+    "bedrock_agentcore",
+    "boto3",
+    "botocore",
+    "s3transfer",
+    "jmespath",
+    "dateutil",
+    "python_dateutil",
+    "six",
+    "urllib3",
+    "certifi",
+    "pydantic",
+    "pydantic_core",
+    "annotated_types",
+    "typing_extensions",
+    "typing_inspection",
+    "starlette",
+    "anyio",
+    "sniffio",
+    "idna",
+    "uvicorn",
+    "h11",
+    "click",
+    "websockets",
+)
