@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jwt
@@ -149,6 +150,29 @@ def test_m2m_token_is_fetched_anew_after_expiry(server: HangarServer, tmp_path_f
         fresh = m2m(server, "m2m-agent", "m2m-short", ["agent:invoke"])
         assert fresh != token and verify(idp, fresh)["exp"] > time.time()
         assert grants(idp, "client_credentials") == 2
+    finally:
+        idp.stop()
+
+
+def test_concurrent_misses_make_one_grant(server: HangarServer, tmp_path_factory: pytest.TempPathFactory) -> None:
+    idp = start_flow_idp(tmp_path_factory.mktemp("stampede"), [], ttl=600)
+    try:
+        create_provider(server, "m2m-stampede", idp.discovery_url, *M2M_CLIENT)
+        # Clients made up front: creating them in threads races on boto3's default session.
+        clients = [server.boto3_client("bedrock-agentcore") for _ in range(8)]
+        wat = clients[0].get_workload_access_token(workloadName="m2m-agent")["workloadAccessToken"]
+
+        def fetch(client) -> str:  # type: ignore[no-untyped-def]
+            return client.get_resource_oauth2_token(
+                workloadIdentityToken=wat,
+                resourceCredentialProviderName="m2m-stampede",
+                scopes=["reports:read"],
+                oauth2Flow="M2M",
+            )["accessToken"]
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            tokens = set(pool.map(fetch, clients))
+        assert len(tokens) == 1 and grants(idp, "client_credentials") == 1
     finally:
         idp.stop()
 
