@@ -45,7 +45,8 @@ from hangar.domain.errors import AccessDeniedError, HangarError, NotFoundError
 from hangar.domain.types import Principal
 from hangar.gateway.errors import error_response, unexpected_error_response
 from hangar.gateway.identity_ca import IdentityCA
-from hangar.gateway.routing import Route, RouteTable
+from hangar.gateway.identity_data import DATA_ROUTES
+from hangar.gateway.routing import RouteTable
 from hangar.services import Services
 from hangar.sessions.identity import (
     CREDENTIALS_PATH,
@@ -61,17 +62,6 @@ MAX_BODY = 1024 * 1024  # identity requests are small JSON documents
 IDLE_S = 60.0  # a kept-alive connection with nothing to say is closed
 MAX_CONNECTIONS_PER_PEER = 32  # per sandbox (uid), both sockets together; botocore pools 10 per client
 READ_SIZE = 65536
-
-
-def data_routes() -> list[Route]:
-    """The identity data-plane operations, if that package is installed in this build."""
-    try:
-        from hangar.gateway.identity_data import DATA_ROUTES
-    except ModuleNotFoundError as exc:
-        if exc.name != "hangar.gateway.identity_data":
-            raise
-        return []
-    return list(DATA_ROUTES)
 
 
 @dataclass(frozen=True)
@@ -116,7 +106,7 @@ class IdentityChannel:
         settings = services.settings
         self.ca = IdentityCA(settings.data_dir.resolve() / "identity-ca", identity_host(settings.region))
         self.verifier = SigV4Verifier(_SessionKeys(identities, settings.account_id), settings.region)  # type: ignore[arg-type]
-        self.table = RouteTable(data_routes())
+        self.table = RouteTable(list(DATA_ROUTES))
         self.app = _AppShim(services)
         self._servers: list[asyncio.AbstractServer] = []
         self._connections: set[asyncio.Task[Any]] = set()
