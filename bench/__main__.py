@@ -1,4 +1,4 @@
-"""`python -m bench [--smoke] [--only SUITE ...]`: every comparison in one process tree, one run."""
+"""`python -m bench [--smoke] [--only SUITE ...] [--out DIR]`: every comparison in one process tree, one run."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from bench import machine, report
 from bench.context import BenchContext, server_env
 from bench.hangar_instance import HangarInstance
 
-SUITES = ("profile_start", "new_session", "warm_invoke", "peer_langgraph", "streaming", "payloads", "density")
+SUITES = ("profile_start", "new_session", "warm_invoke", "peer_langgraph", "streaming", "payloads", "density", "soak")
 
 
 def main() -> int:
@@ -21,6 +21,8 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="a few iterations of everything, no thresholds")
     parser.add_argument("--only", nargs="*", choices=SUITES, help="run only these suites")
     parser.add_argument("--server-arg", action="append", default=[], help="extra flag for hangar serve")
+    parser.add_argument("--out", type=Path, default=report.RESULTS, help="where results go (default bench/results)")
+    parser.add_argument("--soak-seconds", type=float, help="length of the soak (default 1800, or 60 with --smoke)")
     args = parser.parse_args()
     results: dict[str, object] = {}
     failed = False
@@ -29,7 +31,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="hangar-bench-", dir="/tmp") as tmp:
         Path(tmp).chmod(0o755)  # sandbox uids must traverse to the environments under the data dir
         hangar = HangarInstance(Path(tmp) / "data", extra_args=args.server_arg, env=server_env()).start()
-        ctx = BenchContext(hangar=hangar, smoke=args.smoke)
+        ctx = BenchContext(hangar=hangar, smoke=args.smoke, soak_seconds=args.soak_seconds)
         try:
             for name in args.only or SUITES:
                 print(f"== {name}", flush=True)
@@ -47,7 +49,7 @@ def main() -> int:
     described["mode"] = "smoke" if args.smoke else "full"
     described["source"] = measured
     # a smoke run (CI) never overwrites the published results of a full run
-    print(f"wrote {report.write(results, described, 'smoke' if args.smoke else 'latest')}")
+    print(f"wrote {report.write(results, described, 'smoke' if args.smoke else 'latest', args.out)}")
     return 1 if failed else 0
 
 

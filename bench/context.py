@@ -37,6 +37,7 @@ def server_env() -> dict[str, str]:
 class BenchContext:
     hangar: HangarInstance
     smoke: bool
+    soak_seconds: float | None = None  # the soak's length when set (else 30 minutes, or 60 s in a smoke run)
     deployed: dict[str, str] = field(default_factory=dict)  # runtime name -> runtime ARN
 
     def arn(self, agent: str, kind: Kind = "template") -> str:

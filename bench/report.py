@@ -181,9 +181,56 @@ def headline(results: dict[str, Any]) -> list[Row]:
                 f" vs {_ms(cold['first_byte'].get('p50_ms'))}",
             )
         )
+    rows += soak_rows(_get(results, "soak") or {})
     for suite, values in results.items():
         if isinstance(values, dict) and ("error" in values or "skipped" in values):
             rows.append((suite, values.get("error") or f"skipped: {values['skipped']}", "", "", ""))
+    return rows
+
+
+SOAK_LABELS = {
+    "rss_mib": ("RSS", " MiB"),
+    "fds": ("open fds", ""),
+    "threads": ("threads", ""),
+    "asyncio_tasks": ("asyncio tasks", ""),
+    "sessions": ("live sessions", ""),
+    "sandboxes": ("live sandboxes", ""),
+}
+
+
+def soak_rows(soak: dict[str, Any]) -> list[Row]:
+    """One row per sampled series (first vs last window median, slope, verdict), then errors and leftovers."""
+    if "series" not in soak:
+        return []
+    rows: list[Row] = []
+    minutes, window = soak["seconds"] / 60, soak["window_s"] / 60
+    for name, trend in soak["series"].items():
+        if not trend.get("n"):
+            continue
+        label, unit = SOAK_LABELS.get(name, (name, ""))
+        verdict = "flat" if trend["flat"] else "GROWS" + (" (monotonic)" if trend["monotonic_growth"] else "")
+        rows.append(
+            (
+                f"soak {minutes:.0f} min: server {label}, first vs last {window:.1f} min median",
+                f"{trend['first']:g}{unit} -> {trend['last']:g}{unit}",
+                "",
+                "",
+                f"slope {trend['slope_per_hour']:+g}{unit}/h; {verdict}",
+            )
+        )
+    kinds = ", ".join(f"{kind} {v['ok']}" for kind, v in soak["operations"].items())
+    left = soak.get("leftovers") or {}
+    counted = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in left.items() if k != "sandboxes_seen")
+    rows.append((f"soak {minutes:.0f} min: operations and errors", f"{soak['errors']} errors", "", "", kinds))
+    rows.append(
+        (
+            "soak: left on the host after the server stopped",
+            counted,
+            "",
+            "",
+            f"{left.get('sandboxes_seen')} sandboxes seen",
+        )
+    )
     return rows
 
 
@@ -203,13 +250,13 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(results: dict[str, Any], machine: dict[str, object], stem: str = "latest") -> Path:
-    """``<stem>.json``, ``.md`` and ``.png`` under bench/results (smoke runs use their own stem)."""
-    RESULTS.mkdir(exist_ok=True)
-    target = RESULTS / f"{stem}.json"
+def write(results: dict[str, Any], machine: dict[str, object], stem: str = "latest", out: Path = RESULTS) -> Path:
+    """``<stem>.json``, ``.md`` and ``.png`` under ``out`` (bench/results by default; smoke runs use their own stem)."""
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"{stem}.json"
     target.write_text(json.dumps({"machine": machine, "results": results}, indent=2))
-    (RESULTS / f"{stem}.md").write_text(markdown(results))
-    _chart(results, RESULTS / f"{stem}.png")
+    (out / f"{stem}.md").write_text(markdown(results))
+    _chart(results, out / f"{stem}.png")
     return target
 
 

@@ -1,6 +1,7 @@
 """Measure sandbox start, relay overhead and idle memory for each backend; prints numbers, asserts nothing.
 
-Run as root from the repo: ``.venv/bin/python -m tests.sandbox.measure``. Start is measured from ``start()`` to
+Run as root from the repo: ``.venv/bin/python -m bench.sandbox_measure`` (it borrows the sandbox tests' agent
+fixtures from ``tests/sandbox/fixtures.py``, so it runs from a checkout). Start is measured from ``start()`` to
 the first 200 on /ping through ``socket_path``; relay overhead compares the same keep-alive GET /ping sent over the
 sandbox's Unix socket (through the supervisor's relay) and straight to the agent's TCP port (process backend, where
 the host can reach that port); memory is PSS summed over each idle sandbox's processes and MemAvailable's drop.
@@ -16,9 +17,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.sandbox.fixtures import AgentFiles, make_backend, prepared_agent_files, wait_ping, world_readable_dir
+
 from hangar.sandbox.base import Limits, Sandbox, SandboxBackend
 from hangar.sandbox.selection import namespace_unsupported_reason
-from tests.sandbox.fixtures import AgentFiles, make_backend, prepared_agent_files, wait_ping, world_readable_dir
 
 STARTS = 10
 REQUESTS = 2000

@@ -1,8 +1,11 @@
 """The benchmark harness runs end to end (``python -m bench --smoke``: a few iterations of every suite).
 
 No thresholds: this only keeps ``bench/`` from rotting. It fails when a suite raises, and checks that the run
-wrote its table, JSON (with the machine described) and chart. Smoke runs write ``bench/results/smoke.*``, never
-the published ``latest.*`` of a full run.
+wrote its table, JSON (with the machine described) and chart. The run writes into a temporary directory
+(``--out``): nothing in the checkout changes, neither the published ``latest.*`` of a full run nor anything else
+under ``bench/results``. The soak runs for its smoke length (about a minute): every kind of its traffic ran
+without an error and the stopped server left nothing on the host (its flatness verdict needs a long run and is
+not asserted).
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ RESULTS = ROOT / "bench" / "results"
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_bench_smoke_runs_every_suite() -> None:
+def test_bench_smoke_runs_every_suite(tmp_path: Path) -> None:
+    before = _listing(RESULTS)
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke"],
+        [sys.executable, "-m", "bench", "--smoke", "--out", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -30,7 +34,8 @@ def test_bench_smoke_runs_every_suite() -> None:
         check=False,
     )
     assert done.returncode == 0, f"bench --smoke failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
-    report = json.loads((RESULTS / "smoke.json").read_text())
+    assert _listing(RESULTS) == before  # the checkout's results are untouched
+    report = json.loads((tmp_path / "smoke.json").read_text())
     assert report["machine"]["cores"] and report["machine"]["kernel"] and report["machine"]["mode"] == "smoke"
     suites = report["results"]
     assert not [name for name, value in suites.items() if "error" in value]
@@ -44,5 +49,17 @@ def test_bench_smoke_runs_every_suite() -> None:
         {"fork": 6},
         {"cold": 3},
     ]
-    assert (RESULTS / "smoke.png").stat().st_size > 0
-    assert "new session" in done.stdout
+    soak = suites["soak"]
+    assert soak["errors"] == 0, soak["first_errors"]
+    assert all(counts["ok"] > 0 for counts in soak["operations"].values()), soak["operations"]
+    left = {k: v for k, v in soak["leftovers"].items() if k != "sandboxes_seen"}
+    assert set(left.values()) <= {0, None}, left
+    assert {"rss_mib", "fds", "threads", "asyncio_tasks"} <= set(soak["series"])
+    assert all(soak["series"][name]["n"] > 0 for name in ("rss_mib", "fds", "threads", "asyncio_tasks"))
+    assert (tmp_path / "smoke.png").stat().st_size > 0
+    assert (tmp_path / "smoke.md").read_text().count("| soak") >= 4
+    assert "new session" in done.stdout and "soak" in done.stdout
+
+
+def _listing(folder: Path) -> dict[str, int]:
+    return {path.name: path.stat().st_mtime_ns for path in folder.iterdir()} if folder.exists() else {}

@@ -22,10 +22,16 @@ Gauges are read from the session manager at scrape time (``SessionCollector``):
 - ``hangar_warm_pool_spares{state}``: warm-pool sandboxes; ``state`` = ``ready`` | ``starting``.
 - ``hangar_templates{state}``: warm templates of served versions; ``state`` = ``alive`` | ``starting`` | ``unsafe``
   (never forked: its sessions start cold) | ``down`` (died or failed to start: restarted after a back-off).
+
+And one gauge of the server process itself, read at scrape time (``TaskCollector``), so a soak can see leaks that
+neither RSS nor ``/proc`` shows (``bench/suites/soak.py``):
+
+- ``hangar_asyncio_tasks``: asyncio tasks not yet done on the server's event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -77,6 +83,7 @@ class Metrics:
         for kind in LAUNCH_KINDS:
             self.start_seconds.labels(kind)
         self._reasons: set[str] = set()
+        self.registry.register(TaskCollector())
 
     # --- reported by the session manager
 
@@ -133,6 +140,20 @@ class SessionCollector:
             templates[template_state(version)] += 1
         help_text = "Warm templates of served versions by state (alive | starting | unsafe | down)."
         yield _gauge("hangar_templates", help_text, templates)
+
+
+class TaskCollector:
+    """``hangar_asyncio_tasks``: the live tasks of the event loop that runs the scrape (the server's only loop)."""
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            tasks = len(asyncio.all_tasks())
+        except RuntimeError:  # rendered outside a running loop (a unit test): there is nothing to count
+            return
+        yield GaugeMetricFamily("hangar_asyncio_tasks", "asyncio tasks not yet done on the server's event loop.", tasks)
 
 
 def template_state(version: dict[str, object]) -> str:
