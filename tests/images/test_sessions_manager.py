@@ -99,7 +99,7 @@ def test_image_sessions_run_the_image_cold_and_say_why(rootfs: Path, tmp_path: P
         described = one.describe()
         assert described["startKind"] == "cold" and described["coldReason"] == IMAGE_COLD_REASON
         out = bytearray()
-        async for event in one.sandbox.exec("cat /data/first; ls /", 10.0):
+        async for event in one.sandbox.exec("cat /tmp/first; ls /", 10.0):
             out += event.data
         assert b'"a": 1' in out and b"srv" in out
 

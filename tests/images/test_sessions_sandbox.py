@@ -126,11 +126,11 @@ async def test_overlay_writes_are_per_session_and_discarded(backend: SandboxBack
     async with started(backend, image_spec(rootfs)) as one, started(backend, image_spec(rootfs)) as two:
         await asyncio.gather(wait_ping(one), wait_ping(two))
         assert (await invoke(one, {"n": 1}))["first"] == {"n": 1}
-        assert (await invoke(two, {"n": 2}))["first"] == {"n": 2}  # not the other session's /data/first
+        assert (await invoke(two, {"n": 2}))["first"] == {"n": 2}  # not the other session's /tmp/first
         assert (await invoke(one, {"n": 3}))["first"] == {"n": 1}  # state kept within the session
-        out, _, code, _ = await run_exec(one, "echo mine > /tmp/t; echo x > /new-top; cat /data/first /tmp/t")
+        out, _, code, _ = await run_exec(one, "echo mine > /tmp/t; echo x > /new-top; cat /tmp/first /tmp/t")
         assert code == 0 and out.decode().split() == ['{"n":', "1}", "mine"]
-        out, _, code, _ = await run_exec(two, "ls /tmp /new-top 2>&1; cat /data/first")
+        out, _, code, _ = await run_exec(two, "ls /tmp /new-top 2>&1; cat /tmp/first")
         assert b"mine" not in out and b"No such file" in out and b'"n": 2' in out
         _, _, code, _ = await run_exec(one, "echo no > /bin/busybox")  # image files are root's, the user is app
         assert code != 0
@@ -144,7 +144,7 @@ async def test_overlay_writes_are_per_session_and_discarded(backend: SandboxBack
 async def test_overlay_is_capped_by_the_disk_limit(backend: SandboxBackend, images: Path) -> None:
     async with started(backend, image_spec(images / "busybox")) as sandbox:
         await wait_ping(sandbox)
-        fill = "head -c 20000000 /dev/zero > /data/big; echo rc=$?; wc -c < /data/big"
+        fill = "head -c 20000000 /dev/zero > /tmp/big; echo rc=$?; wc -c < /tmp/big"
         out, err, _, _ = await run_exec(sandbox, fill)
         assert b"rc=0" not in out and err  # the write failed (ENOSPC, reported as an I/O error by busybox)
         assert int(out.split()[-1]) <= 8 << 20

@@ -21,6 +21,7 @@ import typer
 from botocore.exceptions import ClientError
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from hangar.cli import images
 from hangar.cli.client import (
     DATA_DIR,
     ENDPOINT_URL,
@@ -196,7 +197,9 @@ def upload(
 
 
 def deploy(
-    path: Path = typer.Argument(..., help="Folder holding the agent's code (main.py, requirements.txt ...)."),
+    path: Path | None = typer.Argument(
+        None, help="Folder holding the agent's code (main.py, requirements.txt ...) or a Dockerfile."
+    ),
     name: str = typer.Option(..., "--name", help="Runtime name; updated when it exists, created otherwise."),
     entry: str = typer.Option(
         "main.py", "--entry", help="Entry point, e.g. main.py or 'opentelemetry-instrument main.py'."
@@ -209,12 +212,18 @@ def deploy(
     max_lifetime: int | None = typer.Option(None, "--max-lifetime", help="Maximum session lifetime, seconds."),
     description: str | None = typer.Option(None, "--description", help="Runtime description."),
     timeout: float = typer.Option(900, "--timeout", help="Seconds to wait for READY."),
+    image: str | None = typer.Option(
+        None, "--image", help="Deploy this container image (a containerUri, e.g. ACCT.dkr.ecr.REGION...:TAG)."
+    ),
     endpoint_url: str = ENDPOINT_URL,
     data_dir: Path | None = DATA_DIR,
     region: str | None = REGION,
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Zip PATH, upload it, create or update runtime NAME, and wait until the new version is READY."""
+    """Zip PATH, upload it, create or update runtime NAME, and wait until the new version is READY. A PATH with a
+    Dockerfile is built with docker, podman or buildah and pushed to Hangar's registry; --image deploys an image."""
+    if path is None and image is None:
+        fail("give a folder to deploy (code or a Dockerfile), or --image REF")
     entry_point = entry.split()
     if not 1 <= len(entry_point) <= 2:
         fail("--entry takes one or two words, e.g. main.py or 'opentelemetry-instrument main.py'")
@@ -226,15 +235,23 @@ def deploy(
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="hangar-deploy-") as scratch, _progress() as progress:
         task = progress.add_task(f"packaging {path}")
-        package = package_folder(path, Path(scratch) / "artifact.zip")
-        script = next((part for part in entry_point if part.endswith(".py")), entry_point[-1])
-        if "/".join(part for part in script.split("/") if part not in ("", ".")) not in package.names:
-            fail(f"entry point {script} is not in {path} (or it is excluded by an ignore file)")
-        key = f"{name}/{package.sha256[:16]}.zip"
-        progress.update(task, description=f"uploading {package.files} files, {package.size / 1e6:.2f} MB")
-        version_id = upload_file(hangar, package.path, bucket, key, package.sha256)
-        location = {"bucket": bucket, "prefix": key, **({"versionId": version_id} if version_id else {})}
-        artifact = {"codeConfiguration": {"code": {"s3": location}, "runtime": runtime, "entryPoint": entry_point}}
+        if image is not None:
+            artifact, source = images.image_artifact(image), image
+        elif path is not None and (path / "Dockerfile").is_file():
+            source = images.build_and_push(hangar, path, name.lower(), progress, task)
+            artifact = images.image_artifact(source)
+        else:
+            assert path is not None
+            package = package_folder(path, Path(scratch) / "artifact.zip")
+            script = next((part for part in entry_point if part.endswith(".py")), entry_point[-1])
+            if "/".join(part for part in script.split("/") if part not in ("", ".")) not in package.names:
+                fail(f"entry point {script} is not in {path} (or it is excluded by an ignore file)")
+            key = f"{name}/{package.sha256[:16]}.zip"
+            progress.update(task, description=f"uploading {package.files} files, {package.size / 1e6:.2f} MB")
+            version_id = upload_file(hangar, package.path, bucket, key, package.sha256)
+            location = {"bucket": bucket, "prefix": key, **({"versionId": version_id} if version_id else {})}
+            artifact = {"codeConfiguration": {"code": {"s3": location}, "runtime": runtime, "entryPoint": entry_point}}
+            source = f"s3://{bucket}/{key}"
         existing = find_runtime(control, name, missing_ok=True)
         progress.update(task, description=f"{'updating' if existing else 'creating'} runtime {name}")
         settings = Flags(variables, protocol, idle_timeout, max_lifetime, description)
@@ -247,7 +264,7 @@ def deploy(
         "agentRuntimeId": runtime_id,
         "agentRuntimeVersion": version,
         "status": final.get("status"),
-        "artifact": f"s3://{bucket}/{key}",
+        "artifact": source,
         "seconds": round(time.monotonic() - started, 2),
     }
     if final.get("status") != "READY":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from hangar.cli import credentials, dataplane, deploy, identity, resources
+from hangar.cli import credentials, dataplane, deploy, identity, images, resources
 from hangar.cli.serve import serve
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ resources.register(app)  # runtimes, versions, endpoints
 credentials.register(app)  # credentials
 dataplane.register(app)  # invoke, sessions, exec
 identity.register(app)  # identities, providers, vault
+images.register(app)  # images list, delete
 
 if __name__ == "__main__":  # pragma: no cover
     app()

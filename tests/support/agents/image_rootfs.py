@@ -32,10 +32,10 @@ body=""
 case "$path" in
   /ping) out='{"status":"Healthy"}' ;;
   /invocations*)
-    [ -f /data/first ] || echo "$body" > /data/first
+    [ -f /tmp/first ] || echo "$body" > /tmp/first
     out="{\"agent\":\"busybox\",\"uid\":$(id -u),\"gid\":$(id -g),\"pwd\":\"$(pwd)\""
     out="$out,\"greeting\":\"$GREETING\",\"runtime\":\"$FROM_RUNTIME\""
-    out="$out,\"first\":$(cat /data/first),\"body\":$body}" ;;
+    out="$out,\"first\":$(cat /tmp/first),\"body\":$body}" ;;
   *) out='{"error":"not found"}' ;;
 esac
 printf 'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n'
