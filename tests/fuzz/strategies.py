@@ -182,6 +182,7 @@ class Seeds:
     """Real resources on the server under test: drawn in place of generated ids so handlers go past lookups."""
 
     uri_values: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    header_values: dict[str, tuple[str, ...]] = field(default_factory=dict)  # e.g. a few fixed session ids
 
 
 # -- values from shapes ----------------------------------------------------------------------------------------
@@ -212,14 +213,13 @@ def _text(shape: Shape) -> st.SearchStrategy[str]:
         alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=low, max_size=ordinary_high
     )
     ascii_ = st.text(alphabet=string.ascii_letters + string.digits + "-_", min_size=low, max_size=ordinary_high)
-    options = [ascii_, plain]
     pattern = shape.metadata.get("pattern")
-    if pattern:
-        patterned = _pattern_strategy(pattern)
-        if patterned is not None:
-            top = high if high is not None else 10**9
-            options.insert(0, patterned.filter(lambda s: low <= len(s) <= top))
-    return st.one_of(options)
+    patterned = _pattern_strategy(pattern) if pattern else None
+    if patterned is None:
+        return st.one_of(ascii_, plain)
+    top = high if high is not None else 10**9
+    valid = patterned.filter(lambda s: low <= len(s) <= top)
+    return st.one_of(valid, valid, ascii_, plain)  # mostly valid, so whole requests get past validation
 
 
 def _edge_text(shape: Shape) -> st.SearchStrategy[str]:
@@ -356,7 +356,10 @@ def wire_requests(draw: st.DrawFn, model: OperationModel, seeds: Seeds) -> WireR
             params[name] = draw(st.sampled_from(("x", "abc-1234567890", *INVALID_ARNS[:3])))
         if isinstance(params[name], str):
             params[name] = params[name].encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-    for name in _located(model, "header"):
+    for name, wire_name in _located(model, "header").items():
+        known = seeds.header_values.get(wire_name, ())
+        if known and draw(st.integers(0, 3)) > 0:
+            params[name] = draw(st.sampled_from(known))
         if isinstance(params.get(name), str):
             params[name] = _header_safe(params[name])
     for name in _located(model, "querystring"):

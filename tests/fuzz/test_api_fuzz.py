@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, seed, settings
 from hypothesis import strategies as st
 
+from tests.dataplane.support import deploy, seeded_server
 from tests.fuzz import wire as fuzz_wire
 from tests.fuzz.strategies import Seeds, WireRequest, wire_requests
 from tests.fuzz.wire import SIGNINGS, Operation, prepare, served_operations, shape_problem
@@ -28,6 +29,7 @@ SEED = int(os.environ.get("HANGAR_FUZZ_SEED", "20261207"))
 EXAMPLES = int(os.environ.get("HANGAR_FUZZ_EXAMPLES", "25"))
 OPERATIONS = served_operations()
 ACCOUNT = "123456789012"
+SESSION_HEADER = "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id"
 
 # Requests that once answered 5xx, replayed first on every run (operation name → (request, signing)).
 REGRESSIONS: dict[str, list[tuple[WireRequest, str]]] = {
@@ -60,12 +62,22 @@ class Target:
 
 
 @pytest.fixture(scope="module")
-def target(hangar: HangarServer) -> Iterator[Target]:
-    """The server plus a few real resources, so cases get past "not found" into the handlers' deeper checks."""
-    control = hangar.boto3_client("bedrock-agentcore-control")
-    s3 = hangar.boto3_client("s3")
+def fuzz_server() -> Iterator[HangarServer]:
+    with seeded_server("hangar-fuzz-", ["misbehave"]) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def target(fuzz_server: HangarServer) -> Iterator[Target]:
+    """The server plus real resources, so cases get past "not found" into the handlers' deeper checks: a READY
+    runtime whose agent answers (data plane only, so no control-plane case deletes it), two runtimes whose
+    build failed (control plane), an S3 object, and two session ids (so a handful of sandboxes serve every case).
+    """
+    control = fuzz_server.boto3_client("bedrock-agentcore-control")
+    s3 = fuzz_server.boto3_client("s3")
     s3.create_bucket(Bucket="fuzz-seed")
     s3.put_object(Bucket="fuzz-seed", Key="agent.zip", Body=b"not really a zip")
+    ready = deploy(control, "misbehave")
     runtimes = [
         control.create_agent_runtime(
             agentRuntimeName=f"fuzz_seed_{i}",
@@ -80,15 +92,16 @@ def target(hangar: HangarServer) -> Iterator[Target]:
     seeds = Seeds(
         uri_values={
             "agentRuntimeId": ids,
-            "agentRuntimeArn": (*arns, ids[0]),
-            "resourceArn": arns,
+            "agentRuntimeArn": (ready["agentRuntimeArn"], ready["agentRuntimeArn"], arns[0], ids[0]),
+            "resourceArn": (*arns, ready["agentRuntimeArn"]),
             "endpointName": ("DEFAULT",),
             "Bucket": ("fuzz-seed",),
             "Key": ("agent.zip", "dir/agent.zip"),
-        }
+        },
+        header_values={SESSION_HEADER: (f"fuzz-session-{'a' * 30}", f"fuzz-session-{'b' * 30}")},
     )
     with httpx.Client(timeout=60) as client:
-        yield Target(hangar, client, read_admin_key(hangar.credentials_file), seeds)
+        yield Target(fuzz_server, client, read_admin_key(fuzz_server.credentials_file), seeds)
 
 
 def test_discovery_finds_the_served_operations() -> None:
