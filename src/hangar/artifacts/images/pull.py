@@ -8,6 +8,7 @@ no blob may be longer than its descriptor says (the read stops there).
 from __future__ import annotations
 
 import base64
+import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -79,13 +80,14 @@ class RemoteRegistry:
             response = self._send(repository, path, headers)
         try:
             if response.status_code != 200:
+                hint = (
+                    " (check the registry credentials in HANGAR_REGISTRY_AUTH)"
+                    if response.status_code in (401, 403)
+                    else ""
+                )
                 raise ImageError(
-                    f"{self.host}/{repository}: GET {path.split('/')[0]} answered HTTP {response.status_code}"
-                    + (
-                        " (check the registry credentials in HANGAR_REGISTRY_AUTH)"
-                        if response.status_code in (401, 403)
-                        else ""
-                    )
+                    f"{self.host}/{repository}: GET {path.split('/')[0]} {path.split('/', 1)[-1][:80]} answered "
+                    f"HTTP {response.status_code}{_said(response)}{hint}"
                 )
             yield response
         finally:
@@ -153,3 +155,13 @@ def _read_capped(response: httpx.Response, limit: int, what: str) -> bytes:
             raise ImageError(f"{what} exceeds {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _said(response: httpx.Response) -> str:
+    """The registry's own error message (distribution spec body), briefly, if it sent one."""
+    try:
+        document = json.loads(_read_capped(response, 4096, "error body"))
+        message = document["errors"][0].get("message") or document["errors"][0].get("code")
+    except Exception:
+        return ""
+    return f": {str(message)[:200]}"
