@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import stat
 import sys
 import tempfile
@@ -42,6 +43,32 @@ def namespace_unsupported_reason() -> str | None:
     from hangar.sandbox.namespace.host import unsupported_reason
 
     return unsupported_reason()
+
+
+def missing_for_isolation() -> list[str]:
+    """Everything this host lacks for the namespace backend, not only the first thing a user would trip over."""
+    if not sys.platform.startswith("linux"):
+        return [f"Linux (this is {sys.platform})"]
+    from hangar.sandbox.namespace import cgroups, seccomp
+    from hangar.sandbox.namespace.host import unsupported_reason
+
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("root (sessions run under their own uids, in cgroups, on tmpfs mounts)")
+    for tool, package in (("bwrap", "bubblewrap"), ("setpriv", "util-linux")):
+        if shutil.which(tool) is None:
+            missing.append(f"{tool} (Debian package {package})")
+    if cgroups.detect() is None:
+        missing.append("usable cgroup memory, pids and cpu controllers (v1 or v2)")
+    if not seccomp.available():
+        missing.append("libseccomp (Debian package libseccomp2)")
+    limit = Path("/proc/sys/user/max_user_namespaces")
+    if limit.exists() and limit.read_text().strip() == "0":
+        missing.append("user namespaces (sysctl user.max_user_namespaces is 0)")
+    if not missing:  # everything is there, yet the unprivileged bwrap probe failed: its own words
+        reason = unsupported_reason()
+        missing += [reason] if reason else []
+    return missing
 
 
 def unavailable_message(choice: str, reason: str) -> str:
@@ -85,7 +112,8 @@ def preflight(settings: Settings) -> None:
         return
     reason = namespace_unsupported_reason()
     if reason is not None:
-        raise SandboxUnavailableError(unavailable_message(choice, reason))
+        missing = missing_for_isolation() or [reason]
+        raise SandboxUnavailableError(unavailable_message(choice, "missing " + "; ".join(missing)))
     prepare_data_dir(settings.data_dir)
 
 
