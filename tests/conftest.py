@@ -10,9 +10,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
@@ -35,15 +37,27 @@ ISOLATION_TESTS = (
 # Skips that say nothing about this host's isolation (the code under test does not exist on the platform).
 PLATFORM_SKIPS = ("the i386 ABI exists on x86_64 only",)
 _OWN_BASETEMP = pytest.StashKey[Path]()
+BASETEMP_PREFIX = "hangar-pytest-"
+KEEP_FAILED_RUN_S = 24 * 3600
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     if config.option.basetemp is None:
-        root = Path(tempfile.mkdtemp(prefix="hangar-pytest-"))
+        _prune_old_failed_runs()
+        root = Path(tempfile.mkdtemp(prefix=BASETEMP_PREFIX))
         root.chmod(0o711)
         config.option.basetemp = str(root / "t")
         config.stash[_OWN_BASETEMP] = root
+
+
+def _prune_old_failed_runs() -> None:
+    """A failed run keeps its temp dir for a day (server logs are in it); older ones go."""
+    cutoff = time.time() - KEEP_FAILED_RUN_S
+    for old in Path(tempfile.gettempdir()).glob(f"{BASETEMP_PREFIX}*"):
+        with contextlib.suppress(OSError):
+            if old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

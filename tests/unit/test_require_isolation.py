@@ -24,7 +24,17 @@ def child_pytest(tmp_path: Path, require: bool, *tests: str) -> subprocess.Compl
     if require:
         env["HANGAR_REQUIRE_ISOLATION"] = "1"
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *tests],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+            f"--basetemp={tmp_path / 'child'}",
+            *tests,
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,
