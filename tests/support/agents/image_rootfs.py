@@ -14,7 +14,10 @@ import sys
 from pathlib import Path
 
 BUSYBOX = Path("/bin/busybox")
-APPLETS = ("sh", "ls", "cat", "echo", "id", "nc", "env", "head", "tr", "printf", "sleep", "pwd", "mkdir", "touch")
+APPLETS = (
+    *("sh", "ls", "cat", "echo", "id", "nc", "env", "head", "tr", "printf", "sleep", "pwd", "mkdir", "touch"),
+    *("dd", "grep", "ln", "kill", "setsid", "wc", "tee", "rm", "ps", "stat"),
+)
 APP_UID = 1234
 APP_GID = 2345
 

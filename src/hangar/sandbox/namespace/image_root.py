@@ -17,6 +17,8 @@ import ctypes
 import glob
 import os
 import stat
+import subprocess
+import threading
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -163,13 +165,15 @@ def _ensure(root: Path, relative: str, kind: str, mode: int = 0o755) -> None:
 def mount_root(state: StateDir, image_rootfs: Path, uid: int, workdir: str, outbound: Outbound | None) -> Path:
     """Mount the session's overlay (upper and work dirs on its tmpfs, the upper's root owned by its leased uid) and
     make every mount point bwrap will need; returns the merged directory."""
-    upper, work, merged = state.rw / "upper", state.rw / "work", root_dir(state)
+    upper, work, merged, lower = state.rw / "upper", state.rw / "work", root_dir(state), state.path / "lower"
     upper.mkdir(mode=0o755)
     work.mkdir(mode=0o700)
     # SAFETY: the upper layer's root is the sandbox's own "/" (as a container's is); on its own size-capped tmpfs.
     os.chown(upper, uid, uid)
     merged.mkdir(mode=0o755)
-    options = f"lowerdir={image_rootfs},upperdir={upper},workdir={work}".encode()
+    lower.mkdir(mode=0o755)
+    attach_idmapped(image_rootfs, lower, uid)
+    options = f"lowerdir={lower},upperdir={upper},workdir={work}".encode()
     # SAFETY: an overlay of the read-only image store (lower) and the sandbox's own tmpfs (upper, work) on a
     # directory we just created in our own state dir; rootfs.unmount_writable() detaches it on stop and orphan cleanup.
     if _libc().mount(b"hangar-image", str(merged).encode(), b"overlay", MS_NOSUID | MS_NODEV, options) != 0:
@@ -194,6 +198,89 @@ def _sticky_tmp(merged: Path) -> None:
             os.fchmod(fd, 0o1777)
     finally:
         os.close(fd)
+
+
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+OPEN_TREE_CLONE = 0x1
+OPEN_TREE_CLOEXEC = 0o2000000
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOUNT_ATTR_IDMAP = 0x00100000
+MOUNT_ATTR_RDONLY = 0x1
+SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_MOUNT_SETATTR = 428, 429, 442  # the same number on every architecture
+_userns: dict[int, int] = {}  # leased uid -> fd of a user namespace mapping 0 onto it (kept: leases are few)
+_userns_lock = threading.Lock()
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
+
+
+def _userns_fd(uid: int) -> int:
+    """A user namespace whose uid and gid 0 are the host's ``uid`` (made once per leased uid by a short-lived
+    ``unshare --user`` child; the namespace lives on through the fd)."""
+    with _userns_lock:
+        if uid in _userns:
+            return _userns[uid]
+        child = subprocess.Popen(
+            ["unshare", "--user", "/bin/sh", "-c", "echo; exec sleep 60"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            env={"PATH": "/usr/bin:/bin"},
+        )
+        try:
+            assert child.stdout is not None
+            child.stdout.readline()  # the shell runs: the child is in its new user namespace
+            for name in ("uid_map", "gid_map"):
+                # SAFETY: root maps the child's fresh, empty user namespace's 0 onto the sandbox's leased uid only.
+                with open(f"/proc/{child.pid}/{name}", "w") as mapping:
+                    mapping.write(f"0 {uid} 1\n")
+            fd = os.open(f"/proc/{child.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        finally:
+            child.kill()
+            child.wait()
+        _userns[uid] = fd
+        return fd
+
+
+def _check(result: int, what: str) -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return result
+
+
+def attach_idmapped(source: Path, target: Path, uid: int) -> None:
+    """Attach a read-only, ID-mapped view of ``source`` at ``target``: the store's root-owned files appear owned by
+    the session's leased uid, which is the image's ``User`` inside, so the image's user owns its image (as in a
+    container) while the store itself stays untouched and read-only."""
+    libc = _libc()
+    tree = _check(
+        libc.syscall(SYS_OPEN_TREE, AT_FDCWD, str(source).encode(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE),
+        f"open_tree {source}",
+    )
+    try:
+        attr = _MountAttr(MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY, 0, 0, _userns_fd(uid))
+        # SAFETY: changes only the detached clone of the store's mount we just made (no one else holds it).
+        _check(
+            libc.syscall(
+                SYS_MOUNT_SETATTR, tree, b"", AT_EMPTY_PATH | AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr)
+            ),
+            "mount_setattr idmap",
+        )
+        # SAFETY: attaches it on a directory we just created in the sandbox's own state dir (detached at stop).
+        _check(
+            libc.syscall(SYS_MOVE_MOUNT, tree, b"", AT_FDCWD, str(target).encode(), MOVE_MOUNT_F_EMPTY_PATH),
+            f"move_mount {target}",
+        )
+    finally:
+        os.close(tree)
 
 
 def image_mounts(merged: Path, etc: Path, inside: Path, shm_bytes: int, outbound: Outbound | None) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 from functools import cache
 from pathlib import Path
@@ -63,14 +64,19 @@ def mount_writable(state: StateDir, size_bytes: int, uid: int) -> None:
 
 
 def unmount_writable(state: StateDir) -> None:
-    """Detach an image sandbox's overlay (``image_root.mount_root``: its layers live on the tmpfs), then the tmpfs."""
-    for path in (state.path / "root", state.rw):
-        if not os.path.ismount(path):
+    """Detach an image sandbox's overlay and its ID-mapped lower layer (``image_root.mount_root``: its upper layer
+    lives on the tmpfs), then the tmpfs. The lower layer is a bind of the same file system (``ismount`` cannot
+    tell), so those two are simply detached when they are mounted (EINVAL: they are not)."""
+    for path in (state.path / "root", state.path / "lower", state.rw):
+        if path == state.rw and not os.path.ismount(path):
             continue
-        # SAFETY: detaches only what mount_writable() or image_root.mount_root() mounted on this state dir (checked
-        # to be a mount point).
+        if path != state.rw and not path.is_dir():
+            continue
+        # SAFETY: detaches only what mount_writable() or image_root.mount_root() mounted on this state dir.
         if _libc().umount2(str(path).encode(), MNT_DETACH) != 0:
             err = ctypes.get_errno()
+            if err == errno.EINVAL and path != state.rw:
+                continue  # not a mount point (a code sandbox, or a start that failed before mounting it)
             raise OSError(err, f"umount {path}: {os.strerror(err)}")
 
 
