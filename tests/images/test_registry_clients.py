@@ -182,7 +182,7 @@ def test_buildah_and_podman_push(
     assert set(media) == {"buildah", "podman", "docker-v2s2"}
 
 
-def test_oras_push_and_pull(hangar: HangarServer, password: str, ecr: Any, tmp_path: Path) -> None:
+def test_oras_push_and_pull(hangar: HangarServer, password: str, ecr: Any, control: Any, tmp_path: Path) -> None:
     oras_client = pytest.importorskip("oras.client")
     repo = new_repository(ecr, "oras")
     artifact = tmp_path / "model.bin"
@@ -206,6 +206,9 @@ def test_oras_push_and_pull(hangar: HangarServer, password: str, ecr: Any, tmp_p
     assert [Path(p).read_bytes() for p in pulled] == [artifact.read_bytes()]
     listed = ecr.list_images(repositoryName=repo)["imageIds"]
     assert sorted(i["imageTag"] for i in listed) == ["chunked", "v1"]
+    # an artifact is stored and served, but it is not an image an agent can run from
+    got = create_image_runtime(control, f"{ecr_host(hangar)}/{repo}:v1")
+    assert got["status"] == "CREATE_FAILED" and "is not a container image" in got["failureReason"]
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,8 @@ from hangar.domain.invocation import ImageConfig, PreparedVersion
 
 log = logging.getLogger("hangar.images")
 
+IMAGE_CONFIGS = ("application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json")
+
 FetchManifest = Callable[[str], tuple[bytes, str, str]]  # reference -> (body, media type, digest)
 FetchBlob = Callable[[str, int], None]  # digest, declared size -> blob in the store (verified)
 
@@ -86,6 +88,11 @@ class ImagePreparer:
                 raise ImageError("an image index points at another index; Hangar expects an image manifest there")
         self._check_size(manifest)
         assert manifest.config is not None
+        if manifest.config.media_type not in IMAGE_CONFIGS:
+            raise ImageError(
+                f"{ref.registry}/{ref.repository}:{ref.reference} is not a container image (its config is "
+                f"{manifest.config.media_type[:100]!r}; an OCI artifact cannot run as an agent)"
+            )
         fetch_blob(manifest.config.digest, manifest.config.size)
         config = parse_config(self._verified(manifest.config.digest))
         if config.architecture and config.architecture != arch:

@@ -68,7 +68,7 @@ class RootfsStore:
                     log.info("layer %s: skipped %s", digest, note)
                 record = {"whiteouts": result.whiteouts, "opaque": result.opaque_dirs, "size": result.size}
                 (tmp / "layer.json").write_text(json.dumps(record))
-                os.rename(tmp, final)
+                _publish(tmp, final)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
@@ -87,7 +87,7 @@ class RootfsStore:
                     layer = self.layer(digest, blob, budget)
                     _apply(layer, tmp)
                 os.chmod(tmp, 0o755)
-                os.rename(tmp, final)
+                _publish(tmp, final)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
@@ -105,6 +105,16 @@ class RootfsStore:
                     shutil.rmtree(entry, ignore_errors=True)
                 removed[index] += 1
         return removed[0], removed[1]
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Rename a finished tree into place; another process that finished the same digest first wins."""
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        if not final.is_dir():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _recorded_size(layer: Path) -> int:
