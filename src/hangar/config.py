@@ -37,10 +37,15 @@ class Settings(BaseSettings):
     artifacts_dir: Path | None = Field(
         None, description="Root of the local artifact store (S3-style buckets). Unset: <data_dir>/artifacts."
     )
-    sandbox_backend: Literal["auto", "namespace", "process"] = Field(
+    sandbox_backend: Literal["auto", "namespace", "gvisor", "process"] = Field(
         "auto",
         description="Isolation backend for sessions. auto and namespace: isolate every session, or refuse to start "
-        "(naming what the host lacks); process: NO isolation, only when asked for explicitly.",
+        "(naming what the host lacks), and run the runtimes whose environment sets HANGAR_SANDBOX_BACKEND=gvisor "
+        "in gVisor; gvisor: every session in gVisor (runsc); process: NO isolation, only when asked for explicitly.",
+    )
+    gvisor_runsc: str = Field("runsc", description="The runsc binary (name on PATH or path) of gVisor sessions.")
+    gvisor_platform: Literal["ptrace", "kvm"] = Field(
+        "ptrace", description="gVisor's platform: ptrace works everywhere; kvm is faster where /dev/kvm works."
     )
     egress: Literal["allow", "deny"] = Field(
         "allow", description="Outbound network for sandboxes of PUBLIC runtimes; deny cuts all egress."

@@ -114,6 +114,11 @@ def preflight(settings: Settings) -> None:
     if reason is not None:
         missing = missing_for_isolation() or [reason]
         raise SandboxUnavailableError(unavailable_message(choice, "missing " + "; ".join(missing)))
+    if choice == "gvisor":
+        from hangar.sandbox.gvisor.host import unsupported_reason as gvisor_reason
+
+        if (reason := gvisor_reason(settings.gvisor_runsc, settings.gvisor_platform)) is not None:
+            raise SandboxUnavailableError(unavailable_message(choice, reason))
     prepare_data_dir(settings.data_dir)
 
 
@@ -121,11 +126,11 @@ def select_backend(settings: Settings) -> SandboxBackend:
     """``auto`` and ``namespace``: the namespace backend, or SandboxUnavailableError; ``process``: no isolation."""
     choice = settings.sandbox_backend
     tag = instance_tag(settings.data_dir)
-    if choice in ("auto", "namespace"):
+    if choice in ("auto", "namespace", "gvisor"):
         preflight(settings)
-        from hangar.sandbox.namespace import NamespaceBackend
+        from hangar.sandbox.gvisor.routing import isolating_backend
 
-        return NamespaceBackend(state_root=Path("/run/hangar") / tag, tag=tag, egress=settings.egress)
+        return isolating_backend(settings, tag)
     log.warning(NO_ISOLATION_WARNING)
     return ProcessBackend(
         state_root=Path(tempfile.gettempdir()) / f"hangar-{tag}", start_timeout_s=settings.session_start_timeout_s

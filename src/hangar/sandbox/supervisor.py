@@ -319,13 +319,15 @@ def _listener(fd: int) -> socket.socket:
 
 
 async def _wait_pid(pid: int) -> int:
-    """Exit status of our child ``pid``, awaited through a pidfd (no watcher thread); polled where there is none."""
-    if not hasattr(os, "pidfd_open"):  # not Linux: the process backend elsewhere
+    """Exit status of our child ``pid``, awaited through a pidfd (no watcher thread); polled where there is none
+    (not Linux, or a kernel without pidfd_open such as gVisor's)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
         while (status := os.waitpid(pid, os.WNOHANG))[0] == 0:
             await asyncio.sleep(0.05)
         return os.waitstatus_to_exitcode(status[1])
     loop = asyncio.get_running_loop()
-    pidfd = os.pidfd_open(pid)
     exited = loop.create_future()
     loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
     try:
