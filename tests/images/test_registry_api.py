@@ -152,3 +152,21 @@ def test_ecr_errors_are_json_protocol_shaped(ecr: Any) -> None:
     paged = ecr.get_paginator("describe_repositories").paginate(PaginationConfig={"PageSize": 2})
     names = [r["repositoryName"] for page in paged for r in page["repositories"]]
     assert len(names) == len(set(names)) >= 2
+
+
+def test_ecr_put_image_and_batch_get(registry: RegistryClient, ecr: Any) -> None:
+    repo = new_repository(ecr, "putimage")
+    img = image([[Entry("bin/agent", data=uuid.uuid4().bytes, mode=0o755)]])
+    for blob in img.blobs():
+        registry.push_blob(repo, blob)
+    put = ecr.put_image(repositoryName=repo, imageManifest=img.manifest.decode(), imageTag="api")["image"]
+    assert put["imageId"] == {"imageDigest": img.digest, "imageTag": "api"}
+    assert registry.http.get(f"/v2/{repo}/manifests/api").content == img.manifest
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        ecr.put_image(repositoryName=repo, imageManifest=img.manifest.decode(), imageDigest=digest_of(b"x"))
+    assert caught.value.response["Error"]["Code"] == "ImageDigestDoesNotMatchException"
+    document = json.loads(img.manifest)
+    document["layers"][0]["digest"] = digest_of(b"never pushed")
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        ecr.put_image(repositoryName=repo, imageManifest=json.dumps(document), imageTag="broken")
+    assert caught.value.response["Error"]["Code"] == "LayersNotFoundException"

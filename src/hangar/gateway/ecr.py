@@ -1,8 +1,8 @@
 """The ECR API subset a user touches (JSON 1.1 protocol: ``POST /`` with ``X-Amz-Target``, SigV4 for ``ecr``).
 
 GetAuthorizationToken, CreateRepository, DescribeRepositories, ListImages, DescribeImages, BatchDeleteImage,
-DeleteRepository and BatchGetImage, shaped as botocore's ``ecr`` model says. Errors carry ``__type`` in the body,
-which is what botocore's JSON parser reads as the error code.
+DeleteRepository, BatchGetImage and PutImage, shaped as botocore's ``ecr`` model says. Errors carry ``__type`` in
+the body, which is what botocore's JSON parser reads as the error code.
 """
 
 from __future__ import annotations
@@ -28,6 +28,13 @@ from hangar.gateway.registry import issue_password
 from hangar.gateway.routing import Route
 from hangar.store.images import ManifestRow, RepositoryRow
 
+# How a refused manifest reads in ECR's vocabulary (PutImage).
+_REGISTRY_CODES = {
+    "MANIFEST_BLOB_UNKNOWN": "LayersNotFoundException",
+    "DIGEST_INVALID": "ImageDigestDoesNotMatchException",
+    "NAME_UNKNOWN": "RepositoryNotFoundException",
+    "MANIFEST_UNKNOWN": "ImageNotFoundException",
+}
 TARGET_PREFIX = "AmazonEC2ContainerRegistry_V20150921."
 CONTENT_TYPE = "application/x-amz-json-1.1"
 MAX_BODY = 1024 * 1024
@@ -271,6 +278,28 @@ class Ecr:
             )
         return {"images": images, "failures": failures}
 
+    async def PutImage(self, document: dict[str, Any]) -> dict[str, Any]:
+        name = _string(document, "repositoryName", required=True) or ""
+        body = (_string(document, "imageManifest", required=True) or "").encode()
+        tag, digest = _string(document, "imageTag"), _string(document, "imageDigest")
+        media_type = _string(document, "imageManifestMediaType")
+        self.registry.require_repository(name, ecr=True)
+        actual = "sha256:" + hashlib.sha256(body).hexdigest()
+        if digest is not None and digest != actual:
+            raise EcrError("ImageDigestDoesNotMatchException", f"The imageDigest {digest[:80]} does not match {actual}")
+        stored = await anyio.to_thread.run_sync(self.registry.put_manifest, name, tag or actual, body, media_type)
+        image_id = {"imageDigest": stored, **({"imageTag": tag} if tag else {})}
+        manifest = await anyio.to_thread.run_sync(self.registry.get_manifest, name, stored)
+        return {
+            "image": {
+                "registryId": self.settings.account_id,
+                "repositoryName": name,
+                "imageId": image_id,
+                "imageManifest": body.decode(),
+                "imageManifestMediaType": manifest.media_type,
+            }
+        }
+
     @staticmethod
     def _find(rows: list[ManifestRow], image_id: dict[str, Any]) -> ManifestRow | None:
         digest, tag = image_id.get("imageDigest"), image_id.get("imageTag")
@@ -293,6 +322,7 @@ OPERATIONS: dict[str, Callable[..., Any]] = {
         "DescribeImages",
         "BatchDeleteImage",
         "BatchGetImage",
+        "PutImage",
     )
 }
 
@@ -327,7 +357,8 @@ async def ecr(request: Request, params: dict[str, str]) -> Response:
         answer = await operation(Ecr(request, services.registry, principal), document)
         return _answer(answer)
     except RegistryError as exc:
-        return _fail(EcrError("InvalidParameterException", exc.message), request_id)
+        code = _REGISTRY_CODES.get(exc.oci_code, "InvalidParameterException")
+        return _fail(EcrError(code, exc.message), request_id)
     except HangarError as exc:
         return _fail(exc, request_id)
 
