@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import httpx
 import pytest
 import websockets
 from botocore.auth import SigV4Auth, SigV4QueryAuth
