@@ -198,6 +198,9 @@ SOAK_LABELS = {
 }
 
 
+COVERAGE = ("sandboxes_seen", "sessions_started")
+
+
 def soak_rows(soak: dict[str, Any]) -> list[Row]:
     """One row per sampled series (first vs last window median, slope, verdict), then errors and leftovers."""
     if "series" not in soak:
@@ -220,7 +223,7 @@ def soak_rows(soak: dict[str, Any]) -> list[Row]:
         )
     kinds = ", ".join(f"{kind} {v['ok']}" for kind, v in soak["operations"].items())
     left = soak.get("leftovers") or {}
-    counted = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in left.items() if k != "sandboxes_seen")
+    counted = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in left.items() if k not in COVERAGE)
     rows.append((f"soak {minutes:.0f} min: operations and errors", f"{soak['errors']} errors", "", "", kinds))
     rows.append(
         (
@@ -228,7 +231,7 @@ def soak_rows(soak: dict[str, Any]) -> list[Row]:
             counted,
             "",
             "",
-            f"{left.get('sandboxes_seen')} sandboxes seen",
+            f"veths of {left.get('sandboxes_seen')} sandboxes seen ({left.get('sessions_started')} sessions started)",
         )
     )
     return rows

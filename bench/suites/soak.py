@@ -8,7 +8,7 @@ live sessions (``hangar_sessions_live``) and live sandboxes (this installation's
 (10 % of the run, at most 60 s) it compares the median of the first window (5 minutes, or a quarter of what is
 measured when shorter) with the median of the last, fits a slope per hour, and calls each series flat by
 ``RULE``. After the server stopped it counts what it left: uid leases, cgroups, network namespaces, host veths
-(of the sandboxes seen while sampling) and state dirs.
+(of the sandboxes seen: a watcher lists the installation's sandbox state dirs every ``WATCH_S``) and state dirs.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ SMOKE_SECONDS = 60
 WINDOW_S = 300
 SEGMENTS = 6
 RATIO = 1.10
+WATCH_S = 0.05
 # growth below these (per series, in its unit) is noise at any size: a few fds of an in-flight request, one task
 SLACK = {"rss_mib": 8.0, "fds": 8, "threads": 2, "asyncio_tasks": 16, "sessions": 2, "sandboxes": 2}
 RULE = (
@@ -55,8 +56,12 @@ def run(ctx: BenchContext) -> dict[str, object]:
         arn = hangar.deploy(AGENTS / "soak", name="bench_soak")
         load = Load(hangar, arn, seconds)
         load.start()
+        watcher = threading.Thread(target=probe.watch, name="soak-watch", daemon=True)
+        watcher.start()
         samples = probe.sample_until(time.monotonic() + seconds, interval)
         load.stop()
+        probe.done.set()
+        watcher.join(10)
         time.sleep(interval)  # what the stopped load's sessions leave behind, once their stops are through
         after_load = probe.sample(time.monotonic() - probe.started)
     finally:
@@ -73,7 +78,7 @@ def run(ctx: BenchContext) -> dict[str, object]:
     result["window_s"] = window
     result["series"] = {name: trend(measured, name, window) for name in SLACK}
     result["flat"] = all(v.get("flat") for v in result["series"].values() if v.get("n"))  # type: ignore[union-attr]
-    result["leftovers"] = leftovers(data_dir, probe.seen)
+    result["leftovers"] = {**leftovers(data_dir, probe.seen), "sessions_started": after_load.get("started")}
     result["after_load"] = after_load
     result["samples"] = samples
     return result
@@ -87,7 +92,16 @@ class Probe:
         self.pid = hangar.process.pid  # type: ignore[union-attr]
         self.started = time.monotonic()
         self.seen: set[str] = set()
+        self.done = threading.Event()
         self.layout, self.prefix = _cgroups(hangar.data_dir)
+
+    def watch(self) -> None:
+        """Collect the id of every sandbox that lives longer than ``WATCH_S`` (for the leftover veth check)."""
+        from hangar.sandbox.state import instance_tag, list_states
+
+        root = Path("/run/hangar") / instance_tag(self.hangar.data_dir)
+        while not self.done.wait(WATCH_S):
+            self.seen.update(state.sandbox_id for state in list_states(root))
 
     def sample_until(self, deadline: float, interval: float) -> list[dict[str, float]]:
         self.started = time.monotonic()
@@ -113,6 +127,8 @@ class Probe:
                 sample["asyncio_tasks"] = family.samples[0].value
             elif family.name == "hangar_sessions_live":
                 sample["sessions"] = sum(s.value for s in family.samples)
+            elif family.name == "hangar_sessions_started":
+                sample["started"] = int(sum(s.value for s in family.samples if s.name.endswith("_total")))
         if self.layout is not None:
             from hangar.sandbox.namespace.cgroups import list_names
 

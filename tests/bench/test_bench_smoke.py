@@ -52,8 +52,9 @@ def test_bench_smoke_runs_every_suite(tmp_path: Path) -> None:
     soak = suites["soak"]
     assert soak["errors"] == 0, soak["first_errors"]
     assert all(counts["ok"] > 0 for counts in soak["operations"].values()), soak["operations"]
-    left = {k: v for k, v in soak["leftovers"].items() if k != "sandboxes_seen"}
+    left = {k: v for k, v in soak["leftovers"].items() if k not in ("sandboxes_seen", "sessions_started")}
     assert set(left.values()) <= {0, None}, left
+    assert soak["leftovers"]["sessions_started"] > 0
     assert {"rss_mib", "fds", "threads", "asyncio_tasks"} <= set(soak["series"])
     assert all(soak["series"][name]["n"] > 0 for name in ("rss_mib", "fds", "threads", "asyncio_tasks"))
     assert (tmp_path / "smoke.png").stat().st_size > 0

@@ -76,7 +76,7 @@ def test_the_table_names_a_growing_series_and_what_was_left() -> None:
         "errors": 1,
         "operations": {"warm": {"ok": 5, "errors": 1}},
         "series": {"fds": trend(_series([40.0 + i for i in range(60)], "fds"), "fds", window=100), "threads": {"n": 0}},
-        "leftovers": {"uid_leases": 0, "cgroups": 1, "sandboxes_seen": 7},
+        "leftovers": {"uid_leases": 0, "cgroups": 1, "sandboxes_seen": 7, "sessions_started": 9},
     }
     rows = soak_rows(soak)
     assert [row[0] for row in rows] == [
@@ -86,4 +86,4 @@ def test_the_table_names_a_growing_series_and_what_was_left() -> None:
     ]
     assert "GROWS (monotonic)" in rows[0][4]
     assert rows[1][1] == "1 errors"
-    assert rows[2][1] == "uid leases 0, cgroups 1" and rows[2][4] == "7 sandboxes seen"
+    assert rows[2][1] == "uid leases 0, cgroups 1" and rows[2][4] == "veths of 7 sandboxes seen (9 sessions started)"
