@@ -93,7 +93,7 @@ def python_rootfs(root: Path, site_packages: list[Path] | None = None) -> Path:
     python = "/usr/bin/python3.11"
     busybox_rootfs(root)
     stdlib = Path("/usr/lib/python3.11")
-    _link_tree(stdlib, root / "usr/lib/python3.11", skip=("site-packages", "dist-packages", "test", "__pycache__"))
+    _link_tree(stdlib, root / "usr/lib/python3.11", skip=("site-packages", "dist-packages", "test"))
     libs: set[Path] = set(_needed_libraries(python))
     extensions = list((stdlib / "lib-dynload").glob("*.so"))
     for package in site_packages or []:
@@ -121,7 +121,8 @@ def python_rootfs(root: Path, site_packages: list[Path] | None = None) -> Path:
     return root
 
 
-def _link_tree(source: Path, target: Path, skip: tuple[str, ...] = ("__pycache__",)) -> None:
+def _link_tree(source: Path, target: Path, skip: tuple[str, ...] = ()) -> None:
+    """Hard links where possible (cheap); compiled bytecode is kept, as real images keep it."""
     def copy(src: str, dst: str) -> None:
         try:
             os.link(src, dst)
