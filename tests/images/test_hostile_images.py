@@ -139,15 +139,17 @@ def test_devices_are_skipped_and_setuid_is_stripped(
         Entry("bin/sg", data=b"#!/bin/sh\n", mode=0o2755),
         Entry("tmp", "dir", mode=0o1777),
         Entry("etc/shadow", data=b"root:x", mode=0o600),
+        Entry("etc/shared", data=b"x", mode=0o666),
     ]
     img = image([entries])
     assert deploy(hangar, registry, control, repo, img)["status"] == "READY"
     rootfs = rootfs_of(hangar, img)
     assert sorted(p.name for p in (rootfs / "dev").iterdir()) == []
-    assert stat.S_IMODE((rootfs / "bin" / "su").stat().st_mode) == 0o555
-    assert stat.S_IMODE((rootfs / "bin" / "sg").stat().st_mode) == 0o555
-    assert stat.S_IMODE((rootfs / "tmp").stat().st_mode) == 0o755  # no shared world-writable directory
-    assert stat.S_IMODE((rootfs / "etc" / "shadow").stat().st_mode) == 0o444  # readable by the session's uid
+    assert stat.S_IMODE((rootfs / "bin" / "su").stat().st_mode) == 0o755
+    assert stat.S_IMODE((rootfs / "bin" / "sg").stat().st_mode) == 0o755
+    assert stat.S_IMODE((rootfs / "tmp").stat().st_mode) == 0o755  # nothing in the store is world-writable
+    assert stat.S_IMODE((rootfs / "etc" / "shadow").stat().st_mode) == 0o644  # readable by the session's uid
+    assert stat.S_IMODE((rootfs / "etc" / "shared").stat().st_mode) == 0o644
 
 
 def test_gzip_bomb_is_refused_while_streaming(

@@ -6,8 +6,8 @@ symlink or a non-directory is refused, so nothing is ever written outside the tr
 ``O_CREAT | O_EXCL | O_NOFOLLOW``. Symlinks are stored as symlinks whatever they point to (absolute ones are
 normal in images; they resolve inside the sandbox's ``/``) and are never followed here. Hard links must name a
 regular file of the same layer. Character and block devices and FIFOs are skipped (as rootless runtimes do: a
-session cannot create device nodes anyway). Ownership is not kept, set-uid/set-gid/sticky bits are dropped, files
-are read-only and world-readable (``0444``, ``0555`` when executable), directories ``0755``.
+session cannot create device nodes anyway). Ownership is not kept (everything belongs to Hangar), set-uid/set-gid/
+sticky bits and group/other write bits are dropped, files are world-readable, directories ``0755``.
 
 OCI whiteouts (``.wh.<name>``) and opaque markers (``.wh..wh..opq``) are not written: they are returned, and
 ``rootfs.assemble`` applies them to the layers below. Decompression (gzip, zstd or none, found by magic bytes) is
@@ -151,7 +151,10 @@ def remove(path: Path) -> None:
 
 
 def file_mode(mode: int) -> int:
-    return 0o555 if mode & 0o111 else 0o444
+    """The image's permission bits without set-uid/set-gid/sticky and without group/other write, plus read for
+    all. Sessions see the store through an ID-mapped, read-only lower layer where files appear owned by the
+    session, so the owner bits are what the image's processes get (and writes go to their overlay)."""
+    return (mode & 0o755) | 0o444
 
 
 def unpack_layer(blob: Path, tree: Path, layer: str, budget: Budget) -> LayerResult:
