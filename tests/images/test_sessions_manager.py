@@ -131,3 +131,16 @@ def test_image_without_entrypoint_or_cmd_is_a_clear_error(rootfs: Path, tmp_path
             await manager.get_or_start(image_target(rootfs, ()), SID)
 
     run(scenario, tmp_path)
+
+
+def test_a_nul_or_malformed_name_in_the_image_config_is_a_clear_error(rootfs: Path, tmp_path: Path) -> None:
+    async def scenario(manager: SessionManager) -> None:
+        target = image_target(rootfs)
+        for env in ((("A", "x\0--bind\0/\0/h"),), (("A=B", "x"),), (("", "x"),)):
+            image = replace(target.prepared.image, env=env)  # type: ignore[type-var]
+            bad = replace(target, prepared=replace(target.prepared, image=image))
+            with pytest.raises(RuntimeClientError, match="NUL character or a malformed name"):
+                await manager.get_or_start(bad, SID)
+        assert manager.live_sessions() == []
+
+    run(scenario, tmp_path)

@@ -178,3 +178,18 @@ def test_nothing_left_mounted(backend: SandboxBackend) -> None:
     mounts = Path("/proc/self/mounts").read_text()
     assert str(backend.state_root) not in mounts  # type: ignore[attr-defined]
     assert os.path.isdir(backend.state_root)  # type: ignore[attr-defined]
+
+
+async def test_a_working_dir_climbing_out_stays_inside_the_image(backend: SandboxBackend, images: Path) -> None:
+    name = f"hangar-escape-{uuid.uuid4().hex[:8]}"
+    async with started(backend, image_spec(images / "busybox", workdir=f"/../../../../../../tmp/{name}")) as sandbox:
+        assert (await wait_ping(sandbox)).status_code == 200
+        assert (await invoke(sandbox, {}))["pwd"] == f"/tmp/{name}"  # made inside the image, as Docker does
+    assert not Path(f"/tmp/{name}").exists()  # never on the host
+
+
+async def test_a_nul_in_the_environment_never_reaches_bwraps_arguments(backend: SandboxBackend, images: Path) -> None:
+    spec = image_spec(images / "busybox", environment={"A": "x\0--bind\0/\0/host"})
+    with pytest.raises(ValueError, match="NUL"):
+        await backend.start(spec)
+    assert [p for p in backend.state_root.iterdir() if not p.name.startswith(".")] == []  # type: ignore[attr-defined]

@@ -19,6 +19,9 @@ def image_fields(image: ImageConfig, environment: Mapping[str, str]) -> dict[str
     argv = image.argv()
     if not argv:
         raise RuntimeClientError(f"The image {image.reference} has neither an Entrypoint nor a Cmd to run")
+    texts = [*argv, image.user, image.working_dir, *(part for pair in image.env for part in pair)]
+    if any("\0" in text for text in texts) or any(not key or "=" in key for key, _ in image.env):
+        raise RuntimeClientError(f"The image {image.reference} has a NUL character or a malformed name in its config")
     return {
         "code_dir": image.rootfs,
         "env_dir": image.rootfs,

@@ -349,7 +349,7 @@ class NamespaceBackend(SandboxBackend):
             inside_ids = (user.uid, user.gid)
             env = agent_environment(spec, spec.agent_port, user.home, "/tmp")
             mounts = image_root.image_mounts(merged, etc, self.inside_files(), spec.limits.disk_bytes, spec.outbound)
-            chdir, supervisor = spec.workdir or "/", image_root.SUPERVISOR_PATH
+            chdir, supervisor = image_root.normalized(spec.workdir), image_root.SUPERVISOR_PATH
         filter_fd = data_fd("hangar-seccomp", seccomp.compile_bpf())
         args_fd = data_fd("hangar-bwrap-args")
         try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+import posixpath
 import stat
 import subprocess
 import threading
@@ -131,10 +132,20 @@ def resolve_user(rootfs: Path, user: str) -> ImageUser:
     return ImageUser(uid, gid, home)
 
 
+def inside_parts(path: str) -> list[str]:
+    """The components of an absolute path inside the image, ``..`` resolved lexically against ``/`` (never above it:
+    ``WorkingDir`` comes from whoever pushed the image)."""
+    return [p for p in posixpath.normpath("/" + path).split("/") if p not in ("", ".", "..")]
+
+
+def normalized(path: str) -> str:
+    return "/" + "/".join(inside_parts(path))
+
+
 def _ensure(root: Path, relative: str, kind: str, mode: int = 0o755) -> None:
     """Make ``relative`` a directory (or an empty regular file, ``kind == "file"``) inside the merged ``root``,
     never following a symlink: a symlink or other file in the way is replaced (in the session's upper layer)."""
-    parts = [p for p in relative.split("/") if p]
+    parts = inside_parts(relative)
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
         for index, name in enumerate(parts):

@@ -70,6 +70,8 @@ def launch_argv(
     for key, value in environment.items():
         sandbox += ["--setenv", key, value]
     sandbox += [*mounts, "--chdir", chdir, "--seccomp", str(seccomp_fd)]
+    if any("\0" in arg for arg in sandbox):  # NUL separates bwrap's arguments: a value must never add one
+        raise ValueError("a sandbox argument or environment variable contains a NUL character")
     argv = [
         "/bin/sh",
         "-c",
