@@ -126,9 +126,11 @@ class GVisorBackend(NamespaceBackend):
         sandbox: GVisorSandbox | None = None
         fifo = -1
         try:
-            link = await self.plan_link(spec, uid)
-            if link is not None:
-                await asyncio.to_thread(network.create, link)
+            # No egress under gVisor yet: Debian 12's runsc refuses the prepared network namespace ("cannot run with
+            # network enabled in root network namespace"), so every gVisor sandbox gets its own loopback only, never
+            # more than it asked for. ``link`` stays in the code path for a runsc that can join one.
+            if spec.network == "public" and self.egress == "allow":
+                log.info("gVisor sandbox %s runs without egress (not supported by this runsc)", spec.sandbox_id)
             fifo = _exchange(state, uid)
             proc = self._launch_gvisor(spec, state, uid, cgroup, link)
             sandbox = GVisorSandbox(spec, state, proc, self._live.discard, uid, cgroup, self.leases, link)
@@ -166,6 +168,8 @@ class GVisorBackend(NamespaceBackend):
             "hangar-launch",
             str(len(cgroup.procs_files())),
             *cgroup.procs_files(),
+            # runsc takes over the network namespace it runs in: the sandbox's own, with its veth and egress rules.
+            *(["nsenter", f"--net={link.netns_path}"] if link is not None else []),
             self.runsc,
             f"--root={state.path / 'runsc'}",
             f"--platform={self.platform}",
