@@ -132,7 +132,7 @@ async def read_json_body(request: Request) -> tuple[bytes, dict[str, object]]:
         return raw, {}
     try:
         parsed = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser's stack
         raise ValidationError("The request body is not valid JSON", reason="CannotParse") from exc
     if not isinstance(parsed, dict):
         raise ValidationError("The request body must be a JSON object", reason="CannotParse")
