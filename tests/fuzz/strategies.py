@@ -354,20 +354,15 @@ def wire_requests(draw: st.DrawFn, model: OperationModel, seeds: Seeds) -> WireR
             params[name] = draw(st.sampled_from(known))
         elif not params.get(name):
             params[name] = draw(st.sampled_from(("x", "abc-1234567890", *INVALID_ARNS[:3])))
-        if isinstance(params[name], str):
-            params[name] = params[name].encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     for name, wire_name in _located(model, "header").items():
         known = seeds.header_values.get(wire_name, ())
         if known and draw(st.integers(0, 3)) > 0:
             params[name] = draw(st.sampled_from(known))
         if isinstance(params.get(name), str):
             params[name] = _header_safe(params[name])
-    for name in _located(model, "querystring"):
-        if isinstance(params.get(name), str):
-            params[name] = params[name].encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     for name in (*_located(model, "uri"), *_located(model, "querystring")):
-        if isinstance(params.get(name), str):
-            params[name] = params[name][:URL_VALUE_CAP]
+        if name in params:
+            params[name] = _url_safe(params[name])
     wire = serialize(model, params)
     mutation = draw(st.sampled_from(MUTATIONS))
     return replace(_mutate(draw, model, wire, mutation), mutation=mutation)
@@ -376,6 +371,16 @@ def wire_requests(draw: st.DrawFn, model: OperationModel, seeds: Seeds) -> WireR
 # A header name is an RFC 9110 token; framing headers are the client library's (a false one cannot be sent at all).
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _FRAMING = frozenset({"content-length", "transfer-encoding", "host", "connection"})
+
+
+def _url_safe(value: Any) -> Any:
+    """What a URL can carry: UTF-8 (a lone surrogate has no encoding; the client would refuse to send it), and
+    short enough for httpx's URL limit. Lists (repeated query parameters) item by item."""
+    if isinstance(value, list):
+        return [_url_safe(item) for item in value]
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")[:URL_VALUE_CAP]
+    return value
 
 
 def _header_safe(value: str) -> str:
