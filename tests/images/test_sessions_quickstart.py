@@ -27,6 +27,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from hangar.sandbox.selection import namespace_unsupported_reason
+from tests.control.support import signed
 from tests.sandbox.fixtures import world_readable_dir
 from tests.support.agents.image_rootfs import SDK_PACKAGES, distributions, python_rootfs
 from tests.support.server import HangarServer, read_admin_key
@@ -184,6 +185,9 @@ def test_invocations_keep_state_per_session_in_the_images_python(server: HangarS
     assert first["python"] == "/usr/bin/python3" and first["cwd"] == "/app" and first["uid"] == 1234
     assert invoke(data, arn, two, {"prompt": "b"})["turns"] == ["b"]
     assert invoke(data, arn, one, {"prompt": "c"})["turns"] == ["a", "c"]
+    sessions = signed(server, "GET", "/hangar/sessions/").json()["sessions"]
+    described = next(s for s in sessions if s["runtimeSessionId"] == one)
+    assert described["startKind"] == "cold" and described["coldReason"].startswith("image sessions start cold")
 
 
 def test_the_aws_cli_invokes_the_image(
