@@ -170,3 +170,41 @@ def test_ecr_put_image_and_batch_get(registry: RegistryClient, ecr: Any) -> None
     with pytest.raises(botocore.exceptions.ClientError) as caught:
         ecr.put_image(repositoryName=repo, imageManifest=json.dumps(document), imageTag="broken")
     assert caught.value.response["Error"]["Code"] == "LayersNotFoundException"
+
+
+def _ecr_raw(hangar: HangarServer, operation: str, body: bytes) -> httpx.Response:
+    """A SigV4-signed ECR call with a body botocore would never send."""
+    headers = {
+        "X-Amz-Target": f"AmazonEC2ContainerRegistry_V20150921.{operation}",
+        "Content-Type": "application/x-amz-json-1.1",
+    }
+    request = AWSRequest(method="POST", url=f"{hangar.url}/", data=body, headers=headers)
+    SigV4Auth(Credentials(*read_admin_key(hangar.credentials_file)), "ecr", "us-west-2").add_auth(request)
+    return httpx.post(request.url, headers=dict(request.headers), content=body)
+
+
+def test_hostile_requests_get_clear_errors(hangar: HangarServer, registry: RegistryClient, ecr: Any) -> None:
+    repo = new_repository(ecr, "odd")
+    cases = [
+        ("DescribeImages", {"repositoryName": repo, "imageIds": "sha256:abc"}),
+        ("DescribeImages", {"repositoryName": repo, "filter": "TAGGED"}),
+        ("ListImages", {"repositoryName": repo, "filter": {"tagStatus": "SOMETIMES"}}),
+        ("BatchDeleteImage", {"repositoryName": repo, "imageIds": [1, 2]}),
+        ("BatchGetImage", {"repositoryName": repo, "imageIds": {"imageTag": "x"}}),
+        ("CreateRepository", {"repositoryName": ["a"]}),
+        ("DescribeRepositories", {"maxResults": 0}),
+        ("ListImages", {"repositoryName": repo, "nextToken": "!!notbase64"}),
+    ]
+    for operation, document in cases:
+        answer = _ecr_raw(hangar, operation, json.dumps(document).encode())
+        assert answer.status_code == 400, (operation, answer.text)
+        assert answer.json()["__type"] == "InvalidParameterException", (operation, answer.text)
+    assert _ecr_raw(hangar, "CreateRepository", b"[]").json()["__type"] == "SerializationException"
+    assert _ecr_raw(hangar, "DeleteEverything", b"{}").json()["__type"] == "UnknownOperationException"
+    unsigned = httpx.post(f"{hangar.url}/", headers={"X-Amz-Target": "AmazonEC2ContainerRegistry_V20150921.ListImages"})
+    assert unsigned.status_code == 403
+    # a repository name that would inject a header into Location is refused before anything echoes it
+    injected = registry.http.post("/v2/evil%0d%0aSet-Cookie:%20x=1/blobs/uploads/")
+    assert injected.status_code == 400 and injected.json()["errors"][0]["code"] == "NAME_INVALID"
+    assert registry.http.get("/v2/UPPER/tags/list").json()["errors"][0]["code"] == "NAME_INVALID"
+    assert httpx.get(f"{hangar.url}/healthz").status_code == 200

@@ -72,18 +72,42 @@ def _string(document: dict[str, Any], key: str, *, required: bool = False) -> st
     return value
 
 
+def _image_ids(document: dict[str, Any], *, required: bool) -> list[dict[str, Any]] | None:
+    value = document.get("imageIds")
+    if value is None and not required:
+        return None
+    if not isinstance(value, list) or not value or len(value) > 100:
+        raise _invalid("imageIds must be a list of 1 to 100 image identifiers")
+    if not all(isinstance(item, dict) for item in value):
+        raise _invalid("each imageIds member must be an object with imageDigest and/or imageTag")
+    return value
+
+
+def _tag_status(document: dict[str, Any]) -> str:
+    found = document.get("filter")
+    if found is None:
+        return "ANY"
+    status = found.get("tagStatus", "ANY") if isinstance(found, dict) else None
+    if status not in ("ANY", "TAGGED", "UNTAGGED"):
+        raise _invalid("filter.tagStatus must be one of TAGGED, UNTAGGED, ANY")
+    return str(status)
+
+
 def _paged(items: list[Any], document: dict[str, Any]) -> tuple[list[Any], str | None]:
     """nextToken is the index of the next item (opaque to clients)."""
-    limit = document.get("maxResults") or MAX_RESULTS
+    limit = document.get("maxResults")
+    limit = MAX_RESULTS if limit is None else limit
     token = document.get("nextToken")
-    if not isinstance(limit, int) or not 1 <= limit <= MAX_RESULTS:
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_RESULTS:
         raise _invalid("maxResults must be between 1 and 1000")
     start = 0
     if token is not None:
         try:
             start = int(base64.b64decode(str(token)).decode())
         except ValueError:
-            raise _invalid("Invalid nextToken") from None
+            start = -1
+        if start < 0:
+            raise _invalid("Invalid nextToken")
     page = items[start : start + limit]
     more = start + limit < len(items)
     return page, base64.b64encode(str(start + limit).encode()).decode() if more else None
@@ -172,7 +196,7 @@ class Ecr:
     async def ListImages(self, document: dict[str, Any]) -> dict[str, Any]:
         name = _string(document, "repositoryName", required=True) or ""
         rows = await anyio.to_thread.run_sync(self.registry.images, name)
-        status = (document.get("filter") or {}).get("tagStatus", "ANY")
+        status = _tag_status(document)
         ids: list[dict[str, str]] = []
         for row in rows:
             if row.tags and status in ("ANY", "TAGGED"):
@@ -188,7 +212,7 @@ class Ecr:
     async def DescribeImages(self, document: dict[str, Any]) -> dict[str, Any]:
         name = _string(document, "repositoryName", required=True) or ""
         rows = await anyio.to_thread.run_sync(self.registry.images, name)
-        wanted = document.get("imageIds")
+        wanted = _image_ids(document, required=False)
         if wanted is not None:
             selected: list[ManifestRow] = []
             for image_id in wanted:
@@ -202,7 +226,7 @@ class Ecr:
                 selected.append(found)
             rows = selected
         else:
-            status = (document.get("filter") or {}).get("tagStatus", "ANY")
+            status = _tag_status(document)
             rows = [r for r in rows if status == "ANY" or (status == "TAGGED") == bool(r.tags)]
         page, token = _paged(rows, document)
         answer: dict[str, Any] = {"imageDetails": [self.detail(name, r) for r in page]}
@@ -212,9 +236,7 @@ class Ecr:
 
     async def BatchDeleteImage(self, document: dict[str, Any]) -> dict[str, Any]:
         name = _string(document, "repositoryName", required=True) or ""
-        wanted = document.get("imageIds")
-        if not isinstance(wanted, list) or not wanted:
-            raise _invalid("imageIds must be a non-empty list")
+        wanted = _image_ids(document, required=True) or []
         deleted: list[dict[str, str]] = []
         failures: list[dict[str, Any]] = []
         for image_id in wanted:
@@ -255,7 +277,7 @@ class Ecr:
         rows = await anyio.to_thread.run_sync(self.registry.images, name)
         images: list[dict[str, Any]] = []
         failures: list[dict[str, Any]] = []
-        for image_id in document.get("imageIds") or []:
+        for image_id in _image_ids(document, required=True) or []:
             found = self._find(rows, image_id) if isinstance(image_id, dict) else None
             if found is None:
                 failures.append(

@@ -31,7 +31,7 @@ from hangar.artifacts.images.blobs import check_digest
 from hangar.artifacts.images.errors import RegistryError
 from hangar.artifacts.images.manifests import MAX_MANIFEST_BYTES
 from hangar.auth.credentials import SigningKey
-from hangar.control.registry import Registry
+from hangar.control.registry import ECR_REPOSITORY, Registry
 from hangar.domain.errors import HangarError, InternalError, NotFoundError
 from hangar.gateway.app import read_capped_body
 from hangar.gateway.routing import Route
@@ -120,6 +120,9 @@ def registry_route(handler: Handler) -> Handler:
         if not await _authenticated(request):
             realm = f'Basic realm="{request.url.scheme}://{request.url.netloc}/v2/",service="hangar"'
             return _error("UNAUTHORIZED", "authentication required", 401, {"WWW-Authenticate": realm})
+        name = params.get("name")
+        if name is not None and not (len(name) <= 256 and ECR_REPOSITORY.match(name)):
+            return _error("NAME_INVALID", "invalid repository name", 400)
         try:
             response = await handler(request, params)
         except RegistryError as exc:
