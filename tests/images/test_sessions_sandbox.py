@@ -193,3 +193,24 @@ async def test_a_nul_in_the_environment_never_reaches_bwraps_arguments(backend: 
     with pytest.raises(ValueError, match="NUL"):
         await backend.start(spec)
     assert [p for p in backend.state_root.iterdir() if not p.name.startswith(".")] == []  # type: ignore[attr-defined]
+
+
+async def test_user_namespaces_for_id_mapping_stay_bounded(
+    backend: SandboxBackend, images: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hangar.sandbox.namespace import image_root
+
+    monkeypatch.setattr(image_root, "USERNS_CACHE", 2)
+    for _ in range(4):  # leases rotate: every start has a new uid
+        async with started(backend, image_spec(images / "busybox")) as sandbox:
+            await wait_ping(sandbox)
+            assert (await invoke(sandbox, {"n": 1}))["first"] == {"n": 1}
+        assert len(image_root._userns) <= 2
+
+
+async def test_the_process_backend_refuses_image_sessions(images: Path, tmp_path: Path) -> None:
+    from hangar.domain.errors import RuntimeClientError
+    from hangar.sandbox.process import ProcessBackend
+
+    with pytest.raises(RuntimeClientError, match="need an isolating sandbox backend"):
+        await ProcessBackend(state_root=tmp_path / "state").start(image_spec(images / "busybox"))

@@ -20,6 +20,7 @@ import posixpath
 import stat
 import subprocess
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -220,7 +221,10 @@ MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOUNT_ATTR_IDMAP = 0x00100000
 MOUNT_ATTR_RDONLY = 0x1
 SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_MOUNT_SETATTR = 428, 429, 442  # the same number on every architecture
-_userns: dict[int, int] = {}  # leased uid -> fd of a user namespace mapping 0 onto it (kept: leases are few)
+# leased uid -> fd of a user namespace mapping 0 onto it; bounded (leases rotate through 65536 uids), the oldest fd
+# is closed first (an ID-mapped mount keeps its own reference to its namespace)
+_userns: OrderedDict[int, int] = OrderedDict()
+USERNS_CACHE = 256
 _userns_lock = threading.Lock()
 
 
@@ -238,7 +242,10 @@ def _userns_fd(uid: int) -> int:
     ``unshare --user`` child; the namespace lives on through the fd)."""
     with _userns_lock:
         if uid in _userns:
+            _userns.move_to_end(uid)
             return _userns[uid]
+        while len(_userns) >= USERNS_CACHE:
+            os.close(_userns.popitem(last=False)[1])
         child = subprocess.Popen(
             ["unshare", "--user", "/bin/sh", "-c", "echo; exec sleep 60"],
             stdin=subprocess.DEVNULL,
