@@ -126,11 +126,9 @@ class GVisorBackend(NamespaceBackend):
         sandbox: GVisorSandbox | None = None
         fifo = -1
         try:
-            # No egress under gVisor yet: Debian 12's runsc refuses the prepared network namespace ("cannot run with
-            # network enabled in root network namespace"), so every gVisor sandbox gets its own loopback only, never
-            # more than it asked for. ``link`` stays in the code path for a runsc that can join one.
-            if spec.network == "public" and self.egress == "allow":
-                log.info("gVisor sandbox %s runs without egress (not supported by this runsc)", spec.sandbox_id)
+            link = await self.plan_link(spec, uid)
+            if link is not None:
+                await asyncio.to_thread(network.create, link)
             fifo = _exchange(state, uid)
             proc = self._launch_gvisor(spec, state, uid, cgroup, link)
             sandbox = GVisorSandbox(spec, state, proc, self._live.discard, uid, cgroup, self.leases, link)
@@ -173,7 +171,10 @@ class GVisorBackend(NamespaceBackend):
             self.runsc,
             f"--root={state.path / 'runsc'}",
             f"--platform={self.platform}",
-            f"--network={'sandbox' if link is not None else 'none'}",
+            # With egress, runsc runs in the sandbox's prepared network namespace and uses it as its "host" network
+            # (its veth, NAT and firewall rules): Debian 12's runsc cannot take the netns over with --network=sandbox
+            # on kernels where every netns has /proc/sys/net/core/rmem_default (it then believes it is the host's).
+            f"--network={'host' if link is not None else 'none'}",
             "--host-uds=all",  # the sandbox binds its own sockets and connects to the outbound ones
             "--host-fifo=open",  # the ready FIFO
             "--ignore-cgroups",  # already inside the sandbox's cgroup, which the host manages
@@ -231,7 +232,7 @@ class GVisorBackend(NamespaceBackend):
         process = oci.Process(ids[0], ids[1], argv, env, cwd, spec.limits.pids)
         mounts += [*exchange, *oci.outbound_mount(spec.outbound)]
         return oci.runtime_spec(
-            root=root, readonly_root=readonly, process=process, mounts=mounts, netns=link.netns_path if link else None
+            root=root, readonly_root=readonly, process=process, mounts=mounts, own_network=link is None
         )
 
     async def cleanup_orphans(self) -> int:

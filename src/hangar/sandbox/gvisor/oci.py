@@ -91,14 +91,14 @@ def runtime_spec(
     readonly_root: bool,
     process: Process,
     mounts: list[dict[str, Any]],
-    netns: Path | None,
+    own_network: bool,
 ) -> dict[str, Any]:
     """The whole ``config.json``: no capabilities, no new privileges, ``nproc`` as RLIMIT_NPROC (gVisor enforces it
-    per sandbox, which keeps a fork bomb off the host's pids limit), private pid/ipc/uts/mount/network namespaces
-    (``netns``: a prepared one with egress, joined with ``runsc --network=sandbox``)."""
-    network: dict[str, str] = {"type": "network"}
-    if netns is not None:
-        network["path"] = str(netns)
+    per sandbox, which keeps a fork bomb off the host's pids limit), private pid/ipc/uts/mount namespaces, and a new,
+    empty network namespace when ``own_network`` (else runsc stays in the prepared one it was started in)."""
+    namespaces = [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]
+    if own_network:
+        namespaces.append({"type": "network"})
     return {
         "ociVersion": "1.0.2",
         "process": {
@@ -118,6 +118,6 @@ def runtime_spec(
         "hostname": rootfs.HOSTNAME,
         "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}, *mounts],
         "linux": {
-            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, network],
+            "namespaces": namespaces,
         },
     }
