@@ -13,7 +13,10 @@ from bench import machine, report
 from bench.context import BenchContext, server_env
 from bench.hangar_instance import HangarInstance
 
-SUITES = ("profile_start", "new_session", "warm_invoke", "peer_langgraph", "streaming", "payloads", "density", "soak")
+SUITES = (
+    *("profile_start", "new_session", "warm_invoke", "peer_langgraph", "streaming", "payloads", "density", "soak"),
+    "image_session",
+)
 
 
 def main() -> int:
