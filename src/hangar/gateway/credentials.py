@@ -39,7 +39,7 @@ async def create_credential(request: Request, _params: dict[str, str]) -> Respon
     body = await request.body()
     try:
         document = json.loads(body or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
         raise ValidationError("The request body is not valid JSON", reason="CannotParse") from None
     name = document.get("name") if isinstance(document, dict) else None
     if not isinstance(name, str):

@@ -367,7 +367,7 @@ async def ecr(request: Request, params: dict[str, str]) -> Response:
             raise InternalError("The image registry is not configured")
         try:
             document = json.loads(body or b"{}")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
             raise EcrError("SerializationException", "The request body is not JSON") from None
         if not isinstance(document, dict):
             raise EcrError("SerializationException", "The request body is not a JSON object")

@@ -72,7 +72,7 @@ async def _check_password(request: Request, password: str) -> bool:
         claims = json.loads(_unb64(payload))
         key_id, expires = str(claims["k"]), int(claims["e"])
         given = _unb64(mac)
-    except (ValueError, KeyError, TypeError, binascii.Error):
+    except (ValueError, KeyError, TypeError, binascii.Error, RecursionError):
         return False
     if expires < time.time():
         return False

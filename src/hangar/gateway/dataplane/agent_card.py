@@ -41,7 +41,7 @@ async def get_agent_card(request: Request, params: dict[str, str]) -> Response:
         card = json.loads(raw)
     except AgentHttpError as exc:
         raise RuntimeClientError(f"The agent's card could not be read: {exc}") from exc
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser's stack
         raise RuntimeClientError("The agent's card is not valid JSON") from exc
     finally:
         await upstream.aclose()
