@@ -60,6 +60,21 @@ REGRESSIONS: dict[str, list[tuple[WireRequest, str]]] = {
             "admin",
         )
     ],
+    # The same on ECR's JSON 1.1 API (gateway/ecr.py).
+    "DeleteRepository": [
+        (
+            WireRequest(
+                method="POST",
+                path="/",
+                headers=(
+                    ("X-Amz-Target", "AmazonEC2ContainerRegistry_V20150921.DeleteRepository"),
+                    ("Content-Type", "application/x-amz-json-1.1"),
+                ),
+                body=b"[" * 100_000 + b"]" * 100_000,
+            ),
+            "admin",
+        )
+    ],
     # A control character echoed from the bucket name made the S3 error XML unparseable (gateway/artifacts.py).
     "GetObject": [(WireRequest(method="GET", path="/%11E%2A3%C3%A1%C2%95%ED%A0%80/agent.zip"), "admin")],
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from botocore.credentials import Credentials
 from botocore.model import OperationModel
 
 from hangar.gateway.app import collect_routes
+from hangar.gateway.routing import Route
 from tests.fuzz.strategies import WireRequest
 
 REGION = "us-west-2"
@@ -83,6 +85,20 @@ def served_operations() -> list[Operation]:
                     found.append(Operation(service, name, op, signing))
             elif key in api:
                 found.append(Operation(service, name, op, signing))
+    return found + _json_protocol_operations(session, routes)
+
+
+def _json_protocol_operations(session: botocore.session.Session, routes: list[Route]) -> list[Operation]:
+    """ECR speaks JSON 1.1 (``POST /`` + ``X-Amz-Target``): one route, whose module lists the operations it
+    dispatches in ``OPERATIONS``."""
+    found: list[Operation] = []
+    for route in routes:
+        if route.name != "EcrJsonProtocol":
+            continue
+        served = getattr(sys.modules[route.handler.__module__], "OPERATIONS", {})
+        model = session.get_service_model("ecr")
+        signing = model.metadata.get("signingName", model.endpoint_prefix)
+        found += [Operation("ecr", name, model.operation_model(name), signing) for name in sorted(served)]
     return found
 
 
