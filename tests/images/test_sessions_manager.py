@@ -144,3 +144,20 @@ def test_a_nul_or_malformed_name_in_the_image_config_is_a_clear_error(rootfs: Pa
         assert manager.live_sessions() == []
 
     run(scenario, tmp_path)
+
+
+def test_a_warm_pool_serves_image_sessions(rootfs: Path, tmp_path: Path) -> None:
+    async def scenario(manager: SessionManager) -> None:
+        target = image_target(rootfs)
+        first = await manager.get_or_start(target, SID)  # cold; the pool for this runtime fills beside it
+        assert first.start_kind == "cold"
+        deadline = asyncio.get_running_loop().time() + 60
+        while manager.pool.count() < 1:  # the spare is an image sandbox, started by the pool
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.1)
+        second = await manager.get_or_start(target, SID2)
+        assert second.start_kind == "warm"
+        assert (await call(second, {"w": 1}))["first"] == {"w": 1}
+        assert (await call(first, {"c": 1}))["first"] == {"c": 1}
+
+    run(scenario, tmp_path, warm_pool_size=1)

@@ -214,3 +214,18 @@ async def test_the_process_backend_refuses_image_sessions(images: Path, tmp_path
 
     with pytest.raises(RuntimeClientError, match="need an isolating sandbox backend"):
         await ProcessBackend(state_root=tmp_path / "state").start(image_spec(images / "busybox"))
+
+
+@pytest.mark.skipif(not Path("/usr/bin/node").exists(), reason="needs Debian's nodejs to build the image")
+async def test_a_node_image_without_shell_or_python_serves(backend: SandboxBackend, images: Path) -> None:
+    from tests.support.agents.image_rootfs import NODE_ARGV, node_rootfs
+
+    rootfs = node_rootfs(images / "node")
+    assert not (rootfs / "bin").exists() and not list(rootfs.rglob("python*"))
+    async with started(backend, image_spec(rootfs, command=NODE_ARGV, user="node", workdir="/app")) as sandbox:
+        assert (await wait_ping(sandbox)).json() == {"status": "Healthy"}
+        first, second = await invoke(sandbox, {"a": 1}), await invoke(sandbox, {"b": 2})
+        assert first["agent"] == "node" and first["uid"] == 1000 and (first["turns"], second["turns"]) == (1, 2)
+        assert json.loads(second["body"]) == {"b": 2}
+        _, err, code, _ = await run_exec(sandbox, "echo hi")
+        assert code == 127 and b"cannot run /bin/sh" in err

@@ -123,6 +123,7 @@ def python_rootfs(root: Path, site_packages: list[Path] | None = None) -> Path:
 
 def _link_tree(source: Path, target: Path, skip: tuple[str, ...] = ()) -> None:
     """Hard links where possible (cheap); compiled bytecode is kept, as real images keep it."""
+
     def copy(src: str, dst: str) -> None:
         try:
             os.link(src, dst)
@@ -168,3 +169,40 @@ SDK_PACKAGES = (
     "click",
     "websockets",
 )
+
+
+NODE_SERVER = """
+const http = require("http");
+let turns = 0;
+http.createServer((req, res) => {
+  let body = "";
+  req.on("data", (chunk) => (body += chunk));
+  req.on("end", () => {
+    res.setHeader("content-type", "application/json");
+    if (req.url === "/ping") return res.end(JSON.stringify({ status: "Healthy" }));
+    turns += 1;
+    res.end(JSON.stringify({ agent: "node", version: process.version, uid: process.getuid(), turns, body }));
+  });
+}).listen(Number(process.env.PORT || 8080), "0.0.0.0");
+"""
+NODE_ARGV = ("/usr/bin/node", "/app/server.js")
+
+
+def node_rootfs(root: Path) -> Path:
+    """An image with nothing but Debian's node, the libraries it loads and /app/server.js: no shell, no Python."""
+    node = "/usr/bin/node"
+    for path in [Path(node), *_needed_libraries(node), *Path("/lib64").glob("ld-linux*")]:
+        real = Path(os.path.realpath(path))
+        for name in {path, real}:
+            target = root / str(name).lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                try:
+                    os.link(real, target)
+                except OSError:
+                    shutil.copy2(real, target)
+    _write(root / "etc" / "passwd", "root:x:0:0:root:/root:/nonexistent\nnode:x:1000:1000::/home/node:/nonexistent\n")
+    _write(root / "app" / "server.js", NODE_SERVER)
+    (root / "tmp").mkdir(mode=0o1777)
+    subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True)
+    return root
