@@ -35,6 +35,7 @@ PUBLIC = [
 ALLOWED_TOP_LEVEL = {
     *("hangar", "starlette", "uvicorn"),
     *("anyio", "sniffio", "idna", "typing_extensions", "exceptiongroup"),
+    "python_multipart",  # starlette imports its form parser when installed (mcp, a test dependency, installs it)
 }
 
 

@@ -7,12 +7,16 @@ runtimes with a customJWTAuthorizer), which is known only once the target is res
 from hangar.gateway.dataplane.agent_card import get_agent_card
 from hangar.gateway.dataplane.commands import invoke_command
 from hangar.gateway.dataplane.invoke import invoke
+from hangar.gateway.dataplane.mcp import end_mcp_session
 from hangar.gateway.dataplane.stop_session import stop_session
 from hangar.gateway.dataplane.websocket import websocket_proxy
 from hangar.gateway.routing import Route
 
 ROUTES = [
     Route("POST", "/runtimes/{agentRuntimeArn}/invocations", invoke, name="InvokeAgentRuntime", auth="custom"),
+    Route(  # the MCP client's goodbye (streamable HTTP): ends the MCP session and its Hangar session
+        "DELETE", "/runtimes/{agentRuntimeArn}/invocations", end_mcp_session, name="EndMcpSession", auth="custom"
+    ),
     Route(
         "GET",
         "/runtimes/{agentRuntimeArn}/invocations/.well-known/agent-card.json",

@@ -93,9 +93,12 @@ def session_id_of(conn: HTTPConnection, *, required: bool = False, from_query: b
 
 
 def agent_headers(
-    inbound: Headers, target: InvocationTarget, session_id: str, request_id: str
+    inbound: Headers, target: InvocationTarget, session_id: str, request_id: str, *, add_mcp_session: bool = True
 ) -> list[tuple[str, str]]:
-    """Only what the contract defines reaches the agent, plus the runtime's allowlist; never SigV4 material."""
+    """Only what the contract defines reaches the agent, plus the runtime's allowlist; never SigV4 material.
+
+    An MCP request without ``Mcp-Session-Id`` gets the session id as one, unless ``add_mcp_session`` is False (an
+    ``initialize``: a stateful server refuses an id it did not issue)."""
     out = [(SESSION_HEADER, session_id), (REQUEST_ID_HEADER, request_id)]
     allowed = {name.lower() for name in target.header_allowlist}
     mcp = target.protocol == "MCP"
@@ -113,7 +116,7 @@ def agent_headers(
             if name == "authorization" and not value.lower().startswith("bearer "):
                 continue
             out.append((name, value))
-    if mcp and not has_mcp_session:
+    if mcp and not has_mcp_session and add_mcp_session:
         out.append(("Mcp-Session-Id", session_id))
     return out
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from hangar.domain.errors import RuntimeClientError
+from hangar.gateway.dataplane import mcp
 from hangar.gateway.dataplane.body import spool_body
 from hangar.gateway.dataplane.common import (
     agent_headers,
@@ -30,12 +32,27 @@ async def invoke(request: Request, params: dict[str, str]) -> Response:
     try:
         target = await authorized_target(services, request, params, body.sha256)
         minted = identity_headers(services, request, target)  # refuses a user-id header before a session starts
+        is_mcp = target.protocol == "MCP"
+        if is_mcp:
+            session_id = mcp.sticky_session(request, manager, target, session_id)
         session = await manager.get_or_start(target, session_id)
-        headers = agent_headers(request.headers, session.target, session_id, request.state.request_id) + minted
+        headers = agent_headers(
+            request.headers,
+            session.target,
+            session_id,
+            request.state.request_id,
+            add_mcp_session=not (is_mcp and mcp.is_initialize(body.content())),
+        )
+        headers += minted
         if "content-type" not in request.headers:
             headers.append(("content-type", "application/json"))  # boto3 sends none for a blob payload
         headers.append(("content-length", str(body.size)))
-        upstream = await call_agent(manager, session, "POST", session.target.path, headers, body.content())
+        try:
+            upstream = await call_agent(manager, session, "POST", session.target.path, headers, body.content())
+        except RuntimeClientError:
+            if is_mcp and mcp.opened_here(request):  # no MCP session came of it: its sandbox must not linger
+                await manager.stop_session(target.runtime_id, session_id, reason="MCP request refused by the server")
+            raise
     finally:
         body.close()  # the agent has the whole body once its answer's headers arrived
 
@@ -47,5 +64,8 @@ async def invoke(request: Request, params: dict[str, str]) -> Response:
     out = [("content-type", upstream.headers.get("content-type") or "application/json")]
     if "content-length" in upstream.headers:
         out.append(("content-length", upstream.headers["content-length"]))
-    out += echo_headers(request.headers, upstream.headers, session_id, mcp=session.target.protocol == "MCP")
+    out += echo_headers(request.headers, upstream.headers, session_id, mcp=is_mcp)
+    if is_mcp:  # the id the client will send next: remembered so that it comes back to this session
+        mcp_id = upstream.headers.get(mcp.MCP_SESSION) or request.headers.get(mcp.MCP_SESSION) or session_id
+        mcp.remember_answer(request, manager, target, session_id, mcp_id)
     return StreamedResponse(upstream.iter_raw(), upstream.status_code, out, close=upstream.aclose, on_end=on_end)
