@@ -129,7 +129,7 @@ class GVisorBackend(NamespaceBackend):
             link = await self.plan_link(spec, uid)
             if link is not None:
                 await asyncio.to_thread(network.create, link)
-            fifo = _exchange(state, uid)
+            fifo = _exchange(state)
             proc = self._launch_gvisor(spec, state, uid, cgroup, link)
             sandbox = GVisorSandbox(spec, state, proc, self._live.discard, uid, cgroup, self.leases, link)
             await _wait_ready(state, proc, fifo)
@@ -178,6 +178,7 @@ class GVisorBackend(NamespaceBackend):
             "--host-uds=all",  # the sandbox binds its own sockets and connects to the outbound ones
             "--host-fifo=open",  # the ready FIFO
             "--ignore-cgroups",  # already inside the sandbox's cgroup, which the host manages
+            "--overlay2=none",  # writes go to the session's size-capped tmpfs (and image overlay), not Sentry memory
             "run",
             f"--bundle={bundle}",
             spec.sandbox_id,
@@ -209,7 +210,8 @@ class GVisorBackend(NamespaceBackend):
             except image_root.ImageError as exc:
                 raise RuntimeClientError(f"The image cannot run: {exc}") from exc
             inside_dir = f"{image_root.HIDDEN}/inside"
-            mounts = [oci.shm(spec.limits.disk_bytes)]
+            # /tmp bound explicitly: runsc would otherwise put a tmpfs there, in Sentry memory and outside the cap.
+            mounts = [oci.shm(spec.limits.disk_bytes), oci.bind(root / "tmp", "/tmp", oci.RW)]
             mounts += [oci.bind(etc / name, f"/etc/{name}", oci.RO) for name in ("hosts", "hostname")]
             if os.path.exists("/etc/resolv.conf"):
                 mounts.append(oci.bind("/etc/resolv.conf", "/etc/resolv.conf", oci.RO))
@@ -229,6 +231,8 @@ class GVisorBackend(NamespaceBackend):
             "--",
             *spec.command,
         ]
+        # SAFETY: hands the sandbox's user (inside ids) its own fresh, empty socket directory in its state dir.
+        os.chown(_socket_dir(state), ids[0], ids[1])
         process = oci.Process(ids[0], ids[1], argv, env, cwd, spec.limits.pids)
         mounts += [*exchange, *oci.outbound_mount(spec.outbound)]
         return oci.runtime_spec(
@@ -250,13 +254,11 @@ def _fifo_dir(state: StateDir) -> Path:
     return state.path / "ready"
 
 
-def _exchange(state: StateDir, uid: int) -> int:
+def _exchange(state: StateDir) -> int:
     """The sandbox's socket dir (its own) and the ready FIFO (root's, writable by all in a root-only dir); returns the
     FIFO opened for reading (read-write, so that it never reads end-of-file before the sandbox opened it)."""
     sockets, fifo_dir = _socket_dir(state), _fifo_dir(state)
-    sockets.mkdir(mode=0o700)
-    # SAFETY: hands the sandbox its own fresh, empty socket directory in its state dir.
-    os.chown(sockets, uid, uid)
+    sockets.mkdir(mode=0o700)  # handed to the sandbox's user by ``_config``, which knows who that is
     fifo_dir.mkdir(mode=0o755)
     os.mkfifo(fifo_dir / "ready", 0o600)
     os.chmod(fifo_dir / "ready", 0o622)
