@@ -26,7 +26,7 @@ from tests.fuzz.wire import SIGNINGS, Operation, prepare, served_operations, sha
 from tests.support.server import HangarServer, read_admin_key
 
 SEED = int(os.environ.get("HANGAR_FUZZ_SEED", "20261207"))
-EXAMPLES = int(os.environ.get("HANGAR_FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("HANGAR_FUZZ_EXAMPLES", "20"))
 OPERATIONS = served_operations()
 ACCOUNT = "123456789012"
 SESSION_HEADER = "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id"
@@ -144,7 +144,7 @@ def test_discovery_finds_the_served_operations() -> None:
         "s3:CompleteMultipartUpload",
     ):
         assert expected in labels
-    assert EXAMPLES * len(OPERATIONS) >= 1000 or EXAMPLES != 25, "the default run must send at least 1,000 cases"
+    assert EXAMPLES * len(OPERATIONS) >= 1000 or EXAMPLES != 20, "the default run must send at least 1,000 cases"
 
 
 def _signings() -> st.SearchStrategy[str]:

@@ -3,7 +3,8 @@
 Served operations are found, not listed: every operation of ``bedrock-agentcore-control`` and
 ``bedrock-agentcore`` whose (method, requestUri) matches a route in the server's own route table is fuzzed, so a
 new route is fuzzed the day it is added. S3 is the exception: its path-style routes match almost any S3
-operation, so the subset the artifact store implements is named in ``S3_SERVED``.
+operation, so the subset the artifact store implements is named in ``S3_SERVED``. ECR's JSON 1.1 API is one route
+(``POST /`` + ``X-Amz-Target``) whose module lists the operations it dispatches; those are fuzzed.
 """
 
 from __future__ import annotations
