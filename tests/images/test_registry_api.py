@@ -207,4 +207,8 @@ def test_hostile_requests_get_clear_errors(hangar: HangarServer, registry: Regis
     injected = registry.http.post("/v2/evil%0d%0aSet-Cookie:%20x=1/blobs/uploads/")
     assert injected.status_code == 400 and injected.json()["errors"][0]["code"] == "NAME_INVALID"
     assert registry.http.get("/v2/UPPER/tags/list").json()["errors"][0]["code"] == "NAME_INVALID"
+    # "v2" is an API path, never a bucket of the S3 artifact store
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        hangar.boto3_client("s3").create_bucket(Bucket="v2")
+    assert caught.value.response["Error"]["Code"] == "InvalidBucketName"
     assert httpx.get(f"{hangar.url}/healthz").status_code == 200

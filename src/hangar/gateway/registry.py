@@ -238,6 +238,7 @@ async def upload_status(request: Request, params: dict[str, str]) -> Response:
 @registry_route
 async def upload_patch(request: Request, params: dict[str, str]) -> Response:
     registry, name, upload_id = _registry(request), params["name"], params["uuid"]
+    registry.blobs.upload_path(upload_id)  # unknown sessions are refused before they get a lock
     async with _lock(upload_id):
         upload = registry.blobs.upload_path(upload_id)
         offset = upload.stat().st_size
@@ -255,6 +256,7 @@ async def upload_patch(request: Request, params: dict[str, str]) -> Response:
             size = await _append(request, registry, upload, offset)
         except RegistryError:
             registry.blobs.cancel_upload(upload_id)
+            _upload_locks.pop(upload_id, None)
             raise
         if content_range and found is not None and size != int(found.group(2)) + 1:
             return _error("BLOB_UPLOAD_INVALID", "the chunk's length does not match its Content-Range", 416)
@@ -268,15 +270,17 @@ async def upload_put(request: Request, params: dict[str, str]) -> Response:
     if not digest:
         raise RegistryError("DIGEST_INVALID", "the digest query parameter is required to complete an upload")
     check_digest(digest)
-    async with _lock(upload_id):
-        upload = registry.blobs.upload_path(upload_id)
-        try:
-            await _append(request, registry, upload, upload.stat().st_size)
-        except RegistryError:
-            registry.blobs.cancel_upload(upload_id)
-            raise
-        await anyio.to_thread.run_sync(registry.blobs.finish_upload, upload_id, digest)
-    _upload_locks.pop(upload_id, None)
+    try:
+        async with _lock(upload_id):
+            upload = registry.blobs.upload_path(upload_id)
+            try:
+                await _append(request, registry, upload, upload.stat().st_size)
+            except RegistryError:
+                registry.blobs.cancel_upload(upload_id)
+                raise
+            await anyio.to_thread.run_sync(registry.blobs.finish_upload, upload_id, digest)
+    finally:
+        _upload_locks.pop(upload_id, None)  # the session ends here, completed or not
     headers = {"Location": _location(name, "blobs", digest), "Docker-Content-Digest": digest, "Content-Length": "0"}
     return Response(status_code=201, headers=headers)
 
