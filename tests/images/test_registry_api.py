@@ -18,6 +18,8 @@ from tests.images.conftest import new_repository
 from tests.support.oci import OCI_INDEX, OCI_MANIFEST, Entry, RegistryClient, digest_of, image
 from tests.support.server import HangarServer, read_admin_key
 
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+
 
 def test_chunked_upload_with_content_range(registry: RegistryClient, ecr: Any) -> None:
     repo = new_repository(ecr, "chunks")
@@ -98,6 +100,22 @@ def test_mount_manifests_tags_and_deletes(registry: RegistryClient, ecr: Any) ->
     ).encode()
     assert registry.push_manifest(target, "multi", index, OCI_INDEX).status_code == 201
     assert registry.http.get(f"/v2/{target}/manifests/multi").headers["Content-Type"] == OCI_INDEX
+    docker_list = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": DOCKER_LIST,
+            "manifests": [
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": digest,
+                    "size": len(img.manifest),
+                    "platform": {"os": "linux", "architecture": "amd64"},
+                }
+            ],
+        }
+    ).encode()
+    assert registry.push_manifest(target, "docker-list", docker_list, DOCKER_LIST).status_code == 201
+    assert registry.http.get(f"/v2/{target}/manifests/docker-list").headers["Content-Type"] == DOCKER_LIST
     dangling = index.replace(digest.encode(), digest_of(b"nope").encode())
     refused = registry.push_manifest(target, "dangling", dangling, OCI_INDEX)
     assert refused.json()["errors"][0]["code"] == "MANIFEST_BLOB_UNKNOWN"
@@ -105,6 +123,7 @@ def test_mount_manifests_tags_and_deletes(registry: RegistryClient, ecr: Any) ->
     # ECR's view: one image with two tags, one index
     details = ecr.describe_images(repositoryName=target)["imageDetails"]
     tags = {d["imageDigest"]: sorted(d.get("imageTags", [])) for d in details}
+    assert {d["imageManifestMediaType"] for d in details} == {OCI_MANIFEST, OCI_INDEX, DOCKER_LIST}
     assert tags[digest] == ["v1", "v2"]
     got = ecr.batch_get_image(repositoryName=target, imageIds=[{"imageTag": "v1"}])["images"][0]
     assert got["imageManifest"] == img.manifest.decode() and got["imageId"]["imageDigest"] == digest
