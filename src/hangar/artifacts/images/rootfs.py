@@ -167,6 +167,9 @@ def _merge(source: Path, dest: Path) -> None:
         if stat.S_ISLNK(info.st_mode):
             os.symlink(os.readlink(entry.path), target)
         elif stat.S_ISREG(info.st_mode):
-            os.link(entry.path, target, follow_symlinks=False)
+            try:
+                os.link(entry.path, target, follow_symlinks=False)
+            except OSError:  # a file system without hard links (or at a link-count limit): a copy does the same
+                shutil.copy2(entry.path, target, follow_symlinks=False)
         else:
             raise ImageError(f"unexpected entry type in layer store: {entry.path}")
