@@ -1,8 +1,17 @@
-"""GetAgentCard: the A2A agent card, fetched from the session's agent (``GET /.well-known/agent-card.json``)."""
+"""GetAgentCard: the A2A agent card, fetched from the session's agent (``GET /.well-known/agent-card.json``).
+
+The card is served pointing back through Hangar: every JSON-RPC interface URL (and a v0.3 card's ``url``) becomes
+this runtime's invocation URL, whatever the agent wrote (``http://localhost:9000/`` as SDKs default to, or a URL
+elsewhere: an agent cannot send its callers past Hangar). Interfaces Hangar cannot carry (gRPC, HTTP+JSON) are
+dropped, so a client never picks one.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+from typing import Any
+from urllib.parse import quote, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,7 +28,10 @@ from hangar.gateway.dataplane.common import (
 )
 from hangar.sessions.agent_http import AgentHttpError
 
+log = logging.getLogger("hangar.gateway")
+
 CARD_PATH = "/.well-known/agent-card.json"
+_LOCAL_HOSTS = {"localhost", "127.0.0.1", "0.0.0.0", "::1", "::", ""}
 MAX_CARD = 1024 * 1024
 
 
@@ -48,8 +60,38 @@ async def get_agent_card(request: Request, params: dict[str, str]) -> Response:
         session.finish()
     if not isinstance(card, dict):
         raise RuntimeClientError("The agent's card is not a JSON object")
+    url = f"{request.url.scheme}://{request.url.netloc}/runtimes/{quote(target.runtime_arn, safe='')}/invocations"
+    if qualifier := request.query_params.get("qualifier"):
+        url += f"?qualifier={quote(qualifier, safe='')}"
+    foreign = through_hangar(card, url)
+    if foreign:
+        log.warning("the agent card of %s named %s; served with Hangar's URL instead", target.runtime_id, foreign)
     return Response(
         json.dumps(card, ensure_ascii=False),
         media_type="application/json",
         headers=dict(echo_headers(request.headers, upstream.headers, session_id)),
     )
+
+
+def through_hangar(card: dict[str, Any], url: str) -> list[str]:
+    """Point the card's JSON-RPC interfaces at ``url`` (in place); returns the non-local URLs it replaced."""
+    foreign: list[str] = []
+
+    def replace(old: object) -> str:
+        if isinstance(old, str) and (urlsplit(old).hostname or "") not in _LOCAL_HOSTS and old != url:
+            foreign.append(old)
+        return url
+
+    if "url" in card:  # v0.3: the main interface, transport ``preferredTransport`` (JSON-RPC unless said otherwise)
+        card["url"] = replace(card["url"])
+        card["preferredTransport"] = "JSONRPC"
+    for key, binding_key in (("supportedInterfaces", "protocolBinding"), ("additionalInterfaces", "transport")):
+        interfaces = card.get(key)
+        if not isinstance(interfaces, list):
+            continue
+        card[key] = [
+            {**item, "url": replace(item.get("url"))}
+            for item in interfaces
+            if isinstance(item, dict) and str(item.get(binding_key, "JSONRPC")).upper() == "JSONRPC"
+        ]
+    return foreign

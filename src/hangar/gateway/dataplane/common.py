@@ -112,6 +112,9 @@ def agent_headers(
             if mcp:
                 out.append((name, value))
                 has_mcp_session = has_mcp_session or name == "mcp-session-id"
+        elif name.startswith("a2a-"):  # A2A-Version (absent means 0.3), A2A-Extensions
+            if target.protocol == "A2A":
+                out.append((name, value))
         elif name in allowed and not name.startswith("x-amzn-"):
             if name == "authorization" and not value.lower().startswith("bearer "):
                 continue
