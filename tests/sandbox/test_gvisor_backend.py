@@ -7,9 +7,12 @@ HANGAR_REQUIRE_ISOLATION=1) where runsc cannot run a trial sandbox; the detectio
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import shutil
 import socket
+import struct
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -19,12 +22,13 @@ import httpx
 import pytest
 
 from hangar.config import Settings
-from hangar.sandbox.base import Limits, SandboxSpec
+from hangar.sandbox.base import Limits, Outbound, SandboxSpec
 from hangar.sandbox.gvisor import GVisorBackend, GVisorSandbox
 from hangar.sandbox.gvisor.backend import host_limits
 from hangar.sandbox.gvisor.host import unsupported_reason
 from hangar.sandbox.selection import SandboxUnavailableError, preflight
 from hangar.sandbox.state import instance_tag
+from hangar.sandbox.supervised import tail
 from tests.sandbox.fixtures import AgentFiles, client, prepared_agent_files, run_exec, wait_ping, world_readable_dir
 
 REASON = unsupported_reason("runsc", "ptrace")
@@ -47,8 +51,6 @@ def backend() -> Iterator[GVisorBackend]:
     root = world_readable_dir("hangar-gvisor-")
     backend = GVisorBackend(state_root=root, tag=instance_tag(root) + "g")
     yield backend
-    import asyncio
-
     asyncio.run(GVisorBackend(state_root=root, tag=backend.tag).cleanup_orphans())
     shutil.rmtree(root, ignore_errors=True)
 
@@ -199,3 +201,38 @@ async def test_secrets_never_show_in_host_command_lines(backend: GVisorBackend, 
         assert leaking == []
         config = sandbox.state.path / "bundle" / "config.json"
         assert config.stat().st_mode & 0o077 == 0  # the environment is in the bundle, root's alone
+
+
+@needs_runsc
+@pytest.mark.anyio
+async def test_outbound_sockets_work_and_name_the_sandbox_that_connects(
+    backend: GVisorBackend, files: AgentFiles
+) -> None:
+    """The identity channel's path: the agent connects to 127.0.0.1:PORT, its supervisor to the host's Unix socket
+    (through gVisor's Gofer); the host tells which sandbox is calling from the peer's credentials."""
+    socket_dir = backend.outbound_dir()
+    path = socket_dir / f"probe-{uuid.uuid4().hex[:8]}.sock"
+    seen: list[str | None] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        seen.append(backend.sandbox_of_peer(pid, uid))
+        writer.write(f"{seen[-1]}\n".encode())
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_unix_server(answer, path=str(path))
+    path.chmod(0o666)  # as the identity channel's: every sandbox user may connect
+    try:
+        outbound = Outbound(socket_dir=socket_dir, ports=((9911, path.name),))
+        async with started(backend, dataclasses.replace(files.spec(), outbound=outbound)) as sandbox:
+            probe = (
+                "import socket\ns = socket.create_connection(('127.0.0.1', 9911), 5)\nprint(s.makefile().readline())"
+            )
+            out, err, code = await sh(sandbox, py(files, probe))
+            assert code == 0 and out.strip() == sandbox.id, (out, err, tail(sandbox.log_path))
+            assert seen == [sandbox.id]
+    finally:
+        server.close()
+        path.unlink(missing_ok=True)
