@@ -36,7 +36,8 @@ class ImagePreparer:
 
     def prepare(self, container_uri: str) -> PreparedVersion:
         try:
-            return self._prepare(container_uri)
+            with self.registry.preparing():
+                return self._prepare(container_uri)
         except RegistryError as exc:
             raise ImageError(f"{container_uri}: {exc.message}") from None
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +28,7 @@ from hangar.store.transactions import Store, utcnow
 
 log = logging.getLogger("hangar.images")
 
+GC_GRACE_S = 600.0
 ECR_REPOSITORY = re.compile(r"^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 
 
@@ -40,6 +44,9 @@ class Registry:
         self.settings = settings
         self.store = store
         root = settings.data_dir.resolve() / "images"
+        self._gc = threading.Condition()
+        self._preparing = 0
+        self._collecting = False
         self.blobs = BlobStore(root)
         self.rootfs = RootfsStore(root)
 
@@ -197,8 +204,33 @@ class Registry:
 
     # -- garbage collection ----------------------------------------------------------------------------------
 
+    @contextmanager
+    def preparing(self) -> Iterator[None]:
+        """Held while a version is prepared: garbage collection waits for it (and it for a collection)."""
+        with self._gc:
+            self._gc.wait_for(lambda: not self._collecting)
+            self._preparing += 1
+        try:
+            yield
+        finally:
+            with self._gc:
+                self._preparing -= 1
+                self._gc.notify_all()
+
     def collect_garbage(self) -> dict[str, int]:
-        """Delete blobs no manifest references, and rootfs trees and layers no version or tagged image needs."""
+        """Delete blobs no manifest references, and rootfs trees and layers no version or tagged image needs
+        (trees younger than ``GC_GRACE_S`` stay: a version just prepared may not be saved yet)."""
+        with self._gc:
+            self._gc.wait_for(lambda: self._preparing == 0 and not self._collecting)
+            self._collecting = True
+        try:
+            return self._collect()
+        finally:
+            with self._gc:
+                self._collecting = False
+                self._gc.notify_all()
+
+    def _collect(self) -> dict[str, int]:
         manifests, images = self.store.read(lambda conn: (rows.all_manifest_digests(conn), rows.version_images(conn)))
         keep_blobs: set[str] = set(manifests)
         keep_layers: set[str] = set()
@@ -219,7 +251,7 @@ class Registry:
             if digest not in keep_blobs:
                 self.blobs.delete(digest)
                 removed_blobs += 1
-        removed_rootfs, removed_layers = self.rootfs.collect(keep_rootfs, keep_layers)
+        removed_rootfs, removed_layers = self.rootfs.collect(keep_rootfs, keep_layers, GC_GRACE_S)
         result = {"blobs": removed_blobs, "layers": removed_layers, "rootfs": removed_rootfs}
         log.info("image garbage collection removed %s", json.dumps(result))
         return result

@@ -18,6 +18,7 @@ import secrets
 import shutil
 import stat
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -93,13 +94,17 @@ class RootfsStore:
                 raise
             return final
 
-    def collect(self, keep_rootfs: set[str], keep_layers: set[str]) -> tuple[int, int]:
-        """Delete assembled images and unpacked layers nothing references; returns (rootfs, layers) removed."""
+    def collect(self, keep_rootfs: set[str], keep_layers: set[str], grace_s: float = 0.0) -> tuple[int, int]:
+        """Delete assembled images and unpacked layers nothing references and older than ``grace_s``; returns
+        (rootfs, layers) removed."""
         removed = [0, 0]
+        now = time.time()
         for index, (directory, keep) in enumerate(((self.rootfs_dir, keep_rootfs), (self.layer_dir, keep_layers))):
             wanted = {digest.split(":", 1)[1] for digest in keep}
             for entry in directory.iterdir():
                 if entry.name.startswith(".tmp-") or entry.name in wanted:
+                    continue
+                if now - entry.stat().st_mtime < grace_s:
                     continue
                 with self._lock("sha256:" + entry.name):
                     shutil.rmtree(entry, ignore_errors=True)
