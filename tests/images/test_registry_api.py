@@ -146,7 +146,12 @@ def test_garbage_collection_keeps_what_is_referenced(hangar: HangarServer, regis
     orphan = uuid.uuid4().bytes
     registry.push_blob(repo, orphan)
     ecr.batch_delete_image(repositoryName=repo, imageIds=[{"imageTag": "dropped"}])
-    request = AWSRequest(method="POST", url=f"{hangar.url}/hangar/images/gc/", data=b"")
+    request = AWSRequest(method="POST", url=f"{hangar.url}/hangar/images/gc/?graceSeconds=600", data=b"")
+    SigV4Auth(Credentials(*read_admin_key(hangar.credentials_file)), "bedrock-agentcore", "us-west-2").add_auth(request)
+    recent = httpx.post(request.url, headers=dict(request.headers), content=b"")
+    assert recent.status_code == 200, recent.text
+    assert registry.http.head(f"/v2/{repo}/blobs/{digest_of(orphan)}").status_code == 200  # too young to go
+    request = AWSRequest(method="POST", url=f"{hangar.url}/hangar/images/gc/?graceSeconds=0", data=b"")
     SigV4Auth(Credentials(*read_admin_key(hangar.credentials_file)), "bedrock-agentcore", "us-west-2").add_auth(request)
     answer = httpx.post(request.url, headers=dict(request.headers), content=b"")
     assert answer.status_code == 200, answer.text

@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -217,20 +218,20 @@ class Registry:
                 self._preparing -= 1
                 self._gc.notify_all()
 
-    def collect_garbage(self) -> dict[str, int]:
-        """Delete blobs no manifest references, and rootfs trees and layers no version or tagged image needs
-        (trees younger than ``GC_GRACE_S`` stay: a version just prepared may not be saved yet)."""
+    def collect_garbage(self, grace_s: float = GC_GRACE_S) -> dict[str, int]:
+        """Delete blobs no manifest references, and rootfs trees and layers no version or tagged image needs.
+        Anything younger than ``grace_s`` stays: a blob of a push in progress, a version just prepared."""
         with self._gc:
             self._gc.wait_for(lambda: self._preparing == 0 and not self._collecting)
             self._collecting = True
         try:
-            return self._collect()
+            return self._collect(grace_s)
         finally:
             with self._gc:
                 self._collecting = False
                 self._gc.notify_all()
 
-    def _collect(self) -> dict[str, int]:
+    def _collect(self, grace_s: float) -> dict[str, int]:
         manifests, images = self.store.read(lambda conn: (rows.all_manifest_digests(conn), rows.version_images(conn)))
         keep_blobs: set[str] = set(manifests)
         keep_layers: set[str] = set()
@@ -247,11 +248,12 @@ class Registry:
             keep_layers.update(layers)
             keep_blobs.update(layers)
         removed_blobs = 0
+        now = time.time()
         for digest in list(self.blobs.digests()):
-            if digest not in keep_blobs:
+            if digest not in keep_blobs and now - self.blobs.mtime(digest) >= grace_s:
                 self.blobs.delete(digest)
                 removed_blobs += 1
-        removed_rootfs, removed_layers = self.rootfs.collect(keep_rootfs, keep_layers, GC_GRACE_S)
+        removed_rootfs, removed_layers = self.rootfs.collect(keep_rootfs, keep_layers, grace_s)
         result = {"blobs": removed_blobs, "layers": removed_layers, "rootfs": removed_rootfs}
         log.info("image garbage collection removed %s", json.dumps(result))
         return result

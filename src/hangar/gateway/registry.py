@@ -32,7 +32,7 @@ from hangar.artifacts.images.errors import RegistryError
 from hangar.artifacts.images.manifests import MAX_MANIFEST_BYTES
 from hangar.auth.credentials import SigningKey
 from hangar.control.registry import ECR_REPOSITORY, Registry
-from hangar.domain.errors import HangarError, InternalError, NotFoundError
+from hangar.domain.errors import HangarError, InternalError, NotFoundError, ValidationError
 from hangar.gateway.app import read_capped_body
 from hangar.gateway.routing import Route
 
@@ -334,8 +334,12 @@ async def tags_list(request: Request, params: dict[str, str]) -> Response:
 
 
 async def collect_garbage(request: Request, params: dict[str, str]) -> Response:
-    """Operator call (SigV4): delete blobs, layers and rootfs trees that nothing references."""
-    result = await anyio.to_thread.run_sync(_registry(request).collect_garbage)
+    """Operator call (SigV4): delete blobs, layers and rootfs trees that nothing references and that are older than
+    ``?graceSeconds=`` (default 600)."""
+    grace = request.query_params.get("graceSeconds", "600")
+    if not grace.isdigit():
+        raise ValidationError("graceSeconds must be a non-negative integer")
+    result = await anyio.to_thread.run_sync(_registry(request).collect_garbage, float(grace))
     return JSONResponse({"removed": result})
 
 

@@ -115,6 +115,12 @@ class BlobStore:
         os.replace(tmp, self.path(digest))
         _fsync_dir(self.blob_dir)
 
+    def mtime(self, digest: str) -> float:
+        try:
+            return self.path(digest).stat().st_mtime
+        except FileNotFoundError:
+            return 0.0
+
     def delete(self, digest: str) -> None:
         self.path(digest).unlink(missing_ok=True)
 
