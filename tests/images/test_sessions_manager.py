@@ -24,7 +24,7 @@ from hangar.sessions.manager import SessionManager
 from hangar.sessions.session import Session
 from tests.sandbox.fixtures import world_readable_dir
 from tests.support.agent_env import make_target
-from tests.support.agents.image_rootfs import BUSYBOX_ARGV, busybox_rootfs
+from tests.support.agents.image_rootfs import BUSYBOX_ARGV, BUSYBOX_PORT_ARGV, busybox_rootfs
 
 pytestmark = pytest.mark.skipif(namespace_unsupported_reason() is not None, reason=str(namespace_unsupported_reason()))
 SID = "image-session-000000000000000000000001"
@@ -38,7 +38,9 @@ def rootfs() -> Iterator[Path]:
     shutil.rmtree(base, ignore_errors=True)
 
 
-def image_target(rootfs: Path, argv: tuple[str, ...] = BUSYBOX_ARGV, **environment: str) -> InvocationTarget:
+def image_target(
+    rootfs: Path, argv: tuple[str, ...] = BUSYBOX_ARGV, protocol: str = "HTTP", **environment: str
+) -> InvocationTarget:
     image = ImageConfig(
         rootfs=rootfs,
         manifest_digest="sha256:" + "ab" * 32,
@@ -49,7 +51,9 @@ def image_target(rootfs: Path, argv: tuple[str, ...] = BUSYBOX_ARGV, **environme
         working_dir="/app",
         user="app",
     )
-    base = make_target(rootfs, "testbed", runtime_id="imageagent-abcdefghij", environment=dict(environment))
+    base = make_target(
+        rootfs, "testbed", runtime_id="imageagent-abcdefghij", protocol=protocol, environment=dict(environment)
+    )
     prepared = PreparedVersion(rootfs, rootfs, ("image",), image.manifest_digest, image)
     return replace(base, prepared=prepared)
 
@@ -161,3 +165,18 @@ def test_a_warm_pool_serves_image_sessions(rootfs: Path, tmp_path: Path) -> None
         assert (await call(first, {"c": 1}))["first"] == {"c": 1}
 
     run(scenario, tmp_path, warm_pool_size=1)
+
+
+def test_image_sessions_use_the_contract_port_of_their_protocol(rootfs: Path, tmp_path: Path) -> None:
+    async def scenario(manager: SessionManager) -> None:
+        for protocol, port, path in (("MCP", "8000", "/mcp"), ("A2A", "9000", "/")):
+            target = replace(image_target(rootfs, BUSYBOX_PORT_ARGV, protocol=protocol), runtime_id=f"img{port}-x")
+            session = await manager.get_or_start(target, SID)
+            assert (target.port, target.path) == (int(port), path)
+            assert (await call(session, {"protocol": protocol}))["body"] == {"protocol": protocol}
+            out = bytearray()
+            async for event in session.sandbox.exec("echo $PORT", 10.0):
+                out += event.data
+            assert out.decode().strip() == port
+
+    run(scenario, tmp_path)

@@ -34,7 +34,7 @@ body=""
 [ "$len" -gt 0 ] && body=$(head -c "$len")
 case "$path" in
   /ping) out='{"status":"Healthy"}' ;;
-  /invocations*)
+  /invocations*|/mcp*|/)
     [ -f /tmp/first ] || echo "$body" > /tmp/first
     out="{\"agent\":\"busybox\",\"uid\":$(id -u),\"gid\":$(id -g),\"pwd\":\"$(pwd)\""
     out="$out,\"greeting\":\"$GREETING\",\"runtime\":\"$FROM_RUNTIME\""
@@ -73,6 +73,7 @@ def busybox_rootfs(root: Path) -> Path:
 
 
 BUSYBOX_ARGV = ("/bin/nc", "-ll", "-p", "8080", "-e", "/srv/handler.sh")
+BUSYBOX_PORT_ARGV = ("/bin/sh", "-c", 'exec nc -ll -p "$PORT" -e /srv/handler.sh')  # 8080, 8000 or 9000
 
 
 def _needed_libraries(binary: str) -> list[Path]:
