@@ -1,9 +1,11 @@
 """What an image sandbox sees as ``/``: the image's read-only rootfs under a per-session writable overlay, with
 Hangar's supervisor and the host's interpreter that runs it hidden under ``/.hangar`` (read-only).
 
-The overlay is mounted by the host (root, initial namespaces) in the sandbox's state dir: its upper and work
-directories live on the sandbox's size-capped tmpfs (``rootfs.mount_writable``), so everything a session writes
-counts against its disk limit and disappears with it. bubblewrap then binds the merged directory as ``/``. The
+The overlay is mounted by the host (root, initial namespaces) in the sandbox's state dir: its lower layer is an
+ID-mapped, read-only clone of the store's rootfs (the store's root-owned files appear owned by the session's leased
+uid, i.e. by the image's ``User`` inside), its upper and work directories live on the sandbox's size-capped tmpfs
+(``rootfs.mount_writable``), so everything a session writes counts against its disk limit and disappears with it.
+bubblewrap then binds the merged directory as ``/``. The
 mount points bwrap needs are made by the host beforehand, walking the merged tree without following a single
 symlink: an image may hold ``/opt -> /`` and must never make the host create anything outside its overlay.
 
