@@ -60,6 +60,16 @@ def _serves_in_gvisor(server: HangarServer, runtime: dict[str, Any]) -> dict[str
     assert code == 0 and out.split()[0] == GVISOR_KERNEL
     session = _session(server, session_id)
     data.stop_runtime_session(agentRuntimeArn=runtime["agentRuntimeArn"], runtimeSessionId=session_id)
+    streamed = data.invoke_agent_runtime(
+        agentRuntimeArn=runtime["agentRuntimeArn"],
+        runtimeSessionId=new_session_id(),
+        payload=json.dumps({"action": "stream_then_die", "chunks": 3}),
+    )
+    received = b""
+    with pytest.raises(Exception, match=r"IncompleteRead|ProtocolError"):  # the agent exits after its chunks
+        for chunk in streamed["response"].iter_chunks(chunk_size=16):
+            received += chunk
+    assert b'data: {"index": 0}' in received  # SSE chunks relayed out of gVisor as they come
     return session
 
 
@@ -68,8 +78,11 @@ def test_a_runtime_that_asks_for_gvisor_gets_it_and_the_others_do_not(server: Ha
     runtime = deploy(control, "testbed", environmentVariables={"HANGAR_SANDBOX_BACKEND": "gvisor"})
     session = _serves_in_gvisor(server, runtime)
     assert session["startKind"] == "cold"
-    plain = deploy(control, "testbed")
     data = server.boto3_client("bedrock-agentcore")
+    later = new_session_id()
+    _invoke(data, runtime, later, {"action": "count"})
+    assert "gVisor" in (_session(server, later)["coldReason"] or "")  # by now the template manager was told why
+    plain = deploy(control, "testbed")
     session_id = new_session_id()
     assert _invoke(data, plain, session_id, {"action": "count"})["count"] == 1
     out, code = _command(data, plain, session_id, "uname -r")
