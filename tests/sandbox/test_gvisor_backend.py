@@ -236,3 +236,24 @@ async def test_outbound_sockets_work_and_name_the_sandbox_that_connects(
     finally:
         server.close()
         path.unlink(missing_ok=True)
+
+
+@needs_runsc
+@pytest.mark.anyio
+async def test_a_new_hangar_process_removes_a_crashed_ones_gvisor_sandboxes(files: AgentFiles) -> None:
+    """Nothing lives only in memory: a sandbox whose backend object is gone (a crash) is found and removed whole —
+    gVisor's processes, the cgroup, the socket mounts, the state dir and the uid lease."""
+    root = world_readable_dir("hangar-gvisor-orphans-")
+    tag = instance_tag(root) + "g"
+    try:
+        crashed = GVisorBackend(state_root=root, tag=tag)
+        sandbox = await crashed.start(files.spec())
+        await wait_ping(sandbox)
+        assert sandbox.cgroup.pids() and crashed.leases.holder(sandbox.uid) == sandbox.id
+        assert await GVisorBackend(state_root=root, tag=tag).cleanup_orphans() == 1
+        assert sandbox.cgroup.pids() == [] and not sandbox.state.path.exists()
+        assert crashed.leases.holder(sandbox.uid) is None
+        assert str(sandbox.state.path) not in Path("/proc/self/mountinfo").read_text()
+        assert not sandbox.alive()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -31,7 +31,8 @@ def _invoke(data: Any, runtime: dict[str, Any], session_id: str, payload: dict[s
     response = data.invoke_agent_runtime(
         agentRuntimeArn=runtime["agentRuntimeArn"], runtimeSessionId=session_id, payload=json.dumps(payload)
     )
-    return json.loads(response["response"].read())
+    answer: dict[str, Any] = json.loads(response["response"].read())
+    return answer
 
 
 def _command(data: Any, runtime: dict[str, Any], session_id: str, command: str) -> tuple[str, int]:
