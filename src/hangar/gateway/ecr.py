@@ -367,8 +367,9 @@ async def ecr(request: Request, params: dict[str, str]) -> Response:
             raise InternalError("The image registry is not configured")
         try:
             document = json.loads(body or b"{}")
+            json.dumps(document, ensure_ascii=False).encode()  # a lone surrogate is valid JSON but not text
         except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
-            raise EcrError("SerializationException", "The request body is not JSON") from None
+            raise EcrError("SerializationException", "The request body is not JSON text") from None
         if not isinstance(document, dict):
             raise EcrError("SerializationException", "The request body is not a JSON object")
         registry_id = document.get("registryId")
