@@ -11,6 +11,8 @@ import asyncio
 import os
 from typing import Any
 
+import uvicorn
+
 STATELESS = os.environ.get("MCP_STATEFUL") != "1"
 JSON = os.environ.get("MCP_JSON") == "1"
 PORT = int(os.environ.get("PORT", "8000"))
@@ -20,16 +22,16 @@ try:
 
     server: Any = MCPServer("hangar-example")
 
-    def serve() -> None:
-        server.run("streamable-http", host="0.0.0.0", port=PORT, stateless_http=STATELESS, json_response=JSON)
+    def asgi_app() -> Any:
+        return server.streamable_http_app(stateless_http=STATELESS, json_response=JSON, host="0.0.0.0")
 
 except ImportError:  # mcp 1.x
     from mcp.server.fastmcp import Context, FastMCP
 
     server = FastMCP("hangar-example", host="0.0.0.0", port=PORT, stateless_http=STATELESS, json_response=JSON)
 
-    def serve() -> None:
-        server.run(transport="streamable-http")
+    def asgi_app() -> Any:
+        return server.streamable_http_app()
 
 
 NOTES: list[str] = []  # this process's memory: shows that one MCP session stays on one sandbox
@@ -65,4 +67,6 @@ def whoami() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    serve()
+    # The ASGI app handed to uvicorn.run (rather than server.run()): Hangar's warm template can then fork sessions
+    # from a process that has already imported everything.
+    uvicorn.run(asgi_app(), host="0.0.0.0", port=PORT, log_level="warning")
