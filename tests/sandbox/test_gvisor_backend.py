@@ -22,11 +22,12 @@ import httpx
 import pytest
 
 from hangar.config import Settings
+from hangar.domain.errors import RuntimeClientError, ValidationError
 from hangar.sandbox.base import Limits, Outbound, SandboxSpec
 from hangar.sandbox.gvisor import GVisorBackend, GVisorSandbox
 from hangar.sandbox.gvisor.backend import host_limits
 from hangar.sandbox.gvisor.host import unsupported_reason
-from hangar.sandbox.selection import SandboxUnavailableError, preflight
+from hangar.sandbox.selection import SandboxUnavailableError, preflight, select_backend
 from hangar.sandbox.state import instance_tag
 from hangar.sandbox.supervised import tail
 from tests.sandbox.fixtures import AgentFiles, client, prepared_agent_files, run_exec, wait_ping, world_readable_dir
@@ -257,3 +258,15 @@ async def test_a_new_hangar_process_removes_a_crashed_ones_gvisor_sandboxes(file
         assert not sandbox.alive()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.anyio
+async def test_a_runtime_that_asks_for_gvisor_never_runs_without_isolation(tmp_path: Path, files: AgentFiles) -> None:
+    """On a ``--sandbox process`` server (no isolation, said loudly) its sessions are refused, not run bare."""
+    backend = select_backend(Settings(data_dir=tmp_path, sandbox_backend="process"))
+    spec = files.spec(environment={"HANGAR_SANDBOX_BACKEND": "gvisor"})
+    with pytest.raises(RuntimeClientError, match="asks for gVisor"):
+        await backend.start(spec)
+    with pytest.raises(ValidationError, match="not a sandbox: use gvisor or namespace"):
+        await backend.start(files.spec(environment={"HANGAR_SANDBOX_BACKEND": "vm"}))
+    assert await backend.cleanup_orphans() == 0  # nothing was started

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from hangar.config import Settings
 from hangar.sandbox.base import SandboxBackend
-from hangar.sandbox.process import ProcessBackend
+from hangar.sandbox.gvisor.guard import GuardedProcessBackend  # process, refusing runtimes that ask for gVisor
 from hangar.sandbox.state import instance_tag
 
 log = logging.getLogger(__name__)
@@ -132,6 +132,6 @@ def select_backend(settings: Settings) -> SandboxBackend:
 
         return isolating_backend(settings, tag)
     log.warning(NO_ISOLATION_WARNING)
-    return ProcessBackend(
+    return GuardedProcessBackend(
         state_root=Path(tempfile.gettempdir()) / f"hangar-{tag}", start_timeout_s=settings.session_start_timeout_s
     )

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Literal
 
 from hangar.config import Settings
-from hangar.domain.errors import RuntimeClientError, ValidationError
+from hangar.domain.errors import RuntimeClientError
 from hangar.sandbox.base import Sandbox, SandboxBackend, SandboxSpec, Template, TemplateUnsafe
 from hangar.sandbox.gvisor import host
 from hangar.sandbox.gvisor.backend import COLD_REASON, GVisorBackend
+from hangar.sandbox.gvisor.guard import RUNTIME_SWITCH, wants_gvisor
 from hangar.sandbox.namespace import NamespaceBackend
 
-RUNTIME_SWITCH = "HANGAR_SANDBOX_BACKEND"  # in a runtime's environment: gvisor, or namespace (the default)
 STATE_ROOT = Path("/run/hangar")
 
 
@@ -45,15 +45,6 @@ def isolating_backend(settings: Settings, tag: str) -> SandboxBackend:
     return RoutingBackend(
         STATE_ROOT / tag, tag, settings.egress, gvisor, settings.gvisor_runsc, settings.gvisor_platform
     )
-
-
-def wants_gvisor(spec: SandboxSpec) -> bool:
-    value = spec.environment.get(RUNTIME_SWITCH, "").strip().lower()
-    if value in ("", "namespace"):
-        return False
-    if value == "gvisor":
-        return True
-    raise ValidationError(f"{RUNTIME_SWITCH}={value!r} is not a sandbox: use gvisor or namespace")
 
 
 class RoutingBackend(NamespaceBackend):
