@@ -33,10 +33,20 @@ def _parse(body: dict[str, object]) -> tuple[str, int]:
     command = body.get("command")
     if not isinstance(command, str) or not 1 <= len(command) <= MAX_COMMAND:
         raise ValidationError(f"command is required: a string of 1 to {MAX_COMMAND} characters")
+    if "\x00" in command or not _encodable(command):  # no argv carries NUL; a lone surrogate has no UTF-8 form
+        raise ValidationError("command must be UTF-8 text without NUL characters")
     timeout = body.get("timeout", DEFAULT_TIMEOUT_S)
     if not isinstance(timeout, int) or isinstance(timeout, bool) or not 1 <= timeout <= MAX_TIMEOUT_S:
         raise ValidationError(f"timeout must be an integer number of seconds from 1 to {MAX_TIMEOUT_S}")
     return command, timeout
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 async def invoke_command(request: Request, params: dict[str, str]) -> Response:
