@@ -1,8 +1,9 @@
 """A minimal S3 (path-style) for the artifact store, so ``aws s3``, boto3 and ``hangar upload`` can put code here.
 
-Operations: CreateBucket ``PUT /{bucket}``, HeadBucket, ListObjectsV2 ``GET /{bucket}?list-type=2``, PutObject
-``PUT /{bucket}/{key+}`` (streamed to disk, at most 250 MB), GetObject/HeadObject (ranges, ``versionId``) and
-DeleteObject. Everything else answers ``NotImplemented``. Errors are S3's XML, which botocore's S3 parser reads.
+Operations: CreateBucket ``PUT /{bucket}``, HeadBucket, ListObjectsV2 ``GET /{bucket}?list-type=2`` and ListObjects
+(``GET /{bucket}``), PutObject ``PUT /{bucket}/{key+}`` (streamed to disk, at most 250 MB), GetObject/HeadObject
+(ranges, ``versionId``) and DeleteObject. Everything else answers ``NotImplemented``. Errors are S3's XML, which
+botocore's S3 parser reads.
 
 Requests are SigV4-signed for service ``s3``. The signature covers the declared ``x-amz-content-sha256``, so it is
 verified before the body is read; the body's real sha256 is compared with the declared one after streaming it to a
@@ -40,6 +41,38 @@ from hangar.gateway.routing import Route
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 S3_NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
 MAX_LIST_KEYS = 1000
+# Query names that select another bucket operation than ListObjects (none of them is implemented here).
+BUCKET_SUBRESOURCES = frozenset(
+    {
+        "accelerate",
+        "acl",
+        "analytics",
+        "cors",
+        "delete",
+        "encryption",
+        "intelligent-tiering",
+        "inventory",
+        "lifecycle",
+        "location",
+        "logging",
+        "metadataTable",
+        "metrics",
+        "notification",
+        "object-lock",
+        "ownershipControls",
+        "policy",
+        "policyStatus",
+        "publicAccessBlock",
+        "replication",
+        "requestPayment",
+        "session",
+        "tagging",
+        "uploads",
+        "versioning",
+        "versions",
+        "website",
+    }
+)
 CHUNK_CHECKSUMS = ("x-amz-checksum-crc32", "x-amz-checksum-sha256")
 MAX_COMPLETE_BODY = 2 * 1024 * 1024  # CompleteMultipartUpload lists at most 10,000 parts
 _PART = re.compile(r"<Part>(.*?)</Part>", re.DOTALL)
@@ -114,9 +147,12 @@ async def _bucket_get(request: Request, store: ArtifactStore, bucket: str, _key:
     if request.method == "HEAD":
         store.bucket_dir(bucket)
         return Response(status_code=200, headers={"x-amz-bucket-region": _settings(request).region})
-    if request.query_params.get("list-type") != "2":
-        raise StoreError("NotImplemented", "Only ListObjectsV2 (list-type=2) is implemented for buckets.", 501)
-    return _list_objects_v2(request, store, bucket)
+    if request.query_params.get("list-type") == "2":
+        return _list_objects_v2(request, store, bucket)
+    subresources = BUCKET_SUBRESOURCES.intersection(request.query_params.keys())
+    if subresources:
+        raise StoreError("NotImplemented", f"GET ?{min(subresources)} is not implemented for buckets.", 501)
+    return _list_objects_v1(request, store, bucket)  # a GET with no subresource is ListObjects, as in S3
 
 
 async def _put_object(request: Request, store: ArtifactStore, bucket: str, key: str | None) -> Response:
@@ -341,18 +377,17 @@ def _settings(request: Request) -> Settings:
 # -- ListObjectsV2 -----------------------------------------------------------------------------------------
 
 
-def _list_objects_v2(request: Request, store: ArtifactStore, bucket: str) -> Response:
-    query = request.query_params
-    prefix = query.get("prefix", "")
-    delimiter = query.get("delimiter", "")
-    token = query.get("continuation-token")
-    start_after = query.get("start-after", "")
-    raw_max = query.get("max-keys", str(MAX_LIST_KEYS))
+def _max_keys(request: Request) -> int:
+    raw_max = request.query_params.get("max-keys", str(MAX_LIST_KEYS))
     if not raw_max.isdigit():
         raise StoreError("InvalidArgument", "max-keys must be a non-negative integer.", 400)
-    max_keys = min(int(raw_max), MAX_LIST_KEYS)
-    after = _decode_token(token) if token else start_after
-    url = query.get("encoding-type") == "url"
+    return min(int(raw_max), MAX_LIST_KEYS)
+
+
+def _page(
+    store: ArtifactStore, bucket: str, prefix: str, delimiter: str, after: str, max_keys: int
+) -> tuple[list[StoredObject], list[str], bool, str]:
+    """One page of a listing: (objects, common prefixes, truncated, the last key or prefix on the page)."""
     contents: list[StoredObject] = []
     prefixes: list[str] = []
     truncated = False
@@ -367,26 +402,66 @@ def _list_objects_v2(request: Request, store: ArtifactStore, bucket: str) -> Res
         else:
             contents.append(item)
             last = item.key
+    return contents, prefixes, truncated, last
+
+
+def _entries(store: ArtifactStore, bucket: str, contents: list[StoredObject], prefixes: list[str], url: bool) -> str:
+    parts = [
+        "<Contents>"
+        + _field("Key", item.key, url)
+        + f"<LastModified>{_iso(item.mtime)}</LastModified><ETag>{escape(_etag(store, bucket, item))}</ETag>"
+        + f"<Size>{item.size}</Size><StorageClass>STANDARD</StorageClass></Contents>"
+        for item in contents
+    ]
+    parts += ["<CommonPrefixes>" + _field("Prefix", common, url) + "</CommonPrefixes>" for common in prefixes]
+    return "".join(parts)
+
+
+def _list_objects_v2(request: Request, store: ArtifactStore, bucket: str) -> Response:
+    query = request.query_params
+    prefix = query.get("prefix", "")
+    delimiter = query.get("delimiter", "")
+    token = query.get("continuation-token")
+    start_after = query.get("start-after", "")
+    max_keys = _max_keys(request)
+    after = _decode_token(token) if token else start_after
+    url = query.get("encoding-type") == "url"
+    contents, prefixes, truncated, last = _page(store, bucket, prefix, delimiter, after, max_keys)
     parts = [
         f"<Name>{bucket}</Name>",
         _field("Prefix", prefix, url),
         f"<KeyCount>{len(contents) + len(prefixes)}</KeyCount><MaxKeys>{max_keys}</MaxKeys>",
         _field("Delimiter", delimiter, url) if delimiter else "",
         f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>",
-        f"<ContinuationToken>{escape(token)}</ContinuationToken>" if token else "",
+        f"<ContinuationToken>{_text(token)}</ContinuationToken>" if token else "",
         _field("StartAfter", start_after, url) if start_after else "",
         f"<NextContinuationToken>{_encode_token(last)}</NextContinuationToken>" if truncated else "",
         "<EncodingType>url</EncodingType>" if url else "",
+        _entries(store, bucket, contents, prefixes, url),
     ]
-    for item in contents:
-        parts.append(
-            "<Contents>"
-            + _field("Key", item.key, url)
-            + f"<LastModified>{_iso(item.mtime)}</LastModified><ETag>{escape(_etag(store, bucket, item))}</ETag>"
-            + f"<Size>{item.size}</Size><StorageClass>STANDARD</StorageClass></Contents>"
-        )
-    for common in prefixes:
-        parts.append("<CommonPrefixes>" + _field("Prefix", common, url) + "</CommonPrefixes>")
+    return _xml("ListBucketResult", "".join(parts))
+
+
+def _list_objects_v1(request: Request, store: ArtifactStore, bucket: str) -> Response:
+    """ListObjects (version 1): ``marker`` instead of a continuation token; NextMarker on every truncated page."""
+    query = request.query_params
+    prefix = query.get("prefix", "")
+    delimiter = query.get("delimiter", "")
+    marker = query.get("marker", "")
+    max_keys = _max_keys(request)
+    url = query.get("encoding-type") == "url"
+    contents, prefixes, truncated, last = _page(store, bucket, prefix, delimiter, marker, max_keys)
+    parts = [
+        f"<Name>{bucket}</Name>",
+        _field("Prefix", prefix, url),
+        _field("Marker", marker, url),
+        f"<MaxKeys>{max_keys}</MaxKeys>",
+        _field("Delimiter", delimiter, url) if delimiter else "",
+        f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>",
+        _field("NextMarker", last, url) if truncated else "",
+        "<EncodingType>url</EncodingType>" if url else "",
+        _entries(store, bucket, contents, prefixes, url),
+    ]
     return _xml("ListBucketResult", "".join(parts))
 
 
