@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -88,8 +89,25 @@ REGRESSIONS: dict[str, list[tuple[WireRequest, str]]] = {
             "admin",
         ),
     ],
+    # A command with NUL or a lone surrogate could never be run: the sandbox's exec stream never ended (a hang).
+    "InvokeAgentRuntimeCommand": [
+        (
+            WireRequest(
+                method="POST",
+                path="/runtimes/{ready}/commands",
+                headers=(("Content-Type", "application/json"), (SESSION_HEADER, "fuzz-session-" + "a" * 30)),
+                body=body,
+            ),
+            "admin",
+        )
+        for body in (b'{"command": "x\\ud800"}', b'{"command": "echo \\u0000hi"}')
+    ],
     # A control character echoed from the bucket name made the S3 error XML unparseable (gateway/artifacts.py).
-    "GetObject": [(WireRequest(method="GET", path="/%11E%2A3%C3%A1%C2%95%ED%A0%80/agent.zip"), "admin")],
+    "GetObject": [
+        (WireRequest(method="GET", path="/%11E%2A3%C3%A1%C2%95%ED%A0%80/agent.zip"), "admin"),
+        # An empty key makes it a bucket GET without list-type=2: ListObjects, which answered 501.
+        (WireRequest(method="GET", path="/fuzz-seed"), "admin"),
+    ],
 }
 
 
@@ -99,6 +117,7 @@ class Target:
     client: httpx.Client
     key: tuple[str, str]
     seeds: Seeds
+    ready_arn: str  # the READY runtime: "{ready}" in a regression example's path
 
 
 @pytest.fixture(scope="module")
@@ -140,8 +159,8 @@ def target(fuzz_server: HangarServer) -> Iterator[Target]:
         },
         header_values={SESSION_HEADER: (f"fuzz-session-{'a' * 30}", f"fuzz-session-{'b' * 30}")},
     )
-    with httpx.Client(timeout=60) as client:
-        yield Target(fuzz_server, client, read_admin_key(fuzz_server.credentials_file), seeds)
+    with httpx.Client(timeout=30) as client:  # a case that hangs fails (ReadTimeout) instead of waiting forever
+        yield Target(fuzz_server, client, read_admin_key(fuzz_server.credentials_file), seeds, ready["agentRuntimeArn"])
 
 
 def test_discovery_finds_the_served_operations() -> None:
@@ -193,7 +212,8 @@ def test_operation_answers_are_aws_shaped(target: Target, op: Operation) -> None
         _send(target, op, wire, signing)
 
     for wire, signing in REGRESSIONS.get(op.name, []):
-        case = example(wire=wire, signing=signing)(case)
+        path = wire.path.replace("{ready}", quote(target.ready_arn, safe=""))
+        case = example(wire=replace(wire, path=path), signing=signing)(case)
     case()
 
 
@@ -203,6 +223,23 @@ def test_a_body_over_the_cap_is_refused(target: Target) -> None:
     body = b'{"description": "' + b"A" * (11 * 1024 * 1024) + b'"}'
     wire = WireRequest(method="PUT", path="/runtimes/", body=body, headers=(("Content-Type", "application/json"),))
     _send(target, op, wire, "admin")
+
+
+def test_list_objects_v1_pages_with_markers(target: Target) -> None:
+    """A bucket GET without ``list-type=2`` once answered 501 (the fuzzer reached it with an empty GetObject key):
+    it is S3's ListObjects, paged by ``marker``."""
+    s3 = target.server.boto3_client("s3")
+    s3.create_bucket(Bucket="fuzz-v1")
+    for key in ("a/1", "a/2", "b", "c"):
+        s3.put_object(Bucket="fuzz-v1", Key=key, Body=key.encode())
+    first = s3.list_objects(Bucket="fuzz-v1", MaxKeys=2)
+    assert [o["Key"] for o in first["Contents"]] == ["a/1", "a/2"]
+    assert first["IsTruncated"] is True and first["NextMarker"] == "a/2"
+    rest = s3.list_objects(Bucket="fuzz-v1", Marker=first["NextMarker"])
+    assert [o["Key"] for o in rest["Contents"]] == ["b", "c"] and rest["IsTruncated"] is False
+    rolled = s3.list_objects(Bucket="fuzz-v1", Delimiter="/")
+    assert [p["Prefix"] for p in rolled["CommonPrefixes"]] == ["a/"]
+    assert [o["Key"] for o in rolled["Contents"]] == ["b", "c"]
 
 
 def test_server_is_healthy_and_state_consistent_after_fuzzing(target: Target) -> None:

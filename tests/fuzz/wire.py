@@ -32,6 +32,7 @@ AGENTCORE_SERVICES = ("bedrock-agentcore-control", "bedrock-agentcore")
 S3_SERVED = (
     "CreateBucket",
     "HeadBucket",
+    "ListObjects",
     "ListObjectsV2",
     "PutObject",
     "GetObject",
