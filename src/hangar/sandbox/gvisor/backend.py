@@ -233,7 +233,8 @@ class GVisorBackend(NamespaceBackend):
         ]
         # SAFETY: hands the sandbox's user (inside ids) its own fresh, empty socket directory in its state dir.
         os.chown(_socket_dir(state), ids[0], ids[1])
-        process = oci.Process(ids[0], ids[1], argv, env, cwd, spec.limits.pids)
+        caps = oci.IMAGE_ROOT_CAPS if spec.rootfs is not None and ids[0] == 0 else ()
+        process = oci.Process(ids[0], ids[1], argv, env, cwd, spec.limits.pids, caps)
         mounts += [*exchange, *oci.outbound_mount(spec.outbound)]
         return oci.runtime_spec(
             root=root, readonly_root=readonly, process=process, mounts=mounts, own_network=link is None

@@ -21,11 +21,16 @@ EXCHANGE_DIR = "/run/hangar-sandbox"  # inside: ``sock/`` (the sandbox binds the
 RO = ["ro", "rbind", "nosuid", "nodev"]
 RW = ["rw", "rbind", "nosuid", "nodev"]
 NOFILE = 65536
+# An image's root user may write the image's files as in a container, whose owner the host sees as the session's
+# lease (image_root's ID-mapped lower layer): file capabilities only, inside gVisor's kernel. Never CAP_SETUID or
+# CAP_SETGID (RLIMIT_NPROC counts per uid: switching uids would multiply the pids limit) nor CAP_SYS_RESOURCE.
+IMAGE_ROOT_CAPS = ("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID")
 
 
 @dataclass(frozen=True)
 class Process:
-    """Who runs what, where: ``uid``/``gid`` inside, ``args``, ``env``, ``cwd``; ``nproc`` caps its tasks."""
+    """Who runs what, where: ``uid``/``gid`` inside, ``args``, ``env``, ``cwd``; ``nproc`` caps its tasks;
+    ``capabilities`` inside gVisor (none but an image's root user's file capabilities, see ``IMAGE_ROOT_CAPS``)."""
 
     uid: int
     gid: int
@@ -33,6 +38,7 @@ class Process:
     env: Mapping[str, str]
     cwd: str
     nproc: int
+    capabilities: tuple[str, ...] = ()
 
 
 def bind(source: Path | str, destination: str, options: list[str]) -> dict[str, Any]:
@@ -93,9 +99,9 @@ def runtime_spec(
     mounts: list[dict[str, Any]],
     own_network: bool,
 ) -> dict[str, Any]:
-    """The whole ``config.json``: no capabilities, no new privileges, ``nproc`` as RLIMIT_NPROC (gVisor enforces it
-    per sandbox, which keeps a fork bomb off the host's pids limit), private pid/ipc/uts/mount namespaces, and a new,
-    empty network namespace when ``own_network`` (else runsc stays in the prepared one it was started in)."""
+    """The whole ``config.json``: ``process.capabilities`` only, no new privileges, ``nproc`` as RLIMIT_NPROC (gVisor
+    enforces it per sandbox, which keeps a fork bomb off the host's pids limit), private pid/ipc/uts/mount namespaces,
+    and a new, empty network namespace when ``own_network`` (else runsc stays in the prepared one it started in)."""
     namespaces = [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]
     if own_network:
         namespaces.append({"type": "network"})
@@ -107,7 +113,13 @@ def runtime_spec(
             "args": list(process.args),
             "env": [f"{key}={value}" for key, value in process.env.items()],
             "cwd": process.cwd,
-            "capabilities": {"bounding": [], "effective": [], "inheritable": [], "permitted": [], "ambient": []},
+            "capabilities": {
+                "bounding": list(process.capabilities),
+                "effective": list(process.capabilities),
+                "permitted": list(process.capabilities),
+                "inheritable": [],
+                "ambient": [],
+            },
             "rlimits": [
                 {"type": "RLIMIT_NPROC", "hard": process.nproc, "soft": process.nproc},
                 {"type": "RLIMIT_NOFILE", "hard": NOFILE, "soft": NOFILE},
