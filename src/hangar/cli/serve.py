@@ -16,7 +16,9 @@ def serve(
     region: str = typer.Option(None, help="Region to answer as [env HANGAR_REGION, default us-west-2]."),
     account_id: str = typer.Option(None, "--account-id", help="12-digit account id [env HANGAR_ACCOUNT_ID]."),
     sandbox_backend: str = typer.Option(
-        None, "--sandbox", help="Sandbox backend: auto (isolate or refuse to start), namespace, process (NO isolation)."
+        None,
+        "--sandbox",
+        help="Sandbox backend: auto (isolate or refuse to start), namespace, gvisor, process (NO isolation).",
     ),
     warm_pool_size: int = typer.Option(None, "--warm-pool", help="Ready sandboxes kept per runtime."),
     templates: bool = typer.Option(

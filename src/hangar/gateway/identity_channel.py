@@ -60,7 +60,7 @@ log = logging.getLogger("hangar.identity.channel")
 PEERCRED = struct.Struct("3i")
 MAX_BODY = 1024 * 1024  # identity requests are small JSON documents
 IDLE_S = 60.0  # a kept-alive connection with nothing to say is closed
-MAX_CONNECTIONS_PER_PEER = 32  # per sandbox (uid), both sockets together; botocore pools 10 per client
+MAX_CONNECTIONS_PER_PEER = 32  # per sandbox, both sockets together; botocore pools 10 per client
 READ_SIZE = 65536
 
 
@@ -110,7 +110,7 @@ class IdentityChannel:
         self.app = _AppShim(services)
         self._servers: list[asyncio.AbstractServer] = []
         self._connections: set[asyncio.Task[Any]] = set()
-        self._open: Counter[int] = Counter()  # open connections per peer uid
+        self._open: Counter[str | int] = Counter()  # open connections per sandbox (else per peer uid)
 
     async def start(self) -> None:
         self.ca.write_bundle(self.socket_dir / "ca-bundle.pem")
@@ -144,20 +144,23 @@ class IdentityChannel:
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             task = asyncio.current_task()
             peer = self._peer(writer)
-            if self._open[peer.uid] >= MAX_CONNECTIONS_PER_PEER or task is None:
+            # Keyed by sandbox, not uid: gVisor sessions all connect through its root-owned Gofer, so a uid key
+            # would let one gVisor session use up every other gVisor session's budget.
+            budget = peer.sandbox_id or peer.uid
+            if self._open[budget] >= MAX_CONNECTIONS_PER_PEER or task is None:
                 writer.close()  # the host's descriptors are not a sandbox's to exhaust
                 return
             self._connections.add(task)
-            self._open[peer.uid] += 1
+            self._open[budget] += 1
             try:
                 await self._connection(peer, reader, writer, handler)
             except (ConnectionError, TimeoutError, h11.ProtocolError, OSError):
                 pass
             finally:
                 self._connections.discard(task)
-                self._open[peer.uid] -= 1
-                if not self._open[peer.uid]:
-                    del self._open[peer.uid]
+                self._open[budget] -= 1
+                if not self._open[budget]:
+                    del self._open[budget]
                 writer.close()
                 with contextlib.suppress(Exception):
                     await writer.wait_closed()
