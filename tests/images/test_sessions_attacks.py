@@ -283,6 +283,8 @@ async def test_a_double_forked_daemon_dies_with_stop(backend: NamespaceBackend, 
     marker = f"HANGAR_IMAGE_DAEMON={uuid.uuid4().hex}"
     async with started(backend, spec(rootfs)) as attacker:
         await wait_ping(attacker)
-        await sh(attacker, f"(env {marker} setsid sleep 3000 > /dev/null 2>&1 &) ; echo started")
+        # The command's process group is killed when it ends: wait inside until the daemon has left it.
+        wait = f"for i in $(seq 100); do grep -qs {marker} /proc/[0-9]*/environ && break; sleep 0.1; done"
+        await sh(attacker, f"(env {marker} setsid sleep 3000 > /dev/null 2>&1 &) ; {wait}; sleep 0.2")
         assert await eventually(lambda: processes_with_env(marker) != [])
     assert await eventually(lambda: processes_with_env(marker) == [])

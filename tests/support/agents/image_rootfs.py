@@ -16,7 +16,7 @@ from pathlib import Path
 BUSYBOX = Path("/bin/busybox")
 APPLETS = (
     *("sh", "ls", "cat", "echo", "id", "nc", "env", "head", "tr", "printf", "sleep", "pwd", "mkdir", "touch"),
-    *("dd", "grep", "ln", "kill", "setsid", "wc", "tee", "rm", "ps", "stat"),
+    *("dd", "grep", "ln", "kill", "setsid", "wc", "tee", "rm", "ps", "stat", "seq"),
 )
 APP_UID = 1234
 APP_GID = 2345
@@ -93,8 +93,12 @@ def python_rootfs(root: Path, site_packages: list[Path] | None = None) -> Path:
     busybox image's files. ``site_packages`` are copied into ``/usr/lib/python3/dist-packages`` (Debian's path)."""
     python = "/usr/bin/python3.11"
     busybox_rootfs(root)
+    for name in ("lib", "lib64"):  # merged /usr, as Debian has it: one copy of each library
+        (root / "usr" / name).mkdir(parents=True, exist_ok=True)
+        (root / name).symlink_to(f"usr/{name}")
     stdlib = Path("/usr/lib/python3.11")
-    _link_tree(stdlib, root / "usr/lib/python3.11", skip=("site-packages", "dist-packages", "test"))
+    skip = ("site-packages", "dist-packages", "test", "config-3.11-*", "idlelib", "tkinter", "turtledemo", "ensurepip")
+    _link_tree(stdlib, root / "usr/lib/python3.11", skip=skip)
     libs: set[Path] = set(_needed_libraries(python))
     extensions = list((stdlib / "lib-dynload").glob("*.so"))
     for package in site_packages or []:
