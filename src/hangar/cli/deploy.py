@@ -234,7 +234,7 @@ def deploy(
     control = hangar.client("bedrock-agentcore-control")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="hangar-deploy-") as scratch, _progress() as progress:
-        task = progress.add_task(f"packaging {path}")
+        task = progress.add_task(f"packaging {path}" if image is None else f"deploying {image}")
         if image is not None:
             artifact, source = images.image_artifact(image), image
         elif path is not None and (path / "Dockerfile").is_file():
@@ -257,7 +257,8 @@ def deploy(
         settings = Flags(variables, protocol, idle_timeout, max_lifetime, description)
         answer = _create_or_update(hangar, name, existing, artifact, settings)
         runtime_id, version = answer["agentRuntimeId"], str(answer["agentRuntimeVersion"])
-        progress.update(task, description=f"building version {version} of {name}")
+        phase = "pulling and unpacking the image for" if "containerConfiguration" in artifact else "building"
+        progress.update(task, description=f"{phase} version {version} of {name}")
         final = wait_for_runtime(control, runtime_id, version, timeout, progress, task)
     result = {
         "agentRuntimeArn": answer["agentRuntimeArn"],
