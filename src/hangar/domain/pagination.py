@@ -36,7 +36,7 @@ def decode_token(secret: bytes, scope: str, token: str) -> str:
     """The last key carried by ``token``; ValidationException if it is not one this listing handed out."""
     invalid = ValidationError("Invalid nextToken: it was not issued for this listing", reason="FieldValidationFailed")
     payload, dot, signature = token.partition(".")
-    if not dot or not payload or len(token) > 2048:
+    if not dot or not payload or len(token) > 2048 or not token.isascii():  # tokens handed out are base64url
         raise invalid
     expected = _b64(hmac.new(secret, payload.encode(), hashlib.sha256).digest()[:18])
     if not hmac.compare_digest(expected, signature):
