@@ -89,6 +89,13 @@ REGRESSIONS: dict[str, list[tuple[WireRequest, str]]] = {
             "admin",
         ),
     ],
+    # A non-ASCII nextToken reached hmac.compare_digest, which refuses non-ASCII str (domain/pagination.py).
+    "ListAgentRuntimes": [
+        (
+            WireRequest(method="POST", path="/runtimes/", query="nextToken=%F1%98%93%B3%C3%93W%C2%8E.%F3%8F%B3%8E"),
+            "admin",
+        )
+    ],
     # A command with NUL or a lone surrogate could never be run: the sandbox's exec stream never ended (a hang).
     "InvokeAgentRuntimeCommand": [
         (
