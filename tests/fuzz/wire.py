@@ -147,6 +147,10 @@ def prepare(
 def shape_problem(op: Operation, request: httpx.Request, response: httpx.Response) -> str | None:
     """Why ``response`` breaks the contract, or None: no 5xx, and every error AWS-shaped (JSON, or S3's XML)."""
     status = response.status_code
+    if status == 501 and op.s3 and _s3_code(response) == "NotImplemented":
+        # S3's own answer to an operation it does not offer: a hostile variant of a served operation can be another
+        # S3 operation (an empty bucket turns AbortMultipartUpload into DeleteBucket), which Hangar does not offer.
+        return _s3_problem(request, response)
     if status >= 500:
         return f"{status} server error: {response.text[:500]}"
     if status < 400:
@@ -166,6 +170,13 @@ def shape_problem(op: Operation, request: httpx.Request, response: httpx.Respons
     if not isinstance(body, dict) or not isinstance(body.get("message", body.get("Message")), str):
         return f"{status} {error_type} without a string 'message': {response.text[:300]}"
     return None
+
+
+def _s3_code(response: httpx.Response) -> str | None:
+    try:
+        return ET.fromstring(response.content).findtext("Code")
+    except ET.ParseError:
+        return None
 
 
 def _s3_problem(request: httpx.Request, response: httpx.Response) -> str | None:
@@ -188,7 +199,7 @@ COUNTS: dict[str, dict[str, int]] = {}
 def tally(label: str, status: int) -> None:
     """One more case of ``label`` answered ``status`` (kept per status class for the run's summary)."""
     per_op = COUNTS.setdefault(label, {})
-    klass = f"{status // 100}xx"
+    klass = "501 NotImplemented" if status == 501 else f"{status // 100}xx"
     per_op[klass] = per_op.get(klass, 0) + 1
 
 
