@@ -51,7 +51,7 @@ def test_hyphenated_name_is_refused_with_what_is_allowed(client: Any) -> None:
         ),
         ({"roleArn": "arn:aws:iam::123:user/x"}, "roleArn"),
         (
-            {"lifecycleConfiguration": {"idleRuntimeSessionTimeout": 28801}},
+            {"lifecycleConfiguration": {"idleRuntimeSessionTimeout": 1209601}},
             "lifecycleConfiguration.idleRuntimeSessionTimeout",
         ),
         (

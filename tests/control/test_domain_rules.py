@@ -67,13 +67,12 @@ def test_every_problem_is_reported_at_once() -> None:
     assert [f.name for f in error.fields] == ["agentRuntimeName", "roleArn", "lifecycleConfiguration.maxLifetime"]
 
 
-def test_lifecycle_ceiling_depends_on_compute() -> None:
+def test_lifecycle_goes_up_to_14_days_for_every_runtime() -> None:
     long = {"lifecycleConfiguration": {"idleRuntimeSessionTimeout": 86400, "maxLifetime": 1209600}}
-    with pytest.raises(ValidationError):
-        parse_create_runtime({**BASE, **long})
-    capacity = {"capacityProviderConfiguration": {"capacityProviderArn": "arn:aws:x"}}
-    command = parse_create_runtime({**BASE, **long, **capacity})
+    command = parse_create_runtime({**BASE, **long})
     assert command.spec.lifecycle == {"idleRuntimeSessionTimeout": 86400, "maxLifetime": 1209600}
+    with pytest.raises(ValidationError):
+        parse_create_runtime({**BASE, "lifecycleConfiguration": {"maxLifetime": 1209601}})
 
 
 def test_request_hash_ignores_the_client_token_only() -> None:

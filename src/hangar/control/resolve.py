@@ -112,4 +112,7 @@ class TargetResolver:
             environment=dict(spec.environment),
             header_allowlist=tuple((spec.request_headers or {}).get("requestHeaderAllowlist", ())),
             jwt_authorizer=authorizer,
+            minimum_memory_mib=next(iter(spec.extras.get("resourceConfigurations") or []), {}).get(
+                "minimumMemoryInMiB"
+            ),
         )

@@ -22,7 +22,8 @@ from hangar.domain.endpoint import Endpoint
 from hangar.domain.errors import ConflictError, NotFoundError, ServiceQuotaExceededError
 from hangar.domain.names import DEFAULT_ENDPOINT, MAX_VERSION, new_endpoint_id, new_runtime_id
 from hangar.domain.pagination import decode_token, encode_token
-from hangar.domain.runtime import IN_PROGRESS, Runtime, Status, Version
+from hangar.domain.runtime import IN_PROGRESS, Runtime, RuntimeSpec, Status, Version
+from hangar.domain.validation import Checker
 from hangar.store import endpoints as endpoint_rows
 from hangar.store import identity as identity_rows
 from hangar.store import runtimes as rows
@@ -76,6 +77,7 @@ def create_runtime(ctx: Context, command: CreateRuntime) -> dict[str, Any]:
             "createdAt": views.iso(now),
             "status": Status.CREATING.value,
             "workloadIdentityDetails": views.workload_identity(ctx.place, runtime.runtime_id),
+            **views.template_arn(command.spec),
         }
 
     return idempotent_write(ctx, "CreateAgentRuntime", command, write)
@@ -92,7 +94,8 @@ def update_runtime(ctx: Context, command: UpdateRuntime) -> dict[str, Any]:
         if number > MAX_VERSION:
             raise ServiceQuotaExceededError(f"Agent runtime {runtime.runtime_id} has used all {MAX_VERSION} versions")
         now = utcnow()
-        rows.insert_version(conn, Version(runtime.runtime_id, number, command.spec, Status.UPDATING, now, now))
+        spec = _carried_forward(command.spec, rows.newest_version(conn, runtime.runtime_id))
+        rows.insert_version(conn, Version(runtime.runtime_id, number, spec, Status.UPDATING, now, now))
         rows.save_runtime(
             conn, replace(runtime, status=Status.UPDATING, latest_version=number, updated_at=now, failure_reason=None)
         )
@@ -110,9 +113,31 @@ def update_runtime(ctx: Context, command: UpdateRuntime) -> dict[str, Any]:
             "lastUpdatedAt": views.iso(now),
             "status": Status.UPDATING.value,
             "workloadIdentityDetails": views.workload_identity(ctx.place, runtime.runtime_id),
+            **views.template_arn(spec),
         }
 
     return idempotent_write(ctx, "UpdateAgentRuntime", command, write)
+
+
+def _carried_forward(spec: RuntimeSpec, previous: Version | None) -> RuntimeSpec:
+    """What an update leaves out but the runtime keeps: its CPU architecture (immutable after creation) and its
+    workload identity template (replaceable only on a runtime created with one)."""
+    before = previous.spec.extras if previous is not None else {}
+    extras = dict(spec.extras)
+    check = Checker()
+    for name in ("cpuConfigurations", "workloadIdentityTemplateArn"):
+        if name not in extras and name in before:
+            extras[name] = before[name]
+    if before.get("cpuConfigurations", extras.get("cpuConfigurations")) != extras.get("cpuConfigurations"):
+        check.fail("cpuConfigurations", "Member is immutable after creation", extras.get("cpuConfigurations"))
+    if "workloadIdentityTemplateArn" in extras and "workloadIdentityTemplateArn" not in before:
+        check.fail(
+            "workloadIdentityTemplateArn",
+            "A runtime created without a workload identity template cannot have one added",
+            extras["workloadIdentityTemplateArn"],
+        )
+    check.raise_if_any()
+    return replace(spec, extras=extras)
 
 
 def delete_runtime(ctx: Context, command: DeleteRuntime) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from hangar.domain.arns import Place
 from hangar.domain.endpoint import Endpoint
-from hangar.domain.runtime import Runtime, Status, Version
+from hangar.domain.runtime import Runtime, RuntimeSpec, Status, Version
 
 
 def iso(moment: datetime) -> str:
@@ -17,6 +17,12 @@ def iso(moment: datetime) -> str:
 
 def workload_identity(place: Place, runtime_id: str) -> dict[str, str]:
     return {"workloadIdentityArn": place.workload_identity_arn(runtime_id)}
+
+
+def template_arn(spec: RuntimeSpec) -> dict[str, str]:
+    """``workloadIdentityTemplateArn`` of Create/UpdateAgentRuntime's answer, when the runtime has one."""
+    arn = spec.extras.get("workloadIdentityTemplateArn")
+    return {} if arn is None else {"workloadIdentityTemplateArn": arn}
 
 
 def runtime_detail(place: Place, runtime: Runtime, version: Version, *, of_version: bool) -> dict[str, Any]:

@@ -85,3 +85,5 @@ class InvocationTarget:
     header_allowlist: tuple[str, ...] = ()
     # The runtime's ``customJWTAuthorizer`` exactly as stored (None: SigV4 only).
     jwt_authorizer: dict[str, Any] | None = None
+    # ``resourceConfigurations[0].minimumMemoryInMiB`` of the version (None: the installation's memory limit).
+    minimum_memory_mib: int | None = None

@@ -17,7 +17,7 @@ from hangar.domain.arns import ROLE_ARN
 from hangar.domain.invocation import PreparedVersion
 from hangar.domain.names import RUNTIME_NAME, RUNTIME_NAME_HINT
 from hangar.domain.validation import Checker
-from hangar.domain.wire_shapes import check_authorizer, check_extras, check_request_headers
+from hangar.domain.wire_shapes import check_authorizer, check_extras, check_hook_paths, check_request_headers
 
 
 class Status(StrEnum):
@@ -40,10 +40,9 @@ NETWORK_MODES = ("PUBLIC", "VPC")
 SERVER_PROTOCOLS = ("MCP", "HTTP", "A2A", "AGUI")
 DEFAULT_IDLE_TIMEOUT_S = 900
 DEFAULT_MAX_LIFETIME_S = 28800
-# Sessions run on this host (the AgentCore "microVM" compute type): 60 s - 8 h. The model allows up to 14 days,
-# which AgentCore grants only to runtimes on a capacity provider (the "instances" compute type).
-LIFECYCLE_MAX_S = 28800
-LIFECYCLE_MAX_CAPACITY_PROVIDER_S = 1209600
+# 60 s - 14 days for every runtime, as botocore's current model allows (AgentCore's 2026 limits).
+LIFECYCLE_MIN_S = 60
+LIFECYCLE_MAX_S = 1209600
 
 # Bucket names as S3 allows them; the model's pattern.
 S3_BUCKET = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
@@ -59,7 +58,7 @@ SERVER_PATH = r"/[A-Za-z0-9\-._~/%]*"
 # Members stored as given (their unknown parts included) are capped, so a version row stays small.
 MAX_ECHOED_MEMBER_BYTES = 64 * 1024
 
-# Newer optional members echoed back as given (checked for shape in ``wire_shapes.check_extras``).
+# Newer optional members, stored per version and returned by Get (checked in ``wire_shapes.check_extras``).
 EXTRA_MEMBERS = (
     "hooksConfiguration",
     "metadataConfiguration",
@@ -68,6 +67,8 @@ EXTRA_MEMBERS = (
     "platformVersion",
     "allowedPorts",
     "resourceConfigurations",
+    "cpuConfigurations",
+    "workloadIdentityTemplateArn",
 )
 
 
@@ -181,14 +182,17 @@ def parse_runtime_spec(body: dict[str, Any], check: Checker) -> RuntimeSpec | No
     )
     network = _check_network(check, body.get("networkConfiguration"))
     extras = check_extras(check, body)
-    lifecycle = _check_lifecycle(check, body.get("lifecycleConfiguration"), "capacityProviderConfiguration" in extras)
+    lifecycle = _check_lifecycle(check, body.get("lifecycleConfiguration"))
     protocol = _check_protocol(check, body.get("protocolConfiguration"))
+    if protocol is not None:
+        check_hook_paths(check, extras.get("hooksConfiguration"), protocol)
     description = check.string(body.get("description"), "description", min_len=1, max_len=4096)
     environment = _check_environment(check, body.get("environmentVariables"))
     authorizer = check_authorizer(check, body.get("authorizerConfiguration"))
     headers = check_request_headers(check, body.get("requestHeaderConfiguration"), jwt=authorizer is not None)
-    for name, kept in (("authorizerConfiguration", authorizer), *extras.items()):
-        if kept is not None and len(json.dumps(kept)) > MAX_ECHOED_MEMBER_BYTES:
+    for name in ("authorizerConfiguration", *EXTRA_MEMBERS):  # as sent: a huge member is refused, not trimmed
+        given = body.get(name)
+        if given is not None and len(json.dumps(given)) > MAX_ECHOED_MEMBER_BYTES:
             check.fail(name, f"Member must be smaller than {MAX_ECHOED_MEMBER_BYTES} bytes as JSON", quote=False)
     if check.problems or artifact is None or role_arn is None or network is None or lifecycle is None:
         return None
@@ -320,23 +324,22 @@ def _check_network(check: Checker, value: Any) -> dict[str, Any] | None:
     return out if mode is not None else None
 
 
-def _check_lifecycle(check: Checker, value: Any, capacity_provider: bool) -> dict[str, int] | None:
+def _check_lifecycle(check: Checker, value: Any) -> dict[str, int] | None:
     path = "lifecycleConfiguration"
     lifecycle = check.struct(value, path) if value is not None else {}
     if lifecycle is None:
         return None
-    ceiling = LIFECYCLE_MAX_CAPACITY_PROVIDER_S if capacity_provider else LIFECYCLE_MAX_S
     idle = check.integer(
         _or_default(lifecycle.get("idleRuntimeSessionTimeout"), DEFAULT_IDLE_TIMEOUT_S),
         f"{path}.idleRuntimeSessionTimeout",
-        minimum=60,
-        maximum=ceiling,
+        minimum=LIFECYCLE_MIN_S,
+        maximum=LIFECYCLE_MAX_S,
     )
     max_life = check.integer(
         _or_default(lifecycle.get("maxLifetime"), DEFAULT_MAX_LIFETIME_S),
         f"{path}.maxLifetime",
-        minimum=60,
-        maximum=ceiling,
+        minimum=LIFECYCLE_MIN_S,
+        maximum=LIFECYCLE_MAX_S,
     )
     if idle is None or max_life is None:
         return None

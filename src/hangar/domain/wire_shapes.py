@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+import platform
 from typing import Any
 
+from hangar.domain.invocation import PROTOCOL_DEFAULTS
 from hangar.domain.validation import Checker
 
 DISCOVERY_URL = r"[^\s?#]+/\.well-known/(openid-configuration|oauth-authorization-server)(/[^\s?#]+)?"
@@ -11,6 +15,15 @@ SCOPE = r"[\x21\x23-\x5B\x5D-\x7E]+"
 CLAIM_NAME = r"[A-Za-z0-9_.\-:]+"
 CLAIM_VALUE = r"[A-Za-z0-9_.-]+"
 HEADER_NAME = r"[A-Za-z][A-Za-z0-9_-]{0,255}"
+HOOK_PATH = r"/[A-Za-z0-9._~/-]*"
+WORKLOAD_IDENTITY_TEMPLATE_ARN = (
+    r"arn:aws(-[^:]+)?:iam::([0-9]{12}|o-[a-z0-9]{10,32}):workload-identity-template/[a-zA-Z0-9_+=,.@/-]+"
+)
+ARCHITECTURES = ("ARM64", "X86_64")
+PORT_MIN = 8000
+PORT_MAX = 12000
+RESERVED_PORT = 8443
+INT32_MAX = 2**31 - 1
 CUSTOM_HEADER_PREFIX = "x-amzn-bedrock-agentcore-runtime-custom-"
 # Headers the platform owns; an agent never gets them from the allowlist.
 RESTRICTED_HEADERS = frozenset(
@@ -168,13 +181,29 @@ def check_request_headers(check: Checker, value: Any, *, jwt: bool) -> dict[str,
 
 
 def check_extras(check: Checker, body: dict[str, Any]) -> dict[str, Any]:
-    """The newer optional members: checked for shape and range, stored and echoed as given."""
+    """The newer optional members, checked as botocore's model says; each kept (in wire form) when valid."""
     out: dict[str, Any] = {}
-    for name in ("hooksConfiguration", "metadataConfiguration", "capacityProviderConfiguration"):
-        found = check.struct(body.get(name), name)
-        if found is not None:
-            out[name] = found
-    capacity = out.get("capacityProviderConfiguration")
+    found: dict[str, Any] = {
+        "hooksConfiguration": _check_hooks(check, body.get("hooksConfiguration")),
+        "metadataConfiguration": _check_metadata(check, body.get("metadataConfiguration")),
+        "capacityProviderConfiguration": check.struct(
+            body.get("capacityProviderConfiguration"), "capacityProviderConfiguration"
+        ),
+        "platformVersion": check.string(
+            body.get("platformVersion"), "platformVersion", min_len=1, max_len=128, pattern=r"[^\s]+"
+        ),
+        "workloadIdentityTemplateArn": check.string(
+            body.get("workloadIdentityTemplateArn"),
+            "workloadIdentityTemplateArn",
+            min_len=1,
+            max_len=1011,
+            pattern=WORKLOAD_IDENTITY_TEMPLATE_ARN,
+        ),
+        "cpuConfigurations": _check_cpu(check, body.get("cpuConfigurations")),
+        "resourceConfigurations": _check_resources(check, body.get("resourceConfigurations")),
+        "allowedPorts": _check_allowed_ports(check, body.get("allowedPorts")),
+    }
+    capacity = found["capacityProviderConfiguration"]
     if capacity is not None:
         check.string(
             check.required(capacity, "capacityProviderArn", "capacityProviderConfiguration.capacityProviderArn"),
@@ -182,54 +211,214 @@ def check_extras(check: Checker, body: dict[str, Any]) -> dict[str, Any]:
             min_len=1,
             max_len=2048,
         )
-    platform = check.string(body.get("platformVersion"), "platformVersion", min_len=1, max_len=128, pattern=r"[^\s]+")
-    if platform is not None:
-        out["platformVersion"] = platform
     filesystems = check.array(body.get("filesystemConfigurations"), "filesystemConfigurations", max_len=5)
     if filesystems is not None:
         for index, item in enumerate(filesystems):
             check.struct(item, f"filesystemConfigurations.{index + 1}.member")
-        out["filesystemConfigurations"] = filesystems
-    resources = check.array(body.get("resourceConfigurations"), "resourceConfigurations", max_len=1)
-    if resources is not None:
-        for index, item in enumerate(resources):
-            member = f"resourceConfigurations.{index + 1}.member"
-            found = check.struct(item, member)
-            if found is not None:
-                check.integer(
-                    check.required(found, "minimumMemoryInMiB", f"{member}.minimumMemoryInMiB"),
-                    f"{member}.minimumMemoryInMiB",
-                    minimum=1,
-                    maximum=1 << 30,
-                )
-        out["resourceConfigurations"] = resources
-    ports = check.array(body.get("allowedPorts"), "allowedPorts", min_len=1, max_len=5)
-    if ports is not None:
-        for index, item in enumerate(ports):
-            _check_allowed_port(check, item, f"allowedPorts.{index + 1}.member")
-        out["allowedPorts"] = ports
+        found["filesystemConfigurations"] = filesystems
+    for name, value in found.items():
+        if value is not None:
+            out[name] = value
     return out
 
 
-def _check_allowed_port(check: Checker, value: Any, path: str) -> None:
+def _check_hooks(check: Checker, value: Any) -> dict[str, Any] | None:
+    """``hooksConfiguration{build{warmup{action{httpPost{path, port}}}}}``, stored and returned (not run yet)."""
+    path = "hooksConfiguration"
+    hooks = check.struct(value, path)
+    if hooks is None:
+        return None
+    out: dict[str, Any] = {}
+    build = check.struct(hooks.get("build"), f"{path}.build")
+    if build is None:
+        return out
+    out["build"] = {}
+    warmup_path = f"{path}.build.warmup"
+    warmup = check.struct(build.get("warmup"), warmup_path)
+    if warmup is None:
+        return out
+    action_path = f"{warmup_path}.action"
+    action = check.struct(check.required(warmup, "action", action_path), action_path)
+    if action is None or check.union(action, action_path, ("httpPost",)) is None:
+        return None
+    post_path = f"{action_path}.httpPost"
+    post = check.struct(action["httpPost"], post_path)
+    if post is None:
+        return None
+    hook_path = check.string(
+        check.required(post, "path", f"{post_path}.path"),
+        f"{post_path}.path",
+        min_len=1,
+        max_len=32,
+        pattern=HOOK_PATH,
+    )
+    port = check.integer(post.get("port"), f"{post_path}.port", minimum=PORT_MIN, maximum=PORT_MAX)
+    if hook_path is None or (post.get("port") is not None and port is None):
+        return None
+    http_post: dict[str, Any] = {"path": hook_path}
+    if port is not None:
+        http_post["port"] = port
+    out["build"]["warmup"] = {"action": {"httpPost": http_post}}
+    return out
+
+
+def check_hook_paths(check: Checker, hooks: dict[str, Any] | None, protocol: dict[str, Any]) -> None:
+    """A warmup hook must not be a path the agent already serves on its port (its invocation path or /ping)."""
+    post = (((hooks or {}).get("build") or {}).get("warmup") or {}).get("action", {}).get("httpPost")
+    if post is None:
+        return
+    default_port, default_path = PROTOCOL_DEFAULTS[protocol["serverProtocol"]]
+    server_port = protocol.get("port", default_port)
+    if post.get("port", server_port) != server_port:
+        return
+    taken = {protocol.get("path", default_path), "/ping"}
+    if post["path"] in taken:
+        check.fail(
+            "hooksConfiguration.build.warmup.action.httpPost.path",
+            "Member must not be a path the agent already serves on its port (the invocation path or /ping)",
+            post["path"],
+        )
+
+
+def _check_metadata(check: Checker, value: Any) -> dict[str, Any] | None:
+    """``metadataConfiguration{requireMMDSV2}``: stored and returned; Hangar has no metadata service to harden."""
+    path = "metadataConfiguration"
+    metadata = check.struct(value, path)
+    if metadata is None:
+        return None
+    required = check.boolean(
+        check.required(metadata, "requireMMDSV2", f"{path}.requireMMDSV2"), f"{path}.requireMMDSV2"
+    )
+    return None if required is None else {"requireMMDSV2": required}
+
+
+def host_architecture() -> str | None:
+    """The AgentCore name of this host's CPU architecture (sessions run on it); None if it has none."""
+    return {"x86_64": "X86_64", "amd64": "X86_64", "aarch64": "ARM64", "arm64": "ARM64"}.get(platform.machine().lower())
+
+
+def host_memory_mib() -> int:
+    """This host's physical memory: no session's sandbox can be given more."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
+
+
+def _check_cpu(check: Checker, value: Any) -> list[dict[str, str]] | None:
+    """``cpuConfigurations[0..1]{architecture}``: sessions run on this host's CPU, so only its architecture."""
+    path = "cpuConfigurations"
+    items = check.array(value, path, min_len=0, max_len=1)
+    if items is None:
+        return None
+    out: list[dict[str, str]] = []
+    for index, item in enumerate(items):
+        member = f"{path}.{index + 1}.member"
+        cpu = check.struct(item, member) if item is not None else check.fail_null(member)
+        if cpu is None:
+            return None
+        arch = check.enum(
+            check.required(cpu, "architecture", f"{member}.architecture"), f"{member}.architecture", ARCHITECTURES
+        )
+        if arch is None:
+            return None
+        host = host_architecture()
+        if arch != host:
+            check.fail(
+                f"{member}.architecture",
+                f"Member must be this Hangar host's architecture ({host}): sessions run on the host's own CPU",
+                arch,
+            )
+            return None
+        out.append({"architecture": arch})
+    return out
+
+
+def _check_resources(check: Checker, value: Any) -> list[dict[str, int]] | None:
+    """``resourceConfigurations[0..1]{minimumMemoryInMiB}``: the memory limit of each session's sandbox."""
+    path = "resourceConfigurations"
+    items = check.array(value, path, min_len=0, max_len=1)
+    if items is None:
+        return None
+    out: list[dict[str, int]] = []
+    for index, item in enumerate(items):
+        member = f"{path}.{index + 1}.member"
+        found = check.struct(item, member) if item is not None else check.fail_null(member)
+        if found is None:
+            return None
+        mib = check.integer(
+            check.required(found, "minimumMemoryInMiB", f"{member}.minimumMemoryInMiB"),
+            f"{member}.minimumMemoryInMiB",
+            minimum=1,
+            maximum=INT32_MAX,
+        )
+        if mib is None:
+            return None
+        ceiling = host_memory_mib()
+        if mib > ceiling:
+            check.fail(
+                f"{member}.minimumMemoryInMiB",
+                f"Member must be at most this host's memory ({ceiling} MiB): a session's sandbox cannot get more",
+                mib,
+            )
+            return None
+        out.append({"minimumMemoryInMiB": mib})
+    return out
+
+
+def _check_allowed_ports(check: Checker, value: Any) -> list[dict[str, Any]] | None:
+    """``allowedPorts[1..5]``: checked as the model says, then refused: Hangar has no session URL for more ports."""
+    path = "allowedPorts"
+    items = check.array(value, path, min_len=1, max_len=5)
+    if items is None:
+        return None
+    spans: list[tuple[int, int, str]] = []
+    for index, item in enumerate(items):
+        member = f"{path}.{index + 1}.member"
+        span = _check_allowed_port(check, item, member) if item is not None else check.fail_null(member)
+        if span is None:
+            return None
+        spans.append((*span, member))
+    spans.sort()
+    for (_, high, _), (low, _, member) in itertools.pairwise(spans):
+        if low <= high:
+            check.fail(member, "Member must not overlap another allowed port or port range", quote=False)
+            return None
+    check.fail(
+        path,
+        "Hangar cannot honour allowedPorts: it serves a session only on protocolConfiguration.port and has no "
+        "session URL for additional ports; remove the member",
+        quote=False,
+    )
+    return None
+
+
+def _check_allowed_port(check: Checker, value: Any, path: str) -> tuple[int, int] | None:
     port = check.struct(value, path)
     if port is None:
-        return
+        return None
     kind = check.union(port, path, ("port", "portRange"))
     if kind == "port":
-        check.integer(port["port"], f"{path}.port", minimum=8000, maximum=12000)
-    elif kind == "portRange":
+        single = _port(check, port["port"], f"{path}.port")
+        return None if single is None else (single, single)
+    if kind == "portRange":
         span = check.struct(port["portRange"], f"{path}.portRange")
         if span is None:
-            return
-        low = check.integer(
-            check.required(span, "from", f"{path}.portRange.from"),
-            f"{path}.portRange.from",
-            minimum=8000,
-            maximum=12000,
-        )
-        high = check.integer(
-            check.required(span, "to", f"{path}.portRange.to"), f"{path}.portRange.to", minimum=8000, maximum=12000
-        )
-        if low is not None and high is not None and low > high:
+            return None
+        low = _port(check, check.required(span, "from", f"{path}.portRange.from"), f"{path}.portRange.from")
+        high = _port(check, check.required(span, "to", f"{path}.portRange.to"), f"{path}.portRange.to")
+        if low is None or high is None:
+            return None
+        if low > high:
             check.fail(f"{path}.portRange", "from must be less than or equal to to", quote=False)
+            return None
+        if low <= RESERVED_PORT <= high:
+            check.fail(f"{path}.portRange", f"Member must not include the reserved port {RESERVED_PORT}", quote=False)
+            return None
+        return (low, high)
+    return None
+
+
+def _port(check: Checker, value: Any, path: str) -> int | None:
+    port = check.integer(value, path, minimum=PORT_MIN, maximum=PORT_MAX)
+    if port == RESERVED_PORT:
+        check.fail(path, f"Member must not be the reserved port {RESERVED_PORT}", port)
+        return None
+    return port

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 from hangar.config import Settings
 from hangar.domain.errors import ServiceQuotaExceededError
@@ -18,6 +19,14 @@ def sandbox_limits(settings: Settings) -> Limits:
         pids=settings.session_pids,
         disk_bytes=settings.session_tmp_mib * MIB,
     )
+
+
+def version_limits(base: Limits, minimum_memory_mib: int | None) -> Limits:
+    """A version's sandbox limits: its ``resourceConfigurations`` minimum memory raises the installation's memory
+    limit (never lowers it); the control plane refused minimums larger than the host."""
+    if minimum_memory_mib is None or minimum_memory_mib * MIB <= base.memory_bytes:
+        return base
+    return replace(base, memory_bytes=minimum_memory_mib * MIB)
 
 
 class SessionQuota:

@@ -24,7 +24,7 @@ from hangar.sessions.agent_http import AgentHttp
 from hangar.sessions.identity import SandboxIdentities
 from hangar.sessions.images import image_fields
 from hangar.sessions.lifecycle import Lifecycle
-from hangar.sessions.limits import SessionQuota, sandbox_limits
+from hangar.sessions.limits import SessionQuota, sandbox_limits, version_limits
 from hangar.sessions.pool import Launched, Spare, WarmPool
 from hangar.sessions.probe import wait_ready
 from hangar.sessions.records import SessionRecords
@@ -198,7 +198,7 @@ class SessionManager:
         return SandboxSpec(
             sandbox_id=sandbox_id,
             agent_port=target.port,
-            limits=self.limits,
+            limits=version_limits(self.limits, target.minimum_memory_mib),
             network="none" if self.settings.egress == "deny" else "public",
             outbound=self.identities.outbound(),
             **fields,
