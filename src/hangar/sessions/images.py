@@ -9,9 +9,11 @@ from typing import Any
 from hangar.domain.errors import RuntimeClientError
 from hangar.domain.invocation import ImageConfig
 
-# Sessions of an image start cold for now: the zygote would have to run under the image's own interpreter, with
-# the session's overlay set up in the forked child; this says so in every such session's coldReason.
-IMAGE_COLD_REASON = "image sessions start cold: forking from a warm template is not supported for images yet"
+# Sessions of an image start cold: a fork would need the zygote, isolate.py and the supervisor running under the
+# image's own Python (3.11+) and, per fork, a writable overlay of its own, built by the host with a lower layer
+# ID-mapped to the fork's leased uid and moved into the fork's mount namespace before it pivots into it. That path is
+# not built yet; this says so in every such session's coldReason (docs/images.md, "Sessions of images").
+IMAGE_COLD_REASON = "image sessions start cold: forking an image's rootfs is not built yet"
 
 
 def image_fields(image: ImageConfig, environment: Mapping[str, str]) -> dict[str, Any]:
