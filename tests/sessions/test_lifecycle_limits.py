@@ -1,5 +1,6 @@
-"""A version's limits reach its sandboxes: ``minimumMemoryInMiB`` becomes the cgroup's memory limit, and lifecycles
-up to 14 days are honoured as given (never clamped to AgentCore's old 8 hours).
+"""A version's limits reach its sandboxes: ``minimumMemoryInMiB`` becomes the cgroup's memory limit, lifecycles
+up to 14 days are honoured as given (never clamped to AgentCore's old 8 hours), and StopRuntimeSession honours its
+``clientToken``.
 
 A real ``hangar serve`` with real sandboxes runs lifecycles 100,000x faster (HANGAR_SESSION_TIME_SCALE=1e-5):
 1,209,600 s is 12.1 s, the old 28,800 s ceiling would be 0.29 s.
@@ -7,14 +8,20 @@ A real ``hangar serve`` with real sandboxes runs lifecycles 100,000x faster (HAN
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
+from botocore.exceptions import ClientError
 
 from hangar.config import Settings
+from hangar.gateway.dataplane.common import SESSION_HEADER
+from tests.control.support import signed
 from tests.dataplane.support import deploy, new_session_id, seeded_server, session_state, sessions
 from tests.support.server import HangarServer
 
@@ -102,3 +109,32 @@ def test_a_scaled_lifecycle_still_ends_the_session(server: HangarServer, control
         time.sleep(0.1)
     ended = next(s for s in sessions(server) if s["runtimeSessionId"] == session_id)
     assert ended["endReason"] == "idle timeout"
+
+
+def test_stop_runtime_session_honours_its_client_token(server: HangarServer, control: Any, data: Any) -> None:
+    runtime = deploy(control, "testbed", lifecycleConfiguration=FOURTEEN_DAYS)
+    arn = runtime["agentRuntimeArn"]
+    session_id, other_id = new_session_id(), new_session_id()
+    token = f"stop-{uuid.uuid4()}"
+    for sid in (session_id, other_id):
+        assert _command(data, runtime, sid, "echo up").strip() == "up"
+
+    first = data.stop_runtime_session(agentRuntimeArn=arn, runtimeSessionId=session_id, clientToken=token)
+    assert first["ResponseMetadata"]["HTTPStatusCode"] == 200
+    # the retry of the same call (an answer lost on the way) gets the same answer, though the session is gone
+    again = data.stop_runtime_session(agentRuntimeArn=arn, runtimeSessionId=session_id, clientToken=token)
+    assert again["ResponseMetadata"]["HTTPStatusCode"] == 200 and again["runtimeSessionId"] == session_id
+    with pytest.raises(ClientError) as gone:
+        data.stop_runtime_session(agentRuntimeArn=arn, runtimeSessionId=session_id, clientToken=f"stop-{uuid.uuid4()}")
+    assert gone.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    with pytest.raises(ClientError) as reused:
+        data.stop_runtime_session(agentRuntimeArn=arn, runtimeSessionId=other_id, clientToken=token)
+    assert reused.value.response["Error"]["Code"] == "ConflictException"
+    assert session_state(server, runtime["agentRuntimeId"], other_id) in ("Active", "Idle")
+
+    path = f"/runtimes/{quote(arn, safe='')}/stopruntimesession"
+    headers = {"Content-Type": "application/json", SESSION_HEADER: other_id}
+    short = signed(server, "POST", path, json.dumps({"clientToken": "too-short"}).encode(), headers)
+    assert short.status_code == 400 and short.json()["fieldList"][0]["name"] == "clientToken"
+    data.stop_runtime_session(agentRuntimeArn=arn, runtimeSessionId=other_id)
+    assert session_state(server, runtime["agentRuntimeId"], other_id) == "Terminated"
