@@ -109,6 +109,30 @@ REGRESSIONS: dict[str, list[tuple[WireRequest, str]]] = {
         )
         for body in (b'{"command": "x\\ud800"}', b'{"command": "echo \\u0000hi"}')
     ],
+    # A lone surrogate in a workload access token reached pyjwt, which raised UnicodeEncodeError (identity/tokens.py).
+    "GetResourceApiKey": [
+        (
+            WireRequest(
+                method="POST",
+                path="/identities/api-key",
+                headers=(("Content-Type", "application/json"),),
+                body=b'{"workloadIdentityToken": "\\ud800", "resourceCredentialProviderName": "0"}',
+            ),
+            "admin",
+        )
+    ],
+    "GetResourceOauth2Token": [
+        (
+            WireRequest(
+                method="POST",
+                path="/identities/oauth2/token",
+                headers=(("Content-Type", "application/json"),),
+                body=b'{"workloadIdentityToken": "\\ud800", "resourceCredentialProviderName": "Q0", "scopes": [], '
+                b'"oauth2Flow": "USER_FEDERATION"}',
+            ),
+            "admin",
+        )
+    ],
     # A control character echoed from the bucket name made the S3 error XML unparseable (gateway/artifacts.py).
     "GetObject": [
         (WireRequest(method="GET", path="/%11E%2A3%C3%A1%C2%95%ED%A0%80/agent.zip"), "admin"),

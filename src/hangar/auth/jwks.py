@@ -169,7 +169,7 @@ async def _get_json(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
                 raise KeySetError(f"{url} is larger than {MAX_DOCUMENT_BYTES} bytes")
     try:
         document = json.loads(bytes(body))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser's stack
         raise KeySetError(f"{url} is not JSON") from None
     if not isinstance(document, dict):
         raise KeySetError(f"{url} is not a JSON object")

@@ -108,6 +108,8 @@ class WorkloadTokens:
         """The claims of a WAT this installation minted and that has not expired; UnauthorizedError otherwise."""
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
             raise UnauthorizedError("The workload access token is missing or too large")
+        if not token.isascii():  # a compact JWS is ASCII; pyjwt would fail to encode a lone surrogate (a 500)
+            raise UnauthorizedError("The workload access token is malformed")
         try:
             header = pyjwt.get_unverified_header(token)
         except pyjwt.PyJWTError:

@@ -131,7 +131,7 @@ def is_initialize(body: bytes | object) -> bool:
         return False
     try:
         parsed = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested deeper than the parser's stack: not an initialize either
         return False
     messages = parsed if isinstance(parsed, list) else [parsed]
     return any(isinstance(m, dict) and m.get("method") == "initialize" for m in messages)
