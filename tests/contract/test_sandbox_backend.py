@@ -142,6 +142,18 @@ async def test_exec_streams_output_and_exit_code(backend: SandboxBackend, agent_
         assert (len(big), code) == (1000000, 0)
 
 
+async def test_exec_of_a_command_no_argv_can_carry_ends_with_an_error(
+    backend: SandboxBackend, agent_files: AgentFiles
+) -> None:
+    """NUL or a lone surrogate cannot reach /bin/sh: the stream ends with a message and exit 2 (it used to hang)."""
+    async with started(backend, agent_files.spec()) as sandbox:
+        for command in ("echo \x00hi", "echo \ud800"):
+            out, err, code, timed_out = await asyncio.wait_for(run_exec(sandbox, command, 5.0), 30)
+            assert (out, code, timed_out) == (b"", 2, False)
+            assert b"cannot be run" in err
+        assert sandbox.alive()
+
+
 async def test_exec_timeout_kills_the_command_group(backend: SandboxBackend, agent_files: AgentFiles) -> None:
     marker = f"HANGAR_EXEC_MARK={uuid.uuid4().hex}"
     async with started(backend, agent_files.spec()) as sandbox:

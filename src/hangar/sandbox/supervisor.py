@@ -256,6 +256,11 @@ class Commands:
             writer.write(_frame(b"x", json.dumps({"exit_code": 127, "timed_out": False}).encode()))
             await _close(writer)
             return
+        except ValueError as exc:  # NUL or a lone surrogate: no argv can carry it; end the stream, never hang
+            writer.write(_frame(b"e", f"the command cannot be run: {exc}\n".encode()))
+            writer.write(_frame(b"x", json.dumps({"exit_code": 2, "timed_out": False}).encode()))
+            await _close(writer)
+            return
         self.groups.add(proc.pid)
         work = asyncio.ensure_future(
             asyncio.gather(_pump(proc.stdout, b"o", writer), _pump(proc.stderr, b"e", writer), proc.wait())
