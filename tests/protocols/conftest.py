@@ -12,7 +12,7 @@ from tests.support.idp_common import RunningIdp
 from tests.support.idp_panva import start_panva
 from tests.support.server import HangarServer
 
-AGENTS = ("mcp_server", "a2a_agent", "agui_agent")
+AGENTS = ("mcp_server", "a2a_agent", "agui_agent", "langgraph", "strands", "crewai")
 
 
 @pytest.fixture(scope="package")

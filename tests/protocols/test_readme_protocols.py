@@ -37,7 +37,9 @@ def test_readme_protocol_lines_deploy_runtimes_that_answer(server: HangarServer,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     runtimes = {r["agentRuntimeName"]: r for r in control.list_agent_runtimes()["agentRuntimes"]}
-    assert {"tools", "shouter", "agui"} <= set(runtimes)
+    assert {"tools", "shouter", "agui", "langgraph", "strands", "crewai"} <= set(runtimes)
+    framework = control.get_agent_runtime(agentRuntimeId=runtimes["langgraph"]["agentRuntimeId"])
+    assert framework["status"] == "READY" and framework["environmentVariables"]["MODEL_ID"] == "my-model"
     found = {name: control.get_agent_runtime(agentRuntimeId=runtimes[name]["agentRuntimeId"]) for name in runtimes}
 
     async def add(session: ClientSession) -> str:
