@@ -15,7 +15,7 @@ from a2a.client import A2ACardResolver, ClientConfig, ClientFactory
 from a2a.types import GetTaskRequest, Message, Part, Role, SendMessageRequest, TaskState
 
 from tests.auth.jwt_support import rules_for
-from tests.dataplane.support import deploy, new_session_id
+from tests.dataplane.support import deploy, new_session_id, seeded_server
 from tests.protocols.support import SESSION_HEADER, SigV4Httpx, admin_key
 from tests.support.idp_common import RunningIdp
 from tests.support.server import HangarServer
@@ -152,3 +152,15 @@ def test_a_card_that_lies_about_its_url_is_served_with_hangars(server: HangarSer
     assert "https://attacker.example/a2a" in server.log_path.read_text()  # the operator is told
     found = asyncio.run(converse(base_url(server, liar), SigV4Httpx(admin_key(server)), streaming=False))
     assert found["task"].status.state == TaskState.TASK_STATE_COMPLETED
+
+
+def test_card_names_the_public_url_when_one_is_set() -> None:
+    """Behind a proxy the card must name the URL callers use, not the one Hangar was asked on."""
+    public = "https://agents.example.com/hangar"
+    with seeded_server("hangar-a2a-public-", ["a2a_agent"], env={"HANGAR_PUBLIC_URL": public}) as other:
+        runtime = deploy(other.boto3_client("bedrock-agentcore-control"), "a2a_agent", protocolConfiguration=A2A)
+        card = other.boto3_client("bedrock-agentcore").get_agent_card(
+            agentRuntimeArn=runtime["agentRuntimeArn"], runtimeSessionId=new_session_id()
+        )
+    (interface,) = card["agentCard"]["supportedInterfaces"]
+    assert interface["url"] == f"{public}/runtimes/{quote(runtime['agentRuntimeArn'], safe='')}/invocations"

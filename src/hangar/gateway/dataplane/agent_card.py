@@ -1,9 +1,9 @@
 """GetAgentCard: the A2A agent card, fetched from the session's agent (``GET /.well-known/agent-card.json``).
 
 The card is served pointing back through Hangar: every JSON-RPC interface URL (and a v0.3 card's ``url``) becomes
-this runtime's invocation URL, whatever the agent wrote (``http://localhost:9000/`` as SDKs default to, or a URL
-elsewhere: an agent cannot send its callers past Hangar). Interfaces Hangar cannot carry (gRPC, HTTP+JSON) are
-dropped, so a client never picks one.
+this runtime's invocation URL (on ``HANGAR_PUBLIC_URL`` when set, else the URL the card was asked on), whatever the
+agent wrote (``http://localhost:9000/`` as SDKs default to, or a URL elsewhere: an agent cannot send its callers
+past Hangar). Interfaces Hangar cannot carry (gRPC, HTTP+JSON) are dropped, so a client never picks one.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ async def get_agent_card(request: Request, params: dict[str, str]) -> Response:
         session.finish()
     if not isinstance(card, dict):
         raise RuntimeClientError("The agent's card is not a JSON object")
-    url = f"{request.url.scheme}://{request.url.netloc}/runtimes/{quote(target.runtime_arn, safe='')}/invocations"
+    base = (services.settings.public_url or f"{request.url.scheme}://{request.url.netloc}").rstrip("/")
+    url = f"{base}/runtimes/{quote(target.runtime_arn, safe='')}/invocations"
     if qualifier := request.query_params.get("qualifier"):
         url += f"?qualifier={quote(qualifier, safe='')}"
     foreign = through_hangar(card, url)
