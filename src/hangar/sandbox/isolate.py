@@ -118,13 +118,14 @@ def prctl(option: int, arg: int = 0) -> None:
     _check(libc().prctl(option, arg, 0, 0, 0), f"prctl({option})")
 
 
-def drop_privileges(uid: int) -> None:
-    """Become ``uid`` (and gid ``uid``) with no supplementary groups, no capabilities in any set, no_new_privs.
+def drop_privileges(uid: int, gid: int | None = None) -> None:
+    """Become ``uid`` and ``gid`` (default: ``uid``) with no supplementary groups, no capabilities, no_new_privs.
 
     Dropping the bounding set first needs CAP_SETPCAP; capset clears what setresuid leaves when the old uid was
     not mapped in the current user namespace (then the kernel's 0 -> nonzero rule does not apply)."""
     os.setgroups([])
-    os.setresgid(uid, uid, uid)
+    gid = uid if gid is None else gid
+    os.setresgid(gid, gid, gid)
     with open("/proc/sys/kernel/cap_last_cap") as last:
         last_cap = int(last.read())
     for cap in range(last_cap + 1):
@@ -259,15 +260,21 @@ def restore_tree(entries: Sequence[tuple[str, str, int, bytes]]) -> None:
             os.chmod(path, mode)
 
 
-def split_from_template(handshake: socket.socket) -> None:
+def split_from_template(handshake: socket.socket) -> list[int]:
     """First half, in the template's child: announce ourselves, make the namespaces, wait for the host.
 
-    Before ``go`` the host has mapped uid 1000 to the session's leased uid, moved us into the session's cgroup and
-    (with egress) attached the session's veth to our network namespace."""
+    Before ``go`` the host has mapped uid 1000 (an image's user) to the session's leased uid, moved us into the
+    session's cgroup and (with egress) attached the session's veth to our network namespace. With ``go`` comes, for
+    an image, the session's own root (a detached mount the host built); returns the fds that came with it."""
     send_creds(handshake, b"C")
     unshare(SESSION_NAMESPACES)
     handshake.sendall(b"U")
-    expect(handshake, b"go")
+    message, fds, _, _ = socket.recv_fds(handshake, 16, 1)
+    if message != b"go":
+        for fd in fds:
+            os.close(fd)
+        raise OSError(f"the host said {message!r}, not {b'go'!r}")
+    return fds
 
 
 def enter_session(
@@ -319,6 +326,67 @@ def enter_session(
     loopback_up()
     unshare(CLONE_NEWCGROUP)  # rooted at the session's cgroup, which the host moved us into before ``go``
     drop_privileges(SANDBOX_UID)
+    prctl(PR_SET_DUMPABLE, 0)
+    load_seccomp(seccomp_program)
+
+
+SYS_MOVE_MOUNT = 429  # the same number on every architecture
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine, -1)
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+AT_FDCWD = -100
+IMAGE_STAGE = "/.hangar-stage"  # image_root.FORK_STAGE: a mount point in the template's root (not renamable)
+IMAGE_BINDS = ("/dev", "/.hangar/usr", "/.hangar/supervisor.py", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf")
+IMAGE_READ_ONLY = ("/.hangar/usr", "/.hangar/supervisor.py", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf")
+OUTBOUND = "/run/hangar"
+
+
+def enter_image_session(
+    root_fd: int,
+    uid: int,
+    gid: int,
+    workdir: str,
+    shm_bytes: int,
+    seccomp_program: bytes,
+    files: Sequence[tuple[int, str, int, int, bool]] = (),
+) -> None:
+    """``enter_session`` for a fork of an image's template: attach the session's own root (an overlay of the image
+    the host built for this session alone: lower ID-mapped to its lease, upper on its tmpfs), carry over what Hangar
+    binds from the template's view, pivot into it and detach the template's root, then the same steps as for code."""
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    if libc().syscall(SYS_MOVE_MOUNT, root_fd, b"", AT_FDCWD, IMAGE_STAGE.encode(), MOVE_MOUNT_F_EMPTY_PATH) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"move_mount the session's root: {os.strerror(err)}")
+    os.close(root_fd)
+    new = IMAGE_STAGE
+    binds = [path for path in (*IMAGE_BINDS, OUTBOUND) if os.path.exists(path)]
+    for path in binds:
+        mount(path, new + path, None, MS_BIND | MS_REC)
+        if path in IMAGE_READ_ONLY or path == OUTBOUND:
+            mount(None, new + path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    size = max(shm_bytes, 4096)
+    mount("hangar-shm", new + "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode=1777")
+    mount("devpts", new + "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620")
+    mount("proc", new + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    os.chdir(new)
+    if libc().syscall(SYS_PIVOT_ROOT, b".", b".") != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"pivot_root: {os.strerror(err)}")
+    _check(libc().umount2(b".", MNT_DETACH), "umount the template's root")
+    os.chdir("/")
+    with open("/proc/sys/user/max_user_namespaces", "w") as limit:
+        limit.write("0")
+    for name in COVERED_PROC:
+        path = f"/proc/{name}"
+        if os.path.exists(path):
+            mount(path, path, None, MS_BIND | MS_REC)
+            mount(None, path, None, MS_BIND | MS_REC | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    libc().setfsuid(uid)
+    libc().setfsgid(gid)
+    reopen(files)
+    loopback_up()
+    unshare(CLONE_NEWCGROUP)
+    drop_privileges(uid, gid)
+    os.chdir(workdir)
     prctl(PR_SET_DUMPABLE, 0)
     load_seccomp(seccomp_program)
 

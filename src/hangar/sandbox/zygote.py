@@ -142,8 +142,11 @@ class TemplateCredentials:
 
 
 class Zygote:
-    def __init__(self, control: socket.socket, port: int, outbound: list[tuple[int, str]] | None = None) -> None:
+    def __init__(
+        self, control: socket.socket, port: int, outbound: list[tuple[int, str]] | None = None, image: bool = False
+    ) -> None:
         self.control = control
+        self.image = image  # a template of a container image (its forks switch to a root of their own)
         self.port = port
         self.outbound = outbound or []
         self.credentials: TemplateCredentials | None = None
@@ -205,7 +208,12 @@ class Zygote:
             self.credentials = None
         self.check_safe()
         # What the import left in home and /tmp, once: every session gets a copy, as if its own import wrote it.
-        self.tree = isolate.writable_tree()
+        # (An image's forks get a root of their own, built from the image: nothing of the template's is carried.)
+        self.tree = [] if self.image else isolate.writable_tree()
+        try:
+            isolate.libc()  # every fork isolates itself through it: an image's Python must be able to load it
+        except OSError as exc:
+            raise NotForkable(f"isolate.py cannot load the C library here (glibc's libc.so.6): {exc}") from None
         gc.collect()
         gc.freeze()  # keep the collector from writing to the template's objects in every child (copy-on-write)
         self.report("ready", pid=os.getpid())
@@ -278,13 +286,22 @@ class Zygote:
         files = isolate.open_files({*fds, self.control.fileno()})
         isolate.close_fds(set(fds))
         handshake = socket.socket(fileno=handshake_fd)
-        isolate.split_from_template(handshake)
+        given = isolate.split_from_template(handshake)
         if os.fork() != 0:
             return 0
         program = _read_all(seccomp_fd)
         os.close(seccomp_fd)
-        keep = [str(p) for p in request.get("keep", [])]
-        isolate.enter_session(int(request["disk_bytes"]), keep, program, self.tree, files)
+        image = request.get("image")
+        if image is not None:  # the host sent the session's own root with ``go``
+            if len(given) != 1:
+                raise OSError(f"an image fork needs its root's fd, got {len(given)} fds")
+            uid, gid, workdir = int(image["uid"]), int(image["gid"]), str(image["workdir"])
+            isolate.enter_image_session(given[0], uid, gid, workdir, int(request["disk_bytes"]), program, files)
+        else:
+            for fd in given:
+                os.close(fd)
+            keep = [str(p) for p in request.get("keep", [])]
+            isolate.enter_session(int(request["disk_bytes"]), keep, program, self.tree, files)
         isolate.send_creds(handshake, b"G")  # the host checks this process's isolation, then watches it (a pidfd)
         isolate.expect(handshake, b"start")  # isolated ahead of time: the agent resumes only for a real session
         handshake.close()
@@ -419,7 +436,7 @@ def main() -> None:
     options, argv = parse(sys.argv[1:])
     control = socket.socket(fileno=options["control-fd"])
     control.set_inheritable(False)
-    zygote = Zygote(control, options["port"], options["outbound"])
+    zygote = Zygote(control, options["port"], options["outbound"], bool(options.get("image")))
     try:
         if "template-credentials-port" in options:
             zygote.credentials = TemplateCredentials(options["template-credentials-port"])

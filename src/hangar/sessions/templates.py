@@ -1,13 +1,14 @@
-"""Warm templates per served version: started beside the request path, restarted when they die, retired when
-nothing serves their version; a new session forks from its version's template when one is ready.
+"""Warm templates per served version: started beside the request path, restarted when they die, retired when nothing
+serves their version; a new session forks from its version's template when one is ready.
 
 Which versions get a template: with a ``served`` source (the control plane, wired by ``sessions/setup.py``) every
 version an endpoint serves, from the moment it is READY; without one (a bare manager), a version after its first
 session, until its idle timeout passes without another. A version never gets one when templates are off
-(``HANGAR_TEMPLATES=false``), the backend cannot fork (``process``), or the runtime opts out with the environment
-variable ``HANGAR_TEMPLATE=off``. A template that reports itself unsafe to fork (threads at import, an entry point
-that is not a Python script, uvicorn started from async code) is not restarted: that version's sessions start
-cold and the reason is in the logs, the session's ``coldReason`` and ``GET /hangar/sessions/``.
+(``HANGAR_TEMPLATES=false``), the backend cannot fork (``process``), the runtime opts out with the environment
+variable ``HANGAR_TEMPLATE=off``, or it is an image whose entry point is not ``python3.11+ script.py``. A template
+that reports itself unsafe to fork (threads at import, an entry point that is not a Python script, uvicorn started
+from async code) is not restarted: that version's sessions start cold and the reason is in the logs, the session's
+``coldReason`` and ``GET /hangar/sessions/``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 
 from hangar.domain.invocation import InvocationTarget
 from hangar.sandbox.base import SandboxBackend, SandboxSpec, Template, TemplateUnsafe
-from hangar.sessions.images import IMAGE_COLD_REASON
+from hangar.sessions.images import image_cold_reason
 
 log = logging.getLogger("hangar.sessions")
 
@@ -231,7 +232,9 @@ class TemplateSet:
 
 def opt_out(target: InvocationTarget) -> str | None:
     if target.prepared.image is not None:
-        return IMAGE_COLD_REASON
+        reason = image_cold_reason(target.prepared.image)
+        if reason is not None:
+            return reason
     value = target.environment.get("HANGAR_TEMPLATE", "").strip().lower()
     if value in OPT_OUT_VALUES:
         return f"the runtime opts out of warm templates (HANGAR_TEMPLATE={value})"

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from hangar.domain.errors import InternalError
 from hangar.sandbox.base import SandboxSpec
-from hangar.sandbox.namespace import network, rootfs, seccomp
+from hangar.sandbox.namespace import image_root, network, rootfs, seccomp
 from hangar.sandbox.namespace.cgroups import Cgroup
 from hangar.sandbox.namespace.launcher import data_fd
 from hangar.sandbox.namespace.templates import ForkedProcess, NamespaceTemplate, outcome, receive, seqpacket_pair
@@ -65,11 +65,15 @@ def under_writable(spec: SandboxSpec) -> list[str]:
     return [str(p) for p in (spec.env_dir, spec.code_dir) if any(p.is_relative_to(root) for root in roots)]
 
 
-def _map_and_move(pid: int, uid: int, cgroup: Cgroup, link: network.Link | None) -> None:
-    """The host's part, between the child's unshare and its ``go`` (blocking: runs in a thread)."""
-    for name in ("uid_map", "gid_map"):
+def _map_and_move(
+    pid: int, uid: int, cgroup: Cgroup, link: network.Link | None, inside: tuple[int, int] | None = None
+) -> None:
+    """The host's part, between the child's unshare and its ``go`` (blocking: runs in a thread). ``inside``: the
+    image user's uid and gid, mapped onto the lease instead of the code sandbox's 1000."""
+    ids = inside or (rootfs.SANDBOX_UID, rootfs.SANDBOX_UID)
+    for name, inner in (("uid_map", ids[0]), ("gid_map", ids[1])):
         with open(f"/proc/{pid}/{name}", "w") as mapping:
-            mapping.write(f"{rootfs.SANDBOX_UID} {uid} 1\n")
+            mapping.write(f"{inner} {uid} 1\n")
     for procs in cgroup.procs_files():
         with open(procs, "w") as members:
             members.write(str(pid))
@@ -85,7 +89,9 @@ def log_budget(disk_bytes: int) -> int:
 
 async def prepare_fork(backend: NamespaceBackend, template: NamespaceTemplate, spec: SandboxSpec) -> PreparedFork:
     log_bytes = log_budget(spec.limits.disk_bytes)
-    state, uid, cgroup = await backend.prepare(spec, writable_bytes=log_bytes)
+    user = image_root.resolve_user(spec.rootfs, spec.user) if spec.rootfs is not None else None
+    # An image fork's root (its overlay's upper layer) lives on the host's tmpfs with its log: the whole budget.
+    state, uid, cgroup = await backend.prepare(spec, writable_bytes=None if user else log_bytes)
     link: network.Link | None = None
     channels: Channels | None = None
     host_end, child_end = seqpacket_pair()
@@ -95,7 +101,12 @@ async def prepare_fork(backend: NamespaceBackend, template: NamespaceTemplate, s
         log_fd = os.open(state.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         filter_fd = data_fd("hangar-seccomp", seccomp.compile_bpf())
         try:
-            request = {"disk_bytes": max(spec.limits.disk_bytes - log_bytes, 4096), "keep": under_writable(spec)}
+            request: dict[str, object] = {
+                "disk_bytes": max(spec.limits.disk_bytes - log_bytes, 4096),
+                "keep": under_writable(spec),
+            }
+            if user is not None:
+                request["image"] = {"uid": user.uid, "gid": user.gid, "workdir": image_root.normalized(spec.workdir)}
             async with template.lock:
                 if not template.alive():
                     raise InternalError(f"warm template {template.id} is not running")
@@ -115,12 +126,25 @@ async def prepare_fork(backend: NamespaceBackend, template: NamespaceTemplate, s
         message, _ = await receive(host_end, FORK_STEP_TIMEOUT_S)
         if message != b"U":
             raise InternalError(f"the template's child could not unshare: {tail(template.state.log)}")
+        inside = (user.uid, user.gid) if user is not None else None
         try:
-            await asyncio.to_thread(_map_and_move, pid, uid, cgroup, link)
+            await asyncio.to_thread(_map_and_move, pid, uid, cgroup, link, inside)
         except OSError as exc:  # the child did not make its own user namespace: a bug, or tampering
             template.unsafe_reason = f"a fork's namespaces could not be set up ({exc})"
             raise InternalError(f"the forked session's isolation could not be set up: {exc}") from exc
-        host_end.send(b"go")
+        if spec.rootfs is not None:
+            # The session's own root, built here exactly as for a cold session (lower ID-mapped to its lease, upper
+            # on its tmpfs); the fork attaches the detached copy in its namespaces and pivots into it.
+            merged = await asyncio.to_thread(
+                image_root.mount_root, state, spec.rootfs, uid, spec.workdir, spec.outbound
+            )
+            root_fd = image_root.detached_copy(merged)
+            try:
+                socket.send_fds(host_end, [b"go"], [root_fd])
+            finally:
+                os.close(root_fd)
+        else:
+            host_end.send(b"go")
         message, pid = await receive(host_end, FORK_STEP_TIMEOUT_S)
         if message != b"G" or pid is None:
             template.broken = "a fork failed to isolate itself"  # its owner starts a new one (with back-off)

@@ -19,6 +19,7 @@ import ctypes
 import glob
 import os
 import posixpath
+import re
 import stat
 import subprocess
 import threading
@@ -35,6 +36,12 @@ HIDDEN = "/.hangar"
 HOST_USR = f"{HIDDEN}/usr"
 SUPERVISOR_PATH = f"{HIDDEN}/supervisor.py"
 HOST_PYTHON = "/usr/bin/python3.11"
+ISOLATE_IN_IMAGE = f"{HIDDEN}/isolate.py"  # a warm template's own programs (its forks never see them)
+ZYGOTE_IN_IMAGE = f"{HIDDEN}/zygote.py"
+# Where a fork attaches its own root before it pivots into it: a mount point at the top of the template's root, so
+# that import-time code (which owns that root) can neither rename nor replace it, nor the way to it.
+FORK_STAGE = "/.hangar-stage"
+MIN_PYTHON = (3, 11)
 ETC_FILES = ("hosts", "hostname", "resolv.conf")
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
@@ -202,6 +209,63 @@ def mount_root(state: StateDir, image_rootfs: Path, uid: int, workdir: str, outb
     if outbound is not None:
         _ensure(merged, OUTBOUND_DIR, "dir")
     return merged
+
+
+def template_mount_points(merged: Path) -> None:
+    """The template's extra mount points: its isolate.py and zygote.py, and the stage its forks attach roots on."""
+    _ensure(merged, ISOLATE_IN_IMAGE, "file")
+    _ensure(merged, ZYGOTE_IN_IMAGE, "file")
+    _ensure(merged, FORK_STAGE, "dir")
+
+
+def detached_copy(merged: Path) -> int:
+    """A detached copy of a fork's merged root (``open_tree``): the fd the fork attaches in its own namespaces."""
+    flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE
+    return _check(_libc().syscall(SYS_OPEN_TREE, AT_FDCWD, str(merged).encode(), flags), f"open_tree {merged}")
+
+
+def _inside_target(rootfs: Path, path: str) -> str | None:
+    """Where ``path`` leads inside the image, its symlinks resolved against the image's root (never the host's)."""
+    parts, hops = inside_parts(path), 0
+    done: list[str] = []
+    while parts:
+        name = parts.pop(0)
+        here = rootfs.joinpath(*done, name)
+        if here.is_symlink():
+            hops += 1
+            if hops > 40:
+                return None
+            link = os.readlink(here)
+            parts = inside_parts(link if link.startswith("/") else "/".join([*done, link])) + parts
+            done = []
+            continue
+        if not os.path.lexists(here):
+            return None
+        done.append(name)
+    return "/" + "/".join(done)
+
+
+def image_python(rootfs: Path, program: str, path_env: str) -> tuple[str | None, str]:
+    """The image's interpreter for a template (its path inside), or None and why its sessions start cold: the zygote,
+    isolate.py and the supervisor run on it in every fork, so it must be CPython 3.11+ and resolve inside the image."""
+    candidates = [program] if "/" in program else [f"{d}/{program}" for d in path_env.split(":") if d.startswith("/")]
+    for candidate in candidates:
+        target = _inside_target(rootfs, candidate)
+        if target is None or not (rootfs / target.lstrip("/")).is_file():
+            continue
+        found = re.fullmatch(r"python(\d+)\.(\d+)", posixpath.basename(target))
+        versions = [(int(found[1]), int(found[2]))] if found else []
+        if not versions:
+            for lib in ("usr/lib", "usr/local/lib"):
+                for os_py in (rootfs / lib).glob("python3.*/os.py"):
+                    minor = os_py.parent.name.removeprefix("python3.")
+                    versions += [(3, int(minor))] if minor.isdigit() else []
+        if not versions:
+            return None, f"the image's {candidate} is not a Python whose version Hangar can tell"
+        if max(versions) < MIN_PYTHON:
+            return None, f"the image's Python is {'.'.join(map(str, max(versions)))}; forks need 3.11 or later"
+        return candidate, ""
+    return None, f"the image has no {program} to run a warm template on"
 
 
 def _sticky_tmp(merged: Path) -> None:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from hangar.domain.errors import InternalError
 from hangar.sandbox.base import OUTBOUND_DIR, SandboxSpec, Template, TemplateUnsafe
-from hangar.sandbox.namespace import rootfs, seccomp
+from hangar.sandbox.namespace import image_root, rootfs, seccomp
 from hangar.sandbox.namespace.cgroups import Cgroup
 from hangar.sandbox.namespace.launcher import JOIN_CGROUPS, data_fd, fill
 from hangar.sandbox.state import StateDir
@@ -46,6 +46,9 @@ TEMPLATE_READY_TIMEOUT_S = 120.0  # the agent's imports run here: heavy framewor
 MESSAGE_LIMIT = 65536
 CREDS = struct.Struct("iII")
 SYSTEM_PYTHON = "/usr/bin/python3.11"
+# An image's forks attach a root of their own and pivot into it (forking.prepare_fork): their template may do both
+# (it has no capabilities in the initial user namespace; the session filter stacked in each fork denies them again).
+IMAGE_TEMPLATE_ALLOWS = seccomp.TEMPLATE_ALLOWS | {"move_mount", "pivot_root"}
 TEMPLATE_NAMESPACES = (
     "--unshare-pid",
     "--unshare-net",
@@ -187,8 +190,17 @@ def seqpacket_pair() -> tuple[socket.socket, socket.socket]:
 def template_argv(
     backend: NamespaceBackend, spec: SandboxSpec, uid: int, cgroup: Cgroup, control_fd: int, args_fd: int
 ) -> list[str]:
-    python = str(spec.env_dir / "bin" / "python")
-    zygote = [python, rootfs.ZYGOTE_PATH, f"--control-fd={control_fd}", f"--port={spec.agent_port}"]
+    if spec.rootfs is not None:
+        python, reason = image_root.image_python(spec.rootfs, spec.command[0], image_path(spec))
+        if python is None:
+            raise TemplateUnsafe(reason)
+        zygote = [python, image_root.ZYGOTE_IN_IMAGE, f"--control-fd={control_fd}", f"--port={spec.agent_port}"]
+        zygote.append("--image=1")
+        stage = [*image_root.host_interpreter(), "-I", "-S", image_root.ISOLATE_IN_IMAGE]
+    else:
+        python = str(spec.env_dir / "bin" / "python")
+        zygote = [python, rootfs.ZYGOTE_PATH, f"--control-fd={control_fd}", f"--port={spec.agent_port}"]
+        stage = [SYSTEM_PYTHON, "-I", "-S", rootfs.ISOLATE_PATH]
     zygote += outbound_options(spec, OUTBOUND_DIR)
     if spec.outbound is not None and spec.outbound.template_credentials_port is not None:
         zygote.append(f"--template-credentials-port={spec.outbound.template_credentials_port}")
@@ -205,10 +217,7 @@ def template_argv(
         "--args",
         str(args_fd),
         "--",
-        SYSTEM_PYTHON,
-        "-I",
-        "-S",
-        rootfs.ISOLATE_PATH,
+        *stage,
         "template",
         f"--uid={uid}",
         "--",
@@ -217,14 +226,37 @@ def template_argv(
     ]
 
 
-def template_bwrap_args(backend: NamespaceBackend, spec: SandboxSpec, state: StateDir, seccomp_fd: int) -> bytes:
+def template_bwrap_args(
+    backend: NamespaceBackend, spec: SandboxSpec, state: StateDir, seccomp_fd: int, uid: int | None = None
+) -> bytes:
     """bwrap runs as root here (no user namespace: only the host may map a forked session's uid), builds the same
     root view as for a session and loads the template filter; ``isolate.py template`` then drops to the leased
     uid. The /proc it gets is mounted by isolate.py, uncovered, so that forked sessions can mount their own."""
     etc = rootfs.write_etc(state, spec.outbound.hosts if spec.outbound else ())
-    env = agent_environment(spec, spec.agent_port, rootfs.HOME, "/tmp")
     inside = backend.inside_files()
-    mounts = rootfs.bwrap_mounts(state, etc, spec.code_dir, spec.env_dir, inside, spec.limits.disk_bytes, spec.outbound)
+    if spec.rootfs is not None:
+        user = image_root.resolve_user(spec.rootfs, spec.user)
+        env = agent_environment(spec, spec.agent_port, user.home, "/tmp")
+        if uid is None:
+            raise InternalError("an image template needs its uid lease")
+        merged = image_root.mount_root(state, spec.rootfs, uid, spec.workdir, spec.outbound)
+        image_root.template_mount_points(merged)
+        mounts = image_root.image_mounts(merged, etc, inside, spec.limits.disk_bytes, spec.outbound)
+        # /.hangar is a root-owned tmpfs here, not the overlay's directory: the import (which owns the template's
+        # root) can neither rename it nor plant what forks bind from it.
+        mounts[3:3] = ["--perms", "0755", "--size", "65536", "--tmpfs", image_root.HIDDEN]
+        mounts += ["--ro-bind", str(inside / "isolate.py"), image_root.ISOLATE_IN_IMAGE]
+        mounts += ["--ro-bind", str(inside / "zygote.py"), image_root.ZYGOTE_IN_IMAGE]
+        stage = state.path / "stage"
+        stage.mkdir(mode=0o755)
+        mounts += ["--ro-bind", str(stage), image_root.FORK_STAGE]
+        chdir = image_root.normalized(spec.workdir)
+    else:
+        env = agent_environment(spec, spec.agent_port, rootfs.HOME, "/tmp")
+        mounts = rootfs.bwrap_mounts(
+            state, etc, spec.code_dir, spec.env_dir, inside, spec.limits.disk_bytes, spec.outbound
+        )
+        chdir = str(spec.code_dir)
     mounts = _open_parents([arg if arg != "--proc" else "--dir" for arg in mounts])
     # As root, bwrap makes /dev/shm root's 0755: give it the mode a user-namespace bwrap gives the sandbox uid.
     at = mounts.index("/dev/shm") - 3  # ... --size N --tmpfs /dev/shm
@@ -232,8 +264,13 @@ def template_bwrap_args(backend: NamespaceBackend, spec: SandboxSpec, state: Sta
     args = [*TEMPLATE_NAMESPACES, "--hostname", rootfs.HOSTNAME, "--die-with-parent", "--new-session", "--clearenv"]
     for key, value in env.items():
         args += ["--setenv", key, value]
-    args += [*mounts, "--chdir", str(spec.code_dir), "--seccomp", str(seccomp_fd)]
+    args += [*mounts, "--chdir", chdir, "--seccomp", str(seccomp_fd)]
     return b"\0".join(arg.encode() for arg in args) + b"\0"
+
+
+def image_path(spec: SandboxSpec) -> str:
+    """The PATH the image's agent gets (its Env's, else a container runtime's default)."""
+    return agent_environment(spec, spec.agent_port, "/", "/tmp").get("PATH", "")
 
 
 BIND_OPTIONS = {"--bind", "--ro-bind", "--ro-bind-try", "--symlink"}  # two-argument options: SOURCE DEST
@@ -280,10 +317,11 @@ async def start_template(backend: NamespaceBackend, spec: SandboxSpec) -> Namesp
     template: NamespaceTemplate | None = None
     proc: subprocess.Popen[bytes] | None = None
     try:
-        filter_fd = data_fd("hangar-seccomp", seccomp.compile_bpf(allow=seccomp.TEMPLATE_ALLOWS))
+        allows = IMAGE_TEMPLATE_ALLOWS if spec.rootfs is not None else seccomp.TEMPLATE_ALLOWS
+        filter_fd = data_fd("hangar-seccomp", seccomp.compile_bpf(allow=allows))
         args_fd = data_fd("hangar-bwrap-args")
         try:
-            fill(args_fd, template_bwrap_args(backend, spec, state, filter_fd))
+            fill(args_fd, template_bwrap_args(backend, spec, state, filter_fd, uid))
             argv = template_argv(backend, spec, uid, cgroup, child_end.fileno(), args_fd)
             # SAFETY: root starts bwrap in the template's cgroup; isolate.py (ours, stdlib only, no site imports)
             # drops to the leased uid with no capabilities and no_new_privs before the agent's interpreter starts.
