@@ -16,8 +16,6 @@ from tests.dataplane.support import deploy, new_session_id, sessions, wait_for
 from tests.protocols.model_server import ModelServer, local_model_server
 from tests.support.server import HangarServer
 
-pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed (see docs/protocols.md)")
-
 FRAMEWORKS = ("langgraph", "strands")
 PROMPT = "what is 2 plus 40?"
 
@@ -44,8 +42,7 @@ def deploy_on(control: Any, framework: str, model_server: ModelServer) -> dict[s
 
 def forked_run(server: HangarServer, data: Any, runtime: dict[str, Any]) -> Any:
     """Invoke new sessions until one started by fork (the template starts beside the first); its answer."""
-    if not httpx.get(f"{server.url}/healthz", timeout=30).json()["sandbox"]["isolates"]:
-        pytest.skip("the model server is reached through a namespace sandbox's egress")
+    assert httpx.get(f"{server.url}/healthz", timeout=30).json()["sandbox"]["isolates"], "needs namespace egress"
     runs: list[Any] = []
 
     def forked() -> str | None:
