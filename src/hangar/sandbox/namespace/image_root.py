@@ -212,9 +212,8 @@ def mount_root(state: StateDir, image_rootfs: Path, uid: int, workdir: str, outb
 
 
 def template_mount_points(merged: Path) -> None:
-    """The template's extra mount points: its isolate.py and zygote.py, and the stage its forks attach roots on."""
-    _ensure(merged, ISOLATE_IN_IMAGE, "file")
-    _ensure(merged, ZYGOTE_IN_IMAGE, "file")
+    """The template's extra mount point in its root: the stage its forks attach their roots on (its isolate.py and
+    zygote.py are bound in the tmpfs bwrap mounts on /.hangar for it)."""
     _ensure(merged, FORK_STAGE, "dir")
 
 
