@@ -207,7 +207,9 @@ def deploy(
     runtime: str = typer.Option("PYTHON_3_11", "--runtime", help=f"One of {', '.join(RUNTIMES)}."),
     bucket: str = typer.Option(DEFAULT_BUCKET, "--bucket", help="Artifact-store bucket to upload the zip to."),
     env: list[str] = typer.Option([], "--env", help="Environment variable K=V for the agent (repeatable)."),
-    protocol: str | None = typer.Option(None, "--protocol", help="HTTP, MCP or A2A (default HTTP; updates keep it)."),
+    protocol: str | None = typer.Option(
+        None, "--protocol", help="HTTP, MCP, A2A or AGUI (default HTTP; updates keep it)."
+    ),
     idle_timeout: int | None = typer.Option(None, "--idle-timeout", help="Idle session timeout, seconds."),
     max_lifetime: int | None = typer.Option(None, "--max-lifetime", help="Maximum session lifetime, seconds."),
     description: str | None = typer.Option(None, "--description", help="Runtime description."),
