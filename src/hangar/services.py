@@ -1,14 +1,16 @@
 """The composition root: one ``Services`` object per process, built from the settings.
 
-The gateway reaches every use case through it (``request.app.state.services``); nothing else builds
-components, so tests can start a whole server in-process with ``create_app(Settings(...))``.
+``build_services`` builds every component once, in dependency order, each from the packages' ``build_*`` functions
+with its dependencies passed explicitly (no package reaches into ``Services``). The gateway reaches every use case
+through the result (``request.app.state.services``); tests can start a whole server in-process with
+``create_app(Settings(...))``.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hangar.config import Settings
 
@@ -29,81 +31,88 @@ if TYPE_CHECKING:
 log = logging.getLogger("hangar")
 
 
+class Component(Protocol):
+    """Something with background work: started once the server accepts work, stopped before the store closes."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 @dataclass
 class Services:
     settings: Settings
     engine: Engine
-    credentials: CredentialStore | None = None
-    sigv4: SigV4Verifier | None = None
-    jwt: JwtAuthorizer | None = None
-    control: ControlPlane | None = None
-    identity: Identity | None = None
-    identity_data: IdentityDataPlane | None = None
-    sessions: SessionManager | None = None
-    identity_channel: IdentityChannel | None = None  # the sandboxes' identity endpoint and credentials
-    metrics: Metrics | None = None
-    registry: Registry | None = None  # Hangar's container registry (ECR API and /v2), wired by control
+    metrics: Metrics
+    credentials: CredentialStore
+    sigv4: SigV4Verifier
+    jwt: JwtAuthorizer
+    control: ControlPlane
+    registry: Registry  # Hangar's container registry (ECR API and /v2)
+    identity: Identity
+    identity_data: IdentityDataPlane
+    sessions: SessionManager
+    # The sandboxes' identity endpoint and credentials. Built last, from this object (its handlers reach the
+    # services as the gateway's do); None where the sandbox backend cannot give sandboxes one (process).
+    identity_channel: IdentityChannel | None = None
 
-    def _components(self) -> list[Any]:
-        """Start order: identity of callers first, then the control plane, then sessions."""
-        return [
-            c
-            for c in (
-                self.credentials,
-                self.sigv4,
-                self.jwt,
-                self.control,
-                self.identity,
-                self.identity_data,
-                self.identity_channel,  # before sessions: an agent may fetch credentials as it imports
-                self.sessions,
-            )
-            if c is not None
-        ]
+    def components(self) -> list[Component]:
+        """Start order: the control plane (resumes builds), identity, the sandboxes' identity channel (an agent may
+        fetch credentials as it imports), then sessions (which start templates and pools)."""
+        ordered: list[Component] = [self.control, self.identity, self.identity_data]
+        if self.identity_channel is not None:
+            ordered.append(self.identity_channel)
+        ordered.append(self.sessions)
+        return ordered
 
     async def start(self) -> None:
-        """Start background work (resume interrupted builds, reap sessions, warm pools)."""
-        for component in self._components():
-            starter = getattr(component, "start", None)
-            if starter is not None:
-                await starter()
+        for component in self.components():
+            await component.start()
 
     async def stop(self) -> None:
-        """Stop in reverse order: sessions end before the store closes."""
-        for component in reversed(self._components()):
-            stopper = getattr(component, "stop", None)
-            if stopper is None:
-                continue
+        """Stop in reverse order: sessions end before the store closes; one failure does not skip the rest."""
+        for component in reversed(self.components()):
             try:
-                await stopper()
+                await component.stop()
             except Exception:
                 log.exception("error while stopping %s", type(component).__name__)
         self.engine.dispose()
 
 
 def build_services(settings: Settings) -> Services:
-    """Create the data dir, open and migrate the store, wire the components together.
-
-    Each package contributes one ``wire(services)`` call below, in dependency order.
-    """
+    """Create the data dir, open and migrate the store, build every component once."""
+    from hangar.auth.setup import build_auth
+    from hangar.control.setup import build_control
+    from hangar.gateway.identity_channel import build_identity_channel
+    from hangar.identity.data_setup import build_identity_data
+    from hangar.identity.setup import build_identity
+    from hangar.observability.metrics import Metrics
+    from hangar.sessions.setup import build_sessions
     from hangar.store.engine import open_engine
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    services = Services(settings=settings, engine=open_engine(settings.resolved_database_url))
-    from hangar.auth.setup import wire as wire_auth
-    from hangar.control.setup import wire as wire_control
-    from hangar.identity.data_setup import wire as wire_identity_data
-    from hangar.identity.setup import wire as wire_identity
-    from hangar.observability.setup import wire as wire_observability
-    from hangar.sessions.setup import wire as wire_sessions
+    engine = open_engine(settings.resolved_database_url)
+    metrics = Metrics()
+    credentials, sigv4, jwt = build_auth(settings, engine)
+    control, registry = build_control(settings, engine)
+    identity = build_identity(settings, engine)
 
-    wire_observability(services)
-    wire_auth(services)
-    wire_control(services)
-    wire_identity(services)
-    wire_identity_data(services)
-    wire_sessions(services)
-    from hangar.gateway.identity_channel import wire as wire_identity_channel
+    async def authorize_jwt(token: str, authorizer: dict[str, Any]) -> str | None:
+        return (await jwt.authorize(token, authorizer)).subject
 
-    wire_identity_channel(services)
+    identity_data = build_identity_data(settings.data_dir, identity, authorize_jwt, control.jwt_authorizer_of)
+    services = Services(
+        settings=settings,
+        engine=engine,
+        metrics=metrics,
+        credentials=credentials,
+        sigv4=sigv4,
+        jwt=jwt,
+        control=control,
+        registry=registry,
+        identity=identity,
+        identity_data=identity_data,
+        sessions=build_sessions(settings, metrics, control.served_targets),
+    )
+    services.identity_channel = build_identity_channel(services)
     return services

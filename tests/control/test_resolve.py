@@ -11,9 +11,8 @@ import pytest
 from hangar.config import Settings
 from hangar.control import commands
 from hangar.control.service import ControlPlane
-from hangar.control.setup import wire
+from hangar.control.setup import build_control
 from hangar.domain.errors import ConflictError, NotFoundError, ValidationError
-from hangar.services import Services
 from hangar.store.engine import open_engine
 from tests.control.support import ROLE, code_artifact, container_artifact, unique_name, wait_settled, wait_until
 from tests.support.server import HangarServer
@@ -30,11 +29,9 @@ JWT = {
 def plane(server: HangarServer) -> Iterator[ControlPlane]:
     """A second ControlPlane on the server's store, as another gateway process would have (no worker)."""
     settings = Settings(data_dir=server.data_dir)
-    services = Services(settings=settings, engine=open_engine(settings.resolved_database_url))
-    wire(services)
-    assert services.control is not None
-    yield services.control
-    services.engine.dispose()
+    control, _ = build_control(settings, engine := open_engine(settings.resolved_database_url))
+    yield control
+    engine.dispose()
 
 
 @pytest.fixture(scope="module")

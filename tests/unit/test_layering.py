@@ -2,7 +2,7 @@
 ``import hangar.*`` of ``src/hangar`` with ``ast`` (inside functions too), so code and doc cannot drift apart.
 
 Besides the table (as the doc says under it): ``hangar`` itself (the version) is open to all; the composition root
-(``services.py``, ``setup.py`` and ``*_setup.py`` files) may import any package but ``sdk``; imports under
+(``services.py``) may import any package but ``sdk``; imports under
 ``if TYPE_CHECKING:`` serve annotations only and are not checked.
 """
 
@@ -39,7 +39,7 @@ def may_import_table() -> dict[str, set[str]]:
 
 
 def is_composition_root(path: Path) -> bool:
-    return path.name in ("services.py", "setup.py") or path.name.endswith("_setup.py")
+    return path.name == "services.py"
 
 
 def type_checking_nodes(tree: ast.AST) -> set[int]:

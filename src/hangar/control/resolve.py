@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -112,7 +113,13 @@ class TargetResolver:
             environment=dict(spec.environment),
             header_allowlist=tuple((spec.request_headers or {}).get("requestHeaderAllowlist", ())),
             jwt_authorizer=authorizer,
-            minimum_memory_mib=next(iter(spec.extras.get("resourceConfigurations") or []), {}).get(
-                "minimumMemoryInMiB"
-            ),
+            minimum_memory_mib=_minimum_memory_mib(spec.extras.get("resourceConfigurations")),
         )
+
+
+def _minimum_memory_mib(configurations: Any) -> int | None:
+    """``resourceConfigurations[0].minimumMemoryInMiB`` (validated at create/update), if the version sets it."""
+    for configuration in configurations or []:
+        value = configuration.get("minimumMemoryInMiB")
+        return int(value) if value is not None else None
+    return None

@@ -15,7 +15,11 @@ from hangar.control import endpoints, runtimes, tags
 from hangar.control.context import Context
 from hangar.control.resolve import TargetResolver
 from hangar.control.worker import Prepare, Worker
+from hangar.domain.errors import HangarError
 from hangar.domain.invocation import InvocationTarget
+from hangar.domain.runtime import Status
+from hangar.store import endpoints as endpoint_rows
+from hangar.store import runtimes as runtime_rows
 
 _USE_CASES: dict[type, Callable[[Context, Any], dict[str, Any]]] = {
     c.CreateRuntime: runtimes.create_runtime,
@@ -60,3 +64,34 @@ class ControlPlane:
     def resolve_target(self, runtime_ref: str, qualifier: str | None, account_id: str | None) -> InvocationTarget:
         """The READY version behind ``qualifier`` (default DEFAULT) of a runtime named by ARN or by id."""
         return self.resolver.resolve(runtime_ref, qualifier, account_id)
+
+    def served_targets(self) -> list[InvocationTarget]:
+        """Every (runtime, version) an endpoint serves now, as the data plane would resolve it (blocking)."""
+        live = set(Status) - {Status.DELETING}
+        served = self.ctx.store.read(lambda conn: endpoint_rows.endpoints_in(conn, live))
+        targets: dict[tuple[str, str], InvocationTarget] = {}
+        for endpoint in served:
+            if endpoint.live_version is None:
+                continue
+            try:
+                target = self.resolve_target(endpoint.runtime_id, endpoint.name, self.ctx.place.account_id)
+            except HangarError:  # deleted or changed since the read: the next pass sees it
+                continue
+            targets.setdefault((target.runtime_id, target.version), target)
+        return list(targets.values())
+
+    def jwt_authorizer_of(self, runtime_id: str) -> dict[str, Any] | None:
+        """The ``customJWTAuthorizer`` invocations of this runtime check: the one its DEFAULT endpoint serves, else
+        its newest version's (not served yet), else none (also for an unknown runtime). Blocking (reads the store)."""
+        try:
+            return self.resolve_target(runtime_id, None, self.ctx.place.account_id).jwt_authorizer
+        except HangarError:
+            pass
+        try:
+            version = self.ctx.store.read(lambda conn: runtime_rows.newest_version(conn, runtime_id))
+        except HangarError:
+            return None
+        if version is None:
+            return None
+        authorizer: dict[str, Any] | None = (version.spec.authorizer or {}).get("customJWTAuthorizer")
+        return authorizer

@@ -1,23 +1,24 @@
-"""Wire the control plane into ``Services``."""
+"""Build the control plane and Hangar's container registry."""
 
 from __future__ import annotations
 
 import secrets
 
+from sqlalchemy.engine import Engine
+
+from hangar.config import Settings
 from hangar.control.context import Context
 from hangar.control.prepare import Preparer
 from hangar.control.registry import Registry
 from hangar.control.service import ControlPlane
 from hangar.domain.arns import Place
-from hangar.services import Services
 from hangar.store import idempotency
 from hangar.store.transactions import Store
 
 
-def wire(services: Services) -> None:
-    """Fill ``services.control``; the nextToken key lives in the store so every gateway on it agrees."""
-    settings = services.settings
-    store = Store(services.engine)
+def build_control(settings: Settings, engine: Engine) -> tuple[ControlPlane, Registry]:
+    """The control plane and the registry; the nextToken key lives in the store so every gateway on it agrees."""
+    store = Store(engine)
     token_secret = store.write(lambda conn: idempotency.secret(conn, "next_token_key", secrets.token_hex(32)))
     ctx = Context(
         store=store,
@@ -28,5 +29,4 @@ def wire(services: Services) -> None:
     registry = Registry(settings, store)
     registry.sweep()  # before anything runs: half-written blobs and trees of a crashed process go
     registry.collect_garbage()
-    services.registry = registry
-    services.control = ControlPlane(ctx, Preparer(settings, registry).prepare)
+    return ControlPlane(ctx, Preparer(settings, registry).prepare), registry

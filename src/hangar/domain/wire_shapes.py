@@ -311,7 +311,10 @@ def _check_cpu(check: Checker, value: Any) -> list[dict[str, str]] | None:
     out: list[dict[str, str]] = []
     for index, item in enumerate(items):
         member = f"{path}.{index + 1}.member"
-        cpu = check.struct(item, member) if item is not None else check.fail_null(member)
+        if item is None:
+            check.fail_null(member)
+            return None
+        cpu = check.struct(item, member)
         if cpu is None:
             return None
         arch = check.enum(
@@ -340,7 +343,10 @@ def _check_resources(check: Checker, value: Any) -> list[dict[str, int]] | None:
     out: list[dict[str, int]] = []
     for index, item in enumerate(items):
         member = f"{path}.{index + 1}.member"
-        found = check.struct(item, member) if item is not None else check.fail_null(member)
+        if item is None:
+            check.fail_null(member)
+            return None
+        found = check.struct(item, member)
         if found is None:
             return None
         mib = check.integer(
@@ -372,7 +378,10 @@ def _check_allowed_ports(check: Checker, value: Any) -> list[dict[str, Any]] | N
     spans: list[tuple[int, int, str]] = []
     for index, item in enumerate(items):
         member = f"{path}.{index + 1}.member"
-        span = _check_allowed_port(check, item, member) if item is not None else check.fail_null(member)
+        if item is None:
+            check.fail_null(member)
+            return None
+        span = _check_allowed_port(check, item, member)
         if span is None:
             return None
         spans.append((*span, member))

@@ -12,7 +12,7 @@ from starlette.requests import HTTPConnection
 
 from hangar.auth.errors import MissingAuthenticationTokenError
 from hangar.auth.sigv4 import SignedRequest
-from hangar.domain.errors import AccessDeniedError, HangarError, InternalError, NotFoundError, UnauthorizedError
+from hangar.domain.errors import AccessDeniedError, HangarError, NotFoundError, UnauthorizedError
 from hangar.domain.invocation import InvocationTarget
 from hangar.domain.types import Principal
 from hangar.services import Services
@@ -61,7 +61,7 @@ async def authenticate_then_resolve(
     the same rules (SigV4 headers or a presigned URL, or ``Authorization: Bearer``).
     """
     request = signed_request(conn)
-    if services.sigv4 is not None and services.sigv4.carries_signature(request):
+    if services.sigv4.carries_signature(request):
         principal = await _refusals_logged(request, _sigv4(request, services, payload_sha256))
         target = resolve()
         if target.jwt_authorizer is not None:
@@ -98,8 +98,6 @@ async def _refusals_logged(request: SignedRequest, check: Awaitable[Principal]) 
 
 
 async def _sigv4(request: SignedRequest, services: Services, payload_sha256: str) -> Principal:
-    if services.sigv4 is None:
-        raise InternalError("SigV4 verification is not configured")
     caller = await services.sigv4.verify(request, payload_sha256)
     return Principal(
         kind="sigv4",
@@ -112,8 +110,6 @@ async def _sigv4(request: SignedRequest, services: Services, payload_sha256: str
 async def _invocation(
     request: SignedRequest, services: Services, target: InvocationTarget, payload_sha256: str
 ) -> Principal:
-    if services.sigv4 is None or services.jwt is None:
-        raise InternalError("Inbound authentication is not configured")
     bearer = _bearer(request.header_values("authorization"))
     if target.jwt_authorizer is None:
         if bearer is not None:

@@ -14,14 +14,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from hangar.auth.credentials import AccessKey, CredentialStore
-from hangar.domain.errors import InternalError, ValidationError
+from hangar.domain.errors import ValidationError
 from hangar.gateway.routing import Route
 
 
 def _store(request: Request) -> CredentialStore:
-    store: CredentialStore | None = request.app.state.services.credentials
-    if store is None:
-        raise InternalError("The credential store is not configured")
+    store: CredentialStore = request.app.state.services.credentials
     return store
 
 

@@ -8,10 +8,11 @@ from starlette.responses import JSONResponse, Response
 from hangar import __version__
 from hangar.gateway.routing import Route
 from hangar.sandbox.selection import NO_ISOLATION_WARNING
+from hangar.services import Services
 
 
 async def healthz(request: Request, _params: dict[str, str]) -> Response:
-    services = request.app.state.services
+    services: Services = request.app.state.services
     settings = services.settings
     body: dict[str, object] = {
         "status": "ok",
@@ -19,13 +20,12 @@ async def healthz(request: Request, _params: dict[str, str]) -> Response:
         "region": settings.region,
         "accountId": settings.account_id,
     }
-    if services.sessions is not None:
-        backend = services.sessions.describe_backend()
-        body["sandbox"] = backend
-        # Say it where monitoring looks, not only in the start-up log: sessions here are not isolated.
-        body["isolation"] = bool(backend.get("isolates"))
-        if not body["isolation"]:
-            body["warning"] = NO_ISOLATION_WARNING
+    backend = services.sessions.describe_backend()
+    body["sandbox"] = backend
+    # Say it where monitoring looks, not only in the start-up log: sessions here are not isolated.
+    body["isolation"] = bool(backend.get("isolates"))
+    if not body["isolation"]:
+        body["warning"] = NO_ISOLATION_WARNING
     return JSONResponse(body)
 
 

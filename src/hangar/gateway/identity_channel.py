@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h11
 from starlette.requests import Request
@@ -47,7 +47,6 @@ from hangar.gateway.errors import error_response, unexpected_error_response
 from hangar.gateway.identity_ca import IdentityCA
 from hangar.gateway.identity_data import DATA_ROUTES
 from hangar.gateway.routing import RouteTable
-from hangar.services import Services
 from hangar.sessions.identity import (
     CREDENTIALS_PATH,
     CREDENTIALS_SOCKET,
@@ -55,6 +54,9 @@ from hangar.sessions.identity import (
     SandboxIdentities,
     identity_host,
 )
+
+if TYPE_CHECKING:
+    from hangar.services import Services
 
 log = logging.getLogger("hangar.identity.channel")
 PEERCRED = struct.Struct("3i")
@@ -170,8 +172,7 @@ class IdentityChannel:
     def _peer(self, writer: asyncio.StreamWriter) -> Peer:
         sock = writer.get_extra_info("socket")
         pid, uid, _ = PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEERCRED.size))
-        backend = self.services.sessions.backend if self.services.sessions is not None else None
-        return Peer(pid, uid, backend.sandbox_of_peer(pid, uid) if backend is not None else None)
+        return Peer(pid, uid, self.services.sessions.backend.sandbox_of_peer(pid, uid))
 
     async def _connection(
         self,
@@ -320,9 +321,9 @@ async def _render(response: Response, scope: dict[str, Any], receive: Any) -> tu
     return status, headers, b"".join(chunks)
 
 
-def wire(services: Services) -> None:
-    """Serve the channel when the session manager's backend can give sandboxes one."""
-    manager = services.sessions
-    if manager is None or manager.identities.socket_dir is None:
-        return
-    services.identity_channel = IdentityChannel(services, manager.identities, manager.identities.socket_dir)
+def build_identity_channel(services: Services) -> IdentityChannel | None:
+    """The channel, when the session manager's backend can give sandboxes one (the process backend cannot)."""
+    identities = services.sessions.identities
+    if identities.socket_dir is None:
+        return None
+    return IdentityChannel(services, identities, identities.socket_dir)

@@ -13,7 +13,6 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hangar.domain.errors import InternalError
 from hangar.gateway.control.wire import empty, json_body, render
 from hangar.gateway.routing import Route
 from hangar.identity import commands as c
@@ -21,9 +20,7 @@ from hangar.identity.setup import Identity
 
 
 def _identity(request: Request) -> Identity:
-    identity: Identity | None = request.app.state.services.identity
-    if identity is None:
-        raise InternalError("The identity control plane is not configured")
+    identity: Identity = request.app.state.services.identity
     return identity
 
 

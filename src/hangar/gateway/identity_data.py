@@ -16,7 +16,6 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from hangar.domain.errors import InternalError
 from hangar.domain.types import Principal
 from hangar.domain.validation import parse_json_object
 from hangar.gateway.routing import Route
@@ -26,9 +25,7 @@ Operation = Callable[[IdentityDataPlane, Principal, dict[str, Any]], Awaitable[d
 
 
 def _plane(request: Request) -> IdentityDataPlane:
-    plane = getattr(request.app.state.services, "identity_data", None)
-    if plane is None:
-        raise InternalError("The identity data plane is not configured")
+    plane: IdentityDataPlane = request.app.state.services.identity_data
     return plane
 
 

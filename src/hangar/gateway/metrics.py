@@ -9,14 +9,11 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hangar.domain.errors import NotFoundError
 from hangar.gateway.routing import Route
 
 
 async def metrics(request: Request, _params: dict[str, str]) -> Response:
     registry = request.app.state.services.metrics
-    if registry is None:
-        raise NotFoundError("This server has no metrics")
     body, content_type = registry.render(request.headers.get("accept", ""))
     return Response(body, headers={"content-type": content_type})
 

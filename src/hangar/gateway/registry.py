@@ -32,7 +32,7 @@ from hangar.artifacts.images.errors import RegistryError
 from hangar.artifacts.images.manifests import MAX_MANIFEST_BYTES
 from hangar.auth.credentials import SigningKey
 from hangar.control.registry import ECR_REPOSITORY, Registry
-from hangar.domain.errors import HangarError, InternalError, NotFoundError, ValidationError
+from hangar.domain.errors import HangarError, NotFoundError, ValidationError
 from hangar.gateway.app import read_capped_body
 from hangar.gateway.routing import Route
 
@@ -107,9 +107,7 @@ def _error(code: str, message: str, status: int, headers: dict[str, str] | None 
 
 
 def _registry(request: Request) -> Registry:
-    registry = request.app.state.services.registry
-    if registry is None:
-        raise InternalError("The image registry is not configured")
+    registry: Registry = request.app.state.services.registry
     return registry
 
 

@@ -1,44 +1,49 @@
-"""Wire the identity data plane into ``Services`` (after the control side set ``services.identity``)."""
+"""Build the identity data plane on the control side's vault and directory (``identity/setup.py``).
+
+What it needs from elsewhere comes in as plain callables from the composition root (``hangar/services.py``), so this
+package imports neither the control plane nor the auth package: ``authorize_jwt`` checks a token against a
+``customJWTAuthorizer`` document and returns its subject, ``runtime_authorizer`` names the authorizer of the
+runtime a workload identity belongs to.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
 
-from hangar.domain.errors import AccessDeniedError, HangarError, InternalError, UnauthorizedError
-from hangar.identity.dataplane import IdentityDataPlane
+from hangar.domain.errors import AccessDeniedError, UnauthorizedError
+from hangar.identity.dataplane import IdentityDataPlane, UserJwtVerifier
 from hangar.identity.oauth import OAuthClient
+from hangar.identity.setup import Identity
 from hangar.identity.tokens import WorkloadTokens, load_key
 from hangar.identity.vault import SealedColumn
-from hangar.store import runtimes as runtime_rows
 from hangar.store.identity_tokens import IdentityTokenStore, TokenKey
 from hangar.store.tables import identity_oauth_sessions, identity_tokens
-from hangar.store.transactions import Store
 
-if TYPE_CHECKING:
-    from hangar.services import Services
+AuthorizeJwt = Callable[[str, dict[str, Any]], Awaitable[str | None]]  # token, authorizer -> subject
+RuntimeAuthorizer = Callable[[str], "dict[str, Any] | None"]  # workload identity name -> customJWTAuthorizer
 
 
-def wire(services: Services) -> None:
-    identity = getattr(services, "identity", None)
-    if identity is None:
-        raise InternalError("the identity data plane needs services.identity (directory and box) wired first")
-    key = load_key(services.settings.data_dir / "identity" / "wat.key")
-    tokens = WorkloadTokens(key, identity.box)
-    rotation = getattr(identity, "rotation", None)
-    store = getattr(rotation, "store", None)
-    if rotation is not None and hasattr(identity, "register_sealed"):
-        for column in sealed_columns():
-            identity.register_sealed(column)
-    services.identity_data = IdentityDataPlane(
+def build_identity_data(
+    data_dir: Path,
+    identity: Identity,
+    authorize_jwt: AuthorizeJwt,
+    runtime_authorizer: RuntimeAuthorizer,
+) -> IdentityDataPlane:
+    """The data plane; its sealed tables join the vault's rotation."""
+    tokens = WorkloadTokens(load_key(data_dir / "identity" / "wat.key"), identity.box)
+    for column in sealed_columns():
+        identity.register_sealed(column)
+    return IdentityDataPlane(
         tokens=tokens,
         directory=identity.directory,
         box=identity.box,
-        store=IdentityTokenStore(store if isinstance(store, Store) else services.engine),
+        store=IdentityTokenStore(identity.rotation.store),
         oauth=OAuthClient(),
-        verify_user_jwt=_user_jwt_verifier(services),
+        verify_user_jwt=user_jwt_verifier(authorize_jwt, runtime_authorizer),
     )
 
 
@@ -69,42 +74,23 @@ def sealed_columns() -> list[SealedColumn]:
     return columns
 
 
-def _user_jwt_verifier(services: Services):  # type: ignore[no-untyped-def]
+def user_jwt_verifier(authorize_jwt: AuthorizeJwt, runtime_authorizer: RuntimeAuthorizer) -> UserJwtVerifier:
     """A user JWT is trusted when the runtime that owns the workload identity (same id) has a customJWTAuthorizer
     that accepts it. Admins may also name a workload without one: then the token's own issuer (OIDC discovery at
     ``iss``) must verify it. A session never gets that fallback (it could mint tokens from an IdP of its own)."""
 
     async def verify(workload: str, token: str, admin: bool) -> str:
-        authorizer = await anyio.to_thread.run_sync(_runtime_authorizer, services, workload)
+        authorizer = await anyio.to_thread.run_sync(runtime_authorizer, workload)
         if authorizer is None:
             if not admin:
                 raise AccessDeniedError("The workload identity's runtime has no JWT authorizer to verify user tokens")
             authorizer = {"discoveryUrl": _issuer_discovery(token)}
-        if services.jwt is None:
-            raise InternalError("The JWT verifier is not configured")
-        verified = await services.jwt.authorize(token, authorizer)
-        if not verified.subject:
+        subject = await authorize_jwt(token, authorizer)
+        if not subject:
             raise UnauthorizedError("The user token has no subject")
-        return verified.subject
+        return subject
 
     return verify
-
-
-def _runtime_authorizer(services: Services, workload: str) -> dict[str, Any] | None:
-    """The ``customJWTAuthorizer`` of the runtime whose id names this workload identity: the one its DEFAULT
-    endpoint serves (what invocations check), else its newest version's (not served yet), else none."""
-    if services.control is not None:
-        try:
-            return services.control.resolve_target(workload, None, services.settings.account_id).jwt_authorizer
-        except HangarError:
-            pass
-    try:
-        version = Store(services.engine).read(lambda conn: runtime_rows.newest_version(conn, workload))
-    except HangarError:
-        return None
-    if version is None:
-        return None
-    return (version.spec.authorizer or {}).get("customJWTAuthorizer")
 
 
 def _issuer_discovery(token: str) -> str:

@@ -72,6 +72,9 @@ class IdentityDataPlane:
         self._clock = clock
         self._locks: dict[TokenKey, anyio.Lock] = {}
 
+    async def start(self) -> None:
+        """Nothing runs in the background: tokens are fetched and refreshed on demand."""
+
     async def stop(self) -> None:
         await self.oauth.stop()
 

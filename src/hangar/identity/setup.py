@@ -1,4 +1,4 @@
-"""Wire the identity control plane into ``Services``: the vault, its rotation, the directory, the use cases."""
+"""Build the identity control plane: the vault, its rotation, the directory, the use cases."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import secrets
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, select
+from sqlalchemy.engine import Engine
 
+from hangar.config import Settings
 from hangar.domain.arns import Place
 from hangar.identity.control import (
     IdentityContext,
@@ -20,7 +22,6 @@ from hangar.identity.control import (
 )
 from hangar.identity.directory import StoreDirectory
 from hangar.identity.vault import KeyRing, Rotation, RotationReport, SealedColumn, Vault
-from hangar.services import Services
 from hangar.store import idempotency
 from hangar.store.tables import api_key_providers, oauth2_providers
 from hangar.store.transactions import Store
@@ -62,9 +63,9 @@ def _has_sealed_values(store: Store) -> bool:
     return store.read(read)
 
 
-def wire(services: Services) -> None:
-    settings = services.settings
-    store = Store(services.engine)
+def build_identity(settings: Settings, engine: Engine) -> Identity:
+    """The vault (refusing to start without its key file once secrets are sealed), its rotation and the use cases."""
+    store = Store(engine)
     key_file = settings.resolved_vault_key_file
     if not key_file.exists() and _has_sealed_values(store):
         raise RuntimeError(
@@ -80,4 +81,4 @@ def wire(services: Services) -> None:
     where = IdentityPlace(Place(settings.account_id, settings.region), settings.resolved_public_url)
     token_secret = store.write(lambda conn: idempotency.secret(conn, "next_token_key", secrets.token_hex(32)))
     ctx = IdentityContext(store, where, bytes.fromhex(token_secret), vault, rotation, fetch_discovery)
-    services.identity = Identity(IdentityControl(ctx), StoreDirectory(store, vault, where), vault, rotation)
+    return Identity(IdentityControl(ctx), StoreDirectory(store, vault, where), vault, rotation)

@@ -10,14 +10,11 @@ from starlette.responses import Response
 
 from hangar.control.commands import Query
 from hangar.control.service import ControlPlane
-from hangar.domain.errors import InternalError
 from hangar.domain.validation import parse_json_object
 
 
 def control(request: Request) -> ControlPlane:
-    plane: ControlPlane | None = request.app.state.services.control
-    if plane is None:
-        raise InternalError("The control plane is not configured")
+    plane: ControlPlane = request.app.state.services.control
     return plane
 
 

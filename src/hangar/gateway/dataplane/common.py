@@ -11,7 +11,7 @@ from typing import Any
 from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 
-from hangar.domain.errors import AccessDeniedError, InternalError, RuntimeClientError, ValidationError
+from hangar.domain.errors import AccessDeniedError, RuntimeClientError, ValidationError
 from hangar.domain.invocation import InvocationTarget
 from hangar.domain.types import Principal
 from hangar.gateway import authn
@@ -51,8 +51,6 @@ _SNIPPET = 1024
 
 def services_of(conn: HTTPConnection) -> tuple[Services, SessionManager]:
     services: Services = conn.app.state.services
-    if services.sessions is None or services.control is None:
-        raise InternalError("The data plane is not wired (sessions or control plane missing)")
     return services, services.sessions
 
 
@@ -60,9 +58,7 @@ def resolve(services: Services, conn: HTTPConnection, params: dict[str, str]) ->
     """ARN or runtime id (+ ``accountId``) from the path, ``qualifier`` from the query → a READY version."""
     qualifier = conn.query_params.get("qualifier") or None
     # Synchronous by design: answers are cached in process, so the common case never touches the store.
-    return services.control.resolve_target(  # type: ignore[union-attr]
-        params["agentRuntimeArn"], qualifier, conn.query_params.get("accountId")
-    )
+    return services.control.resolve_target(params["agentRuntimeArn"], qualifier, conn.query_params.get("accountId"))
 
 
 async def authorized_target(
@@ -129,8 +125,6 @@ def identity_headers(services: Services, conn: HTTPConnection, target: Invocatio
     bearer JWT's subject, else the user-id header (admins only, as AgentCore lets only callers with
     InvokeAgentRuntimeForUser set it), else no user; plus ``OAuth2CallbackUrl`` when the caller sent one."""
     plane = services.identity_data
-    if plane is None:
-        return []
     principal: Principal | None = getattr(conn.state, "principal", None)
     user: str | None = None
     user_token: str | None = None
