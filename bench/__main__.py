@@ -16,6 +16,7 @@ from bench.hangar_instance import HangarInstance
 SUITES = (
     *("profile_start", "new_session", "warm_invoke", "peer_langgraph", "streaming", "payloads", "density", "soak"),
     "image_session",
+    "examples",
 )
 
 

@@ -181,10 +181,34 @@ def headline(results: dict[str, Any]) -> list[Row]:
                 f" vs {_ms(cold['first_byte'].get('p50_ms'))}",
             )
         )
+    rows += example_rows(_get(results, "examples") or {})
     rows += soak_rows(_get(results, "soak") or {})
     for suite, values in results.items():
         if isinstance(values, dict) and ("error" in values or "skipped" in values):
             rows.append((suite, values.get("error") or f"skipped: {values['skipped']}", "", "", ""))
+    return rows
+
+
+def example_rows(examples: dict[str, Any]) -> list[Row]:
+    """Suite 10: each example's forked new session (first byte of its protocol's first request) beside plain."""
+    rows: list[Row] = []
+    for name, values in examples.items():
+        if not isinstance(values, dict):
+            continue
+        if "error" in values:
+            rows.append((f"example {name}: new session", values["error"][:200], "", "", ""))
+            continue
+        hangar, plain = values["hangar_fork"], values["plain_process"]
+        cut = f" (n={values['rounds']}, time budget)" if values.get("rounds_cut_by_budget") else ""
+        rows.append(
+            (
+                f"example {name} ({values['protocol']}): new session p50 (p99){cut}",
+                f"{_ms(hangar.get('p50_ms'))} ({_ms(hangar.get('p99_ms'))})",
+                _ms(plain.get("p50_ms")),
+                "python main.py",
+                f"plain/hangar {_x(values.get('plain_over_hangar_p50'))}",
+            )
+        )
     return rows
 
 
