@@ -47,7 +47,7 @@ AGUI_RUN = {
 }
 # Each example's rounds stop once this much time went into them (after at least MIN_ROUNDS), so a slow framework
 # (CrewAI starts in seconds as a plain process) keeps the suite bounded; ``rounds`` in the JSON says how many ran.
-ROUNDS_BUDGET_S = 45.0
+ROUNDS_BUDGET_S = 30.0
 MIN_ROUNDS = 3
 # A smoke run covers each protocol once and one framework (the model path); Strands and CrewAI take the full run.
 SMOKE_EXAMPLES = ("mcp_server", "a2a_agent", "agui_agent", "langgraph")
