@@ -182,7 +182,13 @@ async def test_daemons_die_with_stop_and_nothing_of_the_sandbox_stays(
     backend: GVisorBackend, files: AgentFiles
 ) -> None:
     async with started(backend, files.spec(limits=SMALL)) as attacker:
-        out, _, code, _ = await sh(attacker, "setsid -f sleep 3000 </dev/null >/dev/null 2>&1; echo spawned")
+        # The command waits until the daemon runs `sleep` (setsid -f calls setsid() before exec): exec kills the
+        # command's process group when it ends, and a child still on its way to setsid() would go with it.
+        started_daemon = (
+            "setsid -f sleep 3000 </dev/null >/dev/null 2>&1; "
+            "for i in $(seq 100); do grep -qx sleep /proc/[0-9]*/comm && break; sleep 0.1; done; echo spawned"
+        )
+        out, _, code, _ = await sh(attacker, started_daemon)
         assert (out, code) == ("spawned\n", 0)
         count = "for i in 1 2 3 4 5 6 7 8 9 10; do grep -lx sleep /proc/[0-9]*/comm && break; sleep 0.2; done | wc -l"
         out, _, _, _ = await sh(attacker, count)
