@@ -307,7 +307,9 @@ def _userns_fd(uid: int) -> int:
     ``unshare --user`` child; the namespace lives on through the fd)."""
     with _userns_lock:
         if uid in _userns:
-            _userns.move_to_end(uid)
+            _userns.move_to_end(uid)  # the newest: the trim below never takes it
+            while len(_userns) > USERNS_CACHE:  # the bound holds on hits too (it may have been lowered)
+                os.close(_userns.popitem(last=False)[1])
             return _userns[uid]
         while len(_userns) >= USERNS_CACHE:
             os.close(_userns.popitem(last=False)[1])
