@@ -24,11 +24,17 @@ from tests.support.server import HangarServer
 
 REQUIRE_ISOLATION = os.environ.get("HANGAR_REQUIRE_ISOLATION", "") not in ("", "0")
 # Where a skip means "this host did not check isolation": tests of the sandbox, of its security, of the backend
-# contract, and the data-plane tests of warm templates (a namespace-only feature).
+# contract, the data-plane tests of warm templates (a namespace-only feature), the sandboxes' identity channel,
+# image sessions and hostile images (and the registry clients that push them), and per-session limits.
 ISOLATION_TESTS = (
     "tests/sandbox/",
     "tests/security/",
     "tests/contract/",
+    "tests/identity/",
+    "tests/images/",
+    "tests/sdk/test_identity_in_session.py",
+    "tests/protocols/test_fork_starts.py",
+    "tests/sessions/test_lifecycle_limits.py",
     "tests/dataplane/test_templates.py",
     "tests/dataplane/test_protocols.py",
     "tests/observability/test_metrics.py",
