@@ -15,7 +15,6 @@ import pytest
 from hangar.config import Settings
 from hangar.domain.errors import RuntimeClientError, ServiceQuotaExceededError
 from hangar.sandbox.process import ProcessBackend
-from hangar.sessions.agent_http import AgentHttpError
 from hangar.sessions.manager import SessionManager
 from hangar.sessions.session import Session, SessionState
 from tests.support.agent_env import make_target
@@ -46,10 +45,9 @@ def run(scenario: Callable[[SessionManager], Awaitable[None]], tmp_path: Path, *
         shutil.rmtree(state_root, ignore_errors=True)
 
 
-async def call(session: Session, payload: dict[str, object]) -> dict[str, object]:
-    session.begin()
-    try:
-        response = await session.client.request(
+async def call(manager: SessionManager, session: Session, payload: dict[str, object]) -> dict[str, object]:
+    async with manager.use(session) as lease:
+        response = await lease.request(
             "POST",
             session.target.path,
             [
@@ -60,8 +58,6 @@ async def call(session: Session, payload: dict[str, object]) -> dict[str, object
         )
         body = await response.read(1024 * 1024)
         await response.aclose()
-    finally:
-        session.finish()
     assert response.status_code == 200, body
     return json.loads(body)
 
@@ -78,16 +74,16 @@ def test_session_keeps_state_and_files_between_calls(agent_env: Path, tmp_path: 
     async def scenario(manager: SessionManager) -> None:
         target = make_target(agent_env, "testbed")
         first = await manager.get_or_start(target, SID)
-        assert (await call(first, {"action": "count"}))["count"] == 1
-        await call(first, {"action": "write", "name": "note.txt", "text": "kept"})
+        assert (await call(manager, first, {"action": "count"}))["count"] == 1
+        await call(manager, first, {"action": "write", "name": "note.txt", "text": "kept"})
         again = await manager.get_or_start(target, SID)
         assert again is first
-        assert (await call(again, {"action": "count"}))["count"] == 2
-        assert (await call(again, {"action": "read", "name": "note.txt"}))["text"] == "kept"
+        assert (await call(manager, again, {"action": "count"}))["count"] == 2
+        assert (await call(manager, again, {"action": "read", "name": "note.txt"}))["text"] == "kept"
         other = await manager.get_or_start(target, SID2)
         assert other.sandbox.id != first.sandbox.id
-        assert (await call(other, {"action": "count"}))["count"] == 1
-        assert (await call(other, {"action": "read", "name": "note.txt"}))["text"] is None
+        assert (await call(manager, other, {"action": "count"}))["count"] == 1
+        assert (await call(manager, other, {"action": "read", "name": "note.txt"}))["text"] is None
 
     run(scenario, tmp_path)
 
@@ -108,9 +104,9 @@ def test_session_stays_on_the_version_of_its_first_call(agent_env: Path, tmp_pat
         v2 = make_target(agent_env, "testbed", version="2", environment={"AGENT_VERSION": "2"})
         pinned = await manager.get_or_start(v1, SID)
         assert (await manager.get_or_start(v2, SID)) is pinned
-        assert (await call(pinned, {"action": "count"}))["version"] == "1"
+        assert (await call(manager, pinned, {"action": "count"}))["version"] == "1"
         fresh = await manager.get_or_start(v2, SID2)
-        assert (await call(fresh, {"action": "count"}))["version"] == "2"
+        assert (await call(manager, fresh, {"action": "count"}))["version"] == "2"
 
     run(scenario, tmp_path)
 
@@ -136,13 +132,13 @@ def test_stop_ends_the_sandbox_and_a_later_call_starts_fresh(agent_env: Path, tm
     async def scenario(manager: SessionManager) -> None:
         target = make_target(agent_env, "testbed")
         first = await manager.get_or_start(target, SID)
-        await call(first, {"action": "count"})
+        await call(manager, first, {"action": "count"})
         assert await manager.stop_session(target.runtime_id, SID)
         assert first.state is SessionState.TERMINATED and not first.sandbox.alive()
         assert not await manager.stop_session(target.runtime_id, SID)
         second = await manager.get_or_start(target, SID)
         assert second is not first
-        assert (await call(second, {"action": "count"}))["count"] == 1
+        assert (await call(manager, second, {"action": "count"}))["count"] == 1
         states = {(r["sandboxId"], r["state"]) for r in manager.list_sessions()}
         assert (first.sandbox.id, "Terminated") in states and (second.sandbox.id, "Idle") in states
 
@@ -158,7 +154,7 @@ def test_idle_timeout_and_max_lifetime_end_sessions(agent_env: Path, tmp_path: P
         target = make_target(agent_env, "testbed", idle_timeout_s=100, max_lifetime_s=300)
         busy = await manager.get_or_start(target, SID2)
         while busy.state is not SessionState.TERMINATED:  # keep it active: only max lifetime can end it
-            await call(busy, {"action": "count"}) if busy.sandbox.alive() else None
+            await call(manager, busy, {"action": "count"}) if busy.sandbox.alive() else None
             await asyncio.sleep(0.2)
             assert time.time() - busy.started_at < 30
         assert busy.end_reason == "max lifetime reached"
@@ -169,7 +165,7 @@ def test_idle_timeout_and_max_lifetime_end_sessions(agent_env: Path, tmp_path: P
 def test_healthy_busy_keeps_a_session_past_its_idle_timeout(agent_env: Path, tmp_path: Path) -> None:
     async def scenario(manager: SessionManager) -> None:
         session = await manager.get_or_start(make_target(agent_env, "async_task", idle_timeout_s=100), SID)
-        await call(session, {"action": "start", "seconds": 3})
+        await call(manager, session, {"action": "start", "seconds": 3})
         await asyncio.sleep(2)  # two idle timeouts pass while the job runs
         assert session.state is SessionState.ACTIVE and session.busy
         await wait_for(lambda: session.state is SessionState.TERMINATED)
@@ -192,12 +188,12 @@ def test_agent_that_never_answers_ping_is_ended_with_a_clear_error(agent_env: Pa
 def test_crashed_agent_ends_its_session(agent_env: Path, tmp_path: Path) -> None:
     async def scenario(manager: SessionManager) -> None:
         session = await manager.get_or_start(make_target(agent_env, "testbed"), SID)
-        session.begin()
-        with pytest.raises(AgentHttpError):
-            await session.client.request("POST", "/invocations", [], b'{"action": "exit"}')
-        session.finish()
-        assert await manager.agent_failed(session)
-        assert session.state is SessionState.TERMINATED and session.end_reason == "agent exited"
+        async with manager.use(session) as lease:
+            assert session.state is SessionState.ACTIVE
+            with pytest.raises(RuntimeClientError, match="the agent process exited"):
+                await lease.request("POST", "/invocations", [], b'{"action": "exit"}')
+            assert session.state is SessionState.TERMINATED and session.end_reason == "agent exited"
+        assert lease.released and manager.live_sessions() == []
 
     run(scenario, tmp_path)
 
@@ -210,7 +206,7 @@ def test_warm_pool_hands_a_ready_sandbox_to_the_next_session(agent_env: Path, tm
         spare_id = manager.pool._spares[(target.runtime_id, target.version)][0].sandbox.id
         second = await manager.get_or_start(target, SID2)
         assert second.sandbox.id == spare_id != first.sandbox.id
-        assert (await call(second, {"action": "count"}))["count"] == 1
+        assert (await call(manager, second, {"action": "count"}))["count"] == 1
         await wait_for(lambda: manager.pool.count() == 1)  # refilled
         other_version = make_target(agent_env, "testbed", version="2")
         assert manager.pool.take(other_version) == (None, [])

@@ -33,9 +33,9 @@ def _manager(request: Request) -> SessionManager:
 
 async def _memory(session: Session) -> int | None:
     try:
-        return (await asyncio.wait_for(session.sandbox.stats(), STATS_TIMEOUT_S)).memory_bytes
+        return (await asyncio.wait_for(session.stats(), STATS_TIMEOUT_S)).memory_bytes
     except Exception as exc:  # a sandbox ending right now has no stats; the listing must still work
-        log.debug("no stats for sandbox %s: %s", session.sandbox.id, exc)
+        log.debug("no stats for sandbox %s: %s", session.sandbox_id, exc)
         return None
 
 
@@ -43,7 +43,7 @@ async def list_sessions(request: Request, _params: dict[str, str]) -> Response:
     manager = _manager(request)
     live = manager.live_sessions()
     memory = await asyncio.gather(*(_memory(s) for s in live))
-    by_sandbox = {s.sandbox.id: m for s, m in zip(live, memory, strict=True)}
+    by_sandbox = {s.sandbox_id: m for s, m in zip(live, memory, strict=True)}
     sessions = manager.list_sessions()
     for entry in sessions:
         if entry["state"] != "Terminated":

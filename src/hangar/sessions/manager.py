@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from hangar.config import Settings
 from hangar.domain.errors import HangarError, RuntimeClientError, ServiceUnavailableError
@@ -21,6 +21,7 @@ from hangar.domain.invocation import InvocationTarget
 from hangar.observability.metrics import Metrics, reason_class
 from hangar.sandbox.base import Sandbox, SandboxBackend, SandboxSpec
 from hangar.sessions.agent_http import AgentHttp
+from hangar.sessions.calls import Lease
 from hangar.sessions.identity import SandboxIdentities
 from hangar.sessions.images import image_fields
 from hangar.sessions.lifecycle import Lifecycle
@@ -302,7 +303,28 @@ class SessionManager:
         await self.end(session, reason)
         return True
 
-    async def agent_failed(self, session: Session) -> bool:
+    @contextlib.asynccontextmanager
+    async def call(self, target: InvocationTarget, session_id: str) -> AsyncIterator[Lease]:
+        """Get or start the session and hold it Active for the block (see ``calls.Lease``, ``hand_off`` for a
+        streamed answer). Starting errors are raised before the block runs."""
+        session = await self.get_or_start(target, session_id)
+        async with self.use(session) as lease:
+            yield lease
+
+    @contextlib.asynccontextmanager
+    async def use(self, session: Session) -> AsyncIterator[Lease]:
+        """Hold an existing session Active for the block. Released on leaving it, unless the lease was handed off
+        to a stream and the block ended normally (the stream releases it then)."""
+        lease = Lease(self, session)
+        try:
+            yield lease
+        except BaseException:
+            lease.release()  # the block failed: no response carries the lease, whatever was handed off
+            raise
+        if not lease.handed_off:
+            lease.release()
+
+    async def _agent_failed(self, session: Session) -> bool:
         """The agent's connection broke: if its process tree is gone, end the session. True when it ended."""
         deadline = time.monotonic() + DEATH_WAIT_S
         while session.sandbox.alive() and time.monotonic() < deadline:
@@ -312,9 +334,9 @@ class SessionManager:
         await self.end(session, "agent exited")
         return True
 
-    def agent_failed_later(self, session: Session) -> None:
-        """Like ``agent_failed``, in the background (a broken stream must not wait for the check)."""
-        task = asyncio.create_task(self.agent_failed(session))
+    def _agent_failed_later(self, session: Session) -> None:
+        """Like ``_agent_failed``, in the background (a broken stream must not wait for the check)."""
+        task = asyncio.create_task(self._agent_failed(session))
         self._stopping.add(task)
         task.add_done_callback(self._stopping.discard)
 

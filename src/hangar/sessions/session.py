@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from hangar.domain.invocation import InvocationTarget
-from hangar.sandbox.base import Sandbox
+from hangar.sandbox.base import Sandbox, SandboxStats
 from hangar.sessions.agent_http import AgentHttp
 
 
@@ -25,7 +25,7 @@ class SessionKey(NamedTuple):
 
 @dataclass(eq=False)
 class Session:
-    """Mutable state of one session; only the session manager and its lifecycle loop change it."""
+    """Mutable state of one session; only the session manager, its lifecycle loop and its call leases change it."""
 
     key: SessionKey
     target: InvocationTarget  # the version that served the first call: the session stays on it
@@ -55,12 +55,29 @@ class Session:
     def expires_at(self) -> float:
         return self.started_at + self.max_lifetime_s
 
-    def begin(self) -> None:
-        """A request reached the agent: the session is Active until the matching ``finish``."""
+    @property
+    def sandbox_id(self) -> str:
+        return self.sandbox.id
+
+    @property
+    def socket_path(self) -> str:
+        """The agent's Unix socket (what a WebSocket to its ``/ws`` connects to)."""
+        return str(self.sandbox.socket_path)
+
+    def alive(self) -> bool:
+        """True while the agent's process tree runs."""
+        return self.sandbox.alive()
+
+    async def stats(self) -> SandboxStats:
+        """Memory, pids and CPU of the sandbox (raises when it is ending right now)."""
+        return await self.sandbox.stats()
+
+    def _begin(self) -> None:
+        """A call took a lease (``sessions/calls.py``, the only caller): Active until the matching ``_finish``."""
         self.inflight += 1
         self.last_activity = time.time()
 
-    def finish(self) -> None:
+    def _finish(self) -> None:
         self.inflight = max(0, self.inflight - 1)
         self.last_activity = time.time()
 

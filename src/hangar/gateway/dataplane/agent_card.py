@@ -43,21 +43,20 @@ async def get_agent_card(request: Request, params: dict[str, str]) -> Response:
         raise ValidationError(
             f"GetAgentCard is only supported for A2A runtimes; {target.runtime_id} serves {target.protocol}"
         )
-    session = await manager.get_or_start(target, session_id)
-    headers = agent_headers(request.headers, session.target, session_id, request.state.request_id)
-    upstream = await call_agent(manager, session, "GET", CARD_PATH, headers)
-    try:
-        raw = await upstream.read(MAX_CARD + 1)
-        if len(raw) > MAX_CARD:
-            raise RuntimeClientError(f"The agent card is larger than {MAX_CARD} bytes")
-        card = json.loads(raw)
-    except AgentHttpError as exc:
-        raise RuntimeClientError(f"The agent's card could not be read: {exc}") from exc
-    except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser's stack
-        raise RuntimeClientError("The agent's card is not valid JSON") from exc
-    finally:
-        await upstream.aclose()
-        session.finish()
+    async with manager.call(target, session_id) as lease:
+        headers = agent_headers(request.headers, lease.session.target, session_id, request.state.request_id)
+        upstream = await call_agent(lease, "GET", CARD_PATH, headers)
+        try:
+            raw = await upstream.read(MAX_CARD + 1)
+            if len(raw) > MAX_CARD:
+                raise RuntimeClientError(f"The agent card is larger than {MAX_CARD} bytes")
+            card = json.loads(raw)
+        except AgentHttpError as exc:
+            raise RuntimeClientError(f"The agent's card could not be read: {exc}") from exc
+        except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser's stack
+            raise RuntimeClientError("The agent's card is not valid JSON") from exc
+        finally:
+            await upstream.aclose()
     if not isinstance(card, dict):
         raise RuntimeClientError("The agent's card is not a JSON object")
     base = (services.settings.public_url or f"{request.url.scheme}://{request.url.netloc}").rstrip("/")

@@ -55,21 +55,19 @@ async def invoke_command(request: Request, params: dict[str, str]) -> Response:
     raw, body = await read_json_body(request)
     target = await authorized_target(services, request, params, hashlib.sha256(raw).hexdigest())
     command, timeout = _parse(body)
-    session = await manager.get_or_start(target, session_id)
-    session.begin()
-    events = session.sandbox.exec(command, float(timeout))
-    try:
-        first = await anext(events)  # a sandbox that refuses the command gives a plain HTTP error
-    except BaseException:
-        session.finish()
-        await events.aclose()
-        raise
-
-    async def on_end(_completed: bool) -> None:
-        session.finish()
-
-    headers = [("content-type", eventstream.CONTENT_TYPE), *echo_headers(request.headers, request.headers, session_id)]
-    return StreamedResponse(_frames(first, events), 200, headers, close=events.aclose, on_end=on_end)
+    async with manager.call(target, session_id) as lease:
+        events = lease.exec(command, float(timeout))
+        try:
+            first = await anext(events)  # a sandbox that refuses the command gives a plain HTTP error
+        except BaseException:
+            await events.aclose()
+            raise
+        headers = [
+            ("content-type", eventstream.CONTENT_TYPE),
+            *echo_headers(request.headers, request.headers, session_id),
+        ]
+        # Active until the command's stream ends (or its client leaves): the response releases the lease.
+        return StreamedResponse(_frames(first, events), 200, headers, close=events.aclose, on_end=lease.hand_off())
 
 
 async def _frames(first: ExecEvent, events: AsyncIterator[ExecEvent]) -> AsyncIterator[bytes]:

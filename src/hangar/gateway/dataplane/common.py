@@ -17,8 +17,8 @@ from hangar.domain.types import Principal
 from hangar.gateway import authn
 from hangar.services import Services
 from hangar.sessions.agent_http import AgentHttpError, AgentResponse, Body
+from hangar.sessions.calls import Lease
 from hangar.sessions.manager import SessionManager
-from hangar.sessions.session import Session
 
 SESSION_HEADER = "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id"
 REQUEST_ID_HEADER = "X-Amzn-Bedrock-AgentCore-Runtime-Request-Id"
@@ -200,29 +200,14 @@ def echo_headers(
 
 
 async def call_agent(
-    manager: SessionManager,
-    session: Session,
-    method: str,
-    path: str,
-    headers: list[tuple[str, str]],
-    body: Body = b"",
+    lease: Lease, method: str, path: str, headers: list[tuple[str, str]], body: Body = b""
 ) -> AgentResponse:
     """Send a request to the session's agent and return its open answer once the status and headers are in.
 
-    The session is Active from here until the caller calls ``session.finish()`` (when the stream ends). A
+    The lease keeps the session Active (hand it to the streamed answer to keep it so until the stream ends). A
     connection failure, a crash, a non-HTTP answer or a status other than 2xx become RuntimeClientError.
     """
-    session.begin()
-    try:
-        response = await session.client.request(method, path, headers, body)
-    except AgentHttpError as exc:
-        session.finish()
-        ended = await manager.agent_failed(session)
-        cause = "the agent process exited" if ended else str(exc)
-        raise RuntimeClientError(f"The agent did not return a valid HTTP response ({cause})") from exc
-    except BaseException:
-        session.finish()
-        raise
+    response = await lease.request(method, path, headers, body)
     if response.status_code < 300:
         return response  # boto3 treats any other status as an error: it must be an AWS-shaped one
     try:
@@ -231,6 +216,5 @@ async def call_agent(
         snippet = b""
     finally:
         await response.aclose()
-        session.finish()
     text = snippet.decode("utf-8", "replace").strip() or "(empty body)"
     raise RuntimeClientError(f"Received error ({response.status_code}) from the agent: {text}")

@@ -35,37 +35,36 @@ async def invoke(request: Request, params: dict[str, str]) -> Response:
         is_mcp = target.protocol == "MCP"
         if is_mcp:
             session_id = mcp.sticky_session(request, manager, target, session_id)
-        session = await manager.get_or_start(target, session_id)
-        headers = agent_headers(
-            request.headers,
-            session.target,
-            session_id,
-            request.state.request_id,
-            add_mcp_session=not (is_mcp and mcp.is_initialize(body.content())),
-        )
-        headers += minted
-        if "content-type" not in request.headers:
-            headers.append(("content-type", "application/json"))  # boto3 sends none for a blob payload
-        headers.append(("content-length", str(body.size)))
-        try:
-            upstream = await call_agent(manager, session, "POST", session.target.path, headers, body.content())
-        except RuntimeClientError:
-            if is_mcp and mcp.opened_here(request):  # no MCP session came of it: its sandbox must not linger
-                await manager.stop_session(target.runtime_id, session_id, reason="MCP request refused by the server")
-            raise
+        async with manager.call(target, session_id) as lease:
+            headers = agent_headers(
+                request.headers,
+                lease.session.target,
+                session_id,
+                request.state.request_id,
+                add_mcp_session=not (is_mcp and mcp.is_initialize(body.content())),
+            )
+            headers += minted
+            if "content-type" not in request.headers:
+                headers.append(("content-type", "application/json"))  # boto3 sends none for a blob payload
+            headers.append(("content-length", str(body.size)))
+            try:
+                upstream = await call_agent(lease, "POST", lease.session.target.path, headers, body.content())
+            except RuntimeClientError:
+                if is_mcp and mcp.opened_here(request):  # no MCP session came of it: its sandbox must not linger
+                    await manager.stop_session(
+                        target.runtime_id, session_id, reason="MCP request refused by the server"
+                    )
+                raise
+            out = [("content-type", upstream.headers.get("content-type") or "application/json")]
+            if "content-length" in upstream.headers:
+                out.append(("content-length", upstream.headers["content-length"]))
+            out += echo_headers(request.headers, upstream.headers, session_id, mcp=is_mcp)
+            if is_mcp:  # the id the client will send next: remembered so that it comes back to this session
+                mcp_id = upstream.headers.get(mcp.MCP_SESSION) or request.headers.get(mcp.MCP_SESSION) or session_id
+                mcp.remember_answer(request, manager, target, session_id, mcp_id)
+            # The session stays Active until the stream ends: the response releases the lease, exactly once.
+            return StreamedResponse(
+                upstream.iter_raw(), upstream.status_code, out, close=upstream.aclose, on_end=lease.hand_off()
+            )
     finally:
         body.close()  # the agent has the whole body once its answer's headers arrived
-
-    async def on_end(completed: bool) -> None:
-        session.finish()
-        if not completed:
-            manager.agent_failed_later(session)
-
-    out = [("content-type", upstream.headers.get("content-type") or "application/json")]
-    if "content-length" in upstream.headers:
-        out.append(("content-length", upstream.headers["content-length"]))
-    out += echo_headers(request.headers, upstream.headers, session_id, mcp=is_mcp)
-    if is_mcp:  # the id the client will send next: remembered so that it comes back to this session
-        mcp_id = upstream.headers.get(mcp.MCP_SESSION) or request.headers.get(mcp.MCP_SESSION) or session_id
-        mcp.remember_answer(request, manager, target, session_id, mcp_id)
-    return StreamedResponse(upstream.iter_raw(), upstream.status_code, out, close=upstream.aclose, on_end=on_end)

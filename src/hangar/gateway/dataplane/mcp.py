@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
-from hangar.domain.errors import NotFoundError, ValidationError
+from hangar.domain.errors import NotFoundError, RuntimeClientError, ValidationError
 from hangar.domain.invocation import InvocationTarget
 from hangar.domain.types import Principal
 from hangar.gateway.dataplane.common import (
@@ -29,7 +29,6 @@ from hangar.gateway.dataplane.common import (
     services_of,
     session_id_of,
 )
-from hangar.sessions.agent_http import AgentHttpError
 from hangar.sessions.manager import SessionManager
 
 log = logging.getLogger("hangar.gateway")
@@ -162,16 +161,14 @@ async def end_mcp_session(request: Request, params: dict[str, str]) -> Response:
     sessions = registry(manager)
     session_id = explicit or sticky_session(request, manager, target, "")
     session = manager.get(target.runtime_id, session_id)
-    if session is not None and session.sandbox.alive():
+    if session is not None and session.alive():
         headers = agent_headers(request.headers, session.target, session_id, request.state.request_id)
-        session.begin()
-        try:
-            answer = await session.client.request("DELETE", session.target.path, headers, b"")
-            await answer.aclose()
-        except AgentHttpError as exc:
-            log.info("the MCP server did not answer DELETE for %s: %s", session_id, exc)
-        finally:
-            session.finish()
+        async with manager.use(session) as lease:
+            try:
+                answer = await lease.request("DELETE", session.target.path, headers)
+                await answer.aclose()
+            except RuntimeClientError as exc:
+                log.info("the MCP server did not answer DELETE for %s: %s", session_id, exc.message)
     sessions.forget(target.runtime_id, mcp_id)
     if session is not None and not sessions.serves(target.runtime_id, session_id):
         await manager.stop_session(target.runtime_id, session_id, reason="MCP session ended by the client")

@@ -27,8 +27,7 @@ from hangar.gateway.dataplane.common import (
     session_id_of,
 )
 from hangar.gateway.errors import error_response
-from hangar.sessions.manager import SessionManager
-from hangar.sessions.session import Session
+from hangar.sessions.calls import Lease
 
 log = logging.getLogger("hangar.gateway")
 
@@ -47,26 +46,18 @@ async def websocket_proxy(websocket: WebSocket, params: dict[str, str]) -> None:
     except HangarError as exc:
         await _deny(websocket, exc, request_id)
         return
-    session.begin()
-    try:
-        await _relay(websocket, manager, session, session_id, request_id, minted)
-    finally:
-        session.finish()
+    async with manager.use(session) as lease:  # Active for as long as the WebSocket is open
+        await _relay(websocket, lease, session_id, request_id, minted)
 
 
 async def _relay(
-    websocket: WebSocket,
-    manager: SessionManager,
-    session: Session,
-    session_id: str,
-    request_id: str,
-    minted: list[tuple[str, str]],
+    websocket: WebSocket, lease: Lease, session_id: str, request_id: str, minted: list[tuple[str, str]]
 ) -> None:
-    headers = agent_headers(websocket.headers, session.target, session_id, request_id) + minted
+    headers = agent_headers(websocket.headers, lease.session.target, session_id, request_id) + minted
     requested = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
     try:
         agent = await unix_connect(
-            str(session.sandbox.socket_path),
+            lease.socket_path,
             uri="ws://agent/ws",
             additional_headers=headers,
             subprotocols=requested or None,  # type: ignore[arg-type]
@@ -76,7 +67,7 @@ async def _relay(
             open_timeout=10,
         )
     except (OSError, InvalidHandshake, TimeoutError) as exc:
-        ended = await manager.agent_failed(session)
+        ended = await lease.broken()
         cause = "the agent process exited" if ended else f"{type(exc).__name__}: {exc}"
         await _deny(websocket, RuntimeClientError(f"The agent refused the WebSocket ({cause})"), request_id)
         return
