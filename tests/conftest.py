@@ -37,6 +37,7 @@ ISOLATION_TESTS = (
     "tests/sessions/test_lifecycle_limits.py",
     "tests/dataplane/test_templates.py",
     "tests/dataplane/test_protocols.py",
+    "tests/dataplane/test_shells.py",
     "tests/observability/test_metrics.py",
     "tests/unit/test_secure_defaults.py",
 )

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from hangar.sandbox.shell import ShellProcess
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -90,6 +92,10 @@ class Sandbox(ABC):
     @abstractmethod
     def exec(self, command: str, timeout: float) -> AsyncIterator[ExecEvent]:
         """Run ``/bin/sh -c command`` inside the sandbox (same isolation), streaming its output."""
+
+    async def open_shell(self, cols: int, rows: int) -> ShellProcess:
+        """An interactive shell on a pty inside the sandbox (same isolation as ``exec``); see sandbox/shell.py."""
+        raise NotImplementedError(f"{type(self).__name__} has no interactive shells")
 
     @abstractmethod
     async def stats(self) -> SandboxStats: ...

@@ -21,11 +21,12 @@ from typing import Protocol
 
 from hangar.domain.errors import InternalError, RuntimeClientError
 from hangar.sandbox.base import ExecEvent, Sandbox, SandboxSpec
+from hangar.sandbox.shell import ShellEvent, ShellProcess
 from hangar.sandbox.state import StateDir
 
 SUPERVISOR = Path(__file__).with_name("supervisor.py")
 # The stdlib-only programs that run inside a sandbox: the supervisor, and a warm template's zygote and its isolation.
-INSIDE_PROGRAMS = (SUPERVISOR, SUPERVISOR.with_name("isolate.py"), SUPERVISOR.with_name("zygote.py"))
+INSIDE_PROGRAMS = (SUPERVISOR, *(SUPERVISOR.with_name(f"{name}.py") for name in ("isolate", "zygote", "warmup")))
 FRAME_HEADER = 5
 READY_TIMEOUT_S = 30.0
 LISTEN_BACKLOG = 128
@@ -218,6 +219,53 @@ async def wait_exit(proc: ProcessHandle, timeout: float) -> bool:
     return proc.poll() is not None
 
 
+class SupervisedShell(ShellProcess):
+    """The host's end of a supervisor's shell (the ``shell`` op of supervisor.py's control socket)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.ended = False
+
+    async def read(self) -> ShellEvent | None:
+        if self.ended:
+            return None
+        try:
+            header = await self.reader.readexactly(FRAME_HEADER)
+            payload = await self.reader.readexactly(int.from_bytes(header[1:], "big"))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.ended = True
+            return None
+        kind = header[:1]
+        if kind == b"x":
+            self.ended = True
+            result = json.loads(payload)
+            return ShellEvent(kind="exit", exit_code=result["exit_code"], signal=result["signal"])
+        return ShellEvent(kind="error" if kind == b"e" else "output", data=payload)
+
+    async def _send(self, kind: bytes, payload: bytes) -> None:
+        if self.writer.is_closing():
+            return
+        self.writer.write(kind + len(payload).to_bytes(4, "big") + payload)
+        with contextlib.suppress(ConnectionError):
+            await self.writer.drain()
+
+    async def write(self, data: bytes) -> None:
+        await self._send(b"i", data)
+
+    async def resize(self, cols: int, rows: int) -> None:
+        await self._send(b"r", json.dumps({"cols": cols, "rows": rows}).encode())
+
+    async def signal(self, signum: int) -> None:
+        await self._send(b"k", str(signum).encode())
+
+    async def close(self) -> None:
+        self.ended = True
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+
 class SupervisedSandbox(Sandbox):
     """A running sandbox; subclasses say how to kill its tree and what to release."""
 
@@ -261,6 +309,16 @@ class SupervisedSandbox(Sandbox):
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
+
+    async def open_shell(self, cols: int, rows: int) -> ShellProcess:
+        if not self.alive():
+            raise RuntimeClientError(f"sandbox {self.id} is not running")
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(self.state.control_socket))
+        except OSError as exc:
+            raise RuntimeClientError(f"sandbox {self.id} does not accept shells: {exc}") from exc
+        writer.write(json.dumps({"op": "shell", "cols": cols, "rows": rows}).encode() + b"\n")
+        return SupervisedShell(reader, writer)
 
     async def stop(self) -> None:
         async with self._stop_lock:

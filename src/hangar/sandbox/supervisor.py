@@ -12,7 +12,10 @@ never swap a socket for a symlink to somewhere else) and hands them over as inhe
   connection the agent makes while importing queues instead of failing.
 * ``--control-fd``: one request line ``{"command": str, "timeout": float}``; the answer is a stream of frames
   ``kind (1 byte: o, e, x) + length (4 bytes, big endian) + payload``. ``o``/``e`` carry stdout/stderr bytes, the
-  final ``x`` carries ``{"exit_code": int | null, "timed_out": bool}``.
+  final ``x`` carries ``{"exit_code": int | null, "timed_out": bool}``. Or ``{"op": "shell", "cols": N, "rows": N}``:
+  an interactive shell on a pty; the caller then sends frames too (``i`` stdin bytes, ``r`` ``{"cols","rows"}``,
+  ``k`` a signal number for the foreground process group), gets ``o`` (the pty's output), ``e`` (why no shell
+  could start) and a final ``x`` ``{"exit_code": int, "signal": int | null}``; hanging up kills the shell.
 
 The agent is spawned first, before anything heavy is imported, so its own start-up overlaps the supervisor's
 (importing asyncio costs tens of milliseconds). Once both sockets serve, the supervisor writes one byte to
@@ -234,6 +237,9 @@ class Commands:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = json.loads(await reader.readline())
+            if isinstance(request, dict) and request.get("op") == "shell":
+                await Shell(self.groups).serve(request, reader, writer)
+                return
             command = str(request["command"])
             timeout = float(request["timeout"])
         except (ValueError, KeyError, TypeError) as exc:
@@ -292,6 +298,127 @@ class Commands:
     def kill_all(self) -> None:
         for pgid in list(self.groups):
             _kill_group(pgid)
+
+
+SHELLS = ("/bin/bash", "/bin/sh")
+SHELL_FRAME_LIMIT = 1024 * 1024
+SHELL_DRAIN_S = 0.5  # output still in the pty when the shell exits; a background job holding it open stops here
+
+
+class Shell:
+    """One interactive shell on a pty: the caller's frames in, the pty's output and the exit status out.
+
+    The shell leads a session of its own with the pty as its controlling terminal, so job control works and the
+    terminal's own ^C reaches the foreground job; its process group is killed when the caller hangs up."""
+
+    def __init__(self, groups: set[int]) -> None:
+        self.groups = groups
+        self.pid = 0
+        self.master = -1
+
+    async def serve(self, request: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        path = next((p for p in SHELLS if os.access(p, os.X_OK)), None)
+        if path is None:
+            writer.write(_frame(b"e", b"no shell in this sandbox (neither /bin/bash nor /bin/sh)\n"))
+            writer.write(_frame(b"x", json.dumps({"exit_code": 127, "signal": None}).encode()))
+            await _close(writer)
+            return
+        self.master, slave = os.openpty()
+        _set_size(slave, request.get("cols"), request.get("rows"))
+        self.pid = os.fork()
+        if self.pid == 0:  # the child only execs: nothing of the event loop runs here
+            _exec_shell(path, slave, str(request.get("term") or "xterm-256color"))
+        os.close(slave)
+        self.groups.add(self.pid)
+        loop = asyncio.get_running_loop()
+        output = asyncio.StreamReader(limit=HIGH_WATER)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(output), os.fdopen(self.master, "rb", 0))
+        transport, protocol = await loop.connect_write_pipe(
+            asyncio.streams.FlowControlMixin, os.fdopen(os.dup(self.master), "wb", 0)
+        )
+        stdin = asyncio.StreamWriter(transport, protocol, None, loop)
+        pump = asyncio.ensure_future(_pump_pty(output, writer))
+        inbound = asyncio.ensure_future(self._inbound(reader, stdin))
+        exited = asyncio.ensure_future(_wait_pid(self.pid))
+        try:
+            await asyncio.wait({exited, inbound}, return_when=asyncio.FIRST_COMPLETED)
+            if exited.done():
+                await asyncio.wait({pump}, timeout=SHELL_DRAIN_S)
+                status = exited.result()  # negative: killed by that signal
+                signum = -status if status < 0 else None
+                result = {"exit_code": 128 + signum if signum else status, "signal": signum}
+                writer.write(_frame(b"x", json.dumps(result).encode()))
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass  # the caller went away: its shell goes too
+        finally:
+            _kill_group(self.pid)
+            self.groups.discard(self.pid)
+            for task in (pump, inbound):
+                task.cancel()
+            if not exited.done():
+                await asyncio.wait({exited}, timeout=SHELL_DRAIN_S)
+            exited.cancel()
+            transport.close()
+            await _close(writer)
+
+    async def _inbound(self, reader: asyncio.StreamReader, stdin: asyncio.StreamWriter) -> None:
+        """The caller's frames until it hangs up (or sends one that is not a frame of this protocol)."""
+        while True:
+            try:
+                header = await reader.readexactly(FRAME.size)
+                kind, size = FRAME.unpack(header)
+                if size > SHELL_FRAME_LIMIT:
+                    return
+                payload = await reader.readexactly(size)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            if kind == b"i":
+                stdin.write(payload)
+                await stdin.drain()  # a shell that does not read its input holds the caller back, never memory
+            elif kind == b"r":
+                with contextlib.suppress(ValueError, TypeError, AttributeError):
+                    size_request = json.loads(payload)
+                    _set_size(self.master, size_request.get("cols"), size_request.get("rows"))
+            elif kind == b"k":
+                with contextlib.suppress(ValueError, OSError):
+                    os.killpg(os.tcgetpgrp(self.master), int(payload))
+
+
+def _set_size(fd: int, cols: object, rows: object) -> None:
+    import fcntl
+    import termios
+
+    if isinstance(cols, int) and isinstance(rows, int) and 0 < cols < 65536 and 0 < rows < 65536:
+        with contextlib.suppress(OSError):
+            fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def _exec_shell(path: str, slave: int, term: str) -> None:
+    """In the forked child: a new session whose controlling terminal is the pty, then the shell; never returns."""
+    try:
+        import fcntl
+        import termios
+
+        os.setsid()
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+        for fd in (0, 1, 2):
+            os.dup2(slave, fd)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGCHLD):
+            signal.signal(signum, signal.SIG_DFL)
+        env = dict(os.environ, TERM=term if term.isprintable() and len(term) < 64 else "xterm-256color")
+        os.execve(path, [path, "-i"], env)
+    finally:
+        os._exit(127)
+
+
+async def _pump_pty(output: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """The pty's output to the caller; ends when every holder of the pty closed it (EIO on Linux)."""
+    with contextlib.suppress(OSError):
+        while chunk := await output.read(CHUNK):
+            writer.write(_frame(b"o", chunk))
+            await writer.drain()
 
 
 def _frame(kind: bytes, payload: bytes) -> bytes:

@@ -8,6 +8,7 @@ from hangar.gateway.dataplane.agent_card import get_agent_card
 from hangar.gateway.dataplane.commands import invoke_command
 from hangar.gateway.dataplane.invoke import invoke
 from hangar.gateway.dataplane.mcp import end_mcp_session
+from hangar.gateway.dataplane.shells import shell_socket
 from hangar.gateway.dataplane.stop_session import stop_session
 from hangar.gateway.dataplane.websocket import websocket_proxy
 from hangar.gateway.routing import Route
@@ -35,6 +36,13 @@ ROUTES = [
         "/runtimes/{agentRuntimeArn}/ws",
         websocket_proxy,
         name="InvokeAgentRuntimeWebSocket",
+        auth="custom",
+    ),
+    Route(
+        "WEBSOCKET",
+        "/runtimes/{agentRuntimeArn}/ws/shells",
+        shell_socket,
+        name="InvokeAgentRuntimeCommandShell",
         auth="custom",
     ),
 ]
