@@ -206,6 +206,8 @@ class Zygote:
         if self.credentials is not None:
             self.credentials.close()
             self.credentials = None
+        if os.path.exists(os.path.join(HERE, "warmup.py")):  # bound beside this file (an old install may lack it)
+            _load("warmup").warm(self.config)  # the first request's imports and lazy builds, once for all forks
         self.check_safe()
         # What the import left in home and /tmp, once: every session gets a copy, as if its own import wrote it.
         # (An image's forks get a root of their own, built from the image: nothing of the template's is carried.)

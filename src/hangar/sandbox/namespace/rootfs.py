@@ -19,6 +19,7 @@ INSIDE_DIR = "/opt/hangar"  # Hangar's stdlib-only in-sandbox programs, read-onl
 SUPERVISOR_PATH = f"{INSIDE_DIR}/supervisor.py"
 ISOLATE_PATH = f"{INSIDE_DIR}/isolate.py"
 ZYGOTE_PATH = f"{INSIDE_DIR}/zygote.py"
+WARMUP_PATH = f"{INSIDE_DIR}/warmup.py"  # the zygote's first-use warm-up (sandbox/warmup.py)
 SANDBOX_UID = 1000  # the agent's uid as seen inside; the host sees the leased uid
 HOSTNAME = "sandbox"
 SYSTEM_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
@@ -134,7 +135,7 @@ def bwrap_mounts(
         args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
     args += ["--bind", str(state.home), HOME, "--bind", str(state.tmp), "/tmp"]
     args += ["--ro-bind", str(env_dir), str(env_dir), "--ro-bind", str(code_dir), str(code_dir)]
-    for path in (SUPERVISOR_PATH, ISOLATE_PATH, ZYGOTE_PATH):
+    for path in (SUPERVISOR_PATH, ISOLATE_PATH, ZYGOTE_PATH, WARMUP_PATH):
         args += ["--ro-bind", str(inside / Path(path).name), path]
     if outbound is not None:
         args += ["--ro-bind", str(outbound.socket_dir), OUTBOUND_DIR]

@@ -247,6 +247,7 @@ def template_bwrap_args(
         mounts[3:3] = ["--perms", "0755", "--size", "65536", "--tmpfs", image_root.HIDDEN]
         mounts += ["--ro-bind", str(inside / "isolate.py"), image_root.ISOLATE_IN_IMAGE]
         mounts += ["--ro-bind", str(inside / "zygote.py"), image_root.ZYGOTE_IN_IMAGE]
+        mounts += ["--ro-bind", str(inside / "warmup.py"), f"{image_root.HIDDEN}/warmup.py"]
         stage = state.path / "stage"
         stage.mkdir(mode=0o755)
         mounts += ["--ro-bind", str(stage), image_root.FORK_STAGE]

@@ -1,0 +1,108 @@
+"""sandbox/warmup.py: what a warm template pays for its forks' first requests, and what it must never do.
+
+The warm-up runs in a template that is then forked, so beyond "it imports the first-use modules" these tests pin
+its limits: no thread, no fd, no event loop left behind, nothing imported for a package the agent did not use, and
+no middleware of the agent's own constructed ahead of Starlette's first call.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
+
+from hangar.sandbox import warmup
+
+WARMUP = Path(warmup.__file__)
+
+
+class AgentsOwnMiddleware:
+    """Stands for an agent's middleware: its constructor may do anything, so the warm-up must not call it."""
+
+    constructed = 0
+
+    def __init__(self, app: Any) -> None:
+        AgentsOwnMiddleware.constructed += 1
+        self.app = app
+
+
+class Wrapper:
+    """The shape of uvicorn's wrappers around the app (ProxyHeadersMiddleware and friends): ``.app`` inside."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+
+def test_builds_a_starlette_stack_of_known_middleware_through_wrappers() -> None:
+    app = Starlette(middleware=[Middleware(GZipMiddleware)])
+    assert app.middleware_stack is None  # Starlette builds it on the first call
+    done = warmup.build_middleware_stacks(Wrapper(Wrapper(app)))
+    assert app.middleware_stack is not None
+    assert done == ["built the middleware stack of Starlette"]
+
+
+def test_leaves_an_agents_own_middleware_to_the_first_request() -> None:
+    app = Starlette(middleware=[Middleware(AgentsOwnMiddleware)])
+    before = AgentsOwnMiddleware.constructed
+    assert warmup.build_middleware_stacks(app) == []
+    assert app.middleware_stack is None
+    assert AgentsOwnMiddleware.constructed == before
+
+
+def test_an_app_already_built_or_not_starlette_is_left_alone() -> None:
+    app = Starlette()
+    app.middleware_stack = stack = app.build_middleware_stack()
+    assert warmup.build_middleware_stacks(Wrapper(app)) == []
+    assert app.middleware_stack is stack
+    assert warmup.build_middleware_stacks(None) == []
+    assert warmup.build_middleware_stacks(object()) == []
+
+
+PROBE = """
+import json, os, sys, threading
+sys.path.insert(0, {folder!r})
+{imports}
+import warmup
+fds = sorted(os.listdir("/proc/self/fd"))
+class Config:
+    loaded_app = None
+    def get_loop_factory(self):
+        import uvicorn.loops.auto
+done = warmup.warm({config})
+print(json.dumps({{
+    "done": done,
+    "anyio_backend": "anyio._backends._asyncio" in sys.modules,
+    "anyio": "anyio" in sys.modules,
+    "threads": len(os.listdir("/proc/self/task")),
+    "python_threads": threading.active_count(),
+    "fds_same": sorted(os.listdir("/proc/self/fd")) == fds,
+    "loop_set": __import__("asyncio").events._get_running_loop() is not None,
+}}))
+"""
+
+
+def _probe(imports: str, config: str = "Config()") -> dict[str, Any]:
+    """The warm-up in a fresh interpreter (as the template runs it: a plain module loaded by path)."""
+    code = PROBE.format(folder=str(WARMUP.parent), imports=imports, config=config)
+    result = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    return dict(json.loads(result.stdout))
+
+
+def test_imports_anyios_first_use_modules_when_the_agent_uses_anyio() -> None:
+    found = _probe("import anyio, starlette, uvicorn")
+    assert found["anyio_backend"]
+    assert "imported anyio._backends._asyncio" in found["done"]
+    assert (found["threads"], found["python_threads"], found["fds_same"], found["loop_set"]) == (1, 1, True, False)
+
+
+def test_imports_nothing_for_packages_the_agent_did_not_import() -> None:
+    found = _probe("import json", config="None")  # no uvicorn config either: nothing to warm
+    assert found["done"] == []
+    assert not found["anyio"]
+    assert (found["threads"], found["fds_same"]) == (1, True)
