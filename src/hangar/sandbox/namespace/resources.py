@@ -1,0 +1,171 @@
+"""The host resources every namespace sandbox holds, acquired and released in one place.
+
+A cold session, a template and a prepared fork each hold the same set, all named after the sandbox id: the state
+dir ``<state_root>/<sandbox_id>``, a uid lease, the cgroup ``hangar-<tag>-<sandbox_id>`` with its limits, the
+size-capped writable tmpfs and, with egress, a veth pair in a network namespace of its own. Because everything is
+named after the sandbox, ``cleanup_orphans`` needs nothing from memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Literal
+
+from hangar.sandbox.base import SandboxSpec
+from hangar.sandbox.namespace import network, rootfs
+from hangar.sandbox.namespace.cgroups import Cgroup, CgroupLayout, list_names
+from hangar.sandbox.namespace.uids import UidLeases
+from hangar.sandbox.state import StateDir, create_state, list_states
+from hangar.sandbox.supervised import INSIDE_PROGRAMS
+
+log = logging.getLogger(__name__)
+
+
+class SessionResources:
+    """Acquires and releases a sandbox's host resources; knows which sandboxes of this installation are live."""
+
+    def __init__(
+        self,
+        backend_name: str,
+        state_root: Path,
+        tag: str,
+        layout: CgroupLayout,
+        leases: UidLeases,
+        egress: Literal["allow", "deny"],
+    ) -> None:
+        self.backend_name = backend_name  # recorded in each state dir
+        self.state_root = state_root
+        self.tag = tag
+        self.layout = layout
+        self.leases = leases
+        self.egress = egress
+        self.live: set[str] = set()  # sandbox ids this object acquired and has not released
+        self._firewall_installed = False
+        self._firewall_lock = threading.Lock()  # concurrent starts connect in worker threads
+
+    def cgroup(self, sandbox_id: str) -> Cgroup:
+        return Cgroup(self.layout, f"hangar-{self.tag}-{sandbox_id}")
+
+    def inside_files(self) -> Path:
+        """Root-owned, world-readable copies of the in-sandbox programs the sandbox uid can read (the install may be
+        0700): supervisor.py, isolate.py and zygote.py, bound read-only under /opt/hangar."""
+        inside = self.state_root / ".inside"  # a dot: never mistaken for a sandbox's state dir
+        inside.mkdir(mode=0o755, exist_ok=True)
+        for source in INSIDE_PROGRAMS:
+            copy = inside / source.name
+            data = source.read_bytes()
+            if not copy.exists() or copy.read_bytes() != data:
+                tmp = copy.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_bytes(data)
+                tmp.chmod(0o644)
+                tmp.replace(copy)
+        return inside
+
+    def holder(self, uid: int) -> str | None:
+        """The live sandbox running as host ``uid`` (each holds its own lease), else None."""
+        sandbox_id = self.leases.holder(uid)
+        return sandbox_id if sandbox_id in self.live else None
+
+    async def acquire(self, spec: SandboxSpec, writable_bytes: int | None = None) -> tuple[StateDir, int, Cgroup]:
+        """State dir, uid lease, cgroup with its limits and the size-capped writable tmpfs (undone by ``release``).
+
+        ``writable_bytes``: the tmpfs's size when it holds less than home, /tmp and the log (a fork's log only)."""
+        state = create_state(self.state_root, spec.sandbox_id)
+        self.state_root.chmod(0o711)
+        self.live.add(spec.sandbox_id)
+        uid: int | None = None
+        cgroup: Cgroup | None = None
+        try:
+            uid = self.leases.acquire(spec.sandbox_id)
+            cgroup = self.cgroup(spec.sandbox_id)
+            state.write_record(backend=self.backend_name, tag=self.tag, uid=uid, cgroup=cgroup.name)
+            rootfs.mount_writable(state, writable_bytes or spec.limits.disk_bytes, uid)
+            cgroup.create(spec.limits)
+        except BaseException:
+            self.live.discard(spec.sandbox_id)
+            await remove(spec.sandbox_id, state, cgroup, self.leases, uid, None)
+            raise
+        return state, uid, cgroup
+
+    async def release(
+        self, sandbox_id: str, state: StateDir, cgroup: Cgroup, uid: int, link: network.Link | None
+    ) -> None:
+        self.live.discard(sandbox_id)
+        await remove(sandbox_id, state, cgroup, self.leases, uid, names(link))
+
+    async def plan_link(self, spec: SandboxSpec, uid: int) -> network.Link | None:
+        """The sandbox's veth plan when it gets egress (firewall installed once); None for loopback only."""
+        if spec.network != "public" or self.egress != "allow":
+            return None
+        await asyncio.to_thread(self._install_firewall)
+        return network.plan(self.tag, spec.sandbox_id, uid - self.leases.first)
+
+    def _install_firewall(self) -> None:
+        with self._firewall_lock:
+            if not self._firewall_installed:
+                network.install_firewall()
+                self._firewall_installed = True
+
+    async def cleanup_orphans(self) -> int:
+        """Remove every sandbox of this installation (tag) that this object did not acquire."""
+        orphans: set[str] = set()
+        for state in list_states(self.state_root):
+            if state.sandbox_id in self.live:
+                continue
+            orphans.add(state.sandbox_id)
+            uid = state.read_record().get("uid")
+            await remove(
+                state.sandbox_id,
+                state,
+                self.cgroup(state.sandbox_id),
+                self.leases,
+                uid if isinstance(uid, int) else None,
+                network.names(self.tag, state.sandbox_id),
+            )
+        prefix = f"hangar-{self.tag}-"
+        for name in list_names(self.layout, prefix):
+            sandbox_id = name[len(prefix) :]
+            if sandbox_id not in self.live:
+                orphans.add(sandbox_id)
+                await remove(sandbox_id, None, Cgroup(self.layout, name), self.leases, None, None)
+        for name in network.list_netns(prefix):
+            sandbox_id = name[len(prefix) :]
+            if sandbox_id not in self.live:
+                orphans.add(sandbox_id)
+                await remove(sandbox_id, None, None, self.leases, None, network.names(self.tag, sandbox_id))
+        for uid, sandbox_id in self.leases.owned().items():
+            if sandbox_id not in self.live:
+                orphans.add(sandbox_id)
+                self.leases.release(uid, sandbox_id)
+        if orphans:
+            log.warning("removed %d orphaned sandboxes of a previous Hangar process", len(orphans))
+        return len(orphans)
+
+
+async def remove(
+    sandbox_id: str,
+    state: StateDir | None,
+    cgroup: Cgroup | None,
+    leases: UidLeases,
+    uid: int | None,
+    netns: tuple[str, str] | None,
+) -> None:
+    """Undo a sandbox in reverse order of creation; every step tolerates what is already gone."""
+    if cgroup is not None:
+        await cgroup.kill_all()
+        await cgroup.remove()
+    if netns is not None:
+        await asyncio.to_thread(network.delete, *netns)
+    if state is not None:
+        rootfs.unmount_writable(state)
+        state.remove()
+    if uid is not None:
+        leases.release(uid, sandbox_id)
+
+
+def names(link: network.Link | None) -> tuple[str, str] | None:
+    return (link.netns, link.host_if) if link else None
