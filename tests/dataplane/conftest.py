@@ -10,7 +10,7 @@ import pytest
 from tests.dataplane.support import seeded_server
 from tests.support.server import HangarServer
 
-AGENTS = ("echo", "streaming", "async_task", "websocket_echo", "testbed", "rawecho", "garbage", "realsdk")
+AGENTS = ("echo", "streaming", "async_task", "websocket_echo", "testbed", "rawecho", "garbage", "realsdk", "misbehave")
 # Lifecycle settings are seconds with a 60 s minimum on the wire; the server runs them 50x faster.
 TIME_SCALE = "0.02"
 

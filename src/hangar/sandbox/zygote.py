@@ -303,7 +303,7 @@ class Zygote:
             for fd in given:
                 os.close(fd)
             keep = [str(p) for p in request.get("keep", [])]
-            isolate.enter_session(int(request["disk_bytes"]), keep, program, self.tree, files)
+            isolate.enter_session(int(request["disk_bytes"]), keep, program, self.tree, files, request.get("storage"))
         isolate.send_creds(handshake, b"G")  # the host checks this process's isolation, then watches it (a pidfd)
         isolate.expect(handshake, b"start")  # isolated ahead of time: the agent resumes only for a real session
         handshake.close()
