@@ -11,10 +11,10 @@ from bench.hangar_instance import HangarInstance
 
 AGENTS = Path(__file__).resolve().parent / "agents"
 WARM_POOL = 2  # spares kept for each ``*_warm`` runtime
-WARM_AGENTS = ("echo_sdk", "heavy")
-# The bench server's session caps: density keeps 500 forked sessions of one runtime alive at once (the defaults,
-# 1,000 in all and 500 per runtime, would leave no room for the spares and the other suites' sessions).
-SESSION_CAPS = {"HANGAR_MAX_SESSIONS": "2000", "HANGAR_MAX_SESSIONS_PER_RUNTIME": "1000"}
+WARM_AGENTS = ("echo_sdk", "echo_agentcore", "heavy")
+# The bench server's session caps: density keeps 1,000 forked sessions of one runtime alive at once and starts new
+# ones beside them (the defaults, 1,000 in all and 500 per runtime, would leave no room for those and the spares).
+SESSION_CAPS = {"HANGAR_MAX_SESSIONS": "3000", "HANGAR_MAX_SESSIONS_PER_RUNTIME": "1500"}
 
 Kind = Literal["template", "cold", "warm"]
 SUFFIX: dict[str, str] = {"template": "", "cold": "_cold", "warm": "_warm"}

@@ -13,6 +13,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from bench import targets
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 Row = tuple[str, str, str, str, str]  # what, hangar, floor, floor name, ratio / overhead
@@ -37,7 +39,7 @@ def _x(value: Any) -> str:
 
 def headline(results: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
-    for agent in ("echo_sdk", "heavy"):
+    for agent in ("echo_sdk", "echo_agentcore", "heavy"):
         phases = _get(results, "profile_start", agent)
         if isinstance(phases, dict) and "total_ms" in phases:
             steps = ("host_prepare", "launch", "supervisor_ready", "agent_ready")
@@ -71,7 +73,7 @@ def headline(results: dict[str, Any]) -> list[Row]:
                     split + note,
                 )
             )
-    for agent in ("echo_sdk", "heavy"):
+    for agent in ("echo_sdk", "echo_agentcore", "heavy"):
         base = ("new_session", agent)
         plain = _get(results, *base, "plain_process", "p50_ms")
         for kind in ("hangar_template", "hangar_warm_pool", "hangar_cold"):
@@ -268,13 +270,19 @@ def print_table(results: dict[str, Any]) -> None:
     for row in headline(results):
         table.add_row(*row)
     Console(width=160).print(table)
+    goals = Table(title="Issue 13's targets: goal, measured in this run, verdict (published peers: latest.md)")
+    for name in ("target", "goal", "measured", "verdict"):
+        goals.add_column(name)
+    for row in targets.target_rows(results):
+        goals.add_row(*row)
+    Console(width=160).print(goals)
 
 
 def markdown(results: dict[str, Any]) -> str:
     """The same table as Markdown (README's Performance section is pasted from it)."""
     lines = ["| measurement | hangar | floor | floor is | ratio / note |", "|---|---|---|---|---|"]
     lines += ["| " + " | ".join(row) + " |" for row in headline(results)]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + targets.markdown(results)
 
 
 def write(results: dict[str, Any], machine: dict[str, object], stem: str = "latest", out: Path = RESULTS) -> Path:
@@ -302,7 +310,7 @@ def _chart(results: dict[str, Any], target: Path) -> None:
         "hangar_cold": "#1f77b4",
         "plain_process": "#aaaaaa",
     }
-    for agent in ("echo_sdk", "heavy"):
+    for agent in ("echo_sdk", "echo_agentcore", "heavy"):
         for kind, colour in palette.items():
             value = _get(results, "new_session", agent, kind, "p50_ms")
             if value is not None:

@@ -13,7 +13,12 @@ Memory, for N idle sessions of the trivial agent (each opened by one invoke, the
 - ``cgroup``: the sessions' cgroup memory as the operator API reports it (``memoryBytes``: pages charged to the
   session, including its tmpfs and kernel memory).
 
-Forked sessions (the default) at 100 and 500; cold sessions (``HANGAR_TEMPLATE=off``) at 100 for comparison.
+Forked sessions (the default) at 100 and 1,000; cold sessions (``HANGAR_TEMPLATE=off``) at 100 for comparison.
+
+Flat as load grows: for forked sessions, ``LOADED_SAMPLES`` new sessions (first byte, each stopped) are timed before
+the N idle sessions open and again while they are all alive (``new_session_alone`` / ``new_session_with_idle``,
+and their p50 ratio). And what idle sessions cost the CPU: the sessions' cgroups' CPU time over ``CPU_WINDOW_S``
+while nothing calls them (``idle_cpu_core_percent``: percent of one core for all N together).
 
 Churn: ``CHURN_CLIENTS`` clients, each in a loop for a fixed time: invoke a new session id, StopRuntimeSession.
 Sessions per second completed, for the forked and the cold runtime, with the first-byte latency under that load and
@@ -22,6 +27,7 @@ what the server reports it did (forks counted by the template, cold fallbacks).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import time
@@ -32,13 +38,16 @@ import httpx
 
 from bench.context import BenchContext, Kind
 from bench.hangar_instance import new_session_id
-from bench.stats import summarize_ms
+from bench.stats import ratio, summarize_ms
+from bench.suites.new_session import hangar_first_bytes
 
 PAYLOAD = b'{"prompt": "hello"}'
 OPEN_WORKERS = 4
 MAX_OPEN_ERRORS = 5
 CHURN_CLIENTS = 8
 SETTLE_S = 2.0
+LOADED_SAMPLES = 10
+CPU_WINDOW_S = 10.0
 
 
 def _descendants(root: int) -> list[int]:
@@ -135,6 +144,7 @@ def _idle(ctx: BenchContext, arn: str, count: int, kind: Kind) -> dict[str, obje
     tree_before, _ = _memory_kib([server_pid, *_descendants(server_pid)])
     template_before = _memory_kib(_cgroup_pids(template["id"])) if template else None
     available_before = _mem_available_kib()
+    alone = hangar_first_bytes(ctx, arn, LOADED_SAMPLES, kind) if template else []
     started = time.perf_counter()
     sessions, errors = _open_sessions(ctx, arn, count)
     open_s = time.perf_counter() - started
@@ -152,6 +162,8 @@ def _idle(ctx: BenchContext, arn: str, count: int, kind: Kind) -> dict[str, obje
         template_after = _memory_kib(_cgroup_pids(template["id"])) if template else None
         cgroup_bytes = [entry.get("memoryBytes") or 0 for entry in live]
         alive = sum(1 for s in listing["sessions"] if s["state"] != "Terminated")
+        idle_cpu = _cpu_seconds([entry["sandboxId"] for entry in live], CPU_WINDOW_S)
+        loaded = hangar_first_bytes(ctx, arn, LOADED_SAMPLES, kind) if template else []
     finally:
         _stop_all(ctx, arn, sessions)
     measured = max(1, len(per_session))
@@ -169,7 +181,12 @@ def _idle(ctx: BenchContext, arn: str, count: int, kind: Kind) -> dict[str, obje
         "cgroup_mib_per_session": round(sum(cgroup_bytes) / measured / 2**20, 2),
         "tree_pss_delta_mib_per_session": _mib((tree_after - tree_before) / measured),
         "mem_available_drop_mib_per_session": _mib((available_before - available_after) / measured),
+        "idle_cpu_core_percent": round(idle_cpu / CPU_WINDOW_S * 100, 2),
     }
+    if alone and loaded:
+        before, during = summarize_ms(alone), summarize_ms(loaded)
+        result["new_session_alone"], result["new_session_with_idle"] = before, during
+        result["with_idle_over_alone_p50"] = ratio(during["p50_ms"], before["p50_ms"])
     if template_before and template_after:
         result["template"] = {
             "pss_mib_at_rest": _mib(template_before[0]),
@@ -178,6 +195,26 @@ def _idle(ctx: BenchContext, arn: str, count: int, kind: Kind) -> dict[str, obje
             "uss_mib_with_sessions": _mib(template_after[1]),
         }
     return result
+
+
+def _cpu_seconds(sandbox_ids: list[str], window_s: float) -> float:
+    """CPU seconds the sandboxes' cgroups used during ``window_s`` of this process sleeping (v1 or v2)."""
+
+    def total() -> float:
+        used = 0.0
+        for sandbox_id in sandbox_ids:
+            for path in glob.glob(f"/sys/fs/cgroup/cpuacct/hangar-*-{sandbox_id}/cpuacct.usage"):
+                with contextlib.suppress(OSError, ValueError), open(path) as usage:
+                    used += int(usage.read()) / 1e9
+            for path in glob.glob(f"/sys/fs/cgroup/hangar-*-{sandbox_id}/cpu.stat"):
+                with contextlib.suppress(OSError, ValueError), open(path) as stat:
+                    fields = dict(line.split() for line in stat if line.strip())
+                    used += int(fields.get("usage_usec", 0)) / 1e6
+        return used
+
+    before = total()
+    time.sleep(window_s)
+    return total() - before
 
 
 def _mem_available_kib() -> int:
@@ -241,7 +278,7 @@ def _churn(ctx: BenchContext, arn: str, kind: Kind, seconds: float) -> dict[str,
 def run(ctx: BenchContext) -> dict[str, object]:
     forked, cold = ctx.arn("echo_sdk"), ctx.arn("echo_sdk", "cold")
     results: dict[str, object] = {}
-    for count in (ctx.n(100, 3), ctx.n(500, 6)):
+    for count in (ctx.n(100, 3), ctx.n(1000, 6)):
         results[f"idle_{count}"] = _idle(ctx, forked, count, "template")
     count = ctx.n(100, 3)
     results[f"idle_{count}_cold"] = _idle(ctx, cold, count, "cold")

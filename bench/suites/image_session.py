@@ -27,7 +27,7 @@ from bench.context import AGENTS, BenchContext
 from bench.direct import agent_env
 from bench.hangar_instance import ROLE_ARN
 from bench.stats import ratio, summarize_ms
-from bench.suites.new_session import _hangar_first_byte
+from bench.suites.new_session import hangar_first_bytes
 
 AGENT = "echo_sdk"
 DOCKERFILE = 'FROM scratch\nCOPY rootfs/ /\nWORKDIR /app\nCMD ["python3", "/app/main.py"]\n'
@@ -97,11 +97,11 @@ def run(ctx: BenchContext) -> dict[str, object]:
     ctx.hangar.wait_template(image)
     contestants = ((image, "template"), (image_cold, "cold"), (template, "template"), (cold, "cold"))
     for arn, kind in contestants:
-        _hangar_first_byte(ctx, arn, 1, kind)  # warm the page cache for every contestant alike
+        hangar_first_bytes(ctx, arn, 1, kind)  # warm the page cache for every contestant alike
     samples: dict[str, list[float]] = {"image_template": [], "image_cold": [], "code_template": [], "code_cold": []}
     for _ in range(rounds):
         for (arn, kind), name in zip(contestants, samples, strict=True):
-            samples[name] += _hangar_first_byte(ctx, arn, 1, kind)
+            samples[name] += hangar_first_bytes(ctx, arn, 1, kind)
     summary: dict[str, object] = {name: summarize_ms(values) for name, values in samples.items()}
     p50 = {name: value.get("p50_ms") for name, value in summary.items() if isinstance(value, dict)}
     summary["image_template_over_code_template_p50"] = ratio(p50["image_template"], p50["code_template"])

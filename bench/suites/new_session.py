@@ -1,7 +1,7 @@
 """1. New-session latency: first byte of the first invoke with a new session id.
 
-Side by side, for a trivial agent and one that imports LangGraph, each deployed as three runtimes of the same code
-on one server (``BenchContext.arn``):
+Side by side, for a trivial agent (on ``hangar.sdk`` and on the unmodified ``bedrock-agentcore`` SDK) and one that
+imports LangGraph, each deployed as three runtimes of the same code on one server (``BenchContext.arn``):
 
 - **template** (the default): the session is forked from the version's warm template. Sampling waits until the
   template is alive (operator API), and every sample checks that the server reports ``startKind: fork``;
@@ -26,12 +26,13 @@ from bench.hangar_instance import new_session_id
 from bench.stats import ratio, summarize_ms
 
 PAYLOAD = b'{"prompt": "hello"}'
-REQUIREMENTS = {"echo_sdk": [], "heavy": ["langgraph>=1,<2"]}
+# The trivial agent twice: on hangar.sdk and on the unmodified bedrock-agentcore SDK (what most users deploy).
+REQUIREMENTS = {"echo_sdk": [], "echo_agentcore": ["bedrock-agentcore>=1,<2"], "heavy": ["langgraph>=1,<2"]}
 REPORTED = {"template": "fork", "cold": "cold", "warm": "warm"}  # the startKind the server must report
 TEMPLATES_PER_ROUND = 2
 
 
-def _hangar_first_byte(ctx: BenchContext, arn: str, count: int, kind: Kind) -> list[float]:
+def hangar_first_bytes(ctx: BenchContext, arn: str, count: int, kind: Kind) -> list[float]:
     url = ctx.hangar.invoke_url(arn)
     samples = []
     with httpx.Client(timeout=120) as client:
@@ -72,18 +73,18 @@ def _plain(folder_name: str, python, count: int) -> list[float]:  # type: ignore
 def run(ctx: BenchContext) -> dict[str, object]:
     results: dict[str, object] = {}
     for agent, requirements in REQUIREMENTS.items():
-        rounds = ctx.n(30 if agent == "echo_sdk" else 15, 2)
+        rounds = ctx.n(15 if agent == "heavy" else 30, 2)
         python = agent_env(agent, requirements) / "bin" / "python"
         arns: dict[Kind, str] = {kind: ctx.arn(agent, kind) for kind in ("template", "cold", "warm")}
         template_at_start = ctx.hangar.wait_template(arns["template"])
         _plain(agent, python, 1)  # warm the page cache for every contestant alike
         for kind, arn in arns.items():
-            _hangar_first_byte(ctx, arn, 1, kind)
+            hangar_first_bytes(ctx, arn, 1, kind)
         samples: dict[str, list[float]] = {"template": [], "cold": [], "warm": [], "plain": []}
         for _ in range(rounds):  # interleaved, so a noisy moment hits all four
-            samples["template"] += _hangar_first_byte(ctx, arns["template"], TEMPLATES_PER_ROUND, "template")
-            samples["cold"] += _hangar_first_byte(ctx, arns["cold"], 1, "cold")
-            samples["warm"] += _hangar_first_byte(ctx, arns["warm"], 1, "warm")
+            samples["template"] += hangar_first_bytes(ctx, arns["template"], TEMPLATES_PER_ROUND, "template")
+            samples["cold"] += hangar_first_bytes(ctx, arns["cold"], 1, "cold")
+            samples["warm"] += hangar_first_bytes(ctx, arns["warm"], 1, "warm")
             samples["plain"] += _plain(agent, python, 1)
         template_at_end = ctx.hangar.template_state(arns["template"]) or {}
         summary: dict[str, object] = {
