@@ -11,8 +11,6 @@ import asyncio
 import os
 from typing import Any
 
-import uvicorn
-
 STATELESS = os.environ.get("MCP_STATEFUL") != "1"
 JSON = os.environ.get("MCP_JSON") == "1"
 PORT = int(os.environ.get("PORT", "8000"))
@@ -22,16 +20,16 @@ try:
 
     server: Any = MCPServer("hangar-example")
 
-    def asgi_app() -> Any:
-        return server.streamable_http_app(stateless_http=STATELESS, json_response=JSON, host="0.0.0.0")
+    def run() -> None:
+        server.run(transport="streamable-http", host="0.0.0.0", port=PORT, stateless_http=STATELESS, json_response=JSON)
 
 except ImportError:  # mcp 1.x
     from mcp.server.fastmcp import Context, FastMCP
 
     server = FastMCP("hangar-example", host="0.0.0.0", port=PORT, stateless_http=STATELESS, json_response=JSON)
 
-    def asgi_app() -> Any:
-        return server.streamable_http_app()
+    def run() -> None:
+        server.run(transport="streamable-http")
 
 
 NOTES: list[str] = []  # this process's memory: shows that one MCP session stays on one sandbox
@@ -67,6 +65,6 @@ def whoami() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    # The ASGI app handed to uvicorn.run (rather than server.run()): Hangar's warm template can then fork sessions
-    # from a process that has already imported everything.
-    uvicorn.run(asgi_app(), host="0.0.0.0", port=PORT, log_level="warning")
+    # As AgentCore documents it: the SDK's own run (anyio.run → uvicorn.Server.serve). Hangar's warm template stops
+    # where this enters its event loop and forks every session from there.
+    run()

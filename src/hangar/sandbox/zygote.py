@@ -7,6 +7,14 @@ agent's ``main.py`` runs as ``__main__`` exactly as ``python main.py`` would, un
 template stops instead of serving, checks that it is safe to fork (one thread, nothing listening), freezes its heap
 for the garbage collector and tells the host it is ready. It never serves a request.
 
+Agents that serve from async code (``asyncio.run(main())`` awaiting ``uvicorn.Server.serve``, FastMCP's ``mcp.run``
+through ``anyio.run``, ``uvloop.run``) fork one step earlier: where ``main.py``'s top level enters its event loop.
+Every one of those goes through ``asyncio.Runner``, whose loop is made lazily; the template stops as that loop would
+be made (no loop, no selector, no thread exists yet) and each session's agent process resumes right there: its own
+loop, its own run of the coroutine the template already built, then the rest of ``main.py`` as ``python`` would run
+it. Only the loop entered by ``main.py``'s own top level, inside ``if __name__ == "__main__":`` or as its last
+statement, is that point; a loop entered while importing or earlier at the top level (setup) runs in the template.
+
 Protocol on ``--control-fd`` (a SOCK_SEQPACKET socket): the template sends JSON messages ``{"event": "ready"}``,
 ``{"event": "unsafe", "reason": ...}`` (cannot be forked: sessions of this version start cold) or
 ``{"event": "failed", "reason": ...}``. The host sends one message per new session, ``{"disk_bytes": N}`` with
@@ -28,6 +36,8 @@ SCRIPT [ARGS...]``
 
 from __future__ import annotations
 
+import ast
+import asyncio.runners
 import atexit
 import contextlib
 import gc
@@ -43,7 +53,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterable
-from types import ModuleType
+from types import FrameType, ModuleType
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -153,6 +163,14 @@ class Zygote:
         self.config: Any = None
         self.original_server_run: Any = None
         self.original_server_serve: Any = None
+        self.original_run: Any = None
+        self.original_lazy_init: Any = asyncio.runners.Runner._lazy_init
+        self.script = ""
+        self.entry_lines: list[tuple[int, int]] = []  # main.py lines whose loop entry is the fork point
+        self.entry: str | None = None  # "main.py:LINE" once the template stopped at a loop entry
+        self.in_session = False  # this process is a session's agent (forked at a loop entry), no longer the template
+        self.ready_fd: int | None = None  # the session's ready pipe until its uvicorn listens
+        self.agent_ready_fd: int | None = None  # set in a session's agent process on its way out of the fork
         self.tree: list[tuple[str, str, int, bytes]] = []
         self.firsts: set[int] = set()  # sessions' first processes not yet collected (one may wait for the host)
 
@@ -169,6 +187,7 @@ class Zygote:
             raise NotForkable(f"uvicorn is not importable in the agent's environment: {exc}") from None
         self.original_server_run = uvicorn.Server.run
         self.original_server_serve = uvicorn.Server.serve
+        self.original_run = uvicorn.run
         zygote = self
 
         def run(app: Any, **kwargs: Any) -> None:
@@ -180,21 +199,120 @@ class Zygote:
             zygote.serve_forks(server.config)
 
         async def server_serve(server: Any, sockets: Any = None) -> None:
-            raise NotForkable("the agent starts uvicorn from async code (Server.serve): nothing to fork before it")
+            raise NotForkable(zygote.serve_in_loop_reason())
+
+        def lazy_init(runner: Any) -> None:
+            if not zygote.in_session and runner._state.name == "CREATED" and asyncio.events._get_running_loop() is None:
+                line = zygote.loop_entry_line(sys._getframe(1))
+                if line is not None:
+                    zygote.fork_at_loop_entry(line)  # returns in a session's agent process only
+            zygote.original_lazy_init(runner)
 
         uvicorn.run = run
         uvicorn.main.run = run
         uvicorn.Server.run = server_run
         uvicorn.Server.serve = server_serve
+        asyncio.runners.Runner._lazy_init = lazy_init
 
     def run_agent(self, argv: list[str]) -> None:
         if len(argv) < 2 or not argv[1].endswith(".py"):
             raise NotForkable(f"the entry point is not a Python script run by the environment's python: {argv}")
         script = os.path.abspath(argv[1])
+        self.script = script
+        with contextlib.suppress(OSError, SyntaxError, ValueError), open(script, "rb") as source:
+            self.entry_lines = loop_entry_lines(source.read())  # runpy reports what cannot be read or compiled
         sys.argv = argv[1:]
         sys.path[0] = os.path.dirname(script)  # as ``python main.py`` has it
         runpy.run_path(script, run_name="__main__")
-        raise NotForkable("the agent's main.py returned without handing an app to uvicorn")
+        if self.in_session:
+            self.end_session(None)
+        raise NotForkable("the agent's main.py returned without handing an app to uvicorn or entering an event loop")
+
+    # --- forking where main.py enters its event loop
+
+    def loop_entry_line(self, frame: FrameType | None) -> int | None:
+        """The line of main.py's top level that enters this event loop, when that entry is the fork point: the
+        first module-level frame up the stack must be main.py's (not a module being imported) at an entry line."""
+        while frame is not None:
+            if frame.f_code.co_name == "<module>":
+                if frame.f_code.co_filename != self.script:
+                    return None
+                line = frame.f_lineno
+                return line if any(first <= line <= last for first, last in self.entry_lines) else None
+            frame = frame.f_back
+        return None
+
+    def serve_in_loop_reason(self) -> str:
+        """Why uvicorn reached inside a running loop in the template cannot fork, as precisely as the stack says."""
+        frame: FrameType | None = sys._getframe(1)
+        where = ""
+        while frame is not None:
+            if frame.f_code.co_filename == self.script and frame.f_code.co_name == "<module>":
+                where = f" (entered at {os.path.basename(self.script)}:{frame.f_lineno})"
+                break
+            frame = frame.f_back
+        return (
+            f"the agent starts uvicorn (Server.serve) inside an event loop{where} that Hangar cannot fork before: "
+            "only a loop entered through asyncio.run, asyncio.Runner, anyio.run or uvloop.run by main.py's own "
+            'top level (inside `if __name__ == "__main__":` or as its last statement) is a fork point, not one made '
+            "with new_event_loop()/run_until_complete, entered while importing or from a thread"
+        )
+
+    def fork_at_loop_entry(self, line: int) -> None:
+        """Stop the template before the event loop exists; returns in each session's agent process, which then
+        makes its own loop and runs the agent's coroutine, telling the host once its uvicorn listens."""
+        import uvicorn
+        import uvicorn.main
+
+        self.entry = f"{os.path.basename(self.script)}:{line}"
+        _preload_uvicorn()
+        ready_fd = self.fork_point()
+        self.in_session, self.ready_fd = True, ready_fd
+        asyncio.runners.Runner._lazy_init = self.original_lazy_init
+        uvicorn.run = self.original_run
+        uvicorn.main.run = self.original_run
+        uvicorn.Server.run = self.original_server_run
+        uvicorn.Server.serve = self.original_server_serve
+        startup = uvicorn.Server.startup
+        zygote = self
+
+        async def startup_and_tell(server: Any, sockets: Any = None) -> None:
+            await startup(server, sockets=sockets)
+            zygote.tell_ready(bool(server.started))
+
+        uvicorn.Server.startup = startup_and_tell
+
+    def tell_ready(self, started: bool) -> None:
+        """The host's ready byte, once: the first uvicorn of the session listens (or could not start)."""
+        if self.ready_fd is not None:
+            fd, self.ready_fd = self.ready_fd, None
+            with contextlib.suppress(OSError):
+                os.write(fd, b"1" if started else b"0")
+            os.close(fd)
+
+    def end_session(self, exc: BaseException | None) -> None:
+        """A forked session's main.py ended (returned or raised): exit as ``python main.py`` would."""
+        code = 0
+        if isinstance(exc, SystemExit):
+            if isinstance(exc.code, int) or exc.code is None:
+                code = exc.code or 0
+            else:
+                print(exc.code, file=sys.stderr)
+                code = 1
+        elif exc is not None:
+            traceback.print_exception(exc)
+            code = 1
+        if self.ready_fd is not None:
+            print(
+                f"hangar: the agent's event loop entered at {self.entry} ended before uvicorn listened: sessions of "
+                "this version cannot start by fork (set HANGAR_TEMPLATE=off to start them cold)",
+                file=sys.stderr,
+            )
+            self.tell_ready(False)
+        with contextlib.suppress(BaseException):
+            threading._shutdown()  # type: ignore[attr-defined]  # join non-daemon threads, as the interpreter does
+        atexit._run_exitfuncs()
+        _exit(code)
 
     # --- the template loop
 
@@ -203,6 +321,17 @@ class Zygote:
             raise NotForkable("uvicorn reload or several workers cannot be forked")
         config.load()  # imports the protocol classes and builds the middleware stack once, for every session
         self.config = config
+        ready_fd = self.fork_point()
+        try:
+            self.serve_agent(ready_fd)
+        except BaseException:
+            traceback.print_exc()
+            _exit(1)
+        _exit(0)
+
+    def fork_point(self) -> int:
+        """Check, freeze, tell the host and fork a session per request: never returns in the template; returns the
+        ready pipe's fd in each session's agent process (isolated, stdio on its log), to serve from there."""
         if self.credentials is not None:
             self.credentials.close()
             self.credentials = None
@@ -223,21 +352,26 @@ class Zygote:
             message, fds, _, _ = socket.recv_fds(self.control, MESSAGE_LIMIT, FDS_PER_FORK)
             if not message:
                 os._exit(0)  # the host retired this template; its sessions live on
+            agent: int | None = None
             try:
                 if len(fds) != FDS_PER_FORK:
                     raise NotForkable(f"a fork request with {len(fds)} fds")
                 self.check_safe(exclude=set(fds))
-                self.fork_session(json.loads(message), fds)
-                self.report("forked")
+                agent = self.fork_session(json.loads(message), fds)
+                if agent is None:
+                    self.report("forked")
             except NotForkable as exc:
                 self.report("unsafe", reason=str(exc))
                 os._exit(3)
             except Exception as exc:
                 self.report("fork_failed", reason=f"{type(exc).__name__}: {exc}")
             finally:
-                for fd in fds:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
+                if agent is None:  # the session's agent process has its own fds by now (those numbers are reused)
+                    for fd in fds:
+                        with contextlib.suppress(OSError):
+                            os.close(fd)
+            if agent is not None:
+                return agent
 
     def check_safe(self, exclude: Iterable[int] = ()) -> None:
         """Forks must be independent copies: no threads (a fork keeps only the calling one, mid-state), and no
@@ -260,27 +394,34 @@ class Zygote:
         if armed or _posix_timers():
             raise NotForkable(f"the agent armed timers at import ({', '.join(armed) or 'POSIX timers'})")
 
-    def fork_session(self, request: dict[str, Any], fds: list[int]) -> None:
+    def fork_session(self, request: dict[str, Any], fds: list[int]) -> int | None:
         """Fork the session's first process and answer at once: the host may keep it waiting (prepared ahead of a
-        request) while this template serves the next fork. Its exit is collected on a later round."""
+        request) while this template serves the next fork. Its exit is collected on a later round. Returns the
+        ready pipe's fd in the session's agent process only."""
         self.firsts -= _reap_finished()
         sys.stdout.flush()
         sys.stderr.flush()
         child = os.fork()
         if child == 0:
-            self.become_session(request, fds)
+            return self.become_session(request, fds)
         self.firsts.add(child)
+        return None
 
-    # --- in the child: never returns
+    # --- in the child: returns in the session's agent process only
 
-    def become_session(self, request: dict[str, Any], fds: list[int]) -> None:
-        """The forked child: whatever happens here ends with ``_exit``, never unwinding into the template's frames."""
+    def become_session(self, request: dict[str, Any], fds: list[int]) -> int:
+        """The forked child: whatever happens here ends with ``_exit``, never unwinding into the template's frames,
+        except in the session's agent process (isolated, its fds its own), which returns its ready pipe's fd."""
         code = 1
+        asyncio.runners.Runner._lazy_init = self.original_lazy_init  # the session's supervisor runs a loop too
         try:
             code = self._become_session(request, fds)
         except BaseException:
             traceback.print_exc()
+        if self.agent_ready_fd is not None:
+            return self.agent_ready_fd
         _exit(code)
+        return code  # not reached
 
     def _become_session(self, request: dict[str, Any], fds: list[int]) -> int:
         handshake_fd, agent_fd, control_fd, ready_fd, log_fd, seccomp_fd = fds
@@ -327,7 +468,7 @@ class Zygote:
         if agent == 0:
             os.close(agent_fd)
             os.close(control_fd)
-            self.serve_agent(ready_fd)
+            self.agent_ready_fd = ready_fd
             return 0
         import asyncio
 
@@ -365,6 +506,38 @@ class Zygote:
         server.serve = serve_and_tell  # type: ignore[method-assign]
         self.original_server_run(server)  # uvicorn's own run: its event loop choice, signal handling and shutdown
         atexit._run_exitfuncs()
+
+
+def loop_entry_lines(source: bytes) -> list[tuple[int, int]]:
+    """Line ranges of main.py whose event loop entry is the fork point: ``if __name__ == "__main__":`` blocks and
+    the last top-level statement (``asyncio.run(main())`` at the end of a script without the guard)."""
+    body = ast.parse(source).body
+    ranges = [(node.lineno, node.end_lineno or node.lineno) for node in body if _is_main_guard(node)]
+    if body:
+        ranges.append((body[-1].lineno, body[-1].end_lineno or body[-1].lineno))
+    return ranges
+
+
+def _is_main_guard(node: ast.stmt) -> bool:
+    if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare) or len(node.test.ops) != 1:
+        return False
+    sides = [node.test.left, *node.test.comparators]
+    names = [side.id for side in sides if isinstance(side, ast.Name)]
+    constants = [side.value for side in sides if isinstance(side, ast.Constant)]
+    return isinstance(node.test.ops[0], ast.Eq) and names == ["__name__"] and constants == ["__main__"]
+
+
+def _noop_app(scope: Any, receive: Any, send: Any) -> None:
+    raise RuntimeError("never served")
+
+
+def _preload_uvicorn() -> None:
+    """Import the protocol classes an async-started uvicorn loads in each session, once, in the template (a
+    Config that configures no logging and opens nothing)."""
+    import uvicorn
+
+    with contextlib.suppress(Exception):
+        uvicorn.Config(_noop_app, log_config=None, lifespan="off").load()
 
 
 def _posix_timers() -> bool:
@@ -443,7 +616,12 @@ def main() -> None:
         if "template-credentials-port" in options:
             zygote.credentials = TemplateCredentials(options["template-credentials-port"])
         zygote.install_hooks()
-        zygote.run_agent(argv)
+        try:
+            zygote.run_agent(argv)
+        except BaseException as exc:
+            if zygote.in_session:  # a session forked at its loop entry: the agent's own exit, never the template's
+                zygote.end_session(exc)
+            raise
     except NotForkable as exc:
         zygote.report("unsafe", reason=str(exc))
         _exit(3)
