@@ -65,6 +65,24 @@ class Settings(BaseSettings):
         description="Multiplies every runtime's idle timeout and max lifetime (tests shrink lifecycles with it; "
         "keep 1 in production).",
     )
+    session_storage_mib: int = Field(
+        1024,
+        ge=16,
+        description="Size cap of one session's persistent storage (filesystemConfigurations sessionStorage), MiB: "
+        "a sparse ext4 image per (runtime, session id) under <data_dir>/session-storage.",
+    )
+    session_storage_expiry_s: float = Field(
+        14 * 24 * 3600,
+        gt=0,
+        description="A session's persistent storage is deleted after this many seconds without use (AgentCore: "
+        "14 days).",
+    )
+    filesystem_access_points: dict[str, str] = Field(
+        {},
+        description="Host directories that efsAccessPoint / s3FilesAccessPoint ARNs mount, shared by all sessions of "
+        'the runtime (JSON: {"arn:aws:elasticfilesystem:...:access-point/fsap-...": "/srv/data:ro"}; :rw or :ro, '
+        "default ro). ARNs not listed are refused at create/update.",
+    )
     warm_pool_size: int = Field(0, description="Ready sandboxes kept per runtime (0 = scale to zero).")
     warm_pool_runtimes: dict[str, int] = Field(
         {},

@@ -114,6 +114,7 @@ class TargetResolver:
             header_allowlist=tuple((spec.request_headers or {}).get("requestHeaderAllowlist", ())),
             jwt_authorizer=authorizer,
             minimum_memory_mib=_minimum_memory_mib(spec.extras.get("resourceConfigurations")),
+            filesystems=tuple(spec.extras.get("filesystemConfigurations") or ()),
         )
 
 

@@ -87,3 +87,5 @@ class InvocationTarget:
     jwt_authorizer: dict[str, Any] | None = None
     # ``resourceConfigurations[0].minimumMemoryInMiB`` of the version (None: the installation's memory limit).
     minimum_memory_mib: int | None = None
+    # ``filesystemConfigurations`` of the version as stored (validated at create/update).
+    filesystems: tuple[dict[str, Any], ...] = ()

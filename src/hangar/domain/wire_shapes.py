@@ -7,6 +7,7 @@ import os
 import platform
 from typing import Any
 
+from hangar.domain.filesystems import check_filesystems
 from hangar.domain.invocation import PROTOCOL_DEFAULTS
 from hangar.domain.validation import Checker
 
@@ -211,11 +212,7 @@ def check_extras(check: Checker, body: dict[str, Any]) -> dict[str, Any]:
             min_len=1,
             max_len=2048,
         )
-    filesystems = check.array(body.get("filesystemConfigurations"), "filesystemConfigurations", max_len=5)
-    if filesystems is not None:
-        for index, item in enumerate(filesystems):
-            check.struct(item, f"filesystemConfigurations.{index + 1}.member")
-        found["filesystemConfigurations"] = filesystems
+    found["filesystemConfigurations"] = check_filesystems(check, body.get("filesystemConfigurations"))
     for name, value in found.items():
         if value is not None:
             out[name] = value

@@ -61,6 +61,21 @@ class SandboxSpec:
     rootfs: Path | None = None
     user: str = ""
     workdir: str = "/"
+    # filesystemConfigurations: host directories shared by all sessions of the version (bound at their paths), the
+    # path of the version's sessionStorage, and (per session, never in a template's spec) the host mount of the
+    # session's own store, attached ID-mapped to the sandbox's uid at ``storage_path`` (``namespace/storage.py``).
+    volumes: tuple[Volume, ...] = ()
+    storage_path: str | None = None
+    storage: Path | None = None
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A host directory bound at ``path`` (``/mnt/<name>``) inside every sandbox of a version."""
+
+    path: str
+    source: Path
+    read_only: bool = True
 
 
 @dataclass(frozen=True)

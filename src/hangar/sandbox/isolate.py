@@ -46,6 +46,7 @@ MS_REMOUNT = 0x20
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
 MNT_DETACH = 0x2
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
@@ -277,20 +278,32 @@ def split_from_template(handshake: socket.socket) -> list[int]:
     return fds
 
 
+def bind_storage_slot(slot: str, path: str) -> None:
+    """Bind this session's own slot (a slave of the host's shared slots mount) at the storage's mount path, then
+    cut the slots directory off (private: no other session's storage propagates into it) and cover it."""
+    slots = os.path.dirname(slot)
+    mount(slot, path, None, MS_BIND)
+    mount(None, slots, None, MS_PRIVATE)
+    mount("hangar-slots", slots, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4096,mode=0755")
+
+
 def enter_session(
     disk_bytes: int,
     keep: list[str],
     seccomp_program: bytes,
     tree: Sequence[tuple[str, str, int, bytes]] = (),
     files: Sequence[tuple[int, str, int, int, bool]] = (),
+    storage: dict[str, str] | None = None,
 ) -> None:
     """Second half, as pid 1 of the session's pid namespace (still privileged in its own user namespace only).
 
     ``keep``: read-only binds of the template's view that lie under home or /tmp (the version's code and
     environment, when they live there): moved aside before the fresh tmpfs covers them, then bound back.
     ``tree`` and ``files``: what the import left in home and /tmp, and the files it keeps open (read in the
-    template's view before the fork isolated itself): copied into the fresh tmpfs and reopened there."""
-    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    template's view before the fork isolated itself): copied into the fresh tmpfs and reopened there.
+    ``storage``: the session storage's ``slot`` and mount ``path`` (``namespace/storage.py``): the mounts stay
+    slaves (as a cold sandbox's do) so that the host's mount on the slot reaches the path."""
+    mount(None, "/", None, MS_REC | (MS_SLAVE if storage else MS_PRIVATE))
     # Files made below belong to the sandbox uid; the template's uid has no mapping in this namespace.
     libc().setfsuid(SANDBOX_UID)
     libc().setfsgid(SANDBOX_UID)
@@ -308,6 +321,8 @@ def enter_session(
         mount(f"{STAGE}/keep/{index}", path, None, MS_BIND | MS_REC)
         mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     _check(libc().umount2(STAGE.encode(), MNT_DETACH), f"umount {STAGE}")
+    if storage:
+        bind_storage_slot(storage["slot"], storage["path"])
     mount("hangar-shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode=1777")
     # The template's devpts instance is every fork's (a pty opened in one session would show in all): a new one, as
     # bwrap --dev gives each cold session; /dev/ptmx is the symlink pts/ptmx, so it follows.

@@ -14,6 +14,8 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from pathlib import Path
 
 from hangar.config import Settings
 from hangar.domain.errors import HangarError, RuntimeClientError, ServiceUnavailableError
@@ -30,6 +32,7 @@ from hangar.sessions.pool import Launched, Spare, WarmPool
 from hangar.sessions.probe import wait_ready
 from hangar.sessions.records import SessionRecords
 from hangar.sessions.session import Session, SessionKey
+from hangar.sessions.storage import SessionStorage
 from hangar.sessions.templates import TemplateSet, key_of
 
 log = logging.getLogger("hangar.sessions")
@@ -63,6 +66,7 @@ class SessionManager:
         # Which workload each sandbox acts for, and its own credentials (the identity channel reads it).
         self.identities = SandboxIdentities(settings.region, backend.outbound_dir())
         self.templates = TemplateSet(backend, settings.templates, self._spec, settings.session_time_scale)
+        self.storage = SessionStorage(settings, backend.name)  # filesystemConfigurations (sessions/storage.py)
         self._live: dict[SessionKey, Session] = {}
         self._starting: dict[SessionKey, asyncio.Task[Session]] = {}
         self._stopping: set[asyncio.Task[object]] = set()  # sandbox stops and crash checks: shutdown waits for them
@@ -78,6 +82,7 @@ class SessionManager:
         removed = await self.backend.cleanup_orphans()
         if removed:
             log.warning("removed %d sandboxes left by a previous Hangar process", removed)
+        await self.storage.start()  # after the sandboxes: their storage views are detached by then
         previous = await asyncio.to_thread(self.records.load_previous)
         if previous:
             log.warning("%d sessions of the previous Hangar process are Terminated", previous)
@@ -102,6 +107,7 @@ class SessionManager:
             await asyncio.gather(self._records_writer, return_exceptions=True)
         await self._save()
         await self.templates.drain(TEMPLATE_DRAIN_S)
+        await self.storage.stop()
 
     def live_sessions(self) -> list[Session]:
         return list(self._live.values())
@@ -111,7 +117,8 @@ class SessionManager:
 
     def list_sessions(self) -> list[dict[str, object]]:
         """Live sessions first, then recently Terminated ones (newest first), as plain dicts."""
-        return [s.describe() for s in self._live.values()] + list(reversed(self.records.terminated))
+        live = [{**s.describe(), **self.storage.describe(*s.key)} for s in self._live.values()]
+        return live + list(reversed(self.records.terminated))
 
     async def get_or_start(self, target: InvocationTarget, session_id: str) -> Session:
         key = SessionKey(target.runtime_id, session_id)
@@ -145,13 +152,22 @@ class SessionManager:
         return session
 
     async def _start_sandbox(self, key: SessionKey, target: InvocationTarget) -> Session:
-        spare, dead = self.pool.take(target)
+        storage = await self.storage.acquire(target, key.session_id)  # None: the version has no sessionStorage
+        try:
+            return await self._start_with(key, target, storage)
+        except BaseException:
+            await self.storage.release(key.runtime_id, key.session_id)
+            raise
+
+    async def _start_with(self, key: SessionKey, target: InvocationTarget, storage: Path | None) -> Session:
+        # A warm spare started before its session was known has no storage: such sessions start anew.
+        spare, dead = self.pool.take(target) if storage is None else (None, [])
         self._stop_in_background(dead)  # a spare whose agent died is never handed out: the claim goes cold
         cold_reason: str | None = None
         if spare is not None:
             sandbox, client, start_kind = spare.sandbox, spare.client, "warm"
         else:
-            launched = await self._launch(target)
+            launched = await self._launch(target, storage)
             sandbox, client, start_kind, cold_reason = (
                 launched.sandbox,
                 launched.client,
@@ -161,7 +177,8 @@ class SessionManager:
         self.identities.claim(sandbox.id, key.session_id)
         self.pool.claims[start_kind] += 1
         self.metrics.session_started(start_kind)
-        self.pool.want(target)
+        if storage is None:
+            self.pool.want(target)
         self.templates.want(target)
         log.info(
             "session %s of %s started in sandbox %s (start_kind=%s%s)",
@@ -202,14 +219,16 @@ class SessionManager:
             limits=version_limits(self.limits, target.minimum_memory_mib),
             network="none" if self.settings.egress == "deny" else "public",
             outbound=self.identities.outbound(),
+            storage_path=self.storage.storage_path(target),
+            volumes=self.storage.volumes(target),
             **fields,
         )
 
-    async def _launch(self, target: InvocationTarget) -> Launched:
+    async def _launch(self, target: InvocationTarget, storage: Path | None = None) -> Launched:
         """Start a sandbox for ``target`` (forked from its template when one is ready, else cold) and wait until
         its agent answers ``/ping``. A failed fork falls back to a cold start, never to an error."""
         began = time.monotonic()
-        spec = self._spec(target, f"hs-{uuid.uuid4().hex[:24]}")
+        spec = replace(self._spec(target, f"hs-{uuid.uuid4().hex[:24]}"), storage=storage)
         template, cold_reason = self.templates.ready(target)
         self.identities.bind(spec.sandbox_id, target)  # before its agent runs: the import may fetch credentials
         sandbox: Sandbox | None = None
@@ -288,6 +307,7 @@ class SessionManager:
 
     async def _close(self, session: Session) -> None:
         await _close_quietly(session.client, session.sandbox, self.identities.forget)
+        await self.storage.release(session.key.runtime_id, session.key.session_id)  # after its views are gone
         self._save_soon()
 
     async def stop_session(self, runtime_id: str, session_id: str, reason: str = "stopped") -> bool:

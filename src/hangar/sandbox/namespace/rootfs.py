@@ -67,7 +67,11 @@ def mount_writable(state: StateDir, size_bytes: int, uid: int) -> None:
 def unmount_writable(state: StateDir) -> None:
     """Detach an image sandbox's overlay and its ID-mapped lower layer (``image_root.mount_root``: its upper layer
     lives on the tmpfs), then the tmpfs. The lower layer is a bind of the same file system (``ismount`` cannot
-    tell), so those two are simply detached when they are mounted (EINVAL: they are not)."""
+    tell), so those two are simply detached when they are mounted (EINVAL: they are not). A session storage's
+    view or slot goes first: the state dir is deleted next, and never through a session's storage."""
+    from hangar.sandbox.namespace.storage import detach_views  # storage.py imports this module
+
+    detach_views(state)
     for path in (state.path / "root", state.path / "lower", state.rw):
         if path == state.rw and not os.path.ismount(path):
             continue
@@ -120,12 +124,14 @@ def bwrap_mounts(
     inside: Path,
     shm_bytes: int,
     outbound: Outbound | None = None,
+    extra: list[str] | None = None,
 ) -> list[str]:
     """The bind list, in order: system, /dev with a size-capped /dev/shm, /etc, writable home and /tmp, then env and
     code (which may live under /tmp on the host), Hangar's in-sandbox programs (``inside``: a root-owned directory
     holding supervisor.py, isolate.py and zygote.py), and finally the root itself made read-only. The sockets are
     not in it: the supervisor inherits them as fds. ``outbound``'s root-owned socket directory is bound read-only at
-    ``/run/hangar`` (connecting to a socket needs no write access to its mount)."""
+    ``/run/hangar`` (connecting to a socket needs no write access to its mount). ``extra``: the version's
+    filesystem mounts (``storage.py``), made before the root turns read-only."""
     args = system_mounts()
     args += ["--proc", "/proc", "--dev", "/dev", "--size", str(max(shm_bytes, 4096)), "--tmpfs", "/dev/shm"]
     args += ["--dir", "/etc"]
@@ -139,5 +145,5 @@ def bwrap_mounts(
         args += ["--ro-bind", str(inside / Path(path).name), path]
     if outbound is not None:
         args += ["--ro-bind", str(outbound.socket_dir), OUTBOUND_DIR]
-    args += ["--remount-ro", "/"]
+    args += [*(extra or ()), "--remount-ro", "/"]
     return args
