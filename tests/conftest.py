@@ -40,6 +40,8 @@ ISOLATION_TESTS = (
     "tests/dataplane/test_shells.py",
     "tests/observability/test_metrics.py",
     "tests/unit/test_secure_defaults.py",
+    "tests/faults/test_crash.py",
+    "tests/faults/test_disk_full.py",
 )
 # Skips that say nothing about this host's isolation (the code under test does not exist on the platform).
 PLATFORM_SKIPS = ("the i386 ABI exists on x86_64 only",)

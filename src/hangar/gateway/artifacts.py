@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import re
 import zlib
 from collections.abc import Awaitable, Callable, Iterator
@@ -36,8 +37,10 @@ from hangar.config import Settings
 from hangar.domain.errors import HangarError, NotFoundError, ValidationError
 from hangar.gateway import authn
 from hangar.gateway.app import read_capped_body
+from hangar.gateway.errors import DISK_FULL, disk_full
 from hangar.gateway.routing import Route
 
+log = logging.getLogger("hangar.artifacts")
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 S3_NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
 MAX_LIST_KEYS = 1000
@@ -251,6 +254,11 @@ async def _s3(request: Request, bucket: str, key: str | None, operation: Operati
         return await operation(request, store, bucket, key)
     except HangarError as exc:
         return _error(request, exc, resource)
+    except OSError as exc:
+        if not disk_full(exc):
+            raise
+        log.error("out of disk space in %s %s: %s", request.method, resource, exc)
+        return _error(request, StoreError("InternalError", DISK_FULL, 500), resource)
 
 
 def _s3_only(request: Request, bucket: str, *, check_name: bool = True) -> None:

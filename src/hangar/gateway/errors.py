@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import uuid
@@ -41,5 +42,27 @@ def unexpected_error_response(exc: BaseException, request_id: str | None = None)
     if isinstance(exc, ClientDisconnect):
         log.info("the client went away before sending its whole request")
         return error_response(ValidationError("The client went away before sending the whole request."), request_id)
+    if disk_full(exc):
+        log.error("out of disk space while serving a request: %s", exc)
+        return error_response(InternalError(DISK_FULL), request_id)
     log.exception("unhandled error while serving a request", exc_info=exc)
     return error_response(InternalError("The server hit an unexpected error; see its log."), request_id)
+
+
+DISK_FULL = "The server's data directory is out of disk space (No space left on device); free space and retry."
+
+
+def disk_full(exc: BaseException) -> bool:
+    """ENOSPC or EDQUOT anywhere in the chain (SQLAlchemy wraps SQLite's "database or disk is full"): an operator's
+    problem, not a bug, so the client is told what it is instead of "unexpected error"."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "database or disk is full" in str(current):
+            return True
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__ or current.__context__
+    return False
