@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import shutil
-import subprocess
+import socket
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -25,7 +21,7 @@ from botocore.credentials import Credentials
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.dataplane.support import deploy, new_session_id, wait_for
+from tests.dataplane.support import deploy, new_session_id
 from tests.support.server import HangarServer, read_admin_key
 
 SESSION_HEADER = "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id"
@@ -140,3 +136,216 @@ def test_commands_stdin_resize_heartbeat_and_exit_status(server: HangarServer, r
             assert ws.close_code == 1000
 
     asyncio.run(talk())
+
+
+def test_reconnect_replays_what_was_missed_at_most_256_kb_and_a_new_client_takes_over(
+    server: HangarServer, runtime: dict[str, Any]
+) -> None:
+    arn, session_id = runtime["agentRuntimeArn"], new_session_id()
+
+    async def talk() -> None:
+        ws, term = await _open(server, arn, session_id, "replay")
+        await term.type("cd /tmp && X=kept\n")
+        await term.type("sleep 1; echo missed-$X; head -c 400000 /dev/zero | tr '\\0' a; echo; echo END-$X\n")
+        await ws.close()  # drops the client, not the shell
+        await asyncio.sleep(3)
+        ws, term = await _open(server, arn, session_id, "replay")
+        assert term.statuses[0]["metadata"]["reconnected"] is True
+        await term.until(r"END-kept\r\n")
+        replayed = term.out
+        assert len(replayed) <= 256 * 1024 + 64, len(replayed)
+        assert replayed.count(b"a") > 200 * 1024  # the newest output, cut at the front
+        assert b"missed-kept" not in replayed  # older than the last 256 KB
+        await term.type("pwd; echo $X\n")
+        await term.until(r"/tmp\r\nkept\r\n")  # the same shell: its cwd and variables
+
+        # A second client with the same shell id takes it over; the first is told with close code 4000.
+        ws2, term2 = await _open(server, arn, session_id, "replay")
+        assert term2.statuses[0]["metadata"]["reconnected"] is True
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await term.frame()
+        assert ws.close_code == 4000
+        await term2.type("echo still-$X\n")
+        await term2.until(r"still-kept")
+        await term2.type("exit\n")
+        assert (await term2.end())["status"] == "Success"
+        await ws2.close()
+
+        # Gone once its end was delivered: the same id is a new shell.
+        ws3, term3 = await _open(server, arn, session_id, "replay")
+        assert term3.statuses[0]["metadata"]["reconnected"] is False
+        await ws3.close()
+
+    asyncio.run(talk())
+
+
+def test_at_most_ten_shells_per_runtime(server: HangarServer, control: Any) -> None:
+    arn = deploy(control, "echo", description="ten shells")["agentRuntimeArn"]
+    sessions = [new_session_id(), new_session_id()]
+
+    async def talk() -> None:
+        opened = [await _open(server, arn, sessions[i % 2], f"s{i}") for i in range(10)]
+        url = _url(server, arn, "eleventh")
+        with pytest.raises(InvalidStatus) as refused:
+            await websockets.connect(url, additional_headers=_signed(server, url, sessions[0]))
+        assert refused.value.response.status_code == 402
+        assert refused.value.response.headers["x-amzn-errortype"].startswith("ServiceQuotaExceededException")
+        assert b"At most 10 shells" in refused.value.response.body
+        # A detached shell still counts; one that exits frees its place.
+        await opened[0][0].close()
+        with pytest.raises(InvalidStatus):
+            await websockets.connect(url, additional_headers=_signed(server, url, sessions[0]))
+        await opened[1][1].type("exit\n")
+        await opened[1][1].end()
+        ws, term = await _open(server, arn, sessions[0], "eleventh")
+        await term.type("echo in\n")
+        await term.until("in")
+        for each, _ in [*opened[2:], (ws, term)]:
+            await each.close()
+
+    asyncio.run(talk())
+
+
+def test_a_shell_ends_with_its_session(server: HangarServer, runtime: dict[str, Any], data: Any) -> None:
+    arn, session_id = runtime["agentRuntimeArn"], new_session_id()
+
+    async def talk() -> None:
+        ws, term = await _open(server, arn, session_id, "doomed")
+        await term.type("sleep 1000 & echo $! > /tmp/pid; echo started\n")
+        await term.until("started\r\n")
+        await asyncio.to_thread(data.stop_runtime_session, agentRuntimeArn=arn, runtimeSessionId=session_id)
+        status = await term.end()
+        assert status["status"] == "Failure" and status["reason"] == "InternalError", status
+        assert (await term.frame())[0] == CLOSE
+        with pytest.raises(ConnectionClosed):
+            await term.frame()
+        # The same session id is a new session now, with a new shell (no /tmp/pid: a fresh sandbox).
+        ws, term = await _open(server, arn, session_id, "doomed")
+        assert term.statuses[0]["metadata"]["reconnected"] is False
+        await term.type("cat /tmp/pid || echo no-pid\n")
+        await term.until("no-pid")
+        await ws.close()
+
+    asyncio.run(talk())
+
+
+def test_ctrl_c_and_the_close_frame_reach_the_shell(server: HangarServer, runtime: dict[str, Any]) -> None:
+    arn, session_id = runtime["agentRuntimeArn"], new_session_id()
+
+    async def talk() -> None:
+        ws, term = await _open(server, arn, session_id, "signals")
+        await term.type("sleep 100\n")
+        await asyncio.sleep(0.5)
+        await term.type("\x03")  # the pty's line discipline makes it SIGINT for the foreground job
+        await term.type("echo after-$?\n")
+        await term.until(r"after-130")
+        await term.send(CLOSE)  # the client asks the shell to end: SIGHUP, then its status
+        status = await term.end()
+        assert status["status"] == "Failure"
+        causes = status["details"]["causes"]
+        assert causes[0]["reason"] == "ExitCode" and {"reason": "Signal", "message": "1"} in causes, causes
+        await ws.close()
+
+    asyncio.run(talk())
+
+
+def test_hostile_frames_and_shell_ids(server: HangarServer, runtime: dict[str, Any]) -> None:
+    arn, session_id = runtime["agentRuntimeArn"], new_session_id()
+
+    async def refused_shell_id(shell_id: str) -> int:
+        url = _url(server, arn, shell_id)
+        with pytest.raises(InvalidStatus) as refused:
+            await websockets.connect(url, additional_headers=_signed(server, url, session_id))
+        assert refused.value.response.headers["x-amzn-errortype"].startswith("ValidationException")
+        return refused.value.response.status_code
+
+    async def closed_with(frame: bytes | str) -> int | None:
+        ws, term = await _open(server, arn, session_id, "hostile")
+        await ws.send(frame)
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await term.frame()
+        return ws.close_code
+
+    async def talk() -> None:
+        for bad in ("-leading-dash", "a" * 129, "semi;colon", "new\nline", "dots.in.it"):
+            assert await refused_shell_id(bad) == 400
+        assert await closed_with("text frame") == 1003
+        assert await closed_with(b"") == 1002
+        assert await closed_with(bytes([STDIN]) + b"x" * 70000) == 1009
+        ws, term = await _open(server, arn, session_id, "hostile")
+        assert term.statuses[0]["metadata"]["reconnected"] is True  # none of that ended the shell
+        await term.send(0x7E, b"future")
+        await term.send(RESIZE, b"not json")
+        await term.send(RESIZE, json.dumps({"width": 0, "height": 10}))
+        await term.send(STATUS, b"{}")
+        await term.type("echo alive\n")
+        await term.until("alive")
+        assert b"channel 0x7e" in term.err and b"resize frame" in term.err and b"channel 0x03" in term.err
+        await ws.close()
+        # Unsigned, and signed for another path: refused before the upgrade.
+        url = _url(server, arn, "x")
+        with pytest.raises(InvalidStatus) as refused:
+            await websockets.connect(url)
+        assert refused.value.response.status_code == 403
+        other = _url(server, arn, "y")
+        with pytest.raises(InvalidStatus) as refused:
+            await websockets.connect(url, additional_headers=_signed(server, other, session_id))
+        assert refused.value.response.status_code == 403
+
+    asyncio.run(talk())
+
+
+def test_the_sdk_signs_shell_urls_hangar_accepts(server: HangarServer, runtime: dict[str, Any]) -> None:
+    """bedrock-agentcore's own URL builders (SigV4 headers, presigned, OAuth subprotocols) and framer against Hangar.
+    The SDK only builds URLs for AWS hosts, on wss://: each URL is dialled as is (same Host, path and query, so
+    the same signature), over a plain TCP connection to the loopback Hangar instead of TLS to AWS."""
+    import boto3
+    from bedrock_agentcore.runtime import AgentCoreRuntimeClient
+    from bedrock_agentcore.runtime.shell import ShellChannel, ShellFramer
+
+    key_id, secret = read_admin_key(server.credentials_file)
+    session = boto3.Session(aws_access_key_id=key_id, aws_secret_access_key=secret, region_name="us-west-2")
+    client = AgentCoreRuntimeClient("us-west-2", session=session)
+    arn, session_id = runtime["agentRuntimeArn"], new_session_id()
+    framer = ShellFramer()
+
+    async def dial(url: str, **kwargs: Any) -> ClientConnection:
+        assert url.startswith("wss://bedrock-agentcore.us-west-2.amazonaws.com/"), url
+        headers = {k: v for k, v in (kwargs.pop("additional_headers", None) or {}).items() if k.lower() != "host"}
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        return await websockets.connect(url.replace("wss://", "ws://"), sock=sock, additional_headers=headers, **kwargs)
+
+    async def run(url: str, headers: dict[str, str] | None, shell_id: str) -> tuple[str, int | None]:
+        out = b""
+        async with await dial(url, additional_headers=headers) as ws:
+            assert ws.response is not None and ws.response.headers["X-Amzn-Bedrock-AgentCore-Shell-Id"] == shell_id
+            await ws.send(framer.encode_resize(100, 20))
+            await ws.send(framer.encode_stdin("stty size; exit 5\n"))
+            while True:
+                frame = framer.decode(await asyncio.wait_for(ws.recv(), 30))
+                if frame.channel == ShellChannel.STDOUT:
+                    out += frame.payload
+                elif frame.channel == ShellChannel.STATUS and not frame.json()["metadata"]:
+                    causes = frame.json()["details"]["causes"]
+                    return out.decode(), int(causes[0]["message"])
+
+    url, headers = client.connect_shell(arn, session_id=session_id, shell_id="sdk-sigv4")
+    text, code = asyncio.run(run(url, headers, "sdk-sigv4"))
+    assert "20 100" in text and code == 5
+    presigned = client.connect_shell_presigned(arn, session_id=session_id, shell_id="sdk-presigned", expires=60)
+    text, code = asyncio.run(run(presigned, None, "sdk-presigned"))
+    assert "20 100" in text and code == 5
+
+    # OAuth rides as a subprotocol: Hangar reads it as the bearer token (this runtime takes SigV4 only, so the
+    # token is refused for that reason, which it could only be once read).
+    url, protocols = client.connect_shell_oauth(arn, bearer_token="not.a.jwt", session_id=session_id)
+
+    async def oauth() -> InvalidStatus:
+        with pytest.raises(InvalidStatus) as refused:
+            await dial(url, subprotocols=protocols)
+        return refused.value
+
+    refused = asyncio.run(oauth())
+    assert refused.response.status_code == 403 and b"SigV4-signed requests only" in refused.response.body

@@ -39,5 +39,9 @@ class ShellProcess(ABC):
         """Signal the pty's foreground process group."""
 
     @abstractmethod
+    async def hangup(self) -> None:
+        """End the shell as a terminal hangup would (SIGHUP; SIGKILL if it lingers): its exit status follows."""
+
+    @abstractmethod
     async def close(self) -> None:
         """Hang up: the shell and everything in its process group are killed. Idempotent."""

@@ -259,6 +259,9 @@ class SupervisedShell(ShellProcess):
     async def signal(self, signum: int) -> None:
         await self._send(b"k", str(signum).encode())
 
+    async def hangup(self) -> None:
+        await self._send(b"h", b"")
+
     async def close(self) -> None:
         self.ended = True
         self.writer.close()

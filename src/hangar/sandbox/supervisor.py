@@ -14,8 +14,9 @@ never swap a socket for a symlink to somewhere else) and hands them over as inhe
   ``kind (1 byte: o, e, x) + length (4 bytes, big endian) + payload``. ``o``/``e`` carry stdout/stderr bytes, the
   final ``x`` carries ``{"exit_code": int | null, "timed_out": bool}``. Or ``{"op": "shell", "cols": N, "rows": N}``:
   an interactive shell on a pty; the caller then sends frames too (``i`` stdin bytes, ``r`` ``{"cols","rows"}``,
-  ``k`` a signal number for the foreground process group), gets ``o`` (the pty's output), ``e`` (why no shell
-  could start) and a final ``x`` ``{"exit_code": int, "signal": int | null}``; hanging up kills the shell.
+  ``k`` a signal number for the foreground process group, ``h`` hang up), gets ``o`` (the pty's output), ``e``
+  (why no shell could start) and a final ``x`` ``{"exit_code": int, "signal": int | null}``. Closing the
+  connection kills the shell.
 
 The agent is spawned first, before anything heavy is imported, so its own start-up overlaps the supervisor's
 (importing asyncio costs tens of milliseconds). Once both sockets serve, the supervisor writes one byte to
@@ -302,6 +303,7 @@ class Commands:
 
 SHELLS = ("/bin/bash", "/bin/sh")
 SHELL_FRAME_LIMIT = 1024 * 1024
+SHELL_HANGUP_S = 2.0  # after a hangup, what still runs of the shell's group is killed
 SHELL_DRAIN_S = 0.5  # output still in the pty when the shell exits; a background job holding it open stops here
 
 
@@ -383,6 +385,19 @@ class Shell:
             elif kind == b"k":
                 with contextlib.suppress(ValueError, OSError):
                     os.killpg(os.tcgetpgrp(self.master), int(payload))
+            elif kind == b"h":  # a terminal hangup: the shell and its foreground job, SIGKILL if they linger
+                for pgid in {self.pid, _foreground(self.master)} - {0}:
+                    with contextlib.suppress(OSError):
+                        os.killpg(pgid, signal.SIGHUP)
+                        os.killpg(pgid, signal.SIGCONT)
+                asyncio.get_running_loop().call_later(SHELL_HANGUP_S, _kill_group, self.pid)
+
+
+def _foreground(master: int) -> int:
+    try:
+        return os.tcgetpgrp(master)
+    except OSError:
+        return 0  # killpg(0) would be our own group: callers skip it
 
 
 def _set_size(fd: int, cols: object, rows: object) -> None:

@@ -86,7 +86,8 @@ class Shell:
         try:
             while (event := await self.process.read()) is not None:
                 if event.kind == "exit":
-                    self.end = event
+                    # Killed because its session is ending: that, not the SIGKILL, is what the client must learn.
+                    self.end = event if self.session.ended_at is None else ShellEvent(kind="exit")
                     return
                 if event.kind == "error":
                     self.errors.append(event.data)
@@ -110,8 +111,8 @@ class Shell:
             self.registry._ended(self)
 
     async def terminate(self) -> None:
-        """Hang up the pty (the client asked to end the shell, or Hangar stops); the exit follows as usual."""
-        await self.process.close()
+        """Hang up the pty (the client asked to end the shell); the exit status follows as usual."""
+        await self.process.hangup()
 
     async def input(self, data: bytes) -> None:
         await self.process.write(data)
@@ -194,7 +195,7 @@ class ShellRegistry:
     async def close(self) -> None:
         for shell in list(self.shells.values()):
             with contextlib.suppress(Exception):
-                await shell.terminate()
+                await shell.process.close()
 
 
 _REGISTRIES: weakref.WeakKeyDictionary[object, ShellRegistry] = weakref.WeakKeyDictionary()
