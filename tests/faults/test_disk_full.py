@@ -145,6 +145,10 @@ def test_disk_full_gives_aws_errors_loses_nothing_and_recovers(full: Full) -> No
             _assert_disk_full_error(exc)
         assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
         assert _invoke(server, arn, session, b"{}")["count"] == 2  # small bodies need no disk: the session serves
+        try:  # a new session: its sandbox lives outside the data dir, but the session table may not have room
+            assert _invoke(server, arn, new_session_id(), b"{}")["count"] == 1
+        except ClientError as exc:
+            _assert_disk_full_error(exc)
     finally:
         full.free()
 
