@@ -34,6 +34,7 @@ ISOLATION_TESTS = (
     "tests/images/",
     "tests/sdk/test_identity_in_session.py",
     "tests/protocols/test_fork_starts.py",
+    "tests/protocols/test_async_fork.py",
     "tests/sessions/test_lifecycle_limits.py",
     "tests/dataplane/test_templates.py",
     "tests/dataplane/test_protocols.py",

@@ -1,5 +1,6 @@
 """The protocol examples start by fork from their version's warm template, like any Python agent: the MCP server
-hands its ASGI app to ``uvicorn.run`` (``server.run()`` would start uvicorn from async code, which cannot fork)."""
+runs ``server.run(transport="streamable-http")`` as AgentCore documents it (its template stops where that enters
+its event loop; see test_async_fork.py), the A2A and AG-UI servers hand their apps to ``uvicorn.run``."""
 
 from __future__ import annotations
 
