@@ -11,9 +11,9 @@ step the backend takes by wrapping the functions it calls (measurement only, the
   build and uvicorn bind).
 
 And forked starts the same way: ``backend.start_template(spec)`` once (reported as the template's start), then
-``backend.fork(template, spec)`` per sample. The backend prepares each template's next fork ahead of the request
-path (``forking.prepare_fork``: host preparation, the fork request, the child's announcement and unshare, the
-host's uid map and cgroup move), so two cases are timed:
+``backend.fork(template, spec)`` per sample. Each template prepares its next fork ahead of the request path
+(``forking.prepare_fork``: host preparation, the fork request, the child's announcement and unshare, the host's uid
+map and cgroup move), so two cases are timed:
 
 - ``prepared``: the fork finds its preparation done (a new session after a quiet moment): ``prepare`` (taking
   it), then ``finish_fork`` (``go`` until the session's pid 1 reports itself isolated), sandbox ready (the agent
@@ -207,9 +207,10 @@ class _ForkClock:
     """
 
     def __init__(self, backend: Any) -> None:
-        from hangar.sandbox.namespace import forking
+        from hangar.sandbox.namespace import forking, templates
 
         self.forking = forking
+        self.template_class = templates.NamespaceTemplate
         self.backend = backend
         self.prepares: list[list[tuple[str, float]]] = []
         self.current: list[tuple[str, float]] | None = None
@@ -247,8 +248,6 @@ class _ForkClock:
         hooks: dict[str, tuple[Callable[[], Any], Callable[[Any, Any, bool], None]]] = {
             "prepare_fork": (begin_prepare, end_prepare),
             "finish_fork": (mark("finish_begin"), mark("finish_end")),
-            # until the request: state, uid lease, tmpfs, cgroup, sockets, seccomp
-            "outcome": (step("host prepare"), step("template forks")),
             "receive": (lambda: None, received),
             "_map_and_move": (lambda: None, step("host map+move")),
         }
@@ -256,12 +255,19 @@ class _ForkClock:
             if hasattr(forking, name):
                 self.saved[name] = getattr(forking, name)
                 setattr(forking, name, _around(self.saved[name], enter, leave))
+        # until the request: state, uid lease, tmpfs, cgroup, sockets, seccomp; then the zygote's fork
+        for name in ("request_fork",):
+            if hasattr(self.template_class, name):
+                self.saved[name] = getattr(self.template_class, name)
+                setattr(
+                    self.template_class, name, _around(self.saved[name], step("host prepare"), step("template forks"))
+                )
         if hasattr(backend, "_ready"):
             backend._ready = _around(backend._ready, lambda: None, mark("sandbox_ready"))
 
     def uninstall(self) -> None:
         for name, original in self.saved.items():
-            setattr(self.forking, name, original)
+            setattr(self.template_class if name == "request_fork" else self.forking, name, original)
 
     def prepare_steps(self, skip: int) -> dict[str, float]:
         """Median milliseconds of each preparation step (from the previous step), over the preparations after
@@ -295,9 +301,9 @@ async def _profile_fork(ns_backend: Any, code_dir: Path, env_dir: Path, reps: in
         for mode in ("prepared", "inline"):
             for index in range(reps + 1):  # the first fork of each kind warms caches and is not counted
                 await _settle(template)
-                if mode == "inline" and getattr(template, "spare", None) is not None:
-                    spare, template.spare = template.spare, None
-                    await clock.forking.discard(backend, spare)
+                if mode == "inline" and getattr(template, "prepared", None) is not None:
+                    prepared, template.prepared = template.prepared, None
+                    await prepared.discard(backend.resources)
                 started = time.perf_counter()
                 sandbox = await asyncio.wait_for(backend.fork(template, _spec("proff", code_dir, env_dir)), STEP_S)
                 forked = time.perf_counter()
