@@ -46,9 +46,10 @@ class SpooledBody:
             self._memory += chunk
             if len(self._memory) > MEMORY_LIMIT:
                 self.spool_dir.mkdir(parents=True, exist_ok=True)
-                self._file = await asyncio.to_thread(tempfile.TemporaryFile, dir=self.spool_dir)
+                spool = await asyncio.to_thread(_temporary_file, self.spool_dir)
+                self._file = spool
                 data, self._memory = bytes(self._memory), bytearray()
-                await asyncio.to_thread(self._file.write, data)
+                await asyncio.to_thread(spool.write, data)
             return
         self._pending.append(chunk)
         self._pending_size += len(chunk)
@@ -84,6 +85,11 @@ class SpooledBody:
             self._file.close()
             self._file = None
         self._memory = bytearray()
+
+
+def _temporary_file(directory: Path) -> IO[bytes]:
+    """An anonymous spool file (typed: ``TemporaryFile``'s overloads do not survive ``to_thread``)."""
+    return tempfile.TemporaryFile(dir=directory)
 
 
 def _hash_and_write(digest: hashlib._Hash, file: IO[bytes], data: bytes) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 import weakref
-from typing import Any
+from typing import Protocol
 
 from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
@@ -159,10 +159,16 @@ class _RecentTokens:
         self.tokens: dict[tuple[str, str | None], tuple[str, float]] = {}
 
 
-_RECENT: weakref.WeakKeyDictionary[Any, _RecentTokens] = weakref.WeakKeyDictionary()
+class _Minter(Protocol):
+    """What ``_minted`` needs of the identity plane's token service (``identity.tokens.WorkloadTokens``)."""
+
+    def mint(self, workload: str, user_id: str | None, *, user_token: str | None = None) -> str: ...
 
 
-def _minted(tokens: Any, workload: str, user: str | None) -> str:
+_RECENT: weakref.WeakKeyDictionary[_Minter, _RecentTokens] = weakref.WeakKeyDictionary()
+
+
+def _minted(tokens: _Minter, workload: str, user: str | None) -> str:
     recent = _RECENT.get(tokens)
     if recent is None:
         recent = _RECENT[tokens] = _RecentTokens()

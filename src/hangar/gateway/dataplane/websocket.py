@@ -60,7 +60,7 @@ async def _relay(
             lease.socket_path,
             uri="ws://agent/ws",
             additional_headers=headers,
-            subprotocols=requested or None,  # type: ignore[arg-type]
+            subprotocols=requested or None,
             max_size=MAX_MESSAGE,
             compression=None,
             user_agent_header=None,
