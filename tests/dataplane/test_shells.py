@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import shutil
 import socket
+import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -21,7 +26,7 @@ from botocore.credentials import Credentials
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.dataplane.support import deploy, new_session_id
+from tests.dataplane.support import deploy, new_session_id, wait_for
 from tests.support.server import HangarServer, read_admin_key
 
 SESSION_HEADER = "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id"
@@ -349,3 +354,71 @@ def test_the_sdk_signs_shell_urls_hangar_accepts(server: HangarServer, runtime: 
 
     refused = asyncio.run(oauth())
     assert refused.response.status_code == 403 and b"SigV4-signed requests only" in refused.response.body
+
+
+class Tmux:
+    """A private tmux server (its own socket) running one window; killed with everything in it at the end."""
+
+    def __init__(self, name: str) -> None:
+        self.base = ["tmux", "-L", name]
+
+    def __call__(self, *args: str) -> str:
+        return subprocess.run([*self.base, *args], check=True, capture_output=True, text=True).stdout
+
+    def screen(self) -> str:
+        return self("capture-pane", "-p", "-J", "-S", "-200")
+
+    def wait(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
+        try:
+            return wait_for(lambda: re.search(pattern, self.screen()), timeout=timeout, interval=0.1)
+        except AssertionError:
+            raise AssertionError(f"{pattern!r} not on the screen:\n{self.screen()}") from None
+
+    def type(self, text: str) -> None:
+        self("send-keys", "-l", text)
+        self("send-keys", "Enter")
+
+
+@pytest.fixture
+def tmux() -> Iterator[Tmux]:
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed (bash scripts/system-deps test installs it)")
+    mux = Tmux(f"hangar-test-{uuid.uuid4().hex[:8]}")
+    try:
+        yield mux
+    finally:
+        subprocess.run([*mux.base, "kill-server"], capture_output=True)
+
+
+def test_hangar_shell_is_a_real_terminal(server: HangarServer, runtime: dict[str, Any], tmux: Tmux) -> None:
+    session_id = new_session_id()
+    env = {"HANGAR_ENDPOINT_URL": server.url, "HANGAR_DATA_DIR": str(server.data_dir)}
+    command = " ".join(
+        [
+            *(f"{k}={v}" for k, v in env.items()),
+            str(HANGAR),
+            "shell",
+            runtime["agentRuntimeName"],
+            "--session-id",
+            session_id,
+            "--shell-id",
+            "tmux",
+            "; echo CLI-EXIT=$?; sleep 600",
+        ]
+    )
+    tmux("new-session", "-d", "-x", "120", "-y", "40", "-e", f"PATH={os.environ['PATH']}", command)
+    tmux.wait(r"\$")  # the remote prompt
+    tmux.type("echo hello-$((40+2))")
+    tmux.wait(r"hello-42")
+    tmux.type("stty size")
+    tmux.wait(r"\n40 120\s*\n")  # the window's size, sent at start
+    tmux("resize-window", "-x", "100", "-y", "30")
+    tmux.type("stty size")
+    tmux.wait(r"\n30 100\s*\n")  # SIGWINCH became a resize frame
+    tmux.type("sleep 100")
+    time.sleep(0.5)
+    tmux("send-keys", "C-c")  # raw mode: ^C is a byte for the remote pty, which interrupts its foreground job
+    tmux.type("echo interrupted-$?")
+    tmux.wait(r"interrupted-130")
+    tmux.type("exit 3")
+    tmux.wait(r"CLI-EXIT=3")
