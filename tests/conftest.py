@@ -36,6 +36,7 @@ ISOLATION_TESTS = (
     "tests/protocols/test_fork_starts.py",
     "tests/protocols/test_async_fork.py",
     "tests/sessions/test_lifecycle_limits.py",
+    "tests/sessions/test_session_storage.py",
     "tests/dataplane/test_templates.py",
     "tests/dataplane/test_protocols.py",
     "tests/dataplane/test_shells.py",

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from hangar.config import Settings
-from hangar.domain.errors import InternalError, RuntimeClientError, ServiceUnavailableError
+from hangar.domain.errors import InternalError, RuntimeClientError, ServiceUnavailableError, ValidationError
 from hangar.domain.filesystems import normal_mount_path
 from hangar.domain.invocation import InvocationTarget
 from hangar.sandbox.base import Volume
@@ -72,7 +72,8 @@ class SessionStorage:
         return None
 
     def volumes(self, target: InvocationTarget) -> tuple[Volume, ...]:
-        """The version's shared mounts as host directories; anything that cannot be honoured is an error."""
+        """The version's shared mounts as host directories. What cannot be honoured is a ValidationException when the
+        session starts: the operator's mapping is checked here, where it is current (it may change after create)."""
         found: list[Volume] = []
         for item in target.filesystems:
             for kind, config in item.items():
@@ -84,7 +85,7 @@ class SessionStorage:
                 elif kind in ("efsAccessPoint", "s3FilesAccessPoint"):
                     found.append(self._access_point_volume(path, kind, str(config["accessPointArn"])))
                 else:
-                    raise RuntimeClientError(f"filesystemConfigurations: {kind} cannot be mounted by Hangar")
+                    raise ValidationError(f"filesystemConfigurations: {kind} cannot be mounted by Hangar")
         return tuple(found)
 
     def _bucket_volume(self, path: str, config: dict[str, Any]) -> Volume:
@@ -93,7 +94,7 @@ class SessionStorage:
         bucket = self.artifacts_root / str(config["bucket"])
         source = bucket / str(config.get("prefix", "")).strip("/") if config.get("prefix") else bucket
         if not source.resolve().is_relative_to(bucket.resolve()) or not source.is_dir():
-            raise RuntimeClientError(
+            raise ValidationError(
                 f"filesystemConfigurations: s3BucketMount {config['bucket']}/{config.get('prefix', '')} is not a "
                 "bucket (or prefix) of Hangar's S3 store"
             )
@@ -102,10 +103,10 @@ class SessionStorage:
     def _access_point_volume(self, path: str, kind: str, arn: str) -> Volume:
         mapped = self.access_points.get(arn)
         if mapped is None:
-            raise RuntimeClientError(f"filesystemConfigurations: {kind} {arn} is not mapped by the operator")
+            raise ValidationError(f"filesystemConfigurations: {kind} {arn} is not mapped by the operator")
         host, _, mode = mapped.rpartition(":") if mapped.endswith((":ro", ":rw")) else (mapped, "", "ro")
         if not Path(host).is_dir():
-            raise RuntimeClientError(f"filesystemConfigurations: {kind} {arn} maps to {host}, which is not a directory")
+            raise ValidationError(f"filesystemConfigurations: {kind} {arn} maps to {host}, which is not a directory")
         return Volume(path, Path(host), read_only=mode != "rw")
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
