@@ -88,6 +88,11 @@ class Settings(BaseSettings):
         {},
         description='Per-runtime warm pool sizes by runtime name, overriding warm_pool_size (JSON: {"my_agent": 2}).',
     )
+    cold_spares: bool = Field(
+        True,
+        description="Keep one sandbox started ahead (cold, in the background) for each served version whose agent "
+        "cannot fork from a warm template, even with warm_pool_size 0; counted against max_sessions like the pool.",
+    )
     templates: bool = Field(
         True,
         description="Fork new sessions from a warm template of each served version (namespace backend; a runtime "

@@ -10,28 +10,23 @@ from collections.abc import Iterator
 
 from tests.sandbox.fixtures import HERE, AgentFiles, world_readable_dir
 
-SYNC_START = (
-    'if __name__ == "__main__":\n'
-    '    uvicorn.run(app, host="0.0.0.0", port=int(os.environ["PORT"]), log_level="warning")\n'
-)
-ASYNC_START = """
-
-async def main() -> None:
-    config = uvicorn.Config(app, host="0.0.0.0", port=int(os.environ["PORT"]), log_level="warning")
-    await uvicorn.Server(config).serve()
+SYNC_START = 'if __name__ == "__main__":\n    uvicorn.run('
 
 
-if __name__ == "__main__":
-    import asyncio
-
-    asyncio.run(main())
-"""
+def async_variant(source: str) -> str:
+    """``source`` (ending in ``uvicorn.run(app, ...)`` under the main guard) serving from ``asyncio.run`` instead."""
+    head, guard, call = source.rpartition(SYNC_START)
+    assert guard and call.rstrip().endswith(")"), "the agent does not end in uvicorn.run(...) under the main guard"
+    args = call.rstrip()[:-1]
+    return (
+        f"{head}async def serve_from_asyncio() -> None:\n"
+        f"    await uvicorn.Server(uvicorn.Config({args})).serve()\n\n\n"
+        'if __name__ == "__main__":\n    import asyncio\n\n    asyncio.run(serve_from_asyncio())\n'
+    )
 
 
 def async_main_py() -> str:
-    source = (HERE / "agent_app.py").read_text()
-    assert source.endswith(SYNC_START), "agent_app.py's start changed: update tests/sandbox/async_agent.py"
-    return source.removesuffix(SYNC_START) + ASYNC_START
+    return async_variant((HERE / "agent_app.py").read_text())
 
 
 def async_agent_files(files: AgentFiles) -> Iterator[AgentFiles]:

@@ -4,9 +4,11 @@ and a neighbour sandbox started beside it keeps working and keeps its files.
 The agent is the real one (tests/sandbox/agent_app.py under uvicorn); the attacks run through ``exec``, i.e. as
 the sandbox's own uid inside its namespaces, cgroup and seccomp filter, exactly like code the agent would run.
 
-Every attack runs twice (``start_kind``): from a cold sandbox (``backend.start``: bubblewrap isolates it) and from
+Every attack runs three times (``start_kind``): from a cold sandbox (``backend.start``: bubblewrap isolates it), from
 a sandbox forked from a warm template of the same version (``backend.fork``: the session isolates itself, see
-``hangar/sandbox/isolate.py``). The neighbour stays cold. Templates are kept for the whole module, one per version
+``hangar/sandbox/isolate.py``), and ``async-fork``: forked from a template of the same agent started from async code
+(``asyncio.run`` → ``uvicorn.Server.serve``, whose template stops where main.py enters its event loop). The
+neighbour stays cold. Templates are kept for the whole module, one per version
 and spec, on a backend of their own, and each must outlive the attacks of the sessions forked from it.
 """
 
@@ -31,6 +33,7 @@ import pytest
 
 from hangar.sandbox.base import Limits, SandboxSpec, Template
 from hangar.sandbox.selection import namespace_unsupported_reason
+from tests.sandbox.async_agent import async_variant
 from tests.sandbox.fixtures import (
     AgentFiles,
     eventually,
@@ -71,10 +74,23 @@ class Starts:
         self.kind = "cold"
         self.backend: NamespaceBackend | None = None
         self.templates: dict[str, Template] = {}
+        self.async_code: dict[Path, Path] = {}  # a code dir -> its copy whose main.py serves from asyncio.run
 
-    async def fork(self, spec: SandboxSpec) -> tuple[NamespaceSandbox, Template]:
+    def code_dir(self, code: Path) -> Path:
+        """Where the current test's attacker finds its code (``async-fork`` runs a copy of it)."""
+        return self.async_code.get(code, code) if self.kind == "async-fork" else code
+
+    async def fork(self, spec: SandboxSpec, kind: str = "fork") -> tuple[NamespaceSandbox, Template]:
         """A sandbox forked from the warm template of ``spec``'s version and spec (started on first use)."""
         assert self.backend is not None
+        if kind == "async-fork":
+            if spec.code_dir not in self.async_code:
+                code = world_readable_dir("hangar-attack-async-code-")
+                shutil.copytree(spec.code_dir, code, dirs_exist_ok=True)
+                (code / "main.py").write_text(async_variant((spec.code_dir / "main.py").read_text()))
+                (code / "main.py").chmod(0o644)
+                self.async_code[spec.code_dir] = code
+            spec = dataclasses.replace(spec, code_dir=self.async_code[spec.code_dir])
         key = repr(dataclasses.replace(spec, sandbox_id="-"))
         if key not in self.templates:
             template_id = f"tpl-{uuid.uuid4().hex[:12]}"
@@ -100,11 +116,14 @@ async def forking_backend() -> AsyncIterator[NamespaceBackend]:
             await template.stop()
         STARTS.templates.clear()
         STARTS.backend = None
+        for code in STARTS.async_code.values():
+            shutil.rmtree(code, ignore_errors=True)
+        STARTS.async_code.clear()
         await make_backend("namespace", root).cleanup_orphans()
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(params=["cold", "fork"], autouse=True)
+@pytest.fixture(params=["cold", "fork", "async-fork"], autouse=True)
 def start_kind(request: pytest.FixtureRequest, forking_backend: NamespaceBackend) -> Iterator[str]:
     STARTS.kind = request.param
     yield request.param
@@ -118,8 +137,8 @@ async def started(
     """A sandbox of the test's start kind (or ``kind``), stopped however the test ends: ``backend.start(spec)``,
     or ``fork`` from the warm template of the same version on the forking backend, which must survive the attack."""
     template: Template | None = None
-    if (kind or STARTS.kind) == "fork":
-        sandbox, template = await STARTS.fork(spec)
+    if (kind or STARTS.kind) in ("fork", "async-fork"):
+        sandbox, template = await STARTS.fork(spec, kind or STARTS.kind)
     else:
         sandbox = await backend.start(spec)
     try:
@@ -492,7 +511,8 @@ async def test_filling_the_disk_stops_at_the_size_limit(backend: NamespaceBacken
         )
         assert "No space left on device" in err and int(out.split()[-1]) <= SMALL.disk_bytes  # shm has its own cap
         contained("fill the disk", "ENOSPC in home, /tmp and /dev/shm; read-only /, /usr, /etc, code, env")
-        for target in ("/fill", "/usr/fill", f"{files.code_dir}/fill", f"{files.env_dir}/fill", "/etc/fill"):
+        code = STARTS.code_dir(files.code_dir)
+        for target in ("/fill", "/usr/fill", f"{code}/fill", f"{files.env_dir}/fill", "/etc/fill"):
             _, err, code, _ = await sh(attacker, f"echo x > {target}")
             assert code != 0 and "Read-only file system" in err, (target, err)
 

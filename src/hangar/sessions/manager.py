@@ -66,6 +66,7 @@ class SessionManager:
         # Which workload each sandbox acts for, and its own credentials (the identity channel reads it).
         self.identities = SandboxIdentities(settings.region, backend.outbound_dir())
         self.templates = TemplateSet(backend, settings.templates, self._spec, settings.session_time_scale)
+        self.pool.cold_spares = self.templates.unforkable if settings.cold_spares and self.templates.enabled else None
         self.storage = SessionStorage(settings, backend.name)  # filesystemConfigurations (sessions/storage.py)
         self._live: dict[SessionKey, Session] = {}
         self._starting: dict[SessionKey, asyncio.Task[Session]] = {}

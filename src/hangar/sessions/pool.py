@@ -12,7 +12,9 @@ Which versions get spares:
 - without one (a bare manager): a version gets spares after its first session and keeps them until its idle
   timeout passes without a new session.
 
-Sizes: ``warm_pool_size`` for every runtime, ``warm_pool_runtimes`` (runtime name -> size) per runtime. Spares do
+Sizes: ``warm_pool_size`` for every runtime, ``warm_pool_runtimes`` (runtime name -> size) per runtime. A version
+that cannot fork from a warm template (its template reported it unsafe) gets one cold spare even at size 0, so its
+first caller does not wait for a cold start either (``cold_spares``, on by default). Spares do
 not count as sessions (``max_sessions_per_runtime`` is about sessions), but spares plus sessions never exceed
 ``max_sessions``. Fills, refills and drains run beside the request path; a claim is a dict lookup.
 """
@@ -81,6 +83,7 @@ class WarmPool:
         self._discard = discard  # stops sandboxes in the background
         self._idle_scale = idle_scale
         self.served: Served | None = None
+        self.cold_spares: Callable[[InvocationTarget], bool] | None = None  # is this version unable to fork?
         self._spares: dict[PoolKey, list[Spare]] = {}
         self._wanted: dict[PoolKey, tuple[InvocationTarget, float]] = {}  # key -> (target, wanted until)
         self._filling: dict[PoolKey, asyncio.Task[None]] = {}
@@ -91,6 +94,13 @@ class WarmPool:
 
     def count(self) -> int:
         return sum(len(spares) for spares in self._spares.values())
+
+    def _size(self, target: InvocationTarget) -> int:
+        """The configured size; at least one spare for a version that cannot fork (hides its cold start)."""
+        size = self._size_of(target)
+        if size == 0 and self.cold_spares is not None and self.cold_spares(target):
+            return 1
+        return size
 
     def describe(self) -> dict[str, object]:
         """For the operator API: ready spares per version and how sessions were started."""
@@ -118,7 +128,7 @@ class WarmPool:
     def want(self, target: InvocationTarget) -> None:
         """A session of ``target`` started: refill its version (and, with no served source, keep it wanted)."""
         key = pool_key(target)
-        if self.served is None and self._size_of(target) > 0:
+        if self.served is None and self._size(target) > 0:
             until = time.time() + target.idle_timeout_s * self._idle_scale
             self._wanted[key] = (target, max(until, self._wanted.get(key, (target, 0.0))[1]))
         if key in self._wanted:
@@ -144,7 +154,7 @@ class WarmPool:
         if self.served is None:
             return
         targets = await self.served()
-        self._wanted = {pool_key(t): (t, math.inf) for t in targets if self._size_of(t) > 0}
+        self._wanted = {pool_key(t): (t, math.inf) for t in targets if self._size(t) > 0}
         self.sweep(time.time())
 
     def sweep(self, now: float) -> None:
@@ -172,7 +182,7 @@ class WarmPool:
         if key in self._filling or self._backoff.get(key, (0.0, 0.0))[0] > time.monotonic():
             return
         target, _ = self._wanted[key]
-        if len(self._spares.get(key, [])) >= self._size_of(target):
+        if len(self._spares.get(key, [])) >= self._size(target):
             return
         task = asyncio.create_task(self._fill(key), name=f"warm-pool-{key[0]}-v{key[1]}")
         self._filling[key] = task
@@ -182,7 +192,7 @@ class WarmPool:
         """Start spares one at a time until the version has its size (or the pool hits ``max_sessions``)."""
         while key in self._wanted:
             target, _ = self._wanted[key]
-            if len(self._spares.get(key, [])) >= self._size_of(target) or not self._has_room(
+            if len(self._spares.get(key, [])) >= self._size(target) or not self._has_room(
                 self.count() + self._launching
             ):
                 return

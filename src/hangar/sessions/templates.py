@@ -92,6 +92,17 @@ class TemplateSet:
             return None, state.unsafe
         return None, state.failure or "the version's template is starting"
 
+    def unforkable(self, target: InvocationTarget) -> bool:
+        """The version's template reported that the agent cannot fork: all its sessions start cold (the warm pool
+        keeps a cold spare of it started ahead, ``sessions/pool.py``)."""
+        state = self._versions.get(key_of(target)) if self.enabled else None
+        if state is None:
+            return False
+        template = state.template
+        if state.unsafe is None and template is not None and template.unsafe_reason is not None:
+            state.unsafe = template.unsafe_reason
+        return state.unsafe is not None
+
     def count_fallback(self, reason: str) -> None:
         self.fallbacks[reason] = self.fallbacks.get(reason, 0) + 1
 
