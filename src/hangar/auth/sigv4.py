@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 from botocore.auth import UNSIGNED_PAYLOAD, S3SigV4Auth, SigV4Auth
@@ -22,7 +23,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.compat import HTTPHeaders
 from botocore.credentials import ReadOnlyCredentials
 
-from hangar.auth.credentials import CredentialStore, SigningKey
+from hangar.auth.credentials import SigningKey
 from hangar.auth.errors import (
     IncompleteSignatureError,
     InvalidSignatureError,
@@ -80,10 +81,19 @@ class _Claim:
     query: list[tuple[str, str]] = field(default_factory=list)
 
 
+class KeySource(Protocol):
+    """Where the verifier finds signing keys: ``CredentialStore`` (the credentials table), or the identity
+    channel's table of the sandboxes' own keys."""
+
+    async def signing_key(self, access_key_id: str) -> SigningKey | None: ...
+
+    async def record_use(self, access_key_id: str) -> None: ...
+
+
 class SigV4Verifier:
     """Verify header-form and presigned-query SigV4 requests against Hangar's access keys."""
 
-    def __init__(self, credentials: CredentialStore, region: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, credentials: KeySource, region: str, clock: Callable[[], float] = time.time) -> None:
         self._credentials = credentials
         self._region = region
         self._clock = clock

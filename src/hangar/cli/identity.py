@@ -53,6 +53,16 @@ def read_secret(from_stdin: bool, what: str) -> str:
     return value
 
 
+def _created(created: dict[str, Any], as_json: bool, arn_key: str) -> bool:
+    """Show what a create call answered: all of it as JSON, else the new ARN; True when it showed the ARN."""
+    created.pop("ResponseMetadata", None)
+    if as_json:
+        print_json(created)
+        return False
+    console.print(f"created {created[arn_key]}")
+    return True
+
+
 def _all_pages(client: Any, operation: str, key: str) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     kwargs: dict[str, Any] = {}
@@ -102,11 +112,7 @@ def identities_create(
     client = connect(endpoint_url, data_dir, region).client(CONTROL)
     with aws_errors():
         created = client.create_workload_identity(name=name, allowedResourceOauth2ReturnUrls=return_url)
-    created.pop("ResponseMetadata", None)
-    if as_json:
-        print_json(created)
-        return
-    console.print(f"created {created['workloadIdentityArn']}")
+    _created(created, as_json, "workloadIdentityArn")
 
 
 @identities_app.command("delete")
@@ -140,11 +146,7 @@ def providers_create_api_key(
     client = connect(endpoint_url, data_dir, region).client(CONTROL)
     with aws_errors():
         created = client.create_api_key_credential_provider(name=name, apiKey=api_key)
-    created.pop("ResponseMetadata", None)
-    if as_json:
-        print_json(created)
-        return
-    console.print(f"created {created['credentialProviderArn']}")
+    _created(created, as_json, "credentialProviderArn")
 
 
 @providers_app.command("create-oauth2")
@@ -187,12 +189,8 @@ def providers_create_oauth2(
         created = client.create_oauth2_credential_provider(
             name=name, credentialProviderVendor=vendor, oauth2ProviderConfigInput={_config_key(vendor): config}
         )
-    created.pop("ResponseMetadata", None)
-    if as_json:
-        print_json(created)
-        return
-    console.print(f"created {created['credentialProviderArn']}")
-    console.print(f"callback URL (register it at the IdP): {created['callbackUrl']}")
+    if _created(created, as_json, "credentialProviderArn"):
+        console.print(f"callback URL (register it at the IdP): {created['callbackUrl']}")
 
 
 @providers_app.command("list")

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from hangar.artifacts.images.blobs import DIGEST, BlobStore, sha256_digest
@@ -134,7 +135,7 @@ class Registry:
             )
         for ref in manifest.references():
             if manifest.is_index:
-                if not self.store.read(lambda conn, d=ref.digest: rows.get_manifest(conn, repository, d)):
+                if not self.store.read(partial(rows.get_manifest, repository=repository, digest=ref.digest)):
                     raise RegistryError("MANIFEST_BLOB_UNKNOWN", f"manifest {ref.digest} of the index is not pushed")
             elif not self.blobs.exists(ref.digest):
                 raise RegistryError("MANIFEST_BLOB_UNKNOWN", f"blob unknown to registry: {ref.digest}")

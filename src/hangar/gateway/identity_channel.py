@@ -33,11 +33,12 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import h11
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Message, Receive, Scope
 
 from hangar.auth.credentials import SigningKey
 from hangar.auth.sigv4 import SigV4Verifier
@@ -46,7 +47,7 @@ from hangar.domain.types import Principal
 from hangar.gateway.errors import error_response, unexpected_error_response
 from hangar.gateway.identity_ca import IdentityCA
 from hangar.gateway.identity_data import DATA_ROUTES
-from hangar.gateway.routing import RouteTable
+from hangar.gateway.routing import HttpHandler, RouteTable
 from hangar.sessions.identity import (
     CREDENTIALS_PATH,
     CREDENTIALS_SOCKET,
@@ -107,7 +108,7 @@ class IdentityChannel:
         self.socket_dir = socket_dir
         settings = services.settings
         self.ca = IdentityCA(settings.data_dir.resolve() / "identity-ca", identity_host(settings.region))
-        self.verifier = SigV4Verifier(_SessionKeys(identities, settings.account_id), settings.region)  # type: ignore[arg-type]
+        self.verifier = SigV4Verifier(_SessionKeys(identities, settings.account_id), settings.region)
         self.table = RouteTable(list(DATA_ROUTES))
         self.app = _AppShim(services)
         self._servers: list[asyncio.AbstractServer] = []
@@ -297,15 +298,15 @@ class IdentityChannel:
             workload=binding.workload,
             session_id=binding.session_id,
         )
-        return await found.route.handler(request, found.params)  # type: ignore[arg-type,return-value]
+        return await cast(HttpHandler, found.route.handler)(request, found.params)  # DATA_ROUTES are all HTTP
 
 
-async def _render(response: Response, scope: dict[str, Any], receive: Any) -> tuple[int, list[tuple[str, str]], bytes]:
+async def _render(response: Response, scope: Scope, receive: Receive) -> tuple[int, list[tuple[str, str]], bytes]:
     status = 500
     headers: list[tuple[str, str]] = []
     chunks: list[bytes] = []
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         nonlocal status, headers
         if message["type"] == "http.response.start":
             status = message["status"]

@@ -7,8 +7,9 @@ their ``repr``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from hangar.domain.errors import InternalError
 from hangar.domain.tags import check_tags
@@ -22,6 +23,8 @@ VAULT_ID = r"[a-zA-Z0-9\-_]+"
 AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 CLIENT_AUTH = ("CLIENT_SECRET_BASIC", "CLIENT_SECRET_POST")
 UNSUPPORTED = ("privateKeyJwtConfig", "privateEndpoint", "privateEndpointOverrides", "certificateConfigurations")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,18 @@ class ResetTokenVaultKey:
 # -- helpers ---------------------------------------------------------------------------------------------------
 
 
+def _checked(build: Callable[[Checker], T]) -> T:
+    """Build with one Checker, then raise every problem it found at once (AWS reports them together)."""
+    check = Checker()
+    built = build(check)
+    check.raise_if_any()
+    return built
+
+
+def _tags(check: Checker, body: dict[str, Any]) -> dict[str, str]:
+    return check_tags(check, body.get("tags")) or {}
+
+
 def _secret(check: Checker, value: Any, path: str, max_len: int) -> str | None:
     """A secret string: its problems are reported without quoting it."""
     if value is None:
@@ -192,40 +207,25 @@ def _managed_only(check: Checker, document: dict[str, Any], prefix: str, source_
 
 
 def parse_create_workload(body: dict[str, Any]) -> CreateWorkload:
-    check = Checker()
-    command = CreateWorkload(
-        _workload_name(check, body), _return_urls(check, body), check_tags(check, body.get("tags")) or {}
+    return _checked(
+        lambda check: CreateWorkload(_workload_name(check, body), _return_urls(check, body), _tags(check, body))
     )
-    check.raise_if_any()
-    return command
 
 
 def parse_get_workload(body: dict[str, Any]) -> GetWorkload:
-    check = Checker()
-    command = GetWorkload(_workload_name(check, body))
-    check.raise_if_any()
-    return command
+    return _checked(lambda check: GetWorkload(_workload_name(check, body)))
 
 
 def parse_update_workload(body: dict[str, Any]) -> UpdateWorkload:
-    check = Checker()
-    command = UpdateWorkload(_workload_name(check, body), _return_urls(check, body))
-    check.raise_if_any()
-    return command
+    return _checked(lambda check: UpdateWorkload(_workload_name(check, body), _return_urls(check, body)))
 
 
 def parse_delete_workload(body: dict[str, Any]) -> DeleteWorkload:
-    check = Checker()
-    command = DeleteWorkload(_workload_name(check, body))
-    check.raise_if_any()
-    return command
+    return _checked(lambda check: DeleteWorkload(_workload_name(check, body)))
 
 
 def parse_list_workloads(body: dict[str, Any]) -> ListWorkloads:
-    check = Checker()
-    max_results, token = _paging(check, body, 20)
-    check.raise_if_any()
-    return ListWorkloads(max_results, token)
+    return _checked(lambda check: ListWorkloads(*_paging(check, body, 20)))
 
 
 # -- API-key providers -----------------------------------------------------------------------------------------
@@ -239,40 +239,23 @@ def _api_key(check: Checker, body: dict[str, Any]) -> str:
 
 
 def parse_create_api_key(body: dict[str, Any]) -> CreateApiKey:
-    check = Checker()
-    name = _provider_name(check, body)
-    command = CreateApiKey(name, _api_key(check, body), check_tags(check, body.get("tags")) or {})
-    check.raise_if_any()
-    return command
+    return _checked(lambda check: CreateApiKey(_provider_name(check, body), _api_key(check, body), _tags(check, body)))
 
 
 def parse_update_api_key(body: dict[str, Any]) -> UpdateApiKey:
-    check = Checker()
-    name = _provider_name(check, body)
-    command = UpdateApiKey(name, _api_key(check, body))
-    check.raise_if_any()
-    return command
+    return _checked(lambda check: UpdateApiKey(_provider_name(check, body), _api_key(check, body)))
 
 
 def parse_get_api_key(body: dict[str, Any]) -> GetApiKey:
-    check = Checker()
-    command = GetApiKey(_provider_name(check, body))
-    check.raise_if_any()
-    return command
+    return _checked(lambda check: GetApiKey(_provider_name(check, body)))
 
 
 def parse_delete_api_key(body: dict[str, Any]) -> DeleteApiKey:
-    check = Checker()
-    command = DeleteApiKey(_provider_name(check, body))
-    check.raise_if_any()
-    return command
+    return _checked(lambda check: DeleteApiKey(_provider_name(check, body)))
 
 
 def parse_list_api_keys(body: dict[str, Any]) -> ListApiKeys:
-    check = Checker()
-    max_results, token = _paging(check, body, 100)
-    check.raise_if_any()
-    return ListApiKeys(max_results, token)
+    return _checked(lambda check: ListApiKeys(*_paging(check, body, 100)))
 
 
 # -- OAuth2 providers ------------------------------------------------------------------------------------------
@@ -442,61 +425,49 @@ def _oauth2_input(check: Checker, body: dict[str, Any]) -> OAuth2Input | None:
     return OAuth2Input(vendor=vendor, config=stored, client_secret=secret, discovery_url=url)
 
 
-def parse_create_oauth2(body: dict[str, Any]) -> CreateOAuth2:
-    check = Checker()
-    name = _provider_name(check, body)
-    provider = _oauth2_input(check, body)
-    tags = check_tags(check, body.get("tags")) or {}
-    check.raise_if_any()
+def _configured(provider: OAuth2Input | None) -> OAuth2Input:
+    """A provider's configuration once the Checker found no problem (only a bug in the parser leaves none)."""
     if provider is None:
         raise InternalError("an OAuth2 provider passed validation without a configuration")
-    return CreateOAuth2(name, provider, tags)
+    return provider
+
+
+def parse_create_oauth2(body: dict[str, Any]) -> CreateOAuth2:
+    name, provider, tags = _checked(
+        lambda check: (_provider_name(check, body), _oauth2_input(check, body), _tags(check, body))
+    )
+    return CreateOAuth2(name, _configured(provider), tags)
 
 
 def parse_update_oauth2(body: dict[str, Any]) -> UpdateOAuth2:
-    check = Checker()
-    name = _provider_name(check, body)
-    provider = _oauth2_input(check, body)
-    check.raise_if_any()
-    if provider is None:
-        raise InternalError("an OAuth2 provider passed validation without a configuration")
-    return UpdateOAuth2(name, provider)
+    name, provider = _checked(lambda check: (_provider_name(check, body), _oauth2_input(check, body)))
+    return UpdateOAuth2(name, _configured(provider))
 
 
 def parse_get_oauth2(body: dict[str, Any]) -> GetOAuth2:
-    check = Checker()
-    command = GetOAuth2(_provider_name(check, body))
-    check.raise_if_any()
-    return command
+    return _checked(lambda check: GetOAuth2(_provider_name(check, body)))
 
 
 def parse_delete_oauth2(body: dict[str, Any]) -> DeleteOAuth2:
-    check = Checker()
-    command = DeleteOAuth2(_provider_name(check, body))
-    check.raise_if_any()
-    return command
+    return _checked(lambda check: DeleteOAuth2(_provider_name(check, body)))
 
 
 def parse_list_oauth2(body: dict[str, Any]) -> ListOAuth2:
-    check = Checker()
-    max_results, token = _paging(check, body, 20)
-    check.raise_if_any()
-    return ListOAuth2(max_results, token)
+    return _checked(lambda check: ListOAuth2(*_paging(check, body, 20)))
 
 
 # -- token vault -----------------------------------------------------------------------------------------------
 
 
+def _vault_id(check: Checker, value: Any) -> str:
+    return check.string(value, "tokenVaultId", min_len=1, max_len=64, pattern=VAULT_ID) or "default"
+
+
 def parse_get_token_vault(body: dict[str, Any]) -> GetTokenVault:
-    check = Checker()
-    vault_id = check.string(body.get("tokenVaultId"), "tokenVaultId", min_len=1, max_len=64, pattern=VAULT_ID)
-    check.raise_if_any()
-    return GetTokenVault(vault_id or "default")
+    return _checked(lambda check: GetTokenVault(_vault_id(check, body.get("tokenVaultId"))))
 
 
 def parse_reset_token_vault_key(body: dict[str, Any]) -> ResetTokenVaultKey:
-    check = Checker()
-    value = check.required(body, "tokenVaultId", "tokenVaultId")
-    vault_id = check.string(value, "tokenVaultId", min_len=1, max_len=64, pattern=VAULT_ID)
-    check.raise_if_any()
-    return ResetTokenVaultKey(vault_id or "default")
+    return _checked(
+        lambda check: ResetTokenVaultKey(_vault_id(check, check.required(body, "tokenVaultId", "tokenVaultId")))
+    )

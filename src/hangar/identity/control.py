@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import httpx
 from sqlalchemy import Connection
@@ -94,15 +94,128 @@ def _epoch(moment: datetime) -> float:
     return moment.timestamp()
 
 
-def _write(ctx: IdentityContext, fn: Callable[[Connection], dict[str, Any]], conflict: str) -> dict[str, Any]:
+# -- what the three kinds of resources share -------------------------------------------------------------------
+
+
+R = TypeVar("R", rows.WorkloadRow, rows.ApiKeyRow, rows.OAuth2Row)
+
+
+class _Lister(Protocol[R]):
+    def __call__(self, conn: Connection, *, after: str | None, limit: int) -> list[R]: ...
+
+
+@dataclass(frozen=True)
+class _Kind(Generic[R]):
+    """One kind of resource: its name in error messages, its rows, its ARN and the scope of its page tokens."""
+
+    label: str
+    scope: str
+    find: Callable[[Connection, str], R | None]
+    remove: Callable[[Connection, str], None]
+    page: _Lister[R]
+    arn: Callable[[IdentityPlace, str], str]
+
+    def require(self, conn: Connection, name: str) -> R:
+        row = self.find(conn, name)
+        if row is None:
+            raise NotFoundError(f"{self.label} {name} not found")
+        return row
+
+
+def _with_times(document: dict[str, Any], row: R, times: bool) -> dict[str, Any]:
+    if times:
+        document["createdTime"] = _epoch(row.created_at)
+        document["lastUpdatedTime"] = _epoch(row.updated_at)
+    return document
+
+
+def _create(
+    ctx: IdentityContext,
+    kind: _Kind[R],
+    name: str,
+    tags: dict[str, str],
+    insert: Callable[[Connection], dict[str, Any]],
+) -> dict[str, Any]:
+    """Insert a resource and its tags; one of that name (even one created meanwhile) is a conflict."""
+    conflict = f"{kind.label} {name} already exists"
+
+    def write(conn: Connection) -> dict[str, Any]:
+        if kind.find(conn, name) is not None:
+            raise ConflictError(conflict)
+        document = insert(conn)
+        rows.put_tags(conn, kind.arn(ctx.where, name), tags)
+        return document
+
     try:
-        return ctx.store.write(fn)
+        return ctx.store.write(write)
     except IntegrityError:
         raise ConflictError(conflict) from None
 
 
-def _page(ctx: IdentityContext, scope: str, token: str | None) -> str | None:
-    return decode_token(ctx.token_secret, scope, token) if token else None
+def _delete(
+    ctx: IdentityContext, kind: _Kind[R], name: str, allowed: Callable[[R], None] | None = None
+) -> dict[str, Any]:
+    """Delete a resource and its tags; ``allowed`` may refuse (raise) after the row is found."""
+
+    def write(conn: Connection) -> dict[str, Any]:
+        row = kind.require(conn, name)
+        if allowed is not None:
+            allowed(row)
+        kind.remove(conn, name)
+        rows.drop_tags(conn, kind.arn(ctx.where, name))
+        return {}
+
+    return ctx.store.write(write)
+
+
+def _list(
+    ctx: IdentityContext,
+    kind: _Kind[R],
+    command: c.ListWorkloads | c.ListApiKeys | c.ListOAuth2,
+    key: str,
+    item: Callable[[R], dict[str, Any]],
+) -> dict[str, Any]:
+    """One page of ``item(row)`` under ``key``, with a sealed ``nextToken`` (the last name shown) when more follow."""
+
+    def read(conn: Connection) -> dict[str, Any]:
+        after = decode_token(ctx.token_secret, kind.scope, command.next_token) if command.next_token else None
+        page = kind.page(conn, after=after, limit=command.max_results + 1)
+        answer: dict[str, Any] = {key: [item(row) for row in page[: command.max_results]]}
+        if len(page) > command.max_results:
+            answer["nextToken"] = encode_token(ctx.token_secret, kind.scope, page[command.max_results - 1].name)
+        return answer
+
+    return ctx.store.read(read)
+
+
+def _only(document: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: document[k] for k in keys}
+
+
+_WORKLOADS = _Kind[rows.WorkloadRow](
+    label="Workload identity",
+    scope="workload-identities",
+    find=rows.get_workload,
+    remove=rows.delete_workload,
+    page=rows.list_workloads,
+    arn=IdentityPlace.workload_arn,
+)
+_API_KEYS = _Kind[rows.ApiKeyRow](
+    label="API key credential provider",
+    scope="api-key-providers",
+    find=rows.get_api_key,
+    remove=rows.delete_api_key,
+    page=rows.list_api_keys,
+    arn=IdentityPlace.api_key_arn,
+)
+_OAUTH2 = _Kind[rows.OAuth2Row](
+    label="OAuth2 credential provider",
+    scope="oauth2-providers",
+    find=rows.get_oauth2,
+    remove=rows.delete_oauth2,
+    page=rows.list_oauth2,
+    arn=IdentityPlace.oauth2_arn,
+)
 
 
 # -- workload identities ---------------------------------------------------------------------------------------
@@ -114,39 +227,26 @@ def _workload_doc(ctx: IdentityContext, row: rows.WorkloadRow, *, times: bool = 
         "workloadIdentityArn": ctx.where.workload_arn(row.name),
         "allowedResourceOauth2ReturnUrls": list(row.allowed_return_urls),
     }
-    if times:
-        document["createdTime"] = _epoch(row.created_at)
-        document["lastUpdatedTime"] = _epoch(row.updated_at)
-    return document
-
-
-def _require_workload(conn: Connection, name: str) -> rows.WorkloadRow:
-    row = rows.get_workload(conn, name)
-    if row is None:
-        raise NotFoundError(f"Workload identity {name} not found")
-    return row
+    return _with_times(document, row, times)
 
 
 def create_workload(ctx: IdentityContext, command: c.CreateWorkload) -> dict[str, Any]:
-    def write(conn: Connection) -> dict[str, Any]:
-        if rows.get_workload(conn, command.name) is not None:
-            raise ConflictError(f"Workload identity {command.name} already exists")
+    def insert(conn: Connection) -> dict[str, Any]:
         now = utcnow()
         row = rows.WorkloadRow(command.name, command.return_urls or (), None, now, now)
         rows.insert_workload(conn, row)
-        rows.put_tags(conn, ctx.where.workload_arn(command.name), command.tags)
         return _workload_doc(ctx, row, times=False)
 
-    return _write(ctx, write, f"Workload identity {command.name} already exists")
+    return _create(ctx, _WORKLOADS, command.name, command.tags, insert)
 
 
 def get_workload(ctx: IdentityContext, command: c.GetWorkload) -> dict[str, Any]:
-    return ctx.store.read(lambda conn: _workload_doc(ctx, _require_workload(conn, command.name)))
+    return ctx.store.read(lambda conn: _workload_doc(ctx, _WORKLOADS.require(conn, command.name)))
 
 
 def update_workload(ctx: IdentityContext, command: c.UpdateWorkload) -> dict[str, Any]:
     def write(conn: Connection) -> dict[str, Any]:
-        row = _require_workload(conn, command.name)
+        row = _WORKLOADS.require(conn, command.name)
         row = replace(row, allowed_return_urls=command.return_urls or (), updated_at=utcnow())
         rows.update_workload(conn, row.name, row.allowed_return_urls, row.updated_at)
         return _workload_doc(ctx, row)
@@ -154,38 +254,27 @@ def update_workload(ctx: IdentityContext, command: c.UpdateWorkload) -> dict[str
     return ctx.store.write(write)
 
 
-def delete_workload(ctx: IdentityContext, command: c.DeleteWorkload) -> dict[str, Any]:
-    def write(conn: Connection) -> dict[str, Any]:
-        row = _require_workload(conn, command.name)
-        if row.runtime_id is not None:
-            raise ValidationError(
-                f"Workload identity {row.name} belongs to agent runtime {row.runtime_id}; it goes when the runtime is"
-                " deleted",
-                reason="CannotDeleteRuntimeIdentity",
-            )
-        rows.delete_workload(conn, row.name)
-        rows.drop_tags(conn, ctx.where.workload_arn(row.name))
-        return {}
+def _not_a_runtime_identity(row: rows.WorkloadRow) -> None:
+    if row.runtime_id is not None:
+        raise ValidationError(
+            f"Workload identity {row.name} belongs to agent runtime {row.runtime_id}; it goes when the runtime is"
+            " deleted",
+            reason="CannotDeleteRuntimeIdentity",
+        )
 
-    return ctx.store.write(write)
+
+def delete_workload(ctx: IdentityContext, command: c.DeleteWorkload) -> dict[str, Any]:
+    return _delete(ctx, _WORKLOADS, command.name, _not_a_runtime_identity)
 
 
 def list_workloads(ctx: IdentityContext, command: c.ListWorkloads) -> dict[str, Any]:
-    scope = "workload-identities"
-
-    def read(conn: Connection) -> dict[str, Any]:
-        page = rows.list_workloads(conn, after=_page(ctx, scope, command.next_token), limit=command.max_results + 1)
-        document: dict[str, Any] = {
-            "workloadIdentities": [
-                {"name": r.name, "workloadIdentityArn": ctx.where.workload_arn(r.name)}
-                for r in page[: command.max_results]
-            ]
-        }
-        if len(page) > command.max_results:
-            document["nextToken"] = encode_token(ctx.token_secret, scope, page[command.max_results - 1].name)
-        return document
-
-    return ctx.store.read(read)
+    return _list(
+        ctx,
+        _WORKLOADS,
+        command,
+        "workloadIdentities",
+        lambda row: {"name": row.name, "workloadIdentityArn": ctx.where.workload_arn(row.name)},
+    )
 
 
 # -- API-key providers -----------------------------------------------------------------------------------------
@@ -198,40 +287,27 @@ def _api_key_doc(ctx: IdentityContext, row: rows.ApiKeyRow, *, times: bool = Tru
         "name": row.name,
         "credentialProviderArn": ctx.where.api_key_arn(row.name),
     }
-    if times:
-        document["createdTime"] = _epoch(row.created_at)
-        document["lastUpdatedTime"] = _epoch(row.updated_at)
-    return document
-
-
-def _require_api_key(conn: Connection, name: str) -> rows.ApiKeyRow:
-    row = rows.get_api_key(conn, name)
-    if row is None:
-        raise NotFoundError(f"API key credential provider {name} not found")
-    return row
+    return _with_times(document, row, times)
 
 
 def create_api_key(ctx: IdentityContext, command: c.CreateApiKey) -> dict[str, Any]:
-    def write(conn: Connection) -> dict[str, Any]:
-        if rows.get_api_key(conn, command.name) is not None:
-            raise ConflictError(f"API key credential provider {command.name} already exists")
+    def insert(conn: Connection) -> dict[str, Any]:
         now = utcnow()
         sealed = ctx.vault.seal(command.api_key.encode(), api_key_context(command.name))
         row = rows.ApiKeyRow(command.name, sealed, now, now)
         rows.insert_api_key(conn, row)
-        rows.put_tags(conn, ctx.where.api_key_arn(command.name), command.tags)
         return _api_key_doc(ctx, row, times=False)
 
-    return _write(ctx, write, f"API key credential provider {command.name} already exists")
+    return _create(ctx, _API_KEYS, command.name, command.tags, insert)
 
 
 def get_api_key(ctx: IdentityContext, command: c.GetApiKey) -> dict[str, Any]:
-    return ctx.store.read(lambda conn: _api_key_doc(ctx, _require_api_key(conn, command.name)))
+    return ctx.store.read(lambda conn: _api_key_doc(ctx, _API_KEYS.require(conn, command.name)))
 
 
 def update_api_key(ctx: IdentityContext, command: c.UpdateApiKey) -> dict[str, Any]:
     def write(conn: Connection) -> dict[str, Any]:
-        row = _require_api_key(conn, command.name)
+        row = _API_KEYS.require(conn, command.name)
         row = replace(
             row, api_key_sealed=ctx.vault.seal(command.api_key.encode(), api_key_context(row.name)), updated_at=utcnow()
         )
@@ -242,30 +318,12 @@ def update_api_key(ctx: IdentityContext, command: c.UpdateApiKey) -> dict[str, A
 
 
 def delete_api_key(ctx: IdentityContext, command: c.DeleteApiKey) -> dict[str, Any]:
-    def write(conn: Connection) -> dict[str, Any]:
-        _require_api_key(conn, command.name)
-        rows.delete_api_key(conn, command.name)
-        rows.drop_tags(conn, ctx.where.api_key_arn(command.name))
-        return {}
-
-    return ctx.store.write(write)
+    return _delete(ctx, _API_KEYS, command.name)
 
 
 def list_api_keys(ctx: IdentityContext, command: c.ListApiKeys) -> dict[str, Any]:
-    scope = "api-key-providers"
-
-    def read(conn: Connection) -> dict[str, Any]:
-        page = rows.list_api_keys(conn, after=_page(ctx, scope, command.next_token), limit=command.max_results + 1)
-        items = []
-        for row in page[: command.max_results]:
-            document = _api_key_doc(ctx, row)
-            items.append({k: document[k] for k in ("name", "credentialProviderArn", "createdTime", "lastUpdatedTime")})
-        answer: dict[str, Any] = {"credentialProviders": items}
-        if len(page) > command.max_results:
-            answer["nextToken"] = encode_token(ctx.token_secret, scope, page[command.max_results - 1].name)
-        return answer
-
-    return ctx.store.read(read)
+    keys = ("name", "credentialProviderArn", "createdTime", "lastUpdatedTime")
+    return _list(ctx, _API_KEYS, command, "credentialProviders", lambda row: _only(_api_key_doc(ctx, row), keys))
 
 
 # -- OAuth2 providers ------------------------------------------------------------------------------------------
@@ -286,17 +344,7 @@ def _oauth2_doc(ctx: IdentityContext, row: rows.OAuth2Row, *, times: bool = True
         "oauth2ProviderConfigOutput": {config_key(row.vendor): output},
         "status": "READY",
     }
-    if times:
-        document["createdTime"] = _epoch(row.created_at)
-        document["lastUpdatedTime"] = _epoch(row.updated_at)
-    return document
-
-
-def _require_oauth2(conn: Connection, name: str) -> rows.OAuth2Row:
-    row = rows.get_oauth2(conn, name)
-    if row is None:
-        raise NotFoundError(f"OAuth2 credential provider {name} not found")
-    return row
+    return _with_times(document, row, times)
 
 
 def _resolved_config(ctx: IdentityContext, provider: c.OAuth2Input) -> dict[str, Any]:
@@ -325,23 +373,20 @@ def _seal_secret(ctx: IdentityContext, name: str, secret: str | None) -> bytes |
 def create_oauth2(ctx: IdentityContext, command: c.CreateOAuth2) -> dict[str, Any]:
     config = _resolved_config(ctx, command.provider)
 
-    def write(conn: Connection) -> dict[str, Any]:
-        if rows.get_oauth2(conn, command.name) is not None:
-            raise ConflictError(f"OAuth2 credential provider {command.name} already exists")
+    def insert(conn: Connection) -> dict[str, Any]:
         now = utcnow()
         sealed = _seal_secret(ctx, command.name, command.provider.client_secret)
         row = rows.OAuth2Row(command.name, command.provider.vendor, config, sealed, now, now)
         rows.insert_oauth2(conn, row)
-        rows.put_tags(conn, ctx.where.oauth2_arn(command.name), command.tags)
         document = _oauth2_doc(ctx, row, times=False)
         document.pop("credentialProviderVendor")
         return document
 
-    return _write(ctx, write, f"OAuth2 credential provider {command.name} already exists")
+    return _create(ctx, _OAUTH2, command.name, command.tags, insert)
 
 
 def get_oauth2(ctx: IdentityContext, command: c.GetOAuth2) -> dict[str, Any]:
-    return ctx.store.read(lambda conn: _oauth2_doc(ctx, _require_oauth2(conn, command.name)))
+    return ctx.store.read(lambda conn: _oauth2_doc(ctx, _OAUTH2.require(conn, command.name)))
 
 
 def update_oauth2(ctx: IdentityContext, command: c.UpdateOAuth2) -> dict[str, Any]:
@@ -349,7 +394,7 @@ def update_oauth2(ctx: IdentityContext, command: c.UpdateOAuth2) -> dict[str, An
     config = _resolved_config(ctx, command.provider)
 
     def write(conn: Connection) -> dict[str, Any]:
-        row = _require_oauth2(conn, command.name)
+        row = _OAUTH2.require(conn, command.name)
         sealed = _seal_secret(ctx, row.name, command.provider.client_secret)
         row = replace(
             row,
@@ -365,28 +410,12 @@ def update_oauth2(ctx: IdentityContext, command: c.UpdateOAuth2) -> dict[str, An
 
 
 def delete_oauth2(ctx: IdentityContext, command: c.DeleteOAuth2) -> dict[str, Any]:
-    def write(conn: Connection) -> dict[str, Any]:
-        _require_oauth2(conn, command.name)
-        rows.delete_oauth2(conn, command.name)
-        rows.drop_tags(conn, ctx.where.oauth2_arn(command.name))
-        return {}
-
-    return ctx.store.write(write)
+    return _delete(ctx, _OAUTH2, command.name)
 
 
 def list_oauth2(ctx: IdentityContext, command: c.ListOAuth2) -> dict[str, Any]:
-    scope = "oauth2-providers"
-
-    def read(conn: Connection) -> dict[str, Any]:
-        page = rows.list_oauth2(conn, after=_page(ctx, scope, command.next_token), limit=command.max_results + 1)
-        keys = ("name", "credentialProviderVendor", "credentialProviderArn", "createdTime", "lastUpdatedTime")
-        items = [{k: _oauth2_doc(ctx, row)[k] for k in keys} for row in page[: command.max_results]]
-        answer: dict[str, Any] = {"credentialProviders": items}
-        if len(page) > command.max_results:
-            answer["nextToken"] = encode_token(ctx.token_secret, scope, page[command.max_results - 1].name)
-        return answer
-
-    return ctx.store.read(read)
+    keys = ("name", "credentialProviderVendor", "credentialProviderArn", "createdTime", "lastUpdatedTime")
+    return _list(ctx, _OAUTH2, command, "credentialProviders", lambda row: _only(_oauth2_doc(ctx, row), keys))
 
 
 # -- token vault -----------------------------------------------------------------------------------------------

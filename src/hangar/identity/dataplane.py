@@ -61,7 +61,7 @@ class IdentityDataPlane:
         store: IdentityTokenStore,
         oauth: OAuthClient,
         verify_user_jwt: UserJwtVerifier,
-        clock=time.time,  # type: ignore[no-untyped-def]
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.tokens = tokens
         self.directory = directory
@@ -326,12 +326,13 @@ class IdentityDataPlane:
             pattern=shapes.SESSION_URI,
         )
         identifier = check.struct(check.required(body, "userIdentifier", "userIdentifier"), "userIdentifier")
-        member = check.union(identifier, "userIdentifier", ("userToken", "userId")) if identifier else None
         user_token = user_id = None
-        if member == "userToken":
-            user_token = shapes.user_token(identifier["userToken"], "userIdentifier.userToken", check)  # type: ignore[index]
-        elif member == "userId":
-            user_id = shapes.user_id(identifier["userId"], "userIdentifier.userId", check)  # type: ignore[index]
+        if identifier:
+            member = check.union(identifier, "userIdentifier", ("userToken", "userId"))
+            if member == "userToken":
+                user_token = shapes.user_token(identifier["userToken"], "userIdentifier.userToken", check)
+            elif member == "userId":
+                user_id = shapes.user_id(identifier["userId"], "userIdentifier.userId", check)
         check.raise_if_any()
         assert session_uri is not None
         session = await self._session(session_uri)

@@ -16,6 +16,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -79,7 +80,9 @@ class Pkce:
 class OAuthClient:
     """One per server: a pooled httpx client and the discovery cache."""
 
-    def __init__(self, clock=time.time, deadline_s: float = DEADLINE_S, timeout: httpx.Timeout = TIMEOUT) -> None:  # type: ignore[no-untyped-def]
+    def __init__(
+        self, clock: Callable[[], float] = time.time, deadline_s: float = DEADLINE_S, timeout: httpx.Timeout = TIMEOUT
+    ) -> None:
         self._clock = clock
         self._deadline_s = deadline_s
         self._timeout = timeout

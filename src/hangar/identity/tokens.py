@@ -21,6 +21,7 @@ import os
 import secrets
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,7 +77,13 @@ def load_key(path: Path) -> bytes:
 class WorkloadTokens:
     """Mint and verify WATs; one instance per server (the key is read once)."""
 
-    def __init__(self, key: bytes, box: SecretBox | None = None, ttl_s: int = DEFAULT_TTL_S, clock=time.time) -> None:  # type: ignore[no-untyped-def]
+    def __init__(
+        self,
+        key: bytes,
+        box: SecretBox | None = None,
+        ttl_s: int = DEFAULT_TTL_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._key = key
         self._box = box
         self.ttl_s = ttl_s

@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from ._context import BedrockAgentCoreContext
 from ._identity_client import call
@@ -87,7 +87,8 @@ def requires_api_key(*, provider_name: str, into: str = "api_key") -> Callable[[
             "GetResourceApiKey",
             {"resourceCredentialProviderName": provider_name, "workloadIdentityToken": _workload_access_token()},
         )
-        return answer["apiKey"]
+        key: str = answer["apiKey"]
+        return key
 
     def decorator(func: F) -> F:
         return _inject(func, into, sync_fetch=fetch, async_fetch=lambda: asyncio.to_thread(fetch))
@@ -136,7 +137,8 @@ def requires_access_token(
         request.update({name: value for name, value in optional.items() if value})
         answer = await asyncio.to_thread(call, "GetResourceOauth2Token", request)
         if "accessToken" in answer:
-            return answer["accessToken"]
+            token: str = answer["accessToken"]
+            return token
         if "authorizationUrl" not in answer:
             raise RuntimeError("the identity service answered with neither an access token nor an authorization URL")
         url = answer["authorizationUrl"]
@@ -187,14 +189,14 @@ def _inject(func: F, into: str, *, sync_fetch: Callable[[], str], async_fetch: C
             kwargs[into] = await async_fetch()
             return await func(*args, **kwargs)
 
-        return async_wrapper  # type: ignore[return-value]
+        return cast(F, async_wrapper)  # functools.wraps keeps the signature F, which mypy cannot see
 
     @functools.wraps(func)
     def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
         kwargs[into] = sync_fetch()
         return func(*args, **kwargs)
 
-    return sync_wrapper  # type: ignore[return-value]
+    return cast(F, sync_wrapper)
 
 
 def _run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -205,20 +207,21 @@ def _run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
     except RuntimeError:
         return asyncio.run(coroutine)
     context = contextvars.copy_context()
-    outcome: dict[str, Any] = {}
+    values: list[T] = []
+    errors: list[BaseException] = []
 
     def run() -> None:
         try:
-            outcome["value"] = context.run(asyncio.run, coroutine)
+            values.append(context.run(asyncio.run, coroutine))
         except BaseException as exc:  # handed back to the caller's thread below
-            outcome["error"] = exc
+            errors.append(exc)
 
     helper = threading.Thread(target=run, name="hangar-identity-call")
     helper.start()
     helper.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
+    if errors:
+        raise errors[0]
+    return values[0]
 
 
 # -- where the workload access token comes from --------------------------------------------------------------
@@ -265,4 +268,5 @@ def _local_development_token() -> str:
     except OSError:
         logger.warning("could not write %s; the next run creates another workload identity", path.absolute())
     answer = call("GetWorkloadAccessTokenForUserId", {"workloadName": workload, "userId": user_id})
-    return answer["workloadAccessToken"]
+    token: str = answer["workloadAccessToken"]
+    return token

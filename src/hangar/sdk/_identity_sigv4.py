@@ -57,7 +57,7 @@ class Credentials:
         mine = (self.access_key, self.secret_key, self.token, self.expires_at)
         return mine == (other.access_key, other.secret_key, other.token, other.expires_at)
 
-    __hash__ = None  # type: ignore[assignment]
+    # No __hash__: a class that defines __eq__ alone is unhashable (Python sets __hash__ to None), as it should be.
 
     def __repr__(self) -> str:  # never the secret or the token
         return f"Credentials(access_key={self.access_key!r}, expires_at={self.expires_at!r})"
@@ -104,6 +104,7 @@ def _container_endpoint(env: Mapping[str, str]) -> str | None:
 def _authorization_token(env: Mapping[str, str]) -> str | None:
     """The token file wins over the variable (it can be rotated under a running process), as in botocore."""
     path = env.get("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
+    token: str | None
     if path:
         with open(path, encoding="utf-8") as handle:
             token = handle.read().strip()

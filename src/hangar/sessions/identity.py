@@ -19,6 +19,7 @@ import secrets
 import string
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,7 +78,13 @@ class Binding:
 class SandboxIdentities:
     """The in-memory table of bound sandboxes and their keys; safe to use from the event loop and worker threads."""
 
-    def __init__(self, region: str, socket_dir: Path | None, ttl_s: int = CREDENTIALS_TTL_S, clock=time.time) -> None:  # type: ignore[no-untyped-def]
+    def __init__(
+        self,
+        region: str,
+        socket_dir: Path | None,
+        ttl_s: int = CREDENTIALS_TTL_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.region = region
         self.socket_dir = socket_dir  # None: the backend cannot give its sandboxes the identity channel
         self.ttl_s = ttl_s

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, and_, delete, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, and_, delete, insert, select, update
 
 from hangar.store.tables import identity_oauth_sessions as sessions_table
 from hangar.store.tables import identity_tokens as tokens_table
@@ -176,7 +176,7 @@ class IdentityTokenStore:
         return self._store.write(write)
 
 
-def _key_clause(key: TokenKey):  # type: ignore[no-untyped-def]
+def _key_clause(key: TokenKey) -> ColumnElement[bool]:
     c = tokens_table.c
     return and_(
         c.workload == key.workload,
@@ -206,7 +206,7 @@ def _upsert_token(conn: Connection, token: CachedToken) -> None:
     )
 
 
-def _one_session(conn: Connection, clause) -> OAuthSession | None:  # type: ignore[no-untyped-def]
+def _one_session(conn: Connection, clause: ColumnElement[bool]) -> OAuthSession | None:
     row = conn.execute(select(sessions_table).where(clause)).mappings().first()
     if row is None:
         return None

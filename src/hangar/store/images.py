@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Row, and_, delete, func, insert, select, update
 
 from hangar.store.tables import image_manifests, image_repositories, image_tags, runtime_versions
 from hangar.store.transactions import as_utc
@@ -76,16 +77,16 @@ def put_manifest(conn: Connection, row: ManifestRow) -> None:
     )
 
 
-def _manifest(row: object, tags: tuple[str, ...] = ()) -> ManifestRow:
+def _manifest(row: Row[Any], tags: tuple[str, ...] = ()) -> ManifestRow:
     return ManifestRow(
-        repository=row.repository,  # type: ignore[attr-defined]
-        digest=row.digest,  # type: ignore[attr-defined]
-        media_type=row.media_type,  # type: ignore[attr-defined]
-        artifact_type=row.artifact_type,  # type: ignore[attr-defined]
-        subject=row.subject,  # type: ignore[attr-defined]
-        size=row.size,  # type: ignore[attr-defined]
-        image_size=row.image_size,  # type: ignore[attr-defined]
-        pushed_at=as_utc(row.pushed_at),  # type: ignore[attr-defined]
+        repository=row.repository,
+        digest=row.digest,
+        media_type=row.media_type,
+        artifact_type=row.artifact_type,
+        subject=row.subject,
+        size=row.size,
+        image_size=row.image_size,
+        pushed_at=as_utc(row.pushed_at),
         tags=tags,
     )
 
@@ -144,7 +145,7 @@ def list_tags(conn: Connection, repository: str) -> list[str]:
     return [row.tag for row in conn.execute(query)]
 
 
-def version_images(conn: Connection) -> list[dict[str, object]]:
+def version_images(conn: Connection) -> list[dict[str, Any]]:
     """The image of every version that has one (what garbage collection must keep)."""
     rows = conn.execute(select(runtime_versions.c.image).where(runtime_versions.c.image.is_not(None)))
     return [row.image for row in rows if row.image]

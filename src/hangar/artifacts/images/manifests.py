@@ -162,6 +162,11 @@ def _strings(value: Any) -> tuple[str, ...]:
     return ()
 
 
+def _object(value: Any) -> dict[str, Any]:
+    """A JSON object, or an empty one for anything else (a missing or malformed section reads as empty)."""
+    return value if isinstance(value, dict) else {}
+
+
 def parse_config(body: bytes) -> RunConfig:
     try:
         document = json.loads(body)
@@ -169,14 +174,14 @@ def parse_config(body: bytes) -> RunConfig:
         raise RegistryError("MANIFEST_INVALID", "the image config is not JSON") from None
     if not isinstance(document, dict):
         raise RegistryError("MANIFEST_INVALID", "the image config is not a JSON object")
-    config = document.get("config") if isinstance(document.get("config"), dict) else {}
+    config = _object(document.get("config"))
     env: list[tuple[str, str]] = []
     for item in _strings(config.get("Env")):
         name, _, value = item.partition("=")
         if name:
             env.append((name, value))
-    rootfs = document.get("rootfs") if isinstance(document.get("rootfs"), dict) else {}
-    ports = config.get("ExposedPorts") if isinstance(config.get("ExposedPorts"), dict) else {}
+    rootfs = _object(document.get("rootfs"))
+    ports = _object(config.get("ExposedPorts"))
     return RunConfig(
         architecture=str(document.get("architecture") or ""),
         os=str(document.get("os") or ""),

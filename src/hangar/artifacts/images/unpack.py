@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import os
 import posixpath
 import shutil
@@ -25,7 +26,7 @@ import stat
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Protocol
 
 from hangar.artifacts.images.errors import ImageError
 
@@ -59,10 +60,18 @@ class LayerResult:
     size: int = 0
 
 
-class _Counted:
-    """A file-like counting what passes through; used on both sides of the decompressor."""
+class _Reader(Protocol):
+    """What the counters read from: the blob file, a gzip or zstd decompressing reader, or another counter."""
 
-    def __init__(self, inner: Any) -> None:
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class _Counted(io.RawIOBase):
+    """A file-like counting what passes through; used on both sides of the decompressor. A raw I/O object so the
+    decompressors and tarfile's stream reader take it as the file they expect (they only ever call ``read``)."""
+
+    def __init__(self, inner: _Reader) -> None:
+        super().__init__()
         self.inner = inner
         self.count = 0
 
@@ -75,7 +84,7 @@ class _Counted:
 class _Capped(_Counted):
     """The decompressed stream: refuses past the budget or at a bomb-like ratio, before the bytes reach disk."""
 
-    def __init__(self, inner: Any, compressed: _Counted, limit: int, layer: str) -> None:
+    def __init__(self, inner: _Reader, compressed: _Counted, limit: int, layer: str) -> None:
         super().__init__(inner)
         self.compressed = compressed
         self.limit = limit
@@ -98,11 +107,12 @@ def _decompressed(raw: IO[bytes], layer: str, limit: int) -> tuple[_Capped, _Cou
     raw.seek(0)
     compressed = _Counted(raw)
     if head[:2] == b"\x1f\x8b":
-        inner: Any = gzip.GzipFile(fileobj=compressed, mode="rb")  # type: ignore[arg-type]
+        inner: _Reader = gzip.GzipFile(fileobj=compressed, mode="rb")
     elif head == b"\x28\xb5\x2f\xfd":
         import zstandard
 
-        inner = zstandard.ZstdDecompressor().stream_reader(compressed, read_across_frames=True)
+        reader = zstandard.ZstdDecompressor().stream_reader
+        inner = reader(compressed, read_across_frames=True)  # type: ignore[arg-type]  # the stub wants IO; it only read()s
     else:
         inner = compressed
     return _Capped(inner, compressed, limit, layer), compressed
@@ -163,13 +173,14 @@ def unpack_layer(blob: Path, tree: Path, layer: str, budget: Budget) -> LayerRes
     with blob.open("rb") as raw:
         stream, _ = _decompressed(raw, layer, budget.max_bytes - budget.used)
         try:
-            with tarfile.open(fileobj=stream, mode="r|") as archive:  # type: ignore[call-overload]
+            with tarfile.open(fileobj=stream, mode="r|") as archive:
                 for member in archive:
                     budget.entries += 1
                     if budget.entries > MAX_ENTRIES:
                         raise ImageError(f"the image has more than {MAX_ENTRIES} files")
                     _place(archive, member, tree, result, budget)
-                    archive.members = []  # streaming: keep no per-member state
+                    # Streaming: keep no per-member state.
+                    archive.members = []  # type: ignore[attr-defined]  # a real attribute typeshed leaves out
         except (tarfile.TarError, EOFError, OSError) as exc:
             if isinstance(exc, ImageError):
                 raise
