@@ -13,6 +13,7 @@ import concurrent.futures
 import hashlib
 import json
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.dataplane.support import deploy, new_session_id, seed, sessions, wait_for, world_readable_dir
-from tests.support.server import HangarServer
+from tests.support.server import HANGAR_BIN, HangarServer
 
 MOUNT = "/mnt/work"
 STORAGE = {"sessionStorage": {"mountPath": MOUNT}}
@@ -141,6 +142,10 @@ def test_files_survive_stop_and_kill_and_new_ids_start_empty(
     assert "./big.bin regular file 644" in before and "./link symbolic link 777" in before, before
     assert "./small.txt regular file 640 981173106 5 1000" in before, before
     assert entry(server, sid)["storageBytes"] >= 200 << 20
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "HANGAR_"))}
+    env.update(HANGAR_ENDPOINT_URL=server.url, HANGAR_DATA_DIR=str(server.data_dir), COLUMNS="300")
+    listed = subprocess.run([str(HANGAR_BIN), "sessions", "list"], env=env, capture_output=True, text=True, timeout=60)
+    assert f"/{CAP_MIB} MiB" in listed.stdout, listed.stdout + listed.stderr
     kinds = {entry(server, sid)["startKind"]}
 
     stop(data, runtime, sid)
@@ -223,8 +228,24 @@ def test_expired_storage_is_deleted(server: HangarServer, root: Path, data: Any,
     assert ok(data, runtime, fresh, f"cat {MOUNT}/file").strip() == "old"
 
 
-def test_symlinks_in_storage_reach_nothing_of_the_host(root: Path, data: Any, runtime: dict[str, Any]) -> None:
-    victim, attacker = new_session_id(), new_session_id()
+def forked_session(server: HangarServer, data: Any, runtime: dict[str, Any]) -> str:
+    """A new session started by fork (the version's template may still be warming up for the first ones)."""
+
+    def attempt() -> str | None:
+        sid = new_session_id()
+        ok(data, runtime, sid, "true")
+        if entry(server, sid)["startKind"] == "fork":
+            return sid
+        stop(data, runtime, sid)
+        return None
+
+    return wait_for(attempt, timeout=120, interval=0.5)
+
+
+def test_symlinks_in_storage_reach_nothing_of_the_host(
+    server: HangarServer, root: Path, data: Any, runtime: dict[str, Any]
+) -> None:
+    victim, attacker = new_session_id(), forked_session(server, data, runtime)
     ok(data, runtime, victim, f"echo secret > {MOUNT}/secret")
     victim_host = storage_dir(root, runtime, victim)
     (root / "host-only.txt").write_text("host")
@@ -233,6 +254,8 @@ def test_symlinks_in_storage_reach_nothing_of_the_host(root: Path, data: Any, ru
         f"&& ln -s {victim_host}/storage.ext4 image && ln -s /proc/1/root/etc/shadow shadow"
     )
     ok(data, runtime, attacker, plant)
+    # a forked session's view of the host's slots (every fork's storage passes there) is covered and cut off
+    assert ok(data, runtime, attacker, "ls -A /run/hangar-slots 2>/dev/null | wc -l").strip() == "0"
     for name in ("host", "other", "image", "shadow"):
         code, out = run(data, runtime, attacker, f"cat {MOUNT}/{name}")
         assert code != 0 and "secret" not in out and "host" not in out.replace(f"{MOUNT}/host", ""), (name, out)

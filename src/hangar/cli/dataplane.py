@@ -180,6 +180,14 @@ def _age(entry: dict[str, Any]) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def _storage(session: dict[str, Any]) -> str:
+    """Persistent session storage in use (of its cap), or "-" when the runtime has none."""
+    used, cap = session.get("storageBytes"), session.get("storageCapBytes")
+    if not isinstance(used, int):
+        return "-"
+    return f"{used / 1048576:.0f}/{cap / 1048576:.0f} MiB" if isinstance(cap, int) else f"{used / 1048576:.0f} MiB"
+
+
 @sessions_app.command("list")
 def sessions_list(
     all_: bool = typer.Option(False, "--all", "-a", help="Include recently Terminated sessions."),
@@ -188,14 +196,16 @@ def sessions_list(
     data_dir: Path | None = DATA_DIR,
     region: str | None = REGION,
 ) -> None:
-    """List sessions: state, runtime, version, age, last activity, memory."""
+    """List sessions: state, runtime, version, age, last activity, memory, persistent storage used."""
     hangar = connect(endpoint_url, data_dir, region)
     body = operator_call(hangar, "GET", "/hangar/sessions/")
     sessions = [s for s in body["sessions"] if all_ or s["state"] != "Terminated"]
     if as_json:
         print_json(sessions)
         return
-    table = Table("runtime", "session", "version", "state", "start", "age", "last activity", "memory", "ended because")
+    table = Table(
+        "runtime", "session", "version", "state", "start", "age", "last activity", "memory", "storage", "ended because"
+    )
     for s in sessions:
         memory = s.get("memoryBytes")
         table.add_row(
@@ -207,6 +217,7 @@ def sessions_list(
             _age(s),
             _when(s.get("lastActivityAt")),
             f"{memory / 1048576:.0f} MiB" if isinstance(memory, int) else "-",
+            _storage(s),
             str(s.get("endReason") or ""),
         )
     console.print(table)

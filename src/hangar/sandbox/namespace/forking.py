@@ -163,7 +163,7 @@ async def prepare_fork(
             request: dict[str, object] = {
                 "disk_bytes": max(spec.limits.disk_bytes - log_bytes, 4096),
                 "keep": under_writable(spec),
-                "storage": storage.fork_request(resources.state_root, spec),
+                "storage": await asyncio.to_thread(storage.fork_request, resources.state_root, spec, uid),
             }
             if user is not None:
                 request["image"] = {"uid": user.uid, "gid": user.gid, "workdir": image_root.normalized(spec.workdir)}

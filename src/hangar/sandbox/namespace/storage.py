@@ -104,10 +104,13 @@ def cold_mounts(state: StateDir, spec: SandboxSpec, uid: int, merged: Path | Non
     return args
 
 
-def fork_request(state_root: Path, spec: SandboxSpec) -> dict[str, str] | None:
-    """The prepared fork's empty slot (the zygote's request names where the fork finds it and where it binds it)."""
+def fork_request(state_root: Path, spec: SandboxSpec, uid: int) -> dict[str, str] | None:
+    """The prepared fork's empty slot (the zygote's request names where the fork finds it and where it binds it).
+    The user namespace its ID-mapped view needs is made now: ~25 ms (a short-lived ``unshare`` child) that would
+    otherwise fall on the request path, where attaching the view then takes ~0.1 ms."""
     if spec.storage_path is None:
         return None
+    image_root._userns_fd(uid)
     slot = slots_root(state_root) / spec.sandbox_id
     slot.mkdir(mode=0o755)
     return {"slot": f"{SLOTS_INSIDE}/{spec.sandbox_id}", "path": spec.storage_path}
