@@ -7,8 +7,9 @@ session, until its idle timeout passes without another. A version never gets one
 (``HANGAR_TEMPLATES=false``), the backend cannot fork (``process``), the runtime opts out with the environment
 variable ``HANGAR_TEMPLATE=off``, or it is an image whose entry point is not ``python3.11+ script.py``. A template
 that reports itself unsafe to fork (threads at import, an entry point that is not a Python script, uvicorn started
-from async code) is not restarted: that version's sessions start cold and the reason is in the logs, the session's
-``coldReason`` and ``GET /hangar/sessions/``.
+inside an event loop that is not the agent's fork point) is not restarted: that version's sessions start cold and
+the reason is in the logs, the session's ``coldReason`` and ``GET /hangar/sessions/``; with ``cold_spares`` the warm
+pool keeps one cold spare of such a version started ahead (``unforkable``).
 """
 
 from __future__ import annotations
