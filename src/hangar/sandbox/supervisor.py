@@ -303,7 +303,8 @@ class Commands:
 
 SHELLS = ("/bin/bash", "/bin/sh")
 SHELL_FRAME_LIMIT = 1024 * 1024
-SHELL_HANGUP_S = 2.0  # after a hangup, what still runs of the shell's group is killed
+SHELL_HANGUP_S = 5.0  # after a hangup, what still runs of the shell's group is killed
+SHELL_CLOSE_S = 5.0  # how long the caller has to hang up after the exit status
 SHELL_DRAIN_S = 0.5  # output still in the pty when the shell exits; a background job holding it open stops here
 
 
@@ -356,8 +357,14 @@ class Shell:
         finally:
             _kill_group(self.pid)
             self.groups.discard(self.pid)
-            for task in (pump, inbound):
-                task.cancel()
+            pump.cancel()
+            if exited.done() and not inbound.done():
+                # The caller has the status: let it hang up first. Closing with its frames unread would reset the
+                # connection, and a reset can lose the status still on its way.
+                with contextlib.suppress(OSError):
+                    writer.write_eof()
+                await asyncio.wait({inbound}, timeout=SHELL_CLOSE_S)
+            inbound.cancel()
             if not exited.done():
                 await asyncio.wait({exited}, timeout=SHELL_DRAIN_S)
             exited.cancel()
