@@ -20,7 +20,7 @@ from typing import Literal
 
 from hangar.domain.errors import RuntimeClientError
 from hangar.sandbox.base import OUTBOUND_DIR, SandboxBackend, SandboxSpec, SandboxStats, Template
-from hangar.sandbox.namespace import forking, image_root, network, rootfs, seccomp, storage
+from hangar.sandbox.namespace import image_root, network, rootfs, seccomp, storage
 from hangar.sandbox.namespace.cgroups import Cgroup, CgroupLayout, detect
 from hangar.sandbox.namespace.launcher import data_fd, fill, launch_argv
 from hangar.sandbox.namespace.resources import SessionResources, names, remove
@@ -147,8 +147,7 @@ class NamespaceBackend(SandboxBackend):
         sandbox: NamespaceSandbox | None = None
         try:
             storage.attach_to_fork(self.state_root, spec, prepared.spec.sandbox_id, prepared.uid, prepared.process.pid)
-            proc = forking.finish_fork(prepared)
-            template.forks += 1
+            proc = template.begin_session(prepared)
             sandbox = self._sandbox(prepared.spec, prepared.state, proc, prepared.uid, prepared.cgroup, prepared.link)
             await self._ready(sandbox, prepared.channels)
             return sandbox

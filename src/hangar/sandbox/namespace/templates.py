@@ -137,6 +137,13 @@ class NamespaceTemplate(Template):
             await prepared.discard(self.resources)
         return await self._prepare(spec)
 
+    def begin_session(self, prepared: PreparedFork) -> forking.ForkedProcess:
+        """Tell a fork taken from this template to start the supervisor and the agent (``forking.finish_fork``);
+        counted as one of its forks. The caller waits for the agent's ready byte."""
+        process = forking.finish_fork(prepared)
+        self.forks += 1
+        return process
+
     def prepare_next(self) -> None:
         """Prepare the next session's fork beside the request path (one at a time)."""
         if self.refill is not None or self.prepared is not None or not self.alive():
