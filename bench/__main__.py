@@ -17,6 +17,7 @@ SUITES = (
     *("profile_start", "new_session", "warm_invoke", "peer_langgraph", "streaming", "payloads", "density", "soak"),
     "image_session",
     "examples",
+    "server_shapes",
 )
 
 

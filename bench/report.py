@@ -184,6 +184,7 @@ def headline(results: dict[str, Any]) -> list[Row]:
             )
         )
     rows += example_rows(_get(results, "examples") or {})
+    rows += shape_rows(_get(results, "server_shapes") or {})
     rows += soak_rows(_get(results, "soak") or {})
     for suite, values in results.items():
         if isinstance(values, dict) and ("error" in values or "skipped" in values):
@@ -209,6 +210,26 @@ def example_rows(examples: dict[str, Any]) -> list[Row]:
                 _ms(plain.get("p50_ms")),
                 "python main.py",
                 f"plain/hangar {_x(values.get('plain_over_hangar_p50'))}",
+            )
+        )
+    return rows
+
+
+def shape_rows(shapes: dict[str, Any]) -> list[Row]:
+    """Suite 11: new sessions of each server shape (async-started included), beside hangar.sdk's, all forked."""
+    rows: list[Row] = []
+    for name, values in shapes.items():
+        if not isinstance(values, dict) or "hangar_fork" not in values:
+            continue
+        fork = values["hangar_fork"]
+        verdict = "within 1.5x: met" if values.get("within_target") else "within 1.5x: missed"
+        rows.append(
+            (
+                f"shape {name} ({values['protocol']}): new session p50 (p99), forked",
+                f"{_ms(fork.get('p50_ms'))} ({_ms(fork.get('p99_ms'))})",
+                _ms(shapes.get("echo_sdk", {}).get("hangar_fork", {}).get("p50_ms")),
+                "echo_sdk forked",
+                f"{_x(values.get('over_echo_sdk_p50'))} of echo_sdk; {verdict}",
             )
         )
     return rows
