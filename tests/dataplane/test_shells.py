@@ -26,7 +26,7 @@ from botocore.credentials import Credentials
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.dataplane.support import deploy, new_session_id, wait_for
+from tests.dataplane.support import deploy, new_session_id, session_state, wait_for
 from tests.support.server import HangarServer, read_admin_key
 
 SESSION_HEADER = "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id"
@@ -422,3 +422,27 @@ def test_hangar_shell_is_a_real_terminal(server: HangarServer, runtime: dict[str
     tmux.wait(r"interrupted-130")
     tmux.type("exit 3")
     tmux.wait(r"CLI-EXIT=3")
+
+
+def test_an_attached_shell_keeps_its_session_and_a_detached_one_is_reaped_with_it(
+    server: HangarServer, control: Any
+) -> None:
+    # 60 s idle timeout on the wire is 1.2 s on this server (TIME_SCALE).
+    runtime = deploy(control, "echo", lifecycleConfiguration={"idleRuntimeSessionTimeout": 60})
+    arn, runtime_id, session_id = runtime["agentRuntimeArn"], runtime["agentRuntimeId"], new_session_id()
+
+    async def talk() -> None:
+        ws, term = await _open(server, arn, session_id, "idle")
+        await asyncio.sleep(4)  # quiet, but attached: Active, never reaped
+        assert session_state(server, runtime_id, session_id) == "Active"
+        await term.type("echo $$ > /tmp/shell-pid; echo still-here\n")
+        await term.until("still-here")
+        await ws.close()
+        await asyncio.to_thread(wait_for, lambda: session_state(server, runtime_id, session_id) == "Terminated", 30)
+        ws, term = await _open(server, arn, session_id, "idle")
+        assert term.statuses[0]["metadata"]["reconnected"] is False  # the old shell went with its session
+        await term.type("cat /tmp/shell-pid 2>/dev/null || echo fresh-sandbox\n")
+        await term.until("fresh-sandbox")
+        await ws.close()
+
+    asyncio.run(talk())

@@ -12,7 +12,6 @@ shells run per runtime.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import weakref
 from dataclasses import dataclass
@@ -182,20 +181,21 @@ class ShellRegistry:
             del self.shells[key]
 
     def _ended(self, shell: Shell) -> None:
-        """The shell's process is gone. Kept until a client gets its end, unless its session is over."""
+        """The shell's process is gone. Kept until a client gets its end, unless its session is over; at most
+        ``MAX_SHELLS_PER_RUNTIME`` such ends per runtime are kept (the oldest go first)."""
         if shell.session.ended_at is not None:
             self.finished(shell)
+            return
+        runtime_id = shell.session.key.runtime_id
+        ended = [key for key, kept in self.shells.items() if key[0] == runtime_id and not kept.live]
+        for key in ended[: max(0, len(ended) - MAX_SHELLS_PER_RUNTIME)]:
+            del self.shells[key]
 
     def _sweep(self) -> None:
         """Forget ended shells of ended sessions (their end can no longer reach anybody)."""
         for key, shell in list(self.shells.items()):
             if not shell.live and shell.session.ended_at is not None:
                 del self.shells[key]
-
-    async def close(self) -> None:
-        for shell in list(self.shells.values()):
-            with contextlib.suppress(Exception):
-                await shell.process.close()
 
 
 _REGISTRIES: weakref.WeakKeyDictionary[object, ShellRegistry] = weakref.WeakKeyDictionary()
