@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +57,12 @@ def _uid_of(proc: Path) -> int | None:
     return None
 
 
+def _zombie(proc: Path) -> bool:
+    with contextlib.suppress(OSError, IndexError):
+        return (proc / "stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    return False
+
+
 def processes(old: Sandboxes, data_dir: Path) -> list[str]:
     """Live processes of ``old``: in one of their cgroups, naming them on the command line, or running as one of
     their uids while no sandbox of the installation leases that uid now."""
@@ -71,6 +78,8 @@ def processes(old: Sandboxes, data_dir: Path) -> list[str]:
             text += " " + (proc / "cgroup").read_text(errors="replace")
         except OSError:
             continue
+        if _zombie(proc):
+            continue  # dead, waiting for its reaper: holds nothing but a pid
         uid = _uid_of(proc)
         if any(needle in text for needle in needles) or (uid is not None and uid in stale_uids):
             found.append(f"process {proc.name} (uid {uid}): {text.strip()[:160]}")
@@ -104,3 +113,12 @@ def mounts_under(*roots: Path) -> list[str]:
     points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
     wanted = [str(root.resolve()) if root.exists() else str(root) for root in roots]
     return [p for p in points if any(p == r or p.startswith(r + "/") for r in wanted)]
+
+
+def settled(old: Sandboxes, data_dir: Path, timeout: float = 60.0) -> list[str]:
+    """``residue`` once it is empty, or what is still there after ``timeout`` (cleanup runs at the server's start,
+    and a stopping sandbox takes a moment to leave)."""
+    deadline = time.monotonic() + timeout
+    while (left := residue(old, data_dir)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
