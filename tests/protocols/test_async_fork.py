@@ -167,26 +167,40 @@ def test_fastapi_under_asyncio_run_websocket_in_a_forked_session(
     assert forked(server, call) == "echo: hello"
 
 
-# --- the A2A (a2a-sdk) and AG-UI (ag-ui-protocol) examples
+# --- A2A: the example (a2a-sdk) and bedrock_agentcore's own serve_a2a helper; the AG-UI example (ag-ui-protocol)
 
 
-def test_a2a_example_forks_and_answers_the_a2a_client(server: HangarServer, control: Any) -> None:
-    runtime = deploy(control, "a2a_agent", protocolConfiguration={"serverProtocol": "A2A"})
+def a2a_conversation(server: HangarServer, runtime: dict[str, Any]) -> Callable[[str], tuple[str, list[Any]]]:
+    """One message/send through the official a2a client, in the given session; the events it got."""
     url = f"{server.url}/runtimes/{quote(runtime['agentRuntimeArn'], safe='')}/invocations"
 
-    def call(session_id: str) -> tuple[str, list[str]]:
-        async def converse() -> list[str]:
+    def call(session_id: str) -> tuple[str, list[Any]]:
+        async def converse() -> list[Any]:
             headers = {SESSION_HEADER: session_id}
             async with httpx.AsyncClient(auth=SigV4Httpx(admin_key(server)), headers=headers, timeout=120) as http:
                 card = await A2ACardResolver(http, base_url=url).get_agent_card()
                 client = ClientFactory(ClientConfig(httpx_client=http, streaming=False)).create(card)
                 events = [event async for event in client.send_message(user_message("forked and loud"))]
                 await client.close()
-            return [event.WhichOneof("payload") for event in events]
+            return events
 
         return session_id, asyncio.run(converse())
 
-    assert forked(server, call)  # message/send answered by a session forked from the A2A server's template
+    return call
+
+
+def test_a2a_example_forks_and_answers_the_a2a_client(server: HangarServer, control: Any) -> None:
+    runtime = deploy(control, "a2a_agent", protocolConfiguration={"serverProtocol": "A2A"})
+    events = forked(server, a2a_conversation(server, runtime))
+    assert events[-1].WhichOneof("payload") in ("task", "status_update")  # the example answers with a task
+
+
+def test_bedrock_agentcore_serve_a2a_forks_with_state_of_its_own(server: HangarServer, control: Any) -> None:
+    target = server.data_dir / "artifacts" / BUCKET / "agentcorea2a"
+    shutil.copytree(AGENTS / "agentcorea2a", target, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+    runtime = deploy(control, "agentcorea2a", protocolConfiguration={"serverProtocol": "A2A"})
+    (event,) = forked(server, a2a_conversation(server, runtime))
+    assert [part.text for part in event.message.parts] == ["seen 1"]  # the import's list, this session's copy
 
 
 def test_agui_example_forks_with_turns_of_its_own(server: HangarServer, control: Any, data: Any) -> None:
