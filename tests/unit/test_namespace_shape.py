@@ -1,6 +1,7 @@
 """The namespace backend stays one unit with one owner per state: no module of ``sandbox/namespace`` has a function
-that takes the backend and calls back into it, and none but ``backend.py`` (and the package's ``__init__``) imports
-the backend, so templates, forks and resources get their dependencies passed in. Read with ``ast``, nothing runs."""
+that takes the backend and calls back into it, none but ``backend.py`` (and the package's ``__init__``) imports
+the backend, so templates, forks and resources get their dependencies passed in, and only ``templates.py`` writes a
+template's state. Read with ``ast``, nothing runs."""
 
 from __future__ import annotations
 
@@ -44,6 +45,23 @@ def backend_imports(source: str, filename: str = "<source>") -> list[str]:
     return found
 
 
+def template_writes(source: str, filename: str = "<source>") -> list[str]:
+    """Assignments to an attribute of something named ``template`` (or ``*_template``): its state, written from
+    outside ``templates.py``, would have two owners again."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(source, filename=filename)):
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = [leaf for target in node.targets for leaf in ast.walk(target)]
+        elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+            targets = [node.target]
+        for target in targets:
+            owner = target.value.id if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) else ""
+            if owner == "template" or owner.endswith("_template"):
+                found.append(f"{filename}:{node.lineno} {ast.unparse(target)}")
+    return found
+
+
 def modules() -> list[Path]:
     paths = sorted(PACKAGE.glob("*.py"))
     assert len(paths) > 5  # the package is where this test thinks it is
@@ -64,6 +82,8 @@ def test_the_checks_see_the_shape_they_forbid() -> None:
     assert len(backend_imports(old_shape)) == 1
     assert backend_imports("from hangar.sandbox.namespace import backend\n") != []
     assert backend_parameters("def f(resources: object, spec: object) -> None: ...\n") == []
+    writes = "template.forks += 1\nspare, template.spare = template.spare, None\nx = template.forks\n"
+    assert len(template_writes(writes)) == 2
 
 
 def test_no_function_takes_the_backend() -> None:
@@ -74,6 +94,12 @@ def test_no_function_takes_the_backend() -> None:
 def test_only_the_backend_module_and_the_package_import_the_backend() -> None:
     outside = [path for path in modules() if path.name not in ("backend.py", "__init__.py")]
     problems = [found for path in outside for found in backend_imports(path.read_text(), path.name)]
+    assert problems == []
+
+
+def test_only_the_template_writes_its_state() -> None:
+    outside = [path for path in modules() if path.name != "templates.py"]
+    problems = [found for path in outside for found in template_writes(path.read_text(), path.name)]
     assert problems == []
 
 

@@ -52,7 +52,7 @@ class SessionResources:
 
     def inside_files(self) -> Path:
         """Root-owned, world-readable copies of the in-sandbox programs the sandbox uid can read (the install may be
-        0700): supervisor.py, isolate.py and zygote.py, bound read-only under /opt/hangar."""
+        0700): ``supervised.INSIDE_PROGRAMS`` (supervisor, isolate, zygote, ...), bound read-only under /opt/hangar."""
         inside = self.state_root / ".inside"  # a dot: never mistaken for a sandbox's state dir
         inside.mkdir(mode=0o755, exist_ok=True)
         for source in INSIDE_PROGRAMS:
