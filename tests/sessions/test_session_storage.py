@@ -13,16 +13,29 @@ import concurrent.futures
 import hashlib
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
+from hangar.config import Settings
+from hangar.domain.errors import InternalError
+from hangar.domain.invocation import InvocationTarget, PreparedVersion
+from hangar.sandbox.base import Limits, SandboxSpec
+from hangar.sandbox.selection import namespace_unsupported_reason
+from hangar.sandbox.state import instance_tag
+from hangar.sessions.storage import SessionStorage
 from tests.dataplane.support import deploy, new_session_id, seed, sessions, wait_for, world_readable_dir
+from tests.sandbox.fixtures import run_exec, wait_ping
+from tests.support.agents.image_rootfs import APP_GID, APP_UID, BUSYBOX_ARGV, busybox_rootfs
 from tests.support.server import HANGAR_BIN, HangarServer
 
 MOUNT = "/mnt/work"
@@ -34,8 +47,8 @@ LONG = {"idleRuntimeSessionTimeout": 1209600, "maxLifetime": 1209600}
 
 @pytest.fixture(scope="module")
 def root() -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("session storage needs the namespace backend (root)")
+    if namespace_unsupported_reason() is not None:
+        pytest.skip(f"session storage needs the namespace backend: {namespace_unsupported_reason()}")
     with world_readable_dir("hangar-storage-") as path:
         seed(path / "data", "testbed")
         yield path
@@ -363,3 +376,80 @@ def test_shared_volumes_are_shared_by_the_runtime_s_sessions(root: Path, control
         run(data, unmapped, new_session_id(), "true")
     assert caught.value.response["Error"]["Code"] == "ValidationException"
     assert "not mapped by the operator" in caught.value.response["Error"]["Message"]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _target(runtime_id: str, version: str, code: Path) -> InvocationTarget:
+    return InvocationTarget(
+        account_id="123456789012",
+        runtime_id=runtime_id,
+        runtime_arn=f"arn:aws:bedrock-agentcore:us-west-2:123456789012:runtime/{runtime_id}",
+        runtime_name="image",
+        endpoint_name="DEFAULT",
+        version=version,
+        protocol="HTTP",
+        port=8080,
+        path="/invocations",
+        network_mode="PUBLIC",
+        idle_timeout_s=900,
+        max_lifetime_s=28800,
+        prepared=PreparedVersion(code, code, ("main.py",), "hash"),
+        filesystems=(STORAGE,),
+    )
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(namespace_unsupported_reason() is not None, reason=str(namespace_unsupported_reason()))
+async def test_an_image_session_s_storage_belongs_to_the_image_s_user() -> None:
+    """A cold image sandbox (busybox, User app = 1234:2345) gets the storage at its mount path, made in its overlay
+    root, owned by the image's user; its forks start cold and say why."""
+    from hangar.sandbox.namespace import storage as sandbox_storage
+    from hangar.sandbox.namespace.backend import NamespaceBackend
+
+    base = Path(tempfile.mkdtemp(prefix="hss-", dir="/tmp"))  # short: socket paths must fit in 108 bytes
+    base.chmod(0o755)
+    rootfs = busybox_rootfs(base / "rootfs")
+    backend = NamespaceBackend(state_root=base / "state", tag=instance_tag(base))
+    store = SessionStorage(Settings(data_dir=base / "data", session_storage_mib=32), "namespace")
+    target = _target("image-0123456789", "1", rootfs)
+    spec = SandboxSpec(
+        sandbox_id=f"s-{uuid.uuid4().hex[:12]}",
+        code_dir=rootfs,
+        env_dir=rootfs,
+        command=BUSYBOX_ARGV,
+        agent_port=8080,
+        limits=Limits(memory_bytes=160 << 20, cpus=0.5, pids=48, disk_bytes=8 << 20),
+        network="none",
+        rootfs=rootfs,
+        user="app",
+        workdir="/app",
+        storage_path=MOUNT,
+    )
+    try:
+        for round_ in ("first", "again"):
+            mount = await store.acquire(target, "image-session")
+            sandbox = await backend.start(replace(spec, sandbox_id=f"s-{uuid.uuid4().hex[:12]}", storage=mount))
+            try:
+                await wait_ping(sandbox)
+                out, err, code, _ = await run_exec(sandbox, f"echo {round_} >> {MOUNT}/log; stat -c '%u %g %a' {MOUNT}")
+                assert code == 0, err
+                assert out.decode().split() == [str(APP_UID), str(APP_GID), "700"]
+            finally:
+                await sandbox.stop()
+                await store.release(target.runtime_id, "image-session")
+        assert (rootfs / "mnt").exists() is False  # the mount point was made in the session's overlay only
+        with pytest.raises(InternalError, match="start cold"):
+            sandbox_storage.check_forkable(spec)
+        mount = await store.acquire(target, "image-session")
+        try:
+            assert (mount / "log").read_text() == "first\nagain\n"
+            assert (mount / "log").stat().st_uid == 0  # on disk: "the session's user"
+        finally:
+            await store.release(target.runtime_id, "image-session")
+    finally:
+        await backend.cleanup_orphans()
+        shutil.rmtree(base, ignore_errors=True)

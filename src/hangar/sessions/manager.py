@@ -67,7 +67,8 @@ class SessionManager:
         self.identities = SandboxIdentities(settings.region, backend.outbound_dir())
         self.templates = TemplateSet(backend, settings.templates, self._spec, settings.session_time_scale)
         self.pool.cold_spares = self.templates.unforkable if settings.cold_spares and self.templates.enabled else None
-        self.storage = SessionStorage(settings, backend.name)  # filesystemConfigurations (sessions/storage.py)
+        # filesystemConfigurations (sessions/storage.py)
+        self.storage = SessionStorage(settings, backend.name, state_root=getattr(backend, "state_root", None))
         self._live: dict[SessionKey, Session] = {}
         self._starting: dict[SessionKey, asyncio.Task[Session]] = {}
         self._stopping: set[asyncio.Task[object]] = set()  # sandbox stops and crash checks: shutdown waits for them

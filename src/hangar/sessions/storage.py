@@ -50,7 +50,13 @@ Key = tuple[str, str]  # (runtime id, session id)
 
 
 class SessionStorage:
-    def __init__(self, settings: Settings, backend_name: str, artifacts_root: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        backend_name: str,
+        artifacts_root: Path | None = None,
+        state_root: Path | None = None,
+    ) -> None:
         self.root = settings.data_dir / "session-storage"
         self.cap_bytes = settings.session_storage_mib << 20
         self.expiry_s = settings.session_storage_expiry_s
@@ -60,6 +66,7 @@ class SessionStorage:
         self._locks: dict[Key, asyncio.Lock] = {}
         self._mounted: dict[Key, Path] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self.state_root = state_root  # the namespace backend's: its fork slots are unmounted at stop
 
     # -- what a version asks for -------------------------------------------------------------------------------
 
@@ -118,10 +125,15 @@ class SessionStorage:
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="session-storage-sweep")
 
     async def stop(self) -> None:
+        """After every session ended (Hangar's shutdown)."""
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+        if self.state_root is not None:
+            from hangar.sandbox.namespace.storage import unmount_slots  # namespace backends only (Linux)
+
+            await asyncio.to_thread(unmount_slots, self.state_root)
 
     async def _sweep_forever(self) -> None:
         interval = min(SWEEP_INTERVAL_S, max(self.expiry_s / 4, 1.0))

@@ -8,7 +8,8 @@ ID-mapped clone of it (on-disk 0 <-> the sandbox's leased host uid, which is 100
 * cold start: at ``<state>/storage``, bound by bwrap at the mount path (``cold_mounts``);
 * forked start: a fork is prepared before its session id is known, by a process that has no capabilities left once
   it is ready. Each prepared fork gets an empty *slot* ``<state_root>/.slots/<sandbox id>`` on a host mount that is
-  shared; the template's root binds the slots directory (a slave of it) at ``SLOTS_INSIDE``, and the fork, while
+  shared; the template's root binds its version's directory of it (``version_slots``: a slave; no template sees
+  another version's slots) at ``SLOTS_INSIDE``, and the fork, while
   still privileged in its own namespaces, binds its slot at the mount path (a slave too) and covers the slots
   directory (``isolate.enter_session``). On the request path ``attach_to_fork`` attaches the session's clone onto
   the slot: one ``move_mount`` the kernel propagates into the fork's mount path, checked through ``/proc/PID/root``.
@@ -22,8 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import os
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from hangar.domain.errors import InternalError
@@ -67,12 +70,29 @@ def slots_root(state_root: Path) -> Path:
     return path
 
 
+def version_slots(state_root: Path, spec: SandboxSpec) -> Path:
+    """The slots of one version's forks: what a template's spec and its forks' specs share (everything but the
+    sandbox id and the session's storage, as ``take_fork`` compares them) names the directory."""
+    digest = hashlib.sha256(repr(replace(spec, sandbox_id="", storage=None)).encode()).hexdigest()[:20]
+    path = slots_root(state_root) / digest
+    path.mkdir(mode=0o711, exist_ok=True)
+    return path
+
+
+def unmount_slots(state_root: Path) -> None:
+    """At shutdown, after every sandbox and template stopped: no mount left behind (a killed process's is reused)."""
+    path = state_root / SLOTS_DIR
+    if str(path) in _mount_points():
+        # SAFETY: detaches the slots mount of this installation; no sandbox of it runs any more.
+        _libc().umount2(str(path).encode(), 0x2)
+
+
 def template_mounts(state_root: Path, spec: SandboxSpec) -> list[str]:
     """bwrap arguments for a warm template's root: the version's shared volumes, and with sessionStorage the slots
     directory and the mount point every fork binds its slot on."""
     args = volume_mounts(spec)
     if spec.storage_path is not None:
-        args += ["--bind", str(slots_root(state_root)), SLOTS_INSIDE]
+        args += ["--bind", str(version_slots(state_root, spec)), SLOTS_INSIDE]
         args += ["--perms", "0755", "--dir", "/mnt", "--perms", "0755", "--dir", spec.storage_path]
     return args
 
@@ -111,7 +131,7 @@ def fork_request(state_root: Path, spec: SandboxSpec, uid: int) -> dict[str, str
     if spec.storage_path is None:
         return None
     image_root._userns_fd(uid)
-    slot = slots_root(state_root) / spec.sandbox_id
+    slot = version_slots(state_root, spec) / spec.sandbox_id
     slot.mkdir(mode=0o755)
     return {"slot": f"{SLOTS_INSIDE}/{spec.sandbox_id}", "path": spec.storage_path}
 
@@ -129,7 +149,9 @@ def attach_to_fork(state_root: Path, spec: SandboxSpec, prepared_id: str, uid: i
         return
     if spec.storage is None:
         raise InternalError("a session with sessionStorage started without its storage")
-    slot = state_root / SLOTS_DIR / prepared_id
+    if os.listdir(f"/proc/{pid}/root{SLOTS_INSIDE}"):  # the fork covered its view of the slots (isolate.py)
+        raise InternalError("the forked sandbox still sees other sessions' storage slots")
+    slot = version_slots(state_root, spec) / prepared_id
     attach(spec.storage, slot, uid)
     inside = os.stat(f"/proc/{pid}/root{spec.storage_path}")
     if inside.st_dev != os.stat(slot).st_dev:
@@ -175,7 +197,8 @@ def attach(base: Path, target: Path, uid: int) -> None:
 
 def detach_views(state: StateDir) -> None:
     """Detach a sandbox's storage view and slot (before its state dir is removed: never delete through them)."""
-    for path in (state.path / VIEW_DIR, state.path.parent / SLOTS_DIR / state.sandbox_id):
+    slots = state.path.parent / SLOTS_DIR
+    for path in (state.path / VIEW_DIR, *slots.glob(f"*/{state.sandbox_id}")):
         if not path.is_dir():
             continue
         while str(path) in _mount_points():
