@@ -27,9 +27,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from hangar.config import Settings
-from hangar.domain.errors import InternalError
 from hangar.domain.invocation import InvocationTarget, PreparedVersion
-from hangar.sandbox.base import Limits, SandboxSpec
+from hangar.sandbox.base import Limits, SandboxSpec, TemplateUnsafe
 from hangar.sandbox.selection import namespace_unsupported_reason
 from hangar.sandbox.state import instance_tag
 from hangar.sessions.storage import SessionStorage
@@ -407,7 +406,6 @@ def _target(runtime_id: str, version: str, code: Path) -> InvocationTarget:
 async def test_an_image_session_s_storage_belongs_to_the_image_s_user() -> None:
     """A cold image sandbox (busybox, User app = 1234:2345) gets the storage at its mount path, made in its overlay
     root, owned by the image's user; its forks start cold and say why."""
-    from hangar.sandbox.namespace import storage as sandbox_storage
     from hangar.sandbox.namespace.backend import NamespaceBackend
 
     base = Path(tempfile.mkdtemp(prefix="hss-", dir="/tmp"))  # short: socket paths must fit in 108 bytes
@@ -442,8 +440,8 @@ async def test_an_image_session_s_storage_belongs_to_the_image_s_user() -> None:
                 await sandbox.stop()
                 await store.release(target.runtime_id, "image-session")
         assert (rootfs / "mnt").exists() is False  # the mount point was made in the session's overlay only
-        with pytest.raises(InternalError, match="start cold"):
-            sandbox_storage.check_forkable(spec)
+        with pytest.raises(TemplateUnsafe, match="start cold"):
+            await backend.start_template(spec)
         mount = await store.acquire(target, "image-session")
         try:
             assert (mount / "log").read_text() == "first\nagain\n"

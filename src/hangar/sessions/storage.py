@@ -260,12 +260,17 @@ class SessionStorage:
         """Delete every storage unused for ``expiry_s`` (never one in use); returns how many."""
         if not self.root.is_dir():
             return 0
-        in_use = {self.key_dir(key) for key in self._mounted}
+        # a key being acquired holds its lock before its directory has a meta.json: never swept from under it
+        in_use = {self.key_dir(key) for key, lock in list(self._locks.items()) if lock.locked()}
+        in_use |= {self.key_dir(key) for key in list(self._mounted)}
         removed = 0
         for directory in self.root.glob("*/*"):
             if directory in in_use or os.path.ismount(directory / MOUNT):
                 continue
             last = _read_meta(directory).get("lastUsedAt")
+            if not isinstance(last, (int, float)):
+                with contextlib.suppress(OSError):
+                    last = directory.stat().st_mtime  # made, but never used to the end (a crash in between)
             if isinstance(last, (int, float)) and now - last < self.expiry_s:
                 continue
             log.info("session storage %s expired (unused since %s)", directory, last)

@@ -135,6 +135,7 @@ class NamespaceBackend(SandboxBackend):
         return await self.resources.plan_link(spec, uid)
 
     async def start_template(self, spec: SandboxSpec) -> Template:
+        storage.check_forkable(spec)  # TemplateUnsafe: sessions of the version start cold, saying why
         return await NamespaceTemplate.start(spec, self.resources, self.bwrap)
 
     async def fork(self, template: Template, spec: SandboxSpec) -> NamespaceSandbox:

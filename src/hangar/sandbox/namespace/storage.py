@@ -30,7 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from hangar.domain.errors import InternalError
-from hangar.sandbox.base import SandboxSpec
+from hangar.sandbox.base import SandboxSpec, TemplateUnsafe
 from hangar.sandbox.namespace import image_root
 from hangar.sandbox.namespace.rootfs import _libc
 from hangar.sandbox.state import StateDir
@@ -136,10 +136,17 @@ def fork_request(state_root: Path, spec: SandboxSpec, uid: int) -> dict[str, str
     return {"slot": f"{SLOTS_INSIDE}/{spec.sandbox_id}", "path": spec.storage_path}
 
 
+IMAGE_COLD_REASON = (
+    "image sessions with filesystemConfigurations start cold (their forks pivot into a root built before the session "
+    "is known)"
+)
+
+
 def check_forkable(spec: SandboxSpec) -> None:
-    """An image's fork pivots into a root the host built before its session was known: no slot reaches it yet."""
-    if spec.rootfs is not None and spec.storage_path is not None:
-        raise InternalError("image sessions with sessionStorage start cold (their forks have no storage slot yet)")
+    """An image's fork pivots into a root the host built before its session was known: neither a storage slot nor
+    a shared volume of the template's view reaches it."""
+    if spec.rootfs is not None and (spec.storage_path is not None or spec.volumes):
+        raise TemplateUnsafe(IMAGE_COLD_REASON)
 
 
 def attach_to_fork(state_root: Path, spec: SandboxSpec, prepared_id: str, uid: int, pid: int) -> None:
