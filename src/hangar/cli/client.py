@@ -30,11 +30,18 @@ import botocore.session
 import typer
 from botocore.client import BaseClient
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 from rich.console import Console
 from rich.markup import escape
 
 DEFAULT_ENDPOINT_URL = "http://127.0.0.1:8780"
+
+# Exit codes (docs/cli.md): scripts branch on these. 2 is also what click uses for a bad option or argument.
+EXIT_ERROR = 1  # the server answered with an error (its AWS error code is on stderr), or the operation failed
+EXIT_USAGE = 2  # a bad option or argument
+EXIT_NOT_FOUND = 3  # ResourceNotFoundException, or no runtime with that name, id or ARN
+EXIT_UNREACHABLE = 4  # the server cannot be reached, or there are no credentials to sign with
+EXIT_TIMEOUT = 5  # a wait for a final status ran out of time
 DEFAULT_DATA_DIR = Path(".hangar")
 
 console = Console(soft_wrap=True)  # long ARNs and ids stay on one line, copyable
@@ -105,20 +112,27 @@ def server_facts(endpoint_url: str) -> dict[str, object]:
             facts: dict[str, object] = json.loads(response.read())
             return facts
     except (URLError, OSError, ValueError) as exc:
-        fail(f"cannot reach Hangar at {endpoint_url} ({exc}); start it with `hangar serve` or pass --endpoint-url")
+        fail(
+            f"cannot reach Hangar at {endpoint_url} ({exc}); start it with `hangar serve` or pass --endpoint-url",
+            EXIT_UNREACHABLE,
+        )
 
 
 def find_credentials(data_dir: Path | None) -> tuple[str, str] | None:
     if data_dir is not None:
         found = read_key_file(data_dir / "credentials")
         if found is None:
-            fail(f"no admin key in {data_dir / 'credentials'}; is {data_dir} the server's --data-dir?")
+            where = data_dir / "credentials"
+            fail(f"no admin key in {where}; is {data_dir} the server's --data-dir?", EXIT_UNREACHABLE)
         return found
     if botocore.session.get_session().get_credentials() is not None:
         return None
     found = read_key_file(DEFAULT_DATA_DIR / "credentials")
     if found is None:
-        fail("no credentials: pass --data-dir (the server's), or set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
+        fail(
+            "no credentials: pass --data-dir (the server's), or set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
+            EXIT_UNREACHABLE,
+        )
     return found
 
 
@@ -135,21 +149,29 @@ def read_key_file(path: Path) -> tuple[str, str] | None:
 
 @contextmanager
 def aws_errors() -> Iterator[None]:
-    """Turn botocore failures into one readable line on stderr and exit code 1."""
+    """Turn botocore failures into one readable line on stderr: exit 3 for a missing resource, 4 when the server
+    cannot be reached, else 1."""
     try:
         yield
     except ClientError as exc:
         error = exc.response.get("Error", {})
         code = error.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "Error")
-        fail(f"{code}: {error.get('Message') or exc}")
+        fail(f"{code}: {error.get('Message') or exc}", exit_code_of(str(code)))
+    except EndpointConnectionError as exc:
+        fail(str(exc), EXIT_UNREACHABLE)
     except BotoCoreError as exc:
         fail(str(exc))
 
 
-def fail(message: str) -> NoReturn:
-    """Print ``message`` as an error and exit with status 1."""
+def exit_code_of(error_code: str) -> int:
+    """The exit code for an AWS error code the server answered with."""
+    return EXIT_NOT_FOUND if error_code in ("ResourceNotFoundException", "404") else EXIT_ERROR
+
+
+def fail(message: str, exit_code: int = EXIT_ERROR) -> NoReturn:
+    """Print ``message`` as an error and exit with ``exit_code`` (see the EXIT_ constants)."""
     err_console.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False)
-    raise typer.Exit(1)
+    raise typer.Exit(exit_code)
 
 
 def print_json(data: object) -> None:

@@ -23,7 +23,21 @@ from botocore.credentials import Credentials
 from botocore.exceptions import EventStreamError
 from rich.table import Table
 
-from hangar.cli.client import DATA_DIR, ENDPOINT_URL, REGION, Hangar, aws_errors, connect, console, fail, print_json
+from hangar.cli.client import (
+    DATA_DIR,
+    ENDPOINT_URL,
+    EXIT_NOT_FOUND,
+    EXIT_UNREACHABLE,
+    REGION,
+    Hangar,
+    aws_errors,
+    connect,
+    console,
+    exit_code_of,
+    fail,
+    print_json,
+)
+from hangar.cli.output import JSON_ALIAS, OUTPUT, QUIET, Column, Format, chosen, emit, emit_data, field
 from hangar.cli.resources import find_runtime
 
 SESSION_ID = typer.Option(None, "--session-id", "-s", help="Runtime session id (33-256 chars) [default: a new one].")
@@ -44,7 +58,7 @@ def runtime_arn(hangar: Hangar, ref: str) -> str:
         return ref
     runtime = find_runtime(hangar.client("bedrock-agentcore-control"), ref, missing_ok=True)
     if runtime is None:
-        fail(f"no agent runtime named {ref!r}; see `hangar runtimes list`")
+        fail(f"no agent runtime named {ref!r}; see `hangar runtimes list`", EXIT_NOT_FOUND)
     return str(runtime["agentRuntimeArn"])
 
 
@@ -155,14 +169,14 @@ def operator_call(hangar: Hangar, method: str, path: str) -> Any:
     try:
         response = httpx.request(method, request.url, headers=dict(request.headers.items()), timeout=30)
     except httpx.HTTPError as exc:
-        fail(f"cannot reach Hangar at {hangar.endpoint_url}: {exc}")
+        fail(f"cannot reach Hangar at {hangar.endpoint_url}: {exc}", EXIT_UNREACHABLE)
     try:
         body = response.json()
     except ValueError:
         body = {"message": response.text}
     if response.status_code >= 400:
         code = response.headers.get("x-amzn-ErrorType", str(response.status_code))
-        fail(f"{code}: {body.get('message') if isinstance(body, dict) else body}")
+        fail(f"{code}: {body.get('message') if isinstance(body, dict) else body}", exit_code_of(code))
     return body
 
 
@@ -188,10 +202,28 @@ def _storage(session: dict[str, Any]) -> str:
     return f"{used / 1048576:.0f}/{cap / 1048576:.0f} MiB" if isinstance(cap, int) else f"{used / 1048576:.0f} MiB"
 
 
+SESSION_COLUMNS = (
+    Column("runtime", field("runtimeId"), 1),
+    Column("session", field("runtimeSessionId"), 0),
+    Column("version", lambda s: s.get("agentRuntimeVersion", "-"), 2),
+    Column("state", field("state"), 0),
+    Column("start", lambda s: s.get("startKind", "-"), 5),
+    Column("age", _age, 3),
+    Column("last activity", lambda s: _when(s.get("lastActivityAt")), 6),
+    Column(
+        "memory", lambda s: f"{s['memoryBytes'] / 1048576:.0f} MiB" if isinstance(s.get("memoryBytes"), int) else "-", 4
+    ),
+    Column("storage", _storage, 7),
+    Column("ended because", lambda s: s.get("endReason") or "", 8),
+)
+
+
 @sessions_app.command("list")
 def sessions_list(
     all_: bool = typer.Option(False, "--all", "-a", help="Include recently Terminated sessions."),
-    as_json: bool = typer.Option(False, "--json", help="Print the raw JSON."),
+    output: Format = OUTPUT,
+    quiet: bool = QUIET,
+    as_json: bool = JSON_ALIAS,
     endpoint_url: str = ENDPOINT_URL,
     data_dir: Path | None = DATA_DIR,
     region: str | None = REGION,
@@ -200,32 +232,13 @@ def sessions_list(
     hangar = connect(endpoint_url, data_dir, region)
     body = operator_call(hangar, "GET", "/hangar/sessions/")
     sessions = [s for s in body["sessions"] if all_ or s["state"] != "Terminated"]
-    if as_json:
-        print_json(sessions)
-        return
-    table = Table(
-        "runtime", "session", "version", "state", "start", "age", "last activity", "memory", "storage", "ended because"
-    )
-    for s in sessions:
-        memory = s.get("memoryBytes")
-        table.add_row(
-            str(s["runtimeId"]),
-            str(s["runtimeSessionId"]),
-            str(s.get("agentRuntimeVersion", "-")),
-            str(s["state"]),
-            str(s.get("startKind", "-")),
-            _age(s),
-            _when(s.get("lastActivityAt")),
-            f"{memory / 1048576:.0f} MiB" if isinstance(memory, int) else "-",
-            _storage(s),
-            str(s.get("endReason") or ""),
-        )
-    console.print(table)
+    emit(sessions, SESSION_COLUMNS, output=chosen(output, as_json), quiet=quiet, ident=field("runtimeSessionId"))
 
 
 @sessions_app.command("templates")
 def sessions_templates(
-    as_json: bool = typer.Option(False, "--json", help="Print the raw JSON."),
+    output: Format = OUTPUT,
+    as_json: bool = JSON_ALIAS,
     endpoint_url: str = ENDPOINT_URL,
     data_dir: Path | None = DATA_DIR,
     region: str | None = REGION,
@@ -233,8 +246,8 @@ def sessions_templates(
     """Warm templates per served version (new sessions fork from them), and why sessions started cold."""
     hangar = connect(endpoint_url, data_dir, region)
     templates = operator_call(hangar, "GET", "/hangar/sessions/").get("templates", {})
-    if as_json:
-        print_json(templates)
+    if chosen(output, as_json) != Format.table:
+        emit_data(templates, chosen(output, as_json))
         return
     if not templates.get("enabled"):
         console.print("warm templates are off (HANGAR_TEMPLATES=false, or a backend that cannot fork)")

@@ -25,6 +25,7 @@ from hangar.cli import images
 from hangar.cli.client import (
     DATA_DIR,
     ENDPOINT_URL,
+    EXIT_USAGE,
     REGION,
     Hangar,
     aws_errors,
@@ -225,12 +226,12 @@ def deploy(
     """Zip PATH, upload it, create or update runtime NAME, and wait until the new version is READY. A PATH with a
     Dockerfile is built with docker, podman or buildah and pushed to Hangar's registry; --image deploys an image."""
     if path is None and image is None:
-        fail("give a folder to deploy (code or a Dockerfile), or --image REF")
+        fail("give a folder to deploy (code or a Dockerfile), or --image REF", EXIT_USAGE)
     entry_point = entry.split()
     if not 1 <= len(entry_point) <= 2:
-        fail("--entry takes one or two words, e.g. main.py or 'opentelemetry-instrument main.py'")
+        fail("--entry takes one or two words, e.g. main.py or 'opentelemetry-instrument main.py'", EXIT_USAGE)
     if runtime not in RUNTIMES:
-        fail(f"--runtime must be one of {', '.join(RUNTIMES)}")
+        fail(f"--runtime must be one of {', '.join(RUNTIMES)}", EXIT_USAGE)
     variables = _parse_env(env)
     hangar = connect(endpoint_url, data_dir, region)
     control = hangar.client("bedrock-agentcore-control")
@@ -344,7 +345,7 @@ def _parse_env(pairs: list[str]) -> dict[str, str] | None:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            fail(f"--env {pair!r} is not KEY=VALUE")
+            fail(f"--env {pair!r} is not KEY=VALUE", EXIT_USAGE)
         variables[key] = value
     return variables
 

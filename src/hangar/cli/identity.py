@@ -15,6 +15,7 @@ from rich.table import Table
 
 from hangar.cli.client import DATA_DIR, ENDPOINT_URL, REGION, aws_errors, connect, console, fail, print_json
 from hangar.cli.credentials import _call
+from hangar.cli.output import JSON_ALIAS, OUTPUT, QUIET, Column, Format, chosen, emit, emit_data, field
 
 identities_app = typer.Typer(help="Workload identities (every runtime has one, named by its id).", no_args_is_help=True)
 providers_app = typer.Typer(help="API-key and OAuth2 credential providers of the token vault.", no_args_is_help=True)
@@ -79,7 +80,9 @@ def _all_pages(client: Any, operation: str, key: str) -> list[dict[str, Any]]:
 
 @identities_app.command("list")
 def identities_list(
-    as_json: bool = JSON_OUTPUT,
+    output: Format = OUTPUT,
+    quiet: bool = QUIET,
+    as_json: bool = JSON_ALIAS,
     endpoint_url: str = ENDPOINT_URL,
     data_dir: Path | None = DATA_DIR,
     region: str | None = REGION,
@@ -88,13 +91,8 @@ def identities_list(
     client = connect(endpoint_url, data_dir, region).client(CONTROL)
     with aws_errors():
         items = _all_pages(client, "list_workload_identities", "workloadIdentities")
-    if as_json:
-        print_json(items)
-        return
-    table = Table("name", "workload identity ARN")
-    for item in items:
-        table.add_row(item["name"], item["workloadIdentityArn"])
-    console.print(table)
+    columns = (Column("name", field("name"), 0), Column("workload identity ARN", field("workloadIdentityArn"), 1))
+    emit(items, columns, output=chosen(output, as_json), quiet=quiet, ident=field("workloadIdentityArn"))
 
 
 @identities_app.command("create")
@@ -195,7 +193,9 @@ def providers_create_oauth2(
 
 @providers_app.command("list")
 def providers_list(
-    as_json: bool = JSON_OUTPUT,
+    output: Format = OUTPUT,
+    quiet: bool = QUIET,
+    as_json: bool = JSON_ALIAS,
     endpoint_url: str = ENDPOINT_URL,
     data_dir: Path | None = DATA_DIR,
     region: str | None = REGION,
@@ -206,15 +206,13 @@ def providers_list(
         api_keys = _all_pages(client, "list_api_key_credential_providers", "credentialProviders")
         oauth2 = _all_pages(client, "list_oauth2_credential_providers", "credentialProviders")
     items = [{"kind": "api-key", **p} for p in api_keys] + [{"kind": "oauth2", **p} for p in oauth2]
-    if as_json:
-        print_json(items)
-        return
-    table = Table("name", "kind", "vendor", "ARN")
-    for item in items:
-        table.add_row(
-            item["name"], item["kind"], item.get("credentialProviderVendor", ""), item["credentialProviderArn"]
-        )
-    console.print(table)
+    columns = (
+        Column("name", field("name"), 0),
+        Column("kind", field("kind"), 1),
+        Column("vendor", field("credentialProviderVendor"), 2),
+        Column("ARN", field("credentialProviderArn"), 3),
+    )
+    emit(items, columns, output=chosen(output, as_json), quiet=quiet, ident=field("credentialProviderArn"))
 
 
 @providers_app.command("delete")
@@ -273,15 +271,16 @@ def vault_rotate(
 
 @vault_app.command("status")
 def vault_status(
-    as_json: bool = JSON_OUTPUT,
+    output: Format = OUTPUT,
+    as_json: bool = JSON_ALIAS,
     endpoint_url: str = ENDPOINT_URL,
     data_dir: Path | None = DATA_DIR,
     region: str | None = REGION,
 ) -> None:
     """The vault's keys (ids, never material) and how many secrets each seals."""
     status = _call(connect(endpoint_url, data_dir, region), "GET", "/hangar/identity/vault")
-    if as_json:
-        print_json(status)
+    if chosen(output, as_json) != Format.table:
+        emit_data(status, chosen(output, as_json))
         return
     table = Table("key id", "created", "current", "secrets")
     for key in status["keys"]:

@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 import typer
 from botocore.exceptions import ClientError
 from rich.progress import Progress, TaskID
-from rich.table import Table
 
-from hangar.cli.client import DATA_DIR, ENDPOINT_URL, REGION, Hangar, aws_errors, connect, console, fail, print_json
+from hangar.cli.client import DATA_DIR, ENDPOINT_URL, REGION, Hangar, aws_errors, connect, console, fail
+from hangar.cli.output import JSON_ALIAS, OUTPUT, QUIET, Column, Format, chosen, emit, field
 
 BUILDERS = ("docker", "podman", "buildah")
 BUILD_TIMEOUT_S = 3600
@@ -128,7 +128,9 @@ def list_images(
     endpoint_url: str = ENDPOINT_URL,
     data_dir: Path | None = DATA_DIR,
     region: str | None = REGION,
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    output: Format = OUTPUT,
+    quiet: bool = QUIET,
+    as_json: bool = JSON_ALIAS,
 ) -> None:
     """List the images in Hangar's registry (repository, tags, digest, size, pushed at)."""
     hangar = connect(endpoint_url, data_dir, region)
@@ -146,19 +148,15 @@ def list_images(
         for name in names:
             for page in ecr.get_paginator("describe_images").paginate(repositoryName=name):
                 rows += page.get("imageDetails", [])
-    if as_json:
-        print_json(rows)
-        return
-    table = Table("repository", "tags", "digest", "size", "pushed at")
-    for row in rows:
-        table.add_row(
-            row.get("repositoryName", ""),
-            ",".join(row.get("imageTags", [])) or "-",
-            str(row.get("imageDigest", ""))[:19],
-            f"{row.get('imageSizeInBytes', 0) / 1e6:.1f} MB",
-            str(row.get("imagePushedAt", "")),
-        )
-    console.print(table)
+    columns = (
+        Column("repository", field("repositoryName"), 0),
+        Column("tags", lambda row: ",".join(row.get("imageTags", [])) or "-", 0),
+        Column("digest", lambda row: str(row.get("imageDigest", ""))[:19], 2),
+        Column("size", lambda row: f"{row.get('imageSizeInBytes', 0) / 1e6:.1f} MB", 1),
+        Column("pushed at", field("imagePushedAt"), 3),
+    )
+    ident = lambda row: f"{row.get('repositoryName')}@{row.get('imageDigest')}"  # noqa: E731 - one use
+    emit(rows, columns, output=chosen(output, as_json), quiet=quiet, ident=ident)
 
 
 def delete_images(

@@ -1,6 +1,6 @@
 """``hangar runtimes``, ``hangar versions`` and ``hangar endpoints``: the control plane, read and changed.
 
-A RUNTIME argument is a runtime name, id or ARN. Tables for people, ``--json`` for scripts.
+A RUNTIME argument is a runtime name, id or ARN. Tables for people, ``--output json|yaml`` for scripts (cli/output.py).
 """
 
 from __future__ import annotations
@@ -13,13 +13,24 @@ import typer
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 from rich.progress import Progress, TaskID
-from rich.table import Table
 
-from hangar.cli.client import DATA_DIR, ENDPOINT_URL, REGION, aws_errors, connect, console, fail, print_json
+from hangar.cli.client import (
+    DATA_DIR,
+    ENDPOINT_URL,
+    EXIT_NOT_FOUND,
+    EXIT_TIMEOUT,
+    REGION,
+    aws_errors,
+    connect,
+    console,
+    fail,
+    print_json,
+)
+from hangar.cli.output import JSON_ALIAS, OUTPUT, QUIET, Column, Format, chosen, emit, emit_data, field
 
 POLL_S = 0.5
 FINAL = ("READY", "CREATE_FAILED", "UPDATE_FAILED", "DELETE_FAILED")
-JSON = typer.Option(False, "--json", help="Print the answer as JSON.")
+JSON = typer.Option(False, "--json", help="Print the answer as JSON.")  # commands that change something
 WAIT_TIMEOUT = typer.Option(300, "--timeout", help="Seconds to wait for a final status.")
 
 runtimes_app = typer.Typer(help="List, show and delete agent runtimes.", no_args_is_help=True)
@@ -41,7 +52,7 @@ def find_runtime(control: BaseClient, ref: str, *, missing_ok: bool = False) -> 
                     return runtime
     if missing_ok:
         return None
-    fail(f"no runtime named {ref!r} (nor with that id or ARN)")
+    fail(f"no runtime named {ref!r} (nor with that id or ARN)", EXIT_NOT_FOUND)
 
 
 def wait_for_runtime(
@@ -56,7 +67,7 @@ def wait_for_runtime(
         if status in FINAL:
             return current
         if time.monotonic() > deadline:
-            fail(f"version {version} of {runtime_id} is still {status} after {timeout:.0f}s")
+            fail(f"version {version} of {runtime_id} is still {status} after {timeout:.0f}s", EXIT_TIMEOUT)
         progress.update(task, description=f"version {version} is {status}")
         time.sleep(POLL_S)
 
@@ -69,7 +80,7 @@ def _wait_for_endpoint(control: BaseClient, runtime_id: str, name: str, timeout:
         if current.get("status") in FINAL:
             return current
         if time.monotonic() > deadline:
-            fail(f"endpoint {name} is still {current.get('status')} after {timeout:.0f}s")
+            fail(f"endpoint {name} is still {current.get('status')} after {timeout:.0f}s", EXIT_TIMEOUT)
         time.sleep(POLL_S)
 
 
@@ -82,23 +93,6 @@ def _runtime_id(control: BaseClient, ref: str) -> str:
     return str(runtime["agentRuntimeId"]) if runtime else ref
 
 
-def _print(data: object, as_json: bool, table: Table | None = None) -> None:
-    if as_json or table is None:
-        clean = {k: v for k, v in data.items() if k != "ResponseMetadata"} if isinstance(data, dict) else data
-        print_json(clean)
-    else:
-        console.print(table)
-
-
-def _table(title: str, columns: list[str], rows: list[list[object]]) -> Table:
-    table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*("" if cell is None else str(cell) for cell in row))
-    return table
-
-
 def _when(value: object) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") else str(value or "")
 
@@ -106,22 +100,37 @@ def _when(value: object) -> str:
 # -- runtimes ----------------------------------------------------------------------------------------------
 
 
+RUNTIME_COLUMNS = (
+    Column("name", field("agentRuntimeName"), 0),
+    Column("id", field("agentRuntimeId"), 1),
+    Column("version", field("agentRuntimeVersion"), 2),
+    Column("status", field("status"), 0),
+    Column("updated", lambda r: _when(r.get("lastUpdatedAt")), 3),
+    Column("description", field("description"), 4),
+)
+
+
 @runtimes_app.command("list")
 def runtimes_list(
     endpoint_url: str = ENDPOINT_URL,
     data_dir: Path | None = DATA_DIR,
     region: str | None = REGION,
-    as_json: bool = JSON,
+    output: Format = OUTPUT,
+    quiet: bool = QUIET,
+    as_json: bool = JSON_ALIAS,
 ) -> None:
-    """List every runtime."""
+    """List every runtime (ListAgentRuntimes' agentRuntimes)."""
     control = _control(endpoint_url, data_dir, region)
     with aws_errors():
         found = [r for page in control.get_paginator("list_agent_runtimes").paginate() for r in page["agentRuntimes"]]
-    rows = [
-        [r["agentRuntimeName"], r["agentRuntimeId"], r["agentRuntimeVersion"], r["status"], _when(r["lastUpdatedAt"])]
-        for r in found
-    ]
-    _print(found, as_json, _table("Runtimes", ["name", "id", "version", "status", "updated"], rows))
+    emit(
+        found,
+        RUNTIME_COLUMNS,
+        output=chosen(output, as_json),
+        quiet=quiet,
+        ident=field("agentRuntimeArn"),
+        title="Runtimes",
+    )
 
 
 @runtimes_app.command("get")
@@ -131,14 +140,19 @@ def runtimes_get(
     endpoint_url: str = ENDPOINT_URL,
     data_dir: Path | None = DATA_DIR,
     region: str | None = REGION,
+    output: Format = typer.Option(Format.json, "--output", "-o", case_sensitive=False, help="json or yaml."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the runtime's ARN."),
 ) -> None:
-    """Show one runtime (or one version of it) as JSON."""
+    """Show one runtime (or one version of it): GetAgentRuntime's answer."""
     control = _control(endpoint_url, data_dir, region)
     runtime_id = _runtime_id(control, runtime)
     with aws_errors():
         extra = {"agentRuntimeVersion": version} if version else {}
         answer = control.get_agent_runtime(agentRuntimeId=runtime_id, **extra)
-    _print(answer, True)
+    if quiet:
+        typer.echo(answer["agentRuntimeArn"])
+    else:
+        emit_data(answer, output)
 
 
 @runtimes_app.command("delete")
@@ -166,7 +180,7 @@ def runtimes_delete(
                 break
             raise
         if time.monotonic() > deadline:
-            fail(f"{runtime_id} still exists after {timeout:.0f}s")
+            fail(f"{runtime_id} still exists after {timeout:.0f}s", EXIT_TIMEOUT)
         time.sleep(POLL_S)
     what = f"version {version} of {runtime_id}" if version else runtime_id
     console.print(f"{what}: {'deleted' if wait else answer.get('status', 'DELETING')}")
@@ -175,15 +189,25 @@ def runtimes_delete(
 # -- versions ----------------------------------------------------------------------------------------------
 
 
+VERSION_COLUMNS = (
+    Column("version", field("agentRuntimeVersion"), 0),
+    Column("status", field("status"), 0),
+    Column("updated", lambda v: _when(v.get("lastUpdatedAt")), 1),
+    Column("description", field("description"), 2),
+)
+
+
 @versions_app.command("list")
 def versions_list(
     runtime: str = typer.Argument(..., help="Runtime name, id or ARN."),
     endpoint_url: str = ENDPOINT_URL,
     data_dir: Path | None = DATA_DIR,
     region: str | None = REGION,
-    as_json: bool = JSON,
+    output: Format = OUTPUT,
+    quiet: bool = QUIET,
+    as_json: bool = JSON_ALIAS,
 ) -> None:
-    """List the versions of a runtime, newest first."""
+    """List the versions of a runtime, newest first (ListAgentRuntimeVersions' agentRuntimes)."""
     control = _control(endpoint_url, data_dir, region)
     runtime_id = _runtime_id(control, runtime)
     with aws_errors():
@@ -191,11 +215,27 @@ def versions_list(
         found = [v for page in pages for v in page["agentRuntimes"]]
     found.sort(key=lambda v: int(v["agentRuntimeVersion"]) if str(v["agentRuntimeVersion"]).isdigit() else 0)
     found.reverse()
-    rows = [[v["agentRuntimeVersion"], v["status"], _when(v["lastUpdatedAt"]), v.get("description")] for v in found]
-    _print(found, as_json, _table(f"Versions of {runtime_id}", ["version", "status", "updated", "description"], rows))
+    emit(
+        found,
+        VERSION_COLUMNS,
+        output=chosen(output, as_json),
+        quiet=quiet,
+        ident=field("agentRuntimeVersion"),
+        title=f"Versions of {runtime_id}",
+    )
 
 
 # -- endpoints ---------------------------------------------------------------------------------------------
+
+
+ENDPOINT_COLUMNS = (
+    Column("name", field("name"), 0),
+    Column("live version", field("liveVersion"), 0),
+    Column("target version", field("targetVersion"), 2),
+    Column("status", field("status"), 1),
+    Column("updated", lambda e: _when(e.get("lastUpdatedAt")), 3),
+    Column("description", field("description"), 4),
+)
 
 
 @endpoints_app.command("list")
@@ -204,19 +244,24 @@ def endpoints_list(
     endpoint_url: str = ENDPOINT_URL,
     data_dir: Path | None = DATA_DIR,
     region: str | None = REGION,
-    as_json: bool = JSON,
+    output: Format = OUTPUT,
+    quiet: bool = QUIET,
+    as_json: bool = JSON_ALIAS,
 ) -> None:
-    """List the endpoints of a runtime."""
+    """List the endpoints of a runtime (ListAgentRuntimeEndpoints' runtimeEndpoints)."""
     control = _control(endpoint_url, data_dir, region)
     runtime_id = _runtime_id(control, runtime)
     with aws_errors():
         pages = control.get_paginator("list_agent_runtime_endpoints").paginate(agentRuntimeId=runtime_id)
         found = [e for page in pages for e in page["runtimeEndpoints"]]
-    rows = [
-        [e["name"], e.get("liveVersion"), e.get("targetVersion"), e["status"], _when(e["lastUpdatedAt"])] for e in found
-    ]
-    columns = ["name", "live version", "target version", "status", "updated"]
-    _print(found, as_json, _table(f"Endpoints of {runtime_id}", columns, rows))
+    emit(
+        found,
+        ENDPOINT_COLUMNS,
+        output=chosen(output, as_json),
+        quiet=quiet,
+        ident=field("agentRuntimeEndpointArn"),
+        title=f"Endpoints of {runtime_id}",
+    )
 
 
 @endpoints_app.command("create")
@@ -290,7 +335,7 @@ def _finish_endpoint(
 ) -> None:
     current = _wait_for_endpoint(control, runtime_id, name, timeout) if wait else answer
     if as_json:
-        _print(current, True)
+        print_json({k: v for k, v in current.items() if k != "ResponseMetadata"})
     else:
         live = current.get("liveVersion") or current.get("targetVersion")
         console.print(f"endpoint {name} of {runtime_id}: {current.get('status')} (version {live})")
