@@ -99,6 +99,68 @@ app = Starlette()
 if __name__ == "__main__":
     asyncio.run(uvicorn.Server(uvicorn.Config(app, host="0.0.0.0", port=int(os.environ["PORT"]))).serve())
 """
+SETUP_THEN_UVICORN_RUN = """
+import asyncio, os
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+STATE = {}
+
+
+async def setup():
+    STATE["loops"] = STATE.get("loops", 0) + 1
+
+
+async def ping(request):
+    return JSONResponse({"status": "Healthy", "setups": STATE["loops"], "pid": os.getpid()})
+
+app = Starlette(routes=[Route("/ping", ping)])
+if __name__ == "__main__":
+    asyncio.run(setup())  # the fork point: each session runs it, then the rest of main.py
+    uvicorn.run(app, host="0.0.0.0", port=int(os.environ["PORT"]), log_level="warning")
+"""
+RAW_ASYNCIO_SERVER = """
+import asyncio, json, os
+
+BODY = json.dumps({"status": "Healthy", "server": "raw asyncio"}).encode()
+
+
+async def answer(reader, writer):
+    await reader.readuntil(b"\\r\\n\\r\\n")
+    head = b"HTTP/1.1 200 OK\\r\\nContent-Type: application/json\\r\\nContent-Length: %d\\r\\n\\r\\n" % len(BODY)
+    writer.write(head + BODY)
+    await writer.drain()
+    writer.close()
+
+
+async def main():
+    server = await asyncio.start_server(answer, "0.0.0.0", int(os.environ["PORT"]))
+    async with server:
+        await server.serve_forever()
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+SETUP_THEN_STDLIB_SERVER = """
+import asyncio, http.server, json, os
+
+
+class Ping(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"status": "Healthy", "server": "http.server"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+if __name__ == "__main__":
+    asyncio.run(asyncio.sleep(0))  # the fork point; no event loop serves
+    http.server.HTTPServer(("0.0.0.0", int(os.environ["PORT"])), Ping).serve_forever()
+"""
 NEVER_SERVES = """
 import asyncio
 
@@ -153,13 +215,40 @@ async def test_what_cannot_fork_says_why(
         shutil.rmtree(code, ignore_errors=True)
 
 
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        (SETUP_THEN_UVICORN_RUN, {"status": "Healthy", "setups": 1}),
+        (RAW_ASYNCIO_SERVER, {"server": "raw asyncio"}),
+        (SETUP_THEN_STDLIB_SERVER, {"server": "http.server"}),
+    ],
+    ids=["setup-then-uvicorn-run", "asyncio-not-uvicorn", "setup-then-stdlib-server"],
+)
+async def test_a_session_resumed_at_its_loop_entry_runs_the_rest_of_main_py(
+    backend: NamespaceBackend, agent_files: AgentFiles, source: str, expected: dict[str, object]
+) -> None:
+    """Set-up in the guarded block before ``uvicorn.run`` (the session runs both), or a server that is not uvicorn,
+    in the loop or after it (ready once something listens on the agent's port): each forks and answers."""
+    code = code_dir_with(source)
+    own = await backend.start_template(_with_code(agent_files, code))
+    try:
+        async with forked(backend, own, _with_code(agent_files, code)) as sandbox, client(sandbox) as http:
+            answer = (await http.get("/ping")).json()
+        assert expected.items() <= answer.items(), answer
+    finally:
+        await own.stop()
+        shutil.rmtree(code, ignore_errors=True)
+
+
 async def test_a_loop_that_ends_without_serving_fails_its_session_clearly(
     backend: NamespaceBackend, agent_files: AgentFiles
 ) -> None:
     code = code_dir_with(NEVER_SERVES)
     own = await backend.start_template(_with_code(agent_files, code))
     try:
-        with pytest.raises(HangarError, match=r"entered at main\.py:8 ended before uvicorn listened"):
+        with pytest.raises(
+            HangarError, match=r"entered at main\.py:8 \(its fork point\) ended before uvicorn listened"
+        ):
             sandbox = await backend.fork(own, _with_code(agent_files, code))
             await sandbox.stop()
         assert own.alive()

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from botocore.exceptions import ClientError
 
 from tests.control.support import signed
 from tests.dataplane.support import deploy, new_session_id, seeded_server, sessions, wait_for
@@ -18,7 +19,7 @@ from tests.support.server import HangarServer
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[HangarServer]:
-    with seeded_server("hangar-cold-spares-", ("threaded", "echo")) as hangar:
+    with seeded_server("hangar-cold-spares-", ("threaded", "echo", "neverserves")) as hangar:
         if not httpx.get(f"{hangar.url}/healthz", timeout=30).json()["sandbox"]["isolates"]:
             pytest.skip("the process backend has no templates: nothing is unforkable")
         yield hangar
@@ -54,3 +55,24 @@ def test_an_unforkable_version_keeps_a_cold_spare_replaced_when_used(server: Han
     assert len(replaced) == 1
     wait_for(lambda: operator(server)["templates"]["versions"][f"{echo['agentRuntimeId']}/1"]["template"])
     assert spares_of(server, echo) == []  # a version that forks needs no spare at pool size 0
+
+
+def test_a_version_whose_fork_point_never_serves_stops_forking_and_says_why(server: HangarServer) -> None:
+    """Its loop entry looked like the serving one but returned: the failed fork's reason (from the session's log)
+    becomes the version's, so later sessions go straight to cold instead of each failing a fork first."""
+    control = server.boto3_client("bedrock-agentcore-control")
+    data = server.boto3_client("bedrock-agentcore")
+    runtime = deploy(control, "neverserves")
+    key = f"{runtime['agentRuntimeId']}/1"
+
+    def marked() -> str | None:
+        with pytest.raises(ClientError):  # the agent never serves, forked or cold
+            data.invoke_agent_runtime(
+                agentRuntimeArn=runtime["agentRuntimeArn"], runtimeSessionId=new_session_id(), payload=b"{}"
+            )
+        state = operator(server)["templates"]["versions"].get(key) or {}
+        return state.get("unsafeReason")
+
+    reason = wait_for(marked, timeout=180, interval=0.5)
+    assert reason.startswith("the agent's event loop entered at main.py:12 (its fork point) ended before uvicorn")
+    assert operator(server)["templates"]["versions"][key]["template"] is None  # retired, never restarted

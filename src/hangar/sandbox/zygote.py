@@ -60,6 +60,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ITIMERS = (("alarm", signal.ITIMER_REAL), ("virtual", signal.ITIMER_VIRTUAL), ("profiling", signal.ITIMER_PROF))
 MESSAGE_LIMIT = 65536
 FDS_PER_FORK = 6
+LISTEN_POLL_S = 0.005  # a session forked at a loop entry looks this often for its agent's listener
+# A session forked at a loop entry that ended before uvicorn listened (sessions/templates.py looks for this text).
+NEVER_SERVED = (
+    "the agent's event loop entered at {entry} (its fork point) ended before uvicorn listened: this agent cannot "
+    "start by fork"
+)
 
 
 def _load(name: str) -> ModuleType:
@@ -303,12 +309,9 @@ class Zygote:
             traceback.print_exception(exc)
             code = 1
         if self.ready_fd is not None:
-            print(
-                f"hangar: the agent's event loop entered at {self.entry} ended before uvicorn listened: sessions of "
-                "this version cannot start by fork (set HANGAR_TEMPLATE=off to start them cold)",
-                file=sys.stderr,
-            )
+            print(f"hangar: {NEVER_SERVED.format(entry=self.entry)}", file=sys.stderr, flush=True)
             self.tell_ready(False)
+            code = code or 1
         with contextlib.suppress(BaseException):
             threading._shutdown()  # type: ignore[attr-defined]  # join non-daemon threads, as the interpreter does
         atexit._run_exitfuncs()
@@ -439,7 +442,8 @@ class Zygote:
             if len(given) != 1:
                 raise OSError(f"an image fork needs its root's fd, got {len(given)} fds")
             uid, gid, workdir = int(image["uid"]), int(image["gid"]), str(image["workdir"])
-            isolate.enter_image_session(given[0], uid, gid, workdir, int(request["disk_bytes"]), program, files)
+            disk = int(request["disk_bytes"])
+            isolate.enter_image_session(given[0], uid, gid, workdir, disk, program, files, request.get("storage"))
         else:
             for fd in given:
                 os.close(fd)
@@ -473,8 +477,12 @@ class Zygote:
         import asyncio
 
         # The agent says "ready" once uvicorn listens (the host's listeners queue connections until the supervisor
-        # accepts them), so the first /ping already succeeds; the supervisor's own ready byte goes nowhere.
-        os.close(ready_fd)
+        # accepts them), so the first /ping already succeeds; the supervisor's own ready byte goes nowhere. A session
+        # forked at a loop entry may serve with something else, or later in main.py: the supervisor also says
+        # "ready" once anything listens on the agent's port (whichever comes first; the host reads one byte).
+        watch_fd: int | None = ready_fd if self.entry is not None else None
+        if watch_fd is None:
+            os.close(ready_fd)
         unused = os.open("/dev/null", os.O_WRONLY)
         options = {
             "agent_fd": agent_fd,
@@ -483,7 +491,7 @@ class Zygote:
             "port": self.port,
             "outbound": self.outbound,
         }
-        return int(asyncio.run(supervisor.supervise(options, agent)))
+        return int(asyncio.run(_supervise_and_watch(options, agent, self.port, watch_fd)))
 
     def serve_agent(self, ready_fd: int) -> None:
         """What ``uvicorn.run`` would have done in a cold start, then the interpreter's exit handlers."""
@@ -538,6 +546,37 @@ def _preload_uvicorn() -> None:
 
     with contextlib.suppress(Exception):
         uvicorn.Config(_noop_app, log_config=None, lifespan="off").load()
+
+
+async def _supervise_and_watch(options: dict[str, Any], agent: int, port: int, watch_fd: int | None) -> int:
+    """The session's supervisor; for a fork made at a loop entry, beside it the watch for the agent's listener."""
+    watcher = asyncio.ensure_future(_tell_when_listening(port, watch_fd)) if watch_fd is not None else None
+    try:
+        return int(await supervisor.supervise(options, agent))
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+
+
+async def _tell_when_listening(port: int, ready_fd: int) -> None:
+    try:
+        while not _listening(port):
+            await asyncio.sleep(LISTEN_POLL_S)
+        os.write(ready_fd, b"1")
+    finally:
+        os.close(ready_fd)
+
+
+def _listening(port: int) -> bool:
+    """Something listens on ``port`` in this network namespace (/proc/net/tcp and tcp6, state 0A)."""
+    suffix = f":{port:04X}"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as rows:
+            for row in rows:
+                fields = row.split()
+                if len(fields) > 3 and fields[1].endswith(suffix) and fields[3] == "0A":
+                    return True
+    return False
 
 
 def _posix_timers() -> bool:

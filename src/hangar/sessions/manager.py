@@ -246,6 +246,7 @@ class SessionManager:
         if cold_reason is not None:
             self.templates.count_fallback(reason_class(cold_reason))  # the same classes as the metric's
             self.metrics.cold_fallback(cold_reason)
+                self.templates.fork_failed(target, cold_reason)  # an agent that never serves once forked: cold
         try:
             if sandbox is None:
                 sandbox = await self.backend.start(spec)

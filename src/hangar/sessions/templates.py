@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ log = logging.getLogger("hangar.sessions")
 RECONCILE_S = 1.0
 MAX_BACKOFF_S = 60.0
 OPT_OUT_VALUES = {"0", "off", "false", "no"}
+# sandbox/zygote.py's NEVER_SERVED, as the failed fork's log tail carries it
+NEVER_SERVED = re.compile(r"the agent's event loop entered at \S+ \(its fork point\) ended before uvicorn[^\n]*")
 
 Served = Callable[[], Awaitable[list[InvocationTarget]]]
 Key = tuple[str, str]  # (runtime id, version)
@@ -103,6 +106,19 @@ class TemplateSet:
         if state.unsafe is None and template is not None and template.unsafe_reason is not None:
             state.unsafe = template.unsafe_reason
         return state.unsafe is not None
+
+    def fork_failed(self, target: InvocationTarget, reason: str) -> None:
+        """A fork of ``target`` failed. When the agent, resumed at its fork point, ended its event loop before
+        uvicorn listened (``sandbox/zygote.py`` says so in the session's log), no fork of it ever will: the version
+        starts cold from now on with that reason (and gets a cold spare); any other failure is per session."""
+        found = NEVER_SERVED.search(reason)
+        state = self._versions.get(key_of(target))
+        if found is None or state is None or state.unsafe is not None:
+            return
+        state.unsafe = found.group(0)
+        log.warning("sessions of %s v%s start cold: %s", *key_of(target), state.unsafe)
+        self._retire(state.template)
+        state.template = None
 
     def count_fallback(self, reason: str) -> None:
         self.fallbacks[reason] = self.fallbacks.get(reason, 0) + 1
