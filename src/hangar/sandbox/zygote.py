@@ -14,6 +14,8 @@ be made (no loop, no selector, no thread exists yet) and each session's agent pr
 loop, its own run of the coroutine the template already built, then the rest of ``main.py`` as ``python`` would run
 it. Only the loop entered by ``main.py``'s own top level, inside ``if __name__ == "__main__":`` or as its last
 statement, is that point; a loop entered while importing or earlier at the top level (setup) runs in the template.
+Such a session is ready once its uvicorn listens, or (its supervisor watching) once anything listens on the agent's
+port; if main.py ends before that, the session says so (``NEVER_SERVED``) and the host stops forking the version.
 
 Protocol on ``--control-fd`` (a SOCK_SEQPACKET socket): the template sends JSON messages ``{"event": "ready"}``,
 ``{"event": "unsafe", "reason": ...}`` (cannot be forked: sessions of this version start cold) or
