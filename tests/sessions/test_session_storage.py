@@ -28,13 +28,16 @@ from botocore.exceptions import ClientError
 
 from hangar.config import Settings
 from hangar.domain.invocation import InvocationTarget, PreparedVersion
-from hangar.sandbox.base import Limits, SandboxSpec, TemplateUnsafe
+from hangar.sandbox.base import Limits, SandboxSpec, Volume
 from hangar.sandbox.selection import namespace_unsupported_reason
 from hangar.sandbox.state import instance_tag
 from hangar.sessions.storage import SessionStorage
 from tests.dataplane.support import deploy, new_session_id, seed, sessions, wait_for, world_readable_dir
+from tests.images.test_sessions_fork import AGENT as FORK_AGENT
+from tests.images.test_sessions_fork import AGENT_ARGV as FORK_AGENT_ARGV
+from tests.images.test_sessions_fork import PACKAGES as FORK_PACKAGES
 from tests.sandbox.fixtures import run_exec, wait_ping
-from tests.support.agents.image_rootfs import APP_GID, APP_UID, BUSYBOX_ARGV, busybox_rootfs
+from tests.support.agents.image_rootfs import APP_GID, APP_UID, distributions, python_rootfs
 from tests.support.server import HANGAR_BIN, HangarServer
 
 MOUNT = "/mnt/work"
@@ -403,51 +406,66 @@ def _target(runtime_id: str, version: str, code: Path) -> InvocationTarget:
 
 @pytest.mark.anyio
 @pytest.mark.skipif(namespace_unsupported_reason() is not None, reason=str(namespace_unsupported_reason()))
-async def test_an_image_session_s_storage_belongs_to_the_image_s_user() -> None:
-    """A cold image sandbox (busybox, User app = 1234:2345) gets the storage at its mount path, made in its overlay
-    root, owned by the image's user; its forks start cold and say why."""
+async def test_image_sessions_cold_and_forked_get_storage_and_volumes() -> None:
+    """A Python image (User app = 1234:2345): cold and forked sessions get the storage at its mount path, made in
+    their own overlay roots and owned by the image's user, and a read-write volume; forks carry both into the root
+    they pivot into."""
     from hangar.sandbox.namespace.backend import NamespaceBackend
 
     base = Path(tempfile.mkdtemp(prefix="hss-", dir="/tmp"))  # short: socket paths must fit in 108 bytes
     base.chmod(0o755)
-    rootfs = busybox_rootfs(base / "rootfs")
+    rootfs = python_rootfs(base / "rootfs", distributions(*FORK_PACKAGES))
+    (rootfs / "app" / "main.py").write_text(FORK_AGENT)
+    (rootfs / "app" / "main.py").chmod(0o644)
+    shared = base / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
     backend = NamespaceBackend(state_root=base / "state", tag=instance_tag(base))
     store = SessionStorage(Settings(data_dir=base / "data", session_storage_mib=32), "namespace")
     target = _target("image-0123456789", "1", rootfs)
     spec = SandboxSpec(
-        sandbox_id=f"s-{uuid.uuid4().hex[:12]}",
+        sandbox_id=f"t-{uuid.uuid4().hex[:12]}",
         code_dir=rootfs,
         env_dir=rootfs,
-        command=BUSYBOX_ARGV,
+        command=FORK_AGENT_ARGV,
         agent_port=8080,
-        limits=Limits(memory_bytes=160 << 20, cpus=0.5, pids=48, disk_bytes=8 << 20),
+        limits=Limits(memory_bytes=256 << 20, cpus=0.5, pids=48, disk_bytes=8 << 20),
         network="none",
         rootfs=rootfs,
         user="app",
         workdir="/app",
         storage_path=MOUNT,
+        volumes=(Volume("/mnt/shared", shared, read_only=False),),
     )
+    template = await backend.start_template(spec)
     try:
-        for round_ in ("first", "again"):
+        for kind in ("cold", "fork", "fork-again"):
             mount = await store.acquire(target, "image-session")
-            sandbox = await backend.start(replace(spec, sandbox_id=f"s-{uuid.uuid4().hex[:12]}", storage=mount))
+            session = replace(spec, sandbox_id=f"s-{uuid.uuid4().hex[:12]}", storage=mount)
+            sandbox = await (backend.start(session) if kind == "cold" else backend.fork(template, session))
             try:
                 await wait_ping(sandbox)
-                out, err, code, _ = await run_exec(sandbox, f"echo {round_} >> {MOUNT}/log; stat -c '%u %g %a' {MOUNT}")
-                assert code == 0, err
-                assert out.decode().split() == [str(APP_UID), str(APP_GID), "700"]
+                command = (
+                    f"echo {kind} >> {MOUNT}/log && stat -c '%u %g %a' {MOUNT} && echo {kind} > /mnt/shared/{kind}"
+                )
+                out, err, code, _ = await run_exec(sandbox, command)
+                assert code == 0, (kind, out, err)
+                assert out.decode().split() == [str(APP_UID), str(APP_GID), "700"], kind
+                out, _, _, _ = await run_exec(sandbox, "ls -A /run/hangar-slots 2>/dev/null | wc -l")
+                assert out.decode().strip() == "0", kind
             finally:
                 await sandbox.stop()
                 await store.release(target.runtime_id, "image-session")
-        assert (rootfs / "mnt").exists() is False  # the mount point was made in the session's overlay only
-        with pytest.raises(TemplateUnsafe, match="start cold"):
-            await backend.start_template(spec)
+        assert template.forks >= 2
+        assert not (rootfs / "mnt").exists()  # the mount points were made in the sessions' overlays only
+        assert sorted(p.name for p in shared.iterdir()) == ["cold", "fork", "fork-again"]
         mount = await store.acquire(target, "image-session")
         try:
-            assert (mount / "log").read_text() == "first\nagain\n"
+            assert (mount / "log").read_text() == "cold\nfork\nfork-again\n"
             assert (mount / "log").stat().st_uid == 0  # on disk: "the session's user"
         finally:
             await store.release(target.runtime_id, "image-session")
     finally:
+        await template.stop()
         await backend.cleanup_orphans()
         shutil.rmtree(base, ignore_errors=True)

@@ -29,6 +29,7 @@ import stat
 import struct
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -293,7 +294,7 @@ def enter_session(
     seccomp_program: bytes,
     tree: Sequence[tuple[str, str, int, bytes]] = (),
     files: Sequence[tuple[int, str, int, int, bool]] = (),
-    storage: dict[str, str] | None = None,
+    storage: dict[str, Any] | None = None,
 ) -> None:
     """Second half, as pid 1 of the session's pid namespace (still privileged in its own user namespace only).
 
@@ -303,7 +304,7 @@ def enter_session(
     template's view before the fork isolated itself): copied into the fresh tmpfs and reopened there.
     ``storage``: the session storage's ``slot`` and mount ``path`` (``namespace/storage.py``): the mounts stay
     slaves (as a cold sandbox's do) so that the host's mount on the slot reaches the path."""
-    mount(None, "/", None, MS_REC | (MS_SLAVE if storage else MS_PRIVATE))
+    mount(None, "/", None, MS_REC | (MS_SLAVE if storage and storage.get("slot") else MS_PRIVATE))
     # Files made below belong to the sandbox uid; the template's uid has no mapping in this namespace.
     libc().setfsuid(SANDBOX_UID)
     libc().setfsgid(SANDBOX_UID)
@@ -321,7 +322,7 @@ def enter_session(
         mount(f"{STAGE}/keep/{index}", path, None, MS_BIND | MS_REC)
         mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     _check(libc().umount2(STAGE.encode(), MNT_DETACH), f"umount {STAGE}")
-    if storage:
+    if storage and storage.get("slot"):
         bind_storage_slot(storage["slot"], storage["path"])
     mount("hangar-shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode=1777")
     # The template's devpts instance is every fork's (a pty opened in one session would show in all): a new one, as
@@ -363,11 +364,13 @@ def enter_image_session(
     shm_bytes: int,
     seccomp_program: bytes,
     files: Sequence[tuple[int, str, int, int, bool]] = (),
+    storage: dict[str, Any] | None = None,
 ) -> None:
     """``enter_session`` for a fork of an image's template: attach the session's own root (an overlay of the image
     the host built for this session alone: lower ID-mapped to its lease, upper on its tmpfs), carry over what Hangar
-    binds from the template's view, pivot into it and detach the template's root, then the same steps as for code."""
-    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    binds from the template's view (and the version's volumes and this session's storage slot, ``storage``), pivot
+    into it and detach the template's root, then the same steps as for code."""
+    mount(None, "/", None, MS_REC | (MS_SLAVE if storage and storage.get("slot") else MS_PRIVATE))
     if libc().syscall(SYS_MOVE_MOUNT, root_fd, b"", AT_FDCWD, IMAGE_STAGE.encode(), MOVE_MOUNT_F_EMPTY_PATH) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"move_mount the session's root: {os.strerror(err)}")
@@ -378,6 +381,12 @@ def enter_image_session(
         mount(path, new + path, None, MS_BIND | MS_REC)
         if path in IMAGE_READ_ONLY or path == OUTBOUND:
             mount(None, new + path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    for path, read_only in (storage or {}).get("volumes", []):
+        mount(path, new + path, None, MS_BIND | MS_REC)
+        if read_only:
+            mount(None, new + path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    if storage and storage.get("slot"):
+        mount(storage["slot"], new + storage["path"], None, MS_BIND)  # a slave: the host's mount on it arrives
     size = max(shm_bytes, 4096)
     mount("hangar-shm", new + "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode=1777")
     mount("devpts", new + "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620")

@@ -135,7 +135,6 @@ class NamespaceBackend(SandboxBackend):
         return await self.resources.plan_link(spec, uid)
 
     async def start_template(self, spec: SandboxSpec) -> Template:
-        storage.check_forkable(spec)  # TemplateUnsafe: sessions of the version start cold, saying why
         return await NamespaceTemplate.start(spec, self.resources, self.bwrap)
 
     async def fork(self, template: Template, spec: SandboxSpec) -> NamespaceSandbox:
@@ -143,7 +142,6 @@ class NamespaceBackend(SandboxBackend):
         once this session is up, so that preparation never competes with it."""
         if not isinstance(template, NamespaceTemplate):
             raise TypeError(f"not a namespace template: {template!r}")
-        storage.check_forkable(spec)
         prepared = await template.take_fork(spec)
         sandbox: NamespaceSandbox | None = None
         try:

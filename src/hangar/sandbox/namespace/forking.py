@@ -196,6 +196,7 @@ async def prepare_fork(
             merged = await asyncio.to_thread(
                 image_root.mount_root, state, spec.rootfs, uid, spec.workdir, spec.outbound
             )
+            storage.image_fork_points(merged, spec)
             root_fd = image_root.detached_copy(merged)
             try:
                 socket.send_fds(host_end, [b"go"], [root_fd])

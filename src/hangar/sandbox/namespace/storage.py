@@ -30,7 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from hangar.domain.errors import InternalError
-from hangar.sandbox.base import SandboxSpec, TemplateUnsafe
+from hangar.sandbox.base import SandboxSpec
 from hangar.sandbox.namespace import image_root
 from hangar.sandbox.namespace.rootfs import _libc
 from hangar.sandbox.state import StateDir
@@ -87,14 +87,26 @@ def unmount_slots(state_root: Path) -> None:
         _libc().umount2(str(path).encode(), 0x2)
 
 
-def template_mounts(state_root: Path, spec: SandboxSpec) -> list[str]:
+def template_mounts(state_root: Path, spec: SandboxSpec, merged: Path | None = None) -> list[str]:
     """bwrap arguments for a warm template's root: the version's shared volumes, and with sessionStorage the slots
-    directory and the mount point every fork binds its slot on."""
+    directory and (code) the mount point every fork binds its slot on. ``merged``: an image template's root, where
+    the mount points are made without following the image's symlinks (its forks pivot into roots of their own,
+    which the host prepares with ``image_fork_points``; they carry the volumes and their slot over)."""
+    if merged is not None:
+        for path in (*(v.path for v in spec.volumes), *((SLOTS_INSIDE,) if spec.storage_path else ())):
+            image_root._ensure(merged, path, "dir")
     args = volume_mounts(spec)
     if spec.storage_path is not None:
         args += ["--bind", str(version_slots(state_root, spec)), SLOTS_INSIDE]
-        args += ["--perms", "0755", "--dir", "/mnt", "--perms", "0755", "--dir", spec.storage_path]
+        if merged is None:
+            args += ["--perms", "0755", "--dir", "/mnt", "--perms", "0755", "--dir", spec.storage_path]
     return args
+
+
+def image_fork_points(merged: Path, spec: SandboxSpec) -> None:
+    """The mount points of an image fork's own root (made by the host before the root is handed to the fork)."""
+    for path in (*(v.path for v in spec.volumes), *((spec.storage_path,) if spec.storage_path else ())):
+        image_root._ensure(merged, path, "dir")
 
 
 def volume_mounts(spec: SandboxSpec) -> list[str]:
@@ -124,29 +136,20 @@ def cold_mounts(state: StateDir, spec: SandboxSpec, uid: int, merged: Path | Non
     return args
 
 
-def fork_request(state_root: Path, spec: SandboxSpec, uid: int) -> dict[str, str] | None:
-    """The prepared fork's empty slot (the zygote's request names where the fork finds it and where it binds it).
-    The user namespace its ID-mapped view needs is made now: ~25 ms (a short-lived ``unshare`` child) that would
-    otherwise fall on the request path, where attaching the view then takes ~0.1 ms."""
-    if spec.storage_path is None:
+def fork_request(state_root: Path, spec: SandboxSpec, uid: int) -> dict[str, object] | None:
+    """The prepared fork's empty slot (the zygote's request names where the fork finds it and where it binds it)
+    and the volumes an image fork carries into its own root. The user namespace the session's ID-mapped view needs
+    is made now: ~25 ms (a short-lived ``unshare`` child) that would otherwise fall on the request path, where
+    attaching the view then takes ~0.1 ms."""
+    if spec.storage_path is None and not spec.volumes:
         return None
-    image_root._userns_fd(uid)
-    slot = version_slots(state_root, spec) / spec.sandbox_id
-    slot.mkdir(mode=0o755)
-    return {"slot": f"{SLOTS_INSIDE}/{spec.sandbox_id}", "path": spec.storage_path}
-
-
-IMAGE_COLD_REASON = (
-    "image sessions with filesystemConfigurations start cold (their forks pivot into a root built before the session "
-    "is known)"
-)
-
-
-def check_forkable(spec: SandboxSpec) -> None:
-    """An image's fork pivots into a root the host built before its session was known: neither a storage slot nor
-    a shared volume of the template's view reaches it."""
-    if spec.rootfs is not None and (spec.storage_path is not None or spec.volumes):
-        raise TemplateUnsafe(IMAGE_COLD_REASON)
+    request: dict[str, object] = {"volumes": [[v.path, v.read_only] for v in spec.volumes]}
+    if spec.storage_path is not None:
+        image_root._userns_fd(uid)
+        slot = version_slots(state_root, spec) / spec.sandbox_id
+        slot.mkdir(mode=0o755)
+        request.update(slot=f"{SLOTS_INSIDE}/{spec.sandbox_id}", path=spec.storage_path)
+    return request
 
 
 def attach_to_fork(state_root: Path, spec: SandboxSpec, prepared_id: str, uid: int, pid: int) -> None:
@@ -156,7 +159,8 @@ def attach_to_fork(state_root: Path, spec: SandboxSpec, prepared_id: str, uid: i
         return
     if spec.storage is None:
         raise InternalError("a session with sessionStorage started without its storage")
-    if os.listdir(f"/proc/{pid}/root{SLOTS_INSIDE}"):  # the fork covered its view of the slots (isolate.py)
+    # A code fork covered its view of the slots (isolate.py); an image fork pivoted away from the template's root.
+    if spec.rootfs is None and os.listdir(f"/proc/{pid}/root{SLOTS_INSIDE}"):
         raise InternalError("the forked sandbox still sees other sessions' storage slots")
     slot = version_slots(state_root, spec) / prepared_id
     attach(spec.storage, slot, uid)

@@ -94,6 +94,7 @@ def template_bwrap_args(
         stage = state.path / "stage"
         stage.mkdir(mode=0o755)
         mounts += ["--ro-bind", str(stage), image_root.FORK_STAGE]
+        mounts += storage.template_mounts(state.path.parent, spec, merged)
         chdir = image_root.normalized(spec.workdir)
     else:
         env = agent_environment(spec, spec.agent_port, rootfs.HOME, "/tmp")
