@@ -446,3 +446,14 @@ def test_an_attached_shell_keeps_its_session_and_a_detached_one_is_reaped_with_i
         await ws.close()
 
     asyncio.run(talk())
+
+
+def test_hangar_shell_reads_a_script_from_a_pipe(server: HangarServer, runtime: dict[str, Any]) -> None:
+    env = {**os.environ, "HANGAR_ENDPOINT_URL": server.url, "HANGAR_DATA_DIR": str(server.data_dir)}
+    argv = [str(HANGAR), "shell", runtime["agentRuntimeId"], "--session-id", new_session_id()]
+    script = subprocess.run(argv, input=b"echo piped-$((2+3))\nexit 4\n", env=env, capture_output=True, timeout=120)
+    assert script.returncode == 4, script
+    assert b"piped-5" in script.stdout
+    # No exit in the script: the end of input is the end-of-file key, which ends the shell (status 0).
+    ended = subprocess.run([*argv[:-1], new_session_id()], input=b"true\n", env=env, capture_output=True, timeout=120)
+    assert ended.returncode == 0, ended

@@ -36,6 +36,7 @@ SESSION_HEADER = "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id"
 STDIN, STDOUT, STDERR, STATUS, RESIZE, HEARTBEAT, CLOSE = 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0xFF
 READ_SIZE = 32 * 1024  # well under the 64 KiB frame limit
 KICKED = 4000
+FIRST_OUTPUT_WAIT_S = 5.0
 
 
 def register(app: typer.Typer) -> None:
@@ -86,6 +87,7 @@ class _Terminal:
         self.shell_id = ""
         self.exit_code: int | None = None
         self.message = ""
+        self.spoke = asyncio.Event()  # the shell's first output came
 
     async def run(self) -> int:
         try:
@@ -116,8 +118,9 @@ class _Terminal:
 
         def readable() -> None:
             data = _read(self.stdin)
-            if not data:
-                loop.remove_reader(self.stdin)  # end of input (a pipe): the shell keeps running
+            if not data:  # end of input (a pipe or file): the terminal's end-of-file key, as typed
+                loop.remove_reader(self.stdin)
+                typed.put_nowait(b"\x04")
             typed.put_nowait(data)
 
         loop.add_reader(self.stdin, readable)
@@ -139,6 +142,10 @@ class _Terminal:
             await ws.send(bytes([RESIZE]) + json.dumps({"width": size.columns, "height": size.lines}).encode())
 
     async def _send_typed(self, ws: ClientConnection, typed: asyncio.Queue[bytes]) -> None:
+        # Input waits for the shell's first output (its prompt): typed earlier, it would meet the pty's line
+        # discipline before the shell's line editor set it up, and an end-of-file key there would be lost.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.spoke.wait(), FIRST_OUTPUT_WAIT_S)
         with contextlib.suppress(ConnectionClosed):
             while data := await typed.get():
                 await ws.send(bytes([STDIN]) + data)
@@ -150,6 +157,7 @@ class _Terminal:
                     continue
                 channel, payload = message[0], message[1:]
                 if channel == STDOUT:
+                    self.spoke.set()
                     _write_all(self.stdout, payload)
                 elif channel == STDERR:
                     _write_all(sys.stderr.fileno(), payload)
