@@ -203,17 +203,30 @@ def test_bedrock_agentcore_serve_a2a_forks_with_state_of_its_own(server: HangarS
     assert [part.text for part in event.message.parts] == ["seen 1"]  # the import's list, this session's copy
 
 
-def test_agui_example_forks_with_turns_of_its_own(server: HangarServer, control: Any, data: Any) -> None:
-    runtime = deploy(control, "agui_agent", protocolConfiguration={"serverProtocol": "AGUI"})
+def agui_snapshots(data: Any, runtime: dict[str, Any], field: str) -> Callable[[str], tuple[str, list[int]]]:
+    """Two AG-UI runs in the given session (SSE through boto3); ``field`` of each run's state snapshot."""
 
     def call(session_id: str) -> tuple[str, list[int]]:
-        turns = []
+        seen = []
         for _ in range(2):
             answer = data.invoke_agent_runtime(
                 agentRuntimeArn=runtime["agentRuntimeArn"], runtimeSessionId=session_id, payload=json.dumps(RUN)
             )
             events = [json.loads(line[5:]) for line in answer["response"].iter_lines() if line.startswith(b"data:")]
-            turns += [e["snapshot"]["turns"] for e in events if e["type"] == "STATE_SNAPSHOT"]
-        return session_id, turns
+            seen += [e["snapshot"][field] for e in events if e["type"] == "STATE_SNAPSHOT"]
+        return session_id, seen
 
-    assert forked(server, call) == [1, 2]  # the thread's turns start from the import's empty dict in every session
+    return call
+
+
+def test_agui_example_forks_with_turns_of_its_own(server: HangarServer, control: Any, data: Any) -> None:
+    runtime = deploy(control, "agui_agent", protocolConfiguration={"serverProtocol": "AGUI"})
+    # the thread's turns start from the import's empty dict in every session
+    assert forked(server, agui_snapshots(data, runtime, "turns")) == [1, 2]
+
+
+def test_bedrock_agentcore_agui_app_forks_with_state_of_its_own(server: HangarServer, control: Any, data: Any) -> None:
+    target = server.data_dir / "artifacts" / BUCKET / "agentcoreagui"
+    shutil.copytree(AGENTS / "agentcoreagui", target, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+    runtime = deploy(control, "agentcoreagui", protocolConfiguration={"serverProtocol": "AGUI"})
+    assert forked(server, agui_snapshots(data, runtime, "runs")) == [1, 2]
