@@ -42,6 +42,8 @@ def test_bench_smoke_runs_every_suite(tmp_path: Path) -> None:
     for agent in ("echo_sdk", "heavy"):
         for kind in ("hangar_template", "hangar_cold", "hangar_warm_pool", "plain_process"):
             assert suites["new_session"][agent][kind]["n"] > 0, (agent, kind)
+    shapes = suites["server_shapes"]  # async-started servers beside the HTTP agents, every sample forked
+    assert all(shapes[name]["hangar_fork"]["n"] > 0 for name in ("echo_sdk", "mcp_server", "fastapi_async")), shapes
     density = suites["density"]
     assert density["churn_fork"]["sessions"] > 0 and density["churn_cold"]["sessions"] > 0
     assert [v["start_kinds"] for k, v in density.items() if k.startswith("idle_")] == [
