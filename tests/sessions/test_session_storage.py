@@ -411,6 +411,7 @@ async def test_image_sessions_cold_and_forked_get_storage_and_volumes() -> None:
     their own overlay roots and owned by the image's user, and a read-write volume; forks carry both into the root
     they pivot into."""
     from hangar.sandbox.namespace.backend import NamespaceBackend
+    from hangar.sandbox.namespace.storage import unmount_slots
 
     base = Path(tempfile.mkdtemp(prefix="hss-", dir="/tmp"))  # short: socket paths must fit in 108 bytes
     base.chmod(0o755)
@@ -468,4 +469,5 @@ async def test_image_sessions_cold_and_forked_get_storage_and_volumes() -> None:
     finally:
         await template.stop()
         await backend.cleanup_orphans()
+        unmount_slots(base / "state")
         shutil.rmtree(base, ignore_errors=True)
