@@ -345,6 +345,20 @@ def test_invalid_filesystem_configurations_are_refused(
     assert expected in caught.value.response["Error"]["Message"], caught.value.response["Error"]["Message"]
 
 
+def test_a_backend_that_cannot_mount_it_refuses_the_session(control: Any, data: Any) -> None:
+    """gVisor sessions (a runtime that asks for it) cannot have it: a clear 424, never a session without its files."""
+    rt = deploy(
+        control,
+        "testbed",
+        filesystemConfigurations=[STORAGE],
+        environmentVariables={"HANGAR_SANDBOX_BACKEND": "gvisor"},
+    )
+    with pytest.raises(ClientError) as caught:
+        run(data, rt, new_session_id(), "true")
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 424
+    assert "filesystemConfigurations need the namespace sandbox backend" in str(caught.value)
+
+
 def test_get_returns_the_configurations(control: Any, runtime: dict[str, Any]) -> None:
     assert runtime["filesystemConfigurations"] == [STORAGE]
 
