@@ -99,6 +99,17 @@ class Settings(BaseSettings):
         "opts out with the environment variable HANGAR_TEMPLATE=off).",
     )
     log_level: str = Field("info", description="Log level of the server (debug, info, warning, error).")
+    session_log_bytes: int = Field(
+        8 * 1024 * 1024,
+        description="Stdout and stderr kept per session (log stream), bytes; the oldest segment goes first.",
+    )
+    runtime_log_bytes: int = Field(
+        256 * 1024 * 1024,
+        description="Session logs kept per runtime (all its endpoints), bytes; the oldest streams go first.",
+    )
+    log_retention_s: float = Field(
+        7 * 24 * 3600.0, description="How long a session's log is kept after its last event, seconds."
+    )
     public_url: str | None = Field(
         None,
         description="Base URL browsers and IdPs reach this server at (OAuth2 callback URLs are built on it). "

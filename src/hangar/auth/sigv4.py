@@ -32,7 +32,7 @@ from hangar.auth.errors import (
 )
 
 ALGORITHM = "AWS4-HMAC-SHA256"
-SERVICES = ("bedrock-agentcore", "s3", "ecr")
+SERVICES = ("bedrock-agentcore", "s3", "ecr", "logs")
 MAX_SKEW_S = 300  # AWS allows the signing time to be 5 minutes off the server's clock, either way
 # Longest X-Amz-Expires per service: AgentCore's limit for presigned WebSocket URLs, S3's one week.
 MAX_PRESIGNED_EXPIRES_S = {"bedrock-agentcore": 300, "s3": 7 * 24 * 3600}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from hangar.cli import credentials, dataplane, deploy, identity, images, resources, shell
+from hangar.cli import credentials, dataplane, deploy, identity, images, logs, resources, shell
 from hangar.cli.serve import serve
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ dataplane.register(app)  # invoke, sessions, exec
 identity.register(app)  # identities, providers, vault
 images.register(app)  # images list, delete
 shell.register(app)  # shell
+logs.register(app)  # logs
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -22,7 +22,7 @@ from hangar.artifacts.images.errors import EcrError, RegistryError
 from hangar.control.registry import Registry, check_repository_name
 from hangar.domain.errors import HangarError, InternalError
 from hangar.domain.types import Principal
-from hangar.gateway import authn
+from hangar.gateway import authn, logs_api
 from hangar.gateway.app import read_capped_body
 from hangar.gateway.registry import issue_password
 from hangar.gateway.routing import Route
@@ -352,6 +352,8 @@ OPERATIONS: dict[str, Callable[..., Any]] = {
 async def ecr(request: Request, params: dict[str, str]) -> Response:
     request_id = getattr(request.state, "request_id", "")
     target = request.headers.get("x-amz-target", "")
+    if target.startswith(logs_api.TARGET_PREFIX):  # CloudWatch Logs shares POST / (gateway/logs_api.py)
+        return await logs_api.logs(request, params)
     try:
         if not target.startswith(TARGET_PREFIX):
             raise EcrError("UnknownOperationException", "Unknown operation: X-Amz-Target is not an ECR operation", 400)

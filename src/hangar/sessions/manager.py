@@ -28,6 +28,7 @@ from hangar.sessions.identity import SandboxIdentities
 from hangar.sessions.images import image_fields
 from hangar.sessions.lifecycle import Lifecycle
 from hangar.sessions.limits import SessionQuota, sandbox_limits, version_limits
+from hangar.sessions.logs import SessionLogs
 from hangar.sessions.pool import Launched, Spare, WarmPool
 from hangar.sessions.probe import wait_ready
 from hangar.sessions.records import SessionRecords
@@ -69,6 +70,7 @@ class SessionManager:
         self.pool.cold_spares = self.templates.unforkable if settings.cold_spares and self.templates.enabled else None
         # filesystemConfigurations (sessions/storage.py)
         self.storage = SessionStorage(settings, backend.name, state_root=getattr(backend, "state_root", None))
+        self.logs = SessionLogs(settings)  # each session's stdout/stderr, kept past its end (sessions/logs.py)
         self._live: dict[SessionKey, Session] = {}
         self._starting: dict[SessionKey, asyncio.Task[Session]] = {}
         self._stopping: set[asyncio.Task[object]] = set()  # sandbox stops and crash checks: shutdown waits for them
@@ -108,6 +110,7 @@ class SessionManager:
         if self._records_writer is not None:
             await asyncio.gather(self._records_writer, return_exceptions=True)
         await self._save()
+        await self.logs.stop()
         await self.templates.drain(TEMPLATE_DRAIN_S)
         await self.storage.stop()
 
@@ -149,6 +152,7 @@ class SessionManager:
         finally:
             self._starting.pop(key, None)
         self._live[key] = session
+        self.logs.begin(session)
         self.lifecycle.wake()
         self._save_soon()
         return session
@@ -309,6 +313,7 @@ class SessionManager:
         await asyncio.shield(task)
 
     async def _close(self, session: Session) -> None:
+        await self.logs.end(session)  # its output file goes with the sandbox
         await _close_quietly(session.client, session.sandbox, self.identities.forget)
         await self.storage.release(session.key.runtime_id, session.key.session_id)  # after its views are gone
         self._save_soon()
