@@ -17,7 +17,7 @@ from abc import abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 from hangar.domain.errors import InternalError, RuntimeClientError
 from hangar.sandbox.base import ExecEvent, Sandbox, SandboxSpec
@@ -33,7 +33,7 @@ LISTEN_BACKLOG = 128
 STOP_GRACE_S = 2.0
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # what container runtimes default to
-_KINDS = {b"o": "stdout", b"e": "stderr"}
+_KINDS: dict[bytes, Literal["stdout", "stderr"]] = {b"o": "stdout", b"e": "stderr"}
 
 
 class ProcessHandle(Protocol):
@@ -203,7 +203,7 @@ async def wait_exit(proc: ProcessHandle, timeout: float) -> bool:
     try:
         if pidfd >= 0:
             done = loop.create_future()
-            loop.add_reader(pidfd, lambda: done.done() or done.set_result(None))
+            loop.add_reader(pidfd, _resolve, done)
             try:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(done, timeout)
@@ -307,7 +307,7 @@ class SupervisedSandbox(Sandbox):
                     result = json.loads(payload)
                     yield ExecEvent(kind="exit", exit_code=result["exit_code"], timed_out=bool(result["timed_out"]))
                     return
-                yield ExecEvent(kind=_KINDS[kind], data=payload)  # type: ignore[arg-type]
+                yield ExecEvent(kind=_KINDS[kind], data=payload)
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError):
@@ -348,3 +348,9 @@ class SupervisedSandbox(Sandbox):
     @abstractmethod
     async def _release(self) -> None:
         """Delete the state dir and return whatever the sandbox leased."""
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    """Resolve once: a pidfd stays readable after its process exits, and the reader may fire again first."""
+    if not future.done():
+        future.set_result(None)

@@ -82,7 +82,7 @@ if __name__ == "__main__":
     bind_outbound(EARLY[0])
     EARLY_AGENT = spawn_agent(*EARLY)
     # The supervisor never speaks TLS: keeping asyncio from importing ssl saves loading OpenSSL (~4 MiB RSS).
-    sys.modules["ssl"] = None  # type: ignore[assignment]
+    sys.modules["ssl"] = None  # type: ignore[assignment]  # None in sys.modules is how an import is blocked
 
 import asyncio  # noqa: E402 (after the early spawn, on purpose)
 import contextlib  # noqa: E402
@@ -115,8 +115,9 @@ class _Splice(asyncio.BufferedProtocol):
         self.eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.transport.set_write_buffer_limits(high=HIGH_WATER)
+        assert isinstance(transport, asyncio.Transport)  # a stream connection's transport always is one
+        self.transport = transport
+        transport.set_write_buffer_limits(high=HIGH_WATER)
 
     def attach(self, peer: _Splice) -> None:
         self.peer = peer
@@ -198,7 +199,8 @@ class Relay:
             return
         outbound.peer = inbound
         if inbound.transport is None or inbound.transport.is_closing():
-            outbound.transport.close()  # type: ignore[union-attr]
+            if outbound.transport is not None:
+                outbound.transport.close()
             return
         inbound.attach(outbound)
 
@@ -224,7 +226,8 @@ class Outbound:
             return
         outbound.peer = inbound
         if inbound.transport is None or inbound.transport.is_closing():
-            outbound.transport.close()  # type: ignore[union-attr]
+            if outbound.transport is not None:
+                outbound.transport.close()
             return
         inbound.attach(outbound)
 
@@ -275,7 +278,8 @@ class Commands:
         # The caller sends nothing after its request: a read that returns means it hung up.
         hangup = asyncio.ensure_future(reader.read(1))
         try:
-            done, _ = await asyncio.wait({work, hangup}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            waiting: set[asyncio.Future[Any]] = {work, hangup}
+            done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if work in done:
                 work.result()
             else:
@@ -472,6 +476,12 @@ def _listener(fd: int) -> socket.socket:
     return sock
 
 
+def _resolve(future: asyncio.Future[None]) -> None:
+    """Resolve once: a pidfd stays readable after its process exits, and the reader may fire again first."""
+    if not future.done():
+        future.set_result(None)
+
+
 async def _wait_pid(pid: int) -> int:
     """Exit status of our child ``pid``, awaited through a pidfd (no watcher thread); polled where there is none
     (not Linux, or a kernel without pidfd_open such as gVisor's)."""
@@ -483,7 +493,7 @@ async def _wait_pid(pid: int) -> int:
         return os.waitstatus_to_exitcode(status[1])
     loop = asyncio.get_running_loop()
     exited = loop.create_future()
-    loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
+    loop.add_reader(pidfd, _resolve, exited)
     try:
         await exited
     finally:
