@@ -77,7 +77,8 @@ class Activity:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[HangarServer]:
-    with seeded_server("hangar-metrics-", ("testbed", "threaded")) as hangar:
+    # No cold spare for the unsafe agent (on by default): its session must start cold, counting its fallback reason.
+    with seeded_server("hangar-metrics-", ("testbed", "threaded"), env={"HANGAR_COLD_SPARES": "false"}) as hangar:
         if not operator(hangar)["templates"]["enabled"]:
             pytest.skip(f"warm templates need the namespace backend, this host has {operator(hangar)['backend']}")
         yield hangar
