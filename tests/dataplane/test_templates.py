@@ -36,7 +36,8 @@ SETTLE_S = 3.0  # several template reconcile passes (1 s each): long enough to s
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[HangarServer]:
-    with seeded_server("hangar-templates-", AGENTS) as hangar:
+    # No cold spares (on by default, tests/sessions/test_cold_spares.py): the unsafe agent's sessions start cold here.
+    with seeded_server("hangar-templates-", AGENTS, env={"HANGAR_COLD_SPARES": "false"}) as hangar:
         if not _operator(hangar)["templates"]["enabled"]:
             pytest.skip(f"warm templates need the namespace backend, this host has {_operator(hangar)['backend']}")
         yield hangar
