@@ -106,3 +106,45 @@ def test_imports_nothing_for_packages_the_agent_did_not_import() -> None:
     assert found["done"] == []
     assert not found["anyio"]
     assert (found["threads"], found["fds_same"]) == (1, True)
+
+
+SERVE = """
+import os, signal, sys, threading, time, urllib.request
+sys.path.insert(0, {folder!r})
+import uvicorn
+import warmup
+warmup.IDLE_TICK_S = 3600.0  # only the exit signal can end the wait: a lost wake-up hangs (the caller's timeout)
+print(warmup.quiet_idle_ticks(), flush=True)
+
+async def app(scope, receive, send):
+    if scope["type"] == "http":
+        await send({{"type": "http.response.start", "status": 200, "headers": []}})
+        await send({{"type": "http.response.body", "body": b"ok"}})
+
+server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="error"))
+
+def client():
+    while not server.started:
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    with urllib.request.urlopen(f"http://127.0.0.1:{{port}}/") as answer:
+        print("date" if answer.headers.get("date") else "no date", answer.read().decode(), flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+threading.Thread(target=client, daemon=True).start()
+try:
+    server.run()
+except SystemExit:
+    pass
+print("exited", flush=True)
+"""
+
+
+def test_quiet_ticks_still_date_the_answers_and_exit_on_the_signal() -> None:
+    """A forked agent's uvicorn ticks once a second; the exit signal must still end its wait at once."""
+    code = SERVE.format(folder=str(WARMUP.parent))
+    result = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60)
+    lines = result.stdout.split("\n")
+    assert lines[0] == "['uvicorn ticks once a second when idle']", result.stderr
+    assert lines[1] == "date ok"
+    assert "exited" in lines or result.returncode == -15, result.stderr  # uvicorn re-raises the captured signal

@@ -7,6 +7,9 @@ its first ASGI call. Measured in a fork, that made the real SDK's first ``/ping`
 ``hangar.sdk``'s, which warms itself. Every fork repeats that work and writes its own copy of the pages it touches;
 done here, before the template freezes its heap, it is done once and shared by copy-on-write.
 
+And an idle fork should cost nothing: uvicorn's 0.1 s tick is slowed to one a second, woken at once by the exit
+signal (``quiet_idle_ticks``), which the forks inherit with the class.
+
 Rules, because this runs in the template of an agent that is then forked: nothing here runs the agent's handler or
 its middleware, starts a thread, opens a socket or creates an event loop (the zygote checks after this that it
 still has one thread and no sockets). Only modules of packages the agent already imported are imported, so an agent
@@ -53,7 +56,54 @@ def warm(config: Any) -> list[str]:
         config.get_loop_factory()  # uvicorn >= 0.36: imports the loop module (and uvloop) without creating a loop
     with contextlib.suppress(Exception):
         done += build_middleware_stacks(getattr(config, "loaded_app", None))
+    with contextlib.suppress(Exception):
+        done += quiet_idle_ticks()
     return done
+
+
+IDLE_TICK_S = 1.0  # uvicorn's own tick is 0.1 s; its date header is refreshed once a second either way
+
+
+def quiet_idle_ticks() -> list[str]:
+    """Make every fork's uvicorn wake once a second instead of ten times, and at once when told to exit.
+
+    An idle uvicorn server wakes every 0.1 s (``Server.main_loop``) to see whether it should exit and to refresh its
+    ``date`` header once a second. Measured with 1,000 idle forked sessions on two cores, those wake-ups used 1.7 cores
+    (0.17 % of a core each) and made a new session 3.5 times slower. Here the loop waits up to ``IDLE_TICK_S``
+    between ticks and is woken by the exit signal, so a stop is noticed as soon as before; each tick counts as ten of
+    uvicorn's, so the date still changes every second. Only for the uvicorn whose ``main_loop``/``on_tick``/
+    ``handle_exit`` have the shape this was written against (0.30 and later); anything else is left as it is.
+    """
+    uvicorn = sys.modules.get("uvicorn")
+    server_class = getattr(uvicorn, "Server", None)
+    if server_class is None or getattr(server_class, "_hangar_quiet", False):
+        return []
+    if not all(callable(getattr(server_class, name, None)) for name in ("main_loop", "on_tick", "handle_exit")):
+        return []
+    import asyncio
+
+    original_exit = server_class.handle_exit
+
+    async def main_loop(server: Any) -> None:
+        loop = asyncio.get_running_loop()
+        counter = 0
+        while not await server.on_tick(counter):
+            counter = (counter + 10) % 864000
+            server._hangar_wake = wake = loop.create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake, IDLE_TICK_S)
+
+    def handle_exit(server: Any, sig: int, frame: Any) -> None:
+        original_exit(server, sig, frame)
+        wake = getattr(server, "_hangar_wake", None)
+        if wake is not None:  # a signal handler runs between the loop's steps: wake it through its self-pipe
+            with contextlib.suppress(RuntimeError):
+                wake.get_loop().call_soon_threadsafe(lambda: wake.done() or wake.set_result(None))
+
+    server_class.main_loop = main_loop
+    server_class.handle_exit = handle_exit
+    server_class._hangar_quiet = True
+    return ["uvicorn ticks once a second when idle"]
 
 
 def import_first_use() -> list[str]:
