@@ -32,6 +32,7 @@ MAX_SIGNED_BODY = 10 * 1024 * 1024
 
 def collect_routes() -> list[Route]:
     """Every route of the server, in match order: one explicit table, each module imported by name."""
+    from hangar import console
     from hangar.gateway import (
         artifacts,
         control,
@@ -48,6 +49,7 @@ def collect_routes() -> list[Route]:
 
     return [
         *health.ROUTES,
+        *(Route(method, path, handler, name, auth="none") for method, path, handler, name in console.PAGES),
         *metrics.ROUTES,
         *control.ROUTES,
         *dataplane.ROUTES,

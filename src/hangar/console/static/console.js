@@ -1,0 +1,76 @@
+// Hangar console: the invoke playground streams the agent's answer as it arrives (fetch + a body reader).
+"use strict";
+
+function sseEvents(buffer, emit) {
+  // Split complete SSE events off the front of buffer; returns what is left (an incomplete event).
+  let cut;
+  while ((cut = buffer.search(/\r?\n\r?\n/)) >= 0) {
+    const block = buffer.slice(0, cut);
+    buffer = buffer.slice(cut).replace(/^\r?\n\r?\n/, "");
+    const data = block.split(/\r?\n/).filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trimStart());
+    if (data.length) emit(data.join("\n"));
+  }
+  return buffer;
+}
+
+async function invoke(form) {
+  const status = document.getElementById("answer-status");
+  const events = document.getElementById("events");
+  const raw = document.getElementById("answer");
+  const send = document.getElementById("send");
+  events.replaceChildren();
+  raw.textContent = "";
+  const params = new URLSearchParams({ sessionId: form.sessionId.value });
+  if (form.qualifier.value.trim()) params.set("qualifier", form.qualifier.value.trim());
+  const url = "/console/invoke/" + encodeURIComponent(form.runtime.value) + "?" + params;
+  send.disabled = true;
+  status.textContent = "Sending…";
+  status.dataset.state = "sending";
+  try {
+    const response = await fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "content-type": "application/json", "x-csrf-token": form.dataset.csrf },
+      body: form.payload.value,
+    });
+    const type = response.headers.get("content-type") || "";
+    const streaming = type.startsWith("text/event-stream");
+    status.textContent = response.ok ? (streaming ? "Streaming…" : "Receiving…") : "Error " + response.status;
+    status.dataset.state = response.ok ? "streaming" : "error";
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let pending = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      const text = decoder.decode(value, { stream: true });
+      raw.textContent += text;
+      if (streaming) {
+        pending = sseEvents(pending + text, (data) => {
+          const item = document.createElement("li");
+          item.textContent = data;
+          events.append(item);
+        });
+      }
+    }
+    if (response.ok) {
+      status.textContent = "Done (" + response.status + ").";
+      status.dataset.state = "done";
+    }
+  } catch (err) {
+    status.textContent = "Failed: " + err;
+    status.dataset.state = "error";
+  } finally {
+    send.disabled = false;
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const form = document.getElementById("invoke");
+  if (form) {
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      invoke(form);
+    });
+  }
+});

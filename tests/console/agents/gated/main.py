@@ -1,0 +1,38 @@
+"""Console test agent: streams one event, then holds the stream open until a second call releases it.
+
+That lets a browser test see the first event on the page while the answer is provably not finished yet.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from hangar.sdk import BedrockAgentCoreApp
+
+app = BedrockAgentCoreApp()
+released = threading.Event()
+
+
+def gated(prompt: str) -> Iterator[dict[str, Any]]:
+    yield {"index": 0, "text": f"{prompt}: first"}
+    held = released.wait(120)
+    released.clear()
+    yield {"index": 1, "text": f"{prompt}: second", "released": held}
+    yield {"done": True}
+
+
+@app.entrypoint
+def invoke(payload: Any) -> Any:
+    payload = payload if isinstance(payload, dict) else {}
+    if payload.get("action") == "release":
+        released.set()
+        return {"released": True}
+    if payload.get("action") == "stream":
+        return gated(str(payload.get("prompt", "")))
+    return {"echo": payload}
+
+
+if __name__ == "__main__":
+    app.run()
