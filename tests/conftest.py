@@ -35,6 +35,7 @@ ISOLATION_TESTS = (
     "tests/sdk/test_identity_in_session.py",
     "tests/protocols/test_fork_starts.py",
     "tests/protocols/test_async_fork.py",
+    "tests/protocols/test_agent_to_agent.py",
     "tests/sessions/test_lifecycle_limits.py",
     "tests/sessions/test_session_storage.py",
     "tests/dataplane/test_templates.py",

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hangar.control import commands as c
-from hangar.control import endpoints, runtimes, tags
+from hangar.control import endpoints, resource_policies, runtimes, tags
 from hangar.control.context import Context
 from hangar.control.resolve import TargetResolver
 from hangar.control.worker import Prepare, Worker
@@ -36,6 +36,7 @@ _USE_CASES: dict[type, Callable[[Context, Any], dict[str, Any]]] = {
     c.TagResource: tags.tag_resource,
     c.UntagResource: tags.untag_resource,
     c.ListTags: tags.list_tags,
+    **resource_policies.USE_CASES,
 }
 
 
@@ -44,6 +45,7 @@ class ControlPlane:
         self.ctx = ctx
         self.resolver = TargetResolver(ctx)
         self.worker = Worker(ctx, prepare)
+        self.policies = resource_policies.ResourcePolicies(ctx)  # who may call a runtime from a session
         ctx.after_write = self._after_write
 
     def _after_write(self) -> None:

@@ -26,6 +26,7 @@ from hangar.domain.invocation import PreparedVersion
 from hangar.domain.runtime import IN_PROGRESS, RuntimeSpec, Status, Version
 from hangar.store import endpoints as endpoint_rows
 from hangar.store import idempotency
+from hangar.store import resource_policies as policy_rows
 from hangar.store import runtimes as rows
 from hangar.store import tags as tag_rows
 from hangar.store.transactions import utcnow
@@ -171,6 +172,7 @@ def _finish_endpoint_delete(conn: Connection, endpoint: Endpoint) -> None:
     if runtime is not None and runtime.status != Status.DELETING:
         endpoint_rows.delete_endpoint(conn, endpoint.runtime_id, endpoint.name)
         tag_rows.drop_tags(conn, endpoint.runtime_id, endpoint.name)
+        policy_rows.delete_policy(conn, endpoint.runtime_id, endpoint.name)
     # an endpoint of a runtime being deleted goes with the runtime row (cascade)
 
 

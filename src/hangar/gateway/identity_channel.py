@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import h11
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope
 
@@ -44,6 +44,7 @@ from hangar.auth.credentials import SigningKey
 from hangar.auth.sigv4 import SigV4Verifier
 from hangar.domain.errors import AccessDeniedError, HangarError, NotFoundError
 from hangar.domain.types import Principal
+from hangar.gateway.agent_calls import AgentCalls
 from hangar.gateway.errors import error_response, unexpected_error_response
 from hangar.gateway.identity_ca import IdentityCA
 from hangar.gateway.identity_data import DATA_ROUTES
@@ -52,6 +53,7 @@ from hangar.sessions.identity import (
     CREDENTIALS_PATH,
     CREDENTIALS_SOCKET,
     IDENTITY_SOCKET,
+    Binding,
     SandboxIdentities,
     identity_host,
 )
@@ -110,6 +112,7 @@ class IdentityChannel:
         self.ca = IdentityCA(settings.data_dir.resolve() / "identity-ca", identity_host(settings.region))
         self.verifier = SigV4Verifier(_SessionKeys(identities, settings.account_id), settings.region)
         self.table = RouteTable(list(DATA_ROUTES))
+        self.calls = AgentCalls(self)  # sessions calling runtimes (agent_calls.py)
         self.app = _AppShim(services)
         self._servers: list[asyncio.AbstractServer] = []
         self._connections: set[asyncio.Task[Any]] = set()
@@ -191,10 +194,20 @@ class IdentityChannel:
                     return event
                 conn.receive_data(await asyncio.wait_for(reader.read(READ_SIZE), IDLE_S))
 
+        async def write(data: bytes) -> None:
+            writer.write(data)
+            await writer.drain()
+
         while True:
             event = await next_event()
             if not isinstance(event, h11.Request):
                 return  # closed, or paused after a connection the client asked to close
+            if handler == self._identity and self.calls.serves(event):  # agent to agent: streamed both ways
+                await self.calls.serve(peer.sandbox_id, conn, event, next_event, write)
+                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                    return
+                conn.start_next_cycle()
+                continue
             body = bytearray()
             while not isinstance(part := await next_event(), h11.EndOfMessage):
                 if isinstance(part, h11.ConnectionClosed):
@@ -281,16 +294,21 @@ class IdentityChannel:
         found, _ = self.table.resolve(request.method, raw_path)
         if found is None:
             raise NotFoundError(f"No identity operation matches {request.method} {raw_path}")
+        request.state.principal = await self.session_principal(binding, request, hashlib.sha256(body).hexdigest())
+        return await cast(HttpHandler, found.route.handler)(request, found.params)  # DATA_ROUTES are all HTTP
+
+    async def session_principal(self, binding: Binding, conn: HTTPConnection, payload_sha256: str) -> Principal:
+        """The session ``binding`` as the caller, when the request is signed with that session's own keys."""
         from hangar.gateway.authn import signed_request
 
-        caller = await self.verifier.verify(signed_request(request), hashlib.sha256(body).hexdigest())
+        caller = await self.verifier.verify(signed_request(conn), payload_sha256)
         owned = self.identities.by_access_key(caller.key.access_key_id)
         if owned is None or owned[0] is not binding:
             raise AccessDeniedError("These credentials belong to another session.")
-        token = request.headers.get("x-amz-security-token", "")
+        token = conn.headers.get("x-amz-security-token", "")
         if not hmac.compare_digest(token.encode(), owned[1].token.encode()):
             raise AccessDeniedError("The security token included in the request is invalid.")
-        request.state.principal = Principal(
+        return Principal(
             kind="session",
             account_id=self.services.settings.account_id,
             name=f"session/{binding.session_id or binding.sandbox_id}",
@@ -298,7 +316,6 @@ class IdentityChannel:
             workload=binding.workload,
             session_id=binding.session_id,
         )
-        return await cast(HttpHandler, found.route.handler)(request, found.params)  # DATA_ROUTES are all HTTP
 
 
 async def _render(response: Response, scope: Scope, receive: Receive) -> tuple[int, list[tuple[str, str]], bytes]:

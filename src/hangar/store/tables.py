@@ -255,3 +255,16 @@ image_tags = Table(
         ["repository", "digest"], ["image_manifests.repository", "image_manifests.digest"], ondelete="CASCADE"
     ),
 )
+
+
+# PutResourcePolicy documents of a runtime (endpoint_name "") or of one of its endpoints, as the caller sent them.
+resource_policies = Table(
+    "resource_policies",
+    metadata,
+    Column("runtime_id", String(128), nullable=False),
+    Column("endpoint_name", String(48), nullable=False),
+    Column("policy", Text(), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("runtime_id", "endpoint_name"),
+    ForeignKeyConstraint(["runtime_id"], ["runtimes.runtime_id"], ondelete="CASCADE"),
+)

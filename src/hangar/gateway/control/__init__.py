@@ -4,6 +4,6 @@ Paths and trailing slashes are exactly those boto3 and the aws CLI send; each ha
 a command (``hangar.control.commands``), runs it, and renders the answer.
 """
 
-from hangar.gateway.control import endpoints, runtimes, tags
+from hangar.gateway.control import endpoints, resource_policies, runtimes, tags
 
-ROUTES = [*runtimes.ROUTES, *endpoints.ROUTES, *tags.ROUTES]
+ROUTES = [*runtimes.ROUTES, *endpoints.ROUTES, *tags.ROUTES, *resource_policies.ROUTES]

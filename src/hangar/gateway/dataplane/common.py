@@ -65,9 +65,9 @@ async def authorized_target(
     services: Services, conn: HTTPConnection, params: dict[str, str], payload_sha256: str
 ) -> InvocationTarget:
     """The caller is authenticated (before the runtime's existence is revealed, see authn) and may use it."""
-    target, principal = await authn.authenticate_then_resolve(
-        conn, services, lambda: resolve(services, conn, params), payload_sha256
-    )
+    via = getattr(conn.state, "channel_caller", None)  # a session calling through its identity channel
+    authenticate = authn.authenticate_then_resolve if via is None else via.authorize
+    target, principal = await authenticate(conn, services, lambda: resolve(services, conn, params), payload_sha256)
     conn.state.principal = principal  # who called: ``identity_headers`` binds the workload access token to them
     return target
 

@@ -1,0 +1,104 @@
+"""Test agent that calls other runtimes from inside its session, configured by nothing but its environment:
+boto3's ``invoke_agent_runtime`` and the a2a-sdk client (signing httpx with the session's own credentials)."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from typing import Any
+from urllib.parse import quote
+
+import boto3
+import httpx
+from a2a.client import A2ACardResolver, ClientConfig, ClientFactory
+from a2a.types import Message, Part, Role, SendMessageRequest
+from bedrock_agentcore import BedrockAgentCoreApp, RequestContext
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.exceptions import ClientError
+
+app = BedrockAgentCoreApp()
+ENDPOINT = os.environ["AWS_ENDPOINT_URL_BEDROCK_AGENTCORE"]
+SESSION = "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id"
+
+
+class SigV4(httpx.Auth):
+    """The session's own credentials (container provider), signing as boto3 would."""
+
+    requires_request_body = True
+
+    def auth_flow(self, request: httpx.Request) -> Any:
+        credentials = boto3.Session().get_credentials().get_frozen_credentials()
+        signed = AWSRequest(method=request.method, url=str(request.url), data=request.content)
+        for name in ("content-type", SESSION.lower()):
+            if name in request.headers:
+                signed.headers[name] = request.headers[name]
+        SigV4Auth(credentials, "bedrock-agentcore", os.environ["AWS_REGION"]).add_auth(signed)
+        for name in ("Authorization", "X-Amz-Date", "X-Amz-Security-Token"):
+            request.headers[name] = signed.headers[name]
+        yield request
+
+
+def _error(exc: ClientError) -> dict[str, Any]:
+    return {"error": exc.response["Error"]["Code"], "message": exc.response["Error"].get("Message", "")}
+
+
+async def _a2a(arn: str, text: str) -> dict[str, Any]:
+    url = f"{ENDPOINT}/runtimes/{quote(arn, safe='')}/invocations"
+    headers = {SESSION: f"a2a-caller-{uuid.uuid4()}"}
+    verify = os.environ["AWS_CA_BUNDLE"]
+    async with httpx.AsyncClient(auth=SigV4(), headers=headers, verify=verify, timeout=120) as http:
+        card = await A2ACardResolver(http, base_url=url).get_agent_card()
+        client = ClientFactory(ClientConfig(httpx_client=http, streaming=False)).create(card)
+        message = Message(role=Role.ROLE_USER, parts=[Part(text=text)], message_id=str(uuid.uuid4()))
+        events = [event async for event in client.send_message(SendMessageRequest(message=message))]
+        await client.close()
+    texts = [part.text for event in events if event.HasField("message") for part in event.message.parts]
+    return {"card": card.name, "texts": texts}
+
+
+@app.entrypoint
+async def handle(payload: dict[str, Any], context: RequestContext) -> dict[str, Any]:
+    op = payload["op"]
+    if op == "whoami":
+        return {"session": context.session_id}
+    if op == "invoke":
+        client = boto3.client("bedrock-agentcore")  # endpoint, region, credentials: all from the environment
+        extra = {"runtimeSessionId": payload["session"]} if payload.get("session") else {}
+        for name, value in payload.get("headers", {}).items():  # e.g. A2A-Version, which boto3 has no parameter for
+            client.meta.events.register(
+                "before-sign.bedrock-agentcore.InvokeAgentRuntime",
+                lambda request, name=name, value=value, **_: request.headers.__setitem__(name, value),
+            )
+        try:
+            answer = client.invoke_agent_runtime(
+                agentRuntimeArn=payload["arn"], payload=json.dumps(payload.get("payload", {})), **extra
+            )
+        except ClientError as exc:
+            return _error(exc)
+        return {"answer": json.loads(answer["response"].read())}
+    if op == "a2a":
+        try:
+            return await _a2a(payload["arn"], payload.get("text", "hello"))
+        except Exception as exc:  # the a2a client's error for a refused card: its message names the status
+            return {"error": type(exc).__name__, "message": str(exc)}
+    if op == "raw":  # hostile: whatever headers and credentials the test says
+        verify = os.environ["AWS_CA_BUNDLE"]
+        response = httpx.request(
+            payload.get("method", "POST"),
+            f"{ENDPOINT}{payload['path']}",
+            headers=payload.get("headers", {}),
+            content=payload.get("body", "").encode(),
+            verify=verify,
+        )
+        return {
+            "status": response.status_code,
+            "body": response.text[:2000],
+            "type": response.headers.get("x-amzn-ErrorType"),
+        }
+    raise ValueError(f"unknown op {op}")
+
+
+if __name__ == "__main__":
+    app.run()
