@@ -12,7 +12,8 @@ and session that is. Nothing the sandbox sends can change that attribution.
 * ``identity.sock``: only the identity data-plane operations (``hangar.gateway.identity_data.DATA_ROUTES``), each
   SigV4-signed with the calling sandbox's own keys (verified by ``auth/sigv4.py`` against this table, with the
   session token compared too). The key must belong to the same sandbox as the peer uid; the handlers then see
-  ``request.state.principal = Principal(kind="session", workload=..., session_id=...)``. Anything else is 404.
+  ``request.state.principal = Principal(kind="session", workload=..., session_id=...)``. It also serves a session's
+  calls to runtimes (InvokeAgentRuntime, GetAgentCard: ``agent_calls.py``, streamed). Anything else is 404.
 
 HTTP/1.1 is parsed with h11 (a uvicorn dependency): uvicorn would not tell the app its peer's credentials.
 """
