@@ -104,7 +104,7 @@ def test_credentials_cli_lifecycle(auth_server: HangarServer, tmp_path: Path) ->
 
 def test_credentials_cli_errors_are_readable(auth_server: HangarServer) -> None:
     missing = hangar_cli(auth_server, "delete", "HGRANOSUCHKEY0000000")
-    assert missing.returncode == 1
+    assert missing.returncode == 3  # docs/cli.md: 3 = not found, 4 = unreachable
     assert "ResourceNotFoundException" in missing.stderr and "Traceback" not in missing.stderr
     unreachable = run(
         str(BIN / "hangar"),
@@ -115,7 +115,7 @@ def test_credentials_cli_errors_are_readable(auth_server: HangarServer) -> None:
         "--data-dir",
         str(auth_server.data_dir),
     )
-    assert unreachable.returncode == 1 and "cannot reach" in unreachable.stderr
+    assert unreachable.returncode == 4 and "cannot reach" in unreachable.stderr
 
 
 def test_last_key_cannot_be_deleted(tmp_path: Path) -> None:

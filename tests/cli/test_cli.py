@@ -141,19 +141,19 @@ def test_failed_build_prints_its_reason_and_exits_1(hangar: HangarServer, tmp_pa
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "message", "code"),  # exit codes: docs/cli.md
     [
-        (("runtimes", "get", "no_such_runtime"), "no runtime named 'no_such_runtime'"),
-        (("deploy", "{folder}", "--name", "x_agent", "--entry", "app.py"), "entry point app.py is not in"),
-        (("upload", "{folder}", "not-an-s3-uri"), "is not an object URI like s3://bucket/key.zip"),
-        (("runtimes", "list", "--endpoint-url", "http://127.0.0.1:9"), "cannot reach Hangar at http://127.0.0.1:9"),
+        (("runtimes", "get", "no_such_runtime"), "no runtime named 'no_such_runtime'", 3),
+        (("deploy", "{folder}", "--name", "x_agent", "--entry", "app.py"), "entry point app.py is not in", 1),
+        (("upload", "{folder}", "not-an-s3-uri"), "is not an object URI like s3://bucket/key.zip", 1),
+        (("runtimes", "list", "--endpoint-url", "http://127.0.0.1:9"), "cannot reach Hangar at http://127.0.0.1:9", 4),
     ],
 )
 def test_errors_are_one_readable_line(
-    hangar: HangarServer, tmp_path: Path, args: tuple[str, ...], message: str
+    hangar: HangarServer, tmp_path: Path, args: tuple[str, ...], message: str, code: int
 ) -> None:
     folder = write(tmp_path / "agent", {"main.py": AGENT})
     result = hangar_cli(hangar, *(arg.replace("{folder}", str(folder)) for arg in args), ok=False)
-    assert result.returncode == 1
+    assert result.returncode == code
     assert message in " ".join(result.stderr.split()), result.stderr
     assert "Traceback" not in result.stderr

@@ -114,7 +114,7 @@ def test_tables_fit_the_terminal(hangar: HangarServer, runtime: dict[str, Any], 
     assert headers(at)[0] == "name" and "status" in headers(at)
     assert NAME in first_column(at), f"a folded name is whole:\n{at}"
     sessions = ok(hangar, "sessions", "list", columns=columns)
-    assert headers(sessions)[:2] == ["session", "state"]
+    assert {"session", "state"} <= set(headers(sessions)), "the essential columns are always there"
     assert runtime["sessionId"] in first_column(sessions), sessions
 
 
@@ -140,8 +140,12 @@ def test_exit_codes(hangar: HangarServer, runtime: dict[str, Any]) -> None:
 
 
 def test_shell_completion_script(hangar: HangarServer) -> None:
-    script = ok(hangar, "--show-completion", "bash")
-    assert "_HANGAR_COMPLETE" in script and "complete " in script
+    # typer detects the shell it runs in (its parent process): run it from bash.
+    shown = subprocess.run(
+        ["bash", "-c", f"{HANGAR_BIN} --show-completion"], capture_output=True, text=True, timeout=60
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "_HANGAR_COMPLETE" in shown.stdout and "complete " in shown.stdout
     env = {**os.environ, "_HANGAR_COMPLETE": "complete_bash", "COMP_WORDS": "hangar runtimes l", "COMP_CWORD": "2"}
     done = subprocess.run([str(HANGAR_BIN)], env=env, capture_output=True, text=True, timeout=60)
     assert "list" in done.stdout.split(), done.stdout + done.stderr

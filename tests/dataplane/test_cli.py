@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ def _hangar(server: HangarServer, *args: str) -> subprocess.CompletedProcess[str
     options = ["--endpoint-url", server.url, "--data-dir", str(server.data_dir)]
     return subprocess.run(
         [str(HANGAR), *args[:split], *options, *args[split:]],
+        env={**os.environ, "COLUMNS": "300"},  # tables keep every column (a narrow terminal drops some)
         capture_output=True,
         text=True,
         timeout=120,
@@ -50,7 +52,7 @@ def test_invoke_by_name_with_session_reuse(server: HangarServer, control: Any) -
     stopped = _hangar(server, "sessions", "stop", runtime["agentRuntimeName"], session_id)
     assert stopped.returncode == 0, stopped.stderr
     again = _hangar(server, "sessions", "stop", runtime["agentRuntimeName"], session_id)
-    assert again.returncode == 1 and "ResourceNotFoundException" in again.stderr
+    assert again.returncode == 3 and "ResourceNotFoundException" in again.stderr  # docs/cli.md: 3 = not found
 
 
 def test_invoke_stream_prints_sse_chunks(server: HangarServer, control: Any) -> None:
@@ -67,7 +69,7 @@ def test_invoke_stream_prints_sse_chunks(server: HangarServer, control: Any) -> 
 
 def test_invoke_unknown_name_fails_readably(server: HangarServer) -> None:
     done = _hangar(server, "invoke", "no_such_agent", "{}")
-    assert done.returncode == 1 and "no agent runtime named 'no_such_agent'" in done.stderr
+    assert done.returncode == 3 and "no agent runtime named 'no_such_agent'" in done.stderr
 
 
 def test_sessions_templates_shows_the_versions_template_and_list_shows_how_sessions_started(

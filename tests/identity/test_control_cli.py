@@ -98,7 +98,7 @@ def test_hangar_identities(hangar: HangarServer) -> None:
     assert "hangar-wl" in hangar_cli(hangar, "identities", "list").stdout
     hangar_cli(hangar, "identities", "delete", "hangar-wl")
     again = hangar_cli(hangar, "identities", "delete", "hangar-wl", ok=False)
-    assert again.returncode == 1 and "ResourceNotFoundException" in again.stderr
+    assert again.returncode == 3 and "ResourceNotFoundException" in again.stderr  # docs/cli.md: 3 = not found
 
 
 def test_hangar_providers_read_secrets_from_stdin_only(hangar: HangarServer, metadata_host: str) -> None:
@@ -137,7 +137,7 @@ def test_hangar_providers_read_secrets_from_stdin_only(hangar: HangarServer, met
     hangar_cli(hangar, "providers", "delete", "hangar-oauth")  # auto: found among the OAuth2 providers
     hangar_cli(hangar, "providers", "delete", "hangar-key", "--kind", "api-key")
     gone = hangar_cli(hangar, "providers", "delete", "hangar-key", ok=False)
-    assert gone.returncode == 1 and "ResourceNotFoundException" in gone.stderr
+    assert gone.returncode == 3 and "ResourceNotFoundException" in gone.stderr
 
 
 def test_hangar_vault_rotate_and_status(hangar: HangarServer) -> None:

@@ -112,4 +112,4 @@ def test_deploy_a_dockerfile_folder_then_an_image_reference_then_delete(
 
 def test_deploy_without_a_folder_or_image_is_a_clear_error(env: dict[str, str]) -> None:
     done = hangar(["deploy", "--name", "nothing"], env, ok=False)
-    assert done.returncode == 1 and "--image" in done.stderr
+    assert done.returncode == 2 and "--image" in done.stderr  # docs/cli.md: 2 = usage

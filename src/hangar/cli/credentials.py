@@ -17,7 +17,18 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from rich.table import Table
 
-from hangar.cli.client import DATA_DIR, ENDPOINT_URL, REGION, Hangar, connect, console, fail, print_json
+from hangar.cli.client import (
+    DATA_DIR,
+    ENDPOINT_URL,
+    EXIT_UNREACHABLE,
+    REGION,
+    Hangar,
+    connect,
+    console,
+    exit_code_of,
+    fail,
+    print_json,
+)
 
 credentials_app = typer.Typer(help="Access keys that may sign requests to this server.", no_args_is_help=True)
 JSON_OUTPUT = typer.Option(False, "--json", help="Print JSON instead of a table.")
@@ -99,7 +110,7 @@ def _call(hangar: Hangar, method: str, path: str, document: dict[str, Any] | Non
     try:
         response = httpx.request(method, request.url, headers=dict(request.headers.items()), content=body, timeout=30)
     except httpx.HTTPError as exc:
-        fail(f"cannot reach Hangar at {hangar.endpoint_url}: {exc}")
+        fail(f"cannot reach Hangar at {hangar.endpoint_url}: {exc}", EXIT_UNREACHABLE)
     try:
         answer = response.json()
     except ValueError:
@@ -107,6 +118,6 @@ def _call(hangar: Hangar, method: str, path: str, document: dict[str, Any] | Non
     if response.status_code >= 400:
         code = response.headers.get("x-amzn-ErrorType", str(response.status_code))
         message = answer.get("message") if isinstance(answer, dict) else answer
-        fail(f"{code}: {message}")
+        fail(f"{code}: {message}", exit_code_of(code))
     result: dict[str, Any] = answer
     return result

@@ -156,28 +156,34 @@ def exec_(
     raise typer.Exit(exit_code)
 
 
-def operator_call(hangar: Hangar, method: str, path: str) -> Any:
-    """A SigV4-signed call to Hangar's operator API; returns the decoded JSON answer, exits 1 on an error."""
+def operator_call(hangar: Hangar, method: str, path: str, body: object = None) -> Any:
+    """A SigV4-signed call to Hangar's operator API (``body``: sent as JSON); returns the decoded JSON answer,
+    exits 1 on an error (3 when not found)."""
     import httpx
 
     if hangar.credentials is not None:
         credentials = Credentials(*hangar.credentials)
     else:
         credentials = botocore.session.get_session().get_credentials()
-    request = AWSRequest(method=method, url=f"{hangar.endpoint_url}{path}", data=b"")
+    data = b"" if body is None else json.dumps(body).encode()
+    request = AWSRequest(method=method, url=f"{hangar.endpoint_url}{path}", data=data)
+    if body is not None:
+        request.headers["Content-Type"] = "application/json"
     SigV4Auth(credentials, "bedrock-agentcore", hangar.region).add_auth(request)
     try:
-        response = httpx.request(method, request.url, headers=dict(request.headers.items()), timeout=30)
+        response = httpx.request(
+            method, request.url, headers=dict(request.headers.items()), content=data or None, timeout=30
+        )
     except httpx.HTTPError as exc:
         fail(f"cannot reach Hangar at {hangar.endpoint_url}: {exc}", EXIT_UNREACHABLE)
     try:
-        body = response.json()
+        answer = response.json()
     except ValueError:
-        body = {"message": response.text}
+        answer = {"message": response.text}
     if response.status_code >= 400:
-        code = response.headers.get("x-amzn-ErrorType", str(response.status_code))
-        fail(f"{code}: {body.get('message') if isinstance(body, dict) else body}", exit_code_of(code))
-    return body
+        code = response.headers.get("x-amzn-ErrorType", str(response.status_code)).split(":")[0]
+        fail(f"{code}: {answer.get('message') if isinstance(answer, dict) else answer}", exit_code_of(code))
+    return answer
 
 
 def _when(stamp: object) -> str:

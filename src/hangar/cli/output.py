@@ -2,8 +2,9 @@
 
 JSON and YAML print the wire (or operator API) shape unchanged, minus botocore's ``ResponseMetadata``, with
 timestamps in ISO 8601: that is the stable form scripts read. Tables are for people and fit the terminal: each
-column has a priority, the least important columns are dropped until the rest fit, and what still does not fit
-wraps (folds) instead of being cut to an ellipsis. ``--quiet`` prints one id or ARN per line.
+column has a priority, the essential ones are always shown and the others join, most important first, while they
+fit; what still does not fit wraps (folds) instead of being cut to an ellipsis. ``--quiet`` prints one id or ARN
+per line.
 """
 
 from __future__ import annotations
@@ -127,16 +128,17 @@ def cell(value: object) -> str:
 
 
 def fitted_table(items: Sequence[dict[str, Any]], columns: Sequence[Column], width: int, title: str | None) -> Table:
-    """Drop the least important columns until the table fits ``width`` at natural width; when only the essential
-    (priority 0) columns are left and they are still too wide, their cells fold onto more lines."""
+    """The essential (priority 0) columns, then every other column that still fits at its natural width, most
+    important first; essential cells too long for the width fold onto more lines."""
     rows = [[cell(column.value(item)) for column in columns] for item in items]
     natural = [max([len(column.header), *(len(row[i]) for row in rows)]) for i, column in enumerate(columns)]
-    kept = list(range(len(columns)))
-    while _EDGE + sum(natural[i] + _PER_COLUMN for i in kept) > width:
-        optional = [i for i in kept if columns[i].priority > 0]
-        if not optional:
-            break
-        kept.remove(max(optional, key=lambda i: (columns[i].priority, i)))  # the rightmost of equals goes first
+    kept = [i for i, column in enumerate(columns) if column.priority == 0]
+    used = _EDGE + sum(natural[i] + _PER_COLUMN for i in kept)
+    for i in sorted((i for i, c in enumerate(columns) if c.priority > 0), key=lambda i: (columns[i].priority, i)):
+        if used + natural[i] + _PER_COLUMN <= width:
+            kept.append(i)
+            used += natural[i] + _PER_COLUMN
+    kept.sort()
     table = Table(title=title, title_justify="left")
     for i in kept:
         table.add_column(columns[i].header, overflow="fold")
