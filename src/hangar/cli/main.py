@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from hangar.cli import credentials, dataplane, deploy, identity, images, logs, resources, shell
+from hangar.cli import credentials, dataplane, deploy, identity, images, logs, resources, shell, split
 from hangar.cli.serve import serve
 
 app = typer.Typer(
@@ -29,6 +29,7 @@ identity.register(app)  # identities, providers, vault
 images.register(app)  # images list, delete
 shell.register(app)  # shell
 logs.register(app)  # logs
+split.register(resources.endpoints_app)  # endpoints split
 
 if __name__ == "__main__":  # pragma: no cover
     app()

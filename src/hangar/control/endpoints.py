@@ -18,6 +18,7 @@ from hangar.domain.pagination import decode_token, encode_token
 from hangar.domain.runtime import FAILED, IN_PROGRESS, Runtime, Status, Version
 from hangar.store import endpoints as rows
 from hangar.store import runtimes as runtime_rows
+from hangar.store import splits as split_rows
 from hangar.store import tags as tag_rows
 from hangar.store.transactions import utcnow
 
@@ -74,6 +75,7 @@ def create_endpoint(ctx: Context, command: CreateEndpoint) -> dict[str, Any]:
             description=command.description,
         )
         rows.insert_endpoint(conn, endpoint)
+        split_rows.delete_split(conn, runtime.runtime_id, command.name)  # a split a deleted namesake left behind
         tag_rows.put_tags(conn, runtime.runtime_id, command.name, command.tags)
         return {
             "targetVersion": str(version.number),

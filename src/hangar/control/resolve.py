@@ -8,6 +8,7 @@ store are seen within that time.
 from __future__ import annotations
 
 import re
+import secrets
 import threading
 import time
 from typing import Any
@@ -19,9 +20,11 @@ from hangar.domain.arns import parse_resource_arn
 from hangar.domain.errors import ConflictError, NotFoundError, ValidationError
 from hangar.domain.invocation import PROTOCOL_DEFAULTS, InvocationTarget
 from hangar.domain.names import DEFAULT_ENDPOINT, ENDPOINT_NAME, RUNTIME_ID
-from hangar.domain.runtime import Status
+from hangar.domain.runtime import Runtime, Status, Version
+from hangar.domain.split import Split
 from hangar.store import endpoints as endpoint_rows
 from hangar.store import runtimes as rows
+from hangar.store import splits as split_rows
 
 TTL_S = 2.0
 MAX_ENTRIES = 4096
@@ -30,14 +33,18 @@ MAX_ENTRIES = 4096
 class TargetResolver:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self._cache: dict[tuple[str, str], tuple[float, InvocationTarget]] = {}
+        self._cache: dict[tuple[str, str], tuple[float, Routing]] = {}
         self._lock = threading.Lock()
 
     def invalidate(self) -> None:
         with self._lock:
             self._cache.clear()
 
-    def resolve(self, runtime_ref: str, qualifier: str | None, account_id: str | None) -> InvocationTarget:
+    def resolve(
+        self, runtime_ref: str, qualifier: str | None, account_id: str | None, session_id: str | None = None
+    ) -> InvocationTarget:
+        """The version a call runs: the endpoint's live one, or under a traffic split the one ``session_id`` maps
+        to (a random pick when the id is not known yet)."""
         runtime_id = self._runtime_id(runtime_ref, account_id)
         endpoint_name = qualifier or DEFAULT_ENDPOINT
         if re.fullmatch(ENDPOINT_NAME, endpoint_name) is None:
@@ -47,13 +54,13 @@ class TargetResolver:
         with self._lock:
             cached = self._cache.get(key)
         if cached is not None and cached[0] > now:
-            return cached[1]
-        target = self.ctx.store.read(lambda conn: self._load(conn, runtime_id, endpoint_name))
+            return cached[1].target(session_id)
+        routing = self.ctx.store.read(lambda conn: self._load(conn, runtime_id, endpoint_name))
         with self._lock:
             if len(self._cache) >= MAX_ENTRIES:
                 self._cache.clear()
-            self._cache[key] = (now + TTL_S, target)
-        return target
+            self._cache[key] = (now + TTL_S, routing)
+        return routing.target(session_id)
 
     def _runtime_id(self, runtime_ref: str, account_id: str | None) -> str:
         place = self.ctx.place
@@ -76,7 +83,21 @@ class TargetResolver:
             raise NotFoundError(f"No agent runtime {runtime_ref} in account {account_id}")
         return runtime_ref
 
-    def _load(self, conn: Connection, runtime_id: str, endpoint_name: str) -> InvocationTarget:
+    def _load(self, conn: Connection, runtime_id: str, endpoint_name: str) -> Routing:
+        live = self._live_target(conn, runtime_id, endpoint_name)
+        split = split_rows.get_split(conn, runtime_id, endpoint_name)
+        if split is None or str(split.base_version) != live.version:
+            return Routing(live)  # no split, or the endpoint moved since it was set
+        runtime = rows.get_runtime(conn, runtime_id)
+        targets: dict[int, InvocationTarget] = {}
+        for number, _ in split.weights:
+            version = rows.get_version(conn, runtime_id, number)
+            if runtime is None or version is None or version.status != Status.READY or version.prepared is None:
+                return Routing(live)  # applies once both versions are READY
+            targets[number] = self._target(runtime, endpoint_name, version)
+        return Routing(live, split, targets)
+
+    def _live_target(self, conn: Connection, runtime_id: str, endpoint_name: str) -> InvocationTarget:
         runtime = rows.get_runtime(conn, runtime_id)
         if runtime is None or runtime.status == Status.DELETING:
             raise NotFoundError(f"No agent runtime with id {runtime_id}")
@@ -92,6 +113,11 @@ class TargetResolver:
         version = rows.get_version(conn, runtime_id, endpoint.live_version)
         if version is None or version.status != Status.READY or version.prepared is None:
             raise ConflictError(f"Version {endpoint.live_version} of agent runtime {runtime_id} is not READY")
+        return self._target(runtime, endpoint_name, version)
+
+    def _target(self, runtime: Runtime, endpoint_name: str, version: Version) -> InvocationTarget:
+        runtime_id = runtime.runtime_id
+        assert version.prepared is not None  # callers checked it is READY
         spec = version.spec
         protocol = spec.protocol.get("serverProtocol", "HTTP")
         default_port, default_path = PROTOCOL_DEFAULTS[protocol]
@@ -116,6 +142,23 @@ class TargetResolver:
             minimum_memory_mib=_minimum_memory_mib(spec.extras.get("resourceConfigurations")),
             filesystems=tuple(spec.extras.get("filesystemConfigurations") or ()),
         )
+
+
+class Routing:
+    """What an endpoint resolves to: its live version's target, or a split's targets chosen per session id."""
+
+    def __init__(
+        self, live: InvocationTarget, split: Split | None = None, targets: dict[int, InvocationTarget] | None = None
+    ) -> None:
+        self.live = live
+        self.split = split
+        self.targets = targets or {}
+
+    def target(self, session_id: str | None) -> InvocationTarget:
+        if self.split is None:
+            return self.live
+        chosen = self.split.choose(self.live.runtime_id, self.live.endpoint_name, session_id or secrets.token_hex(16))
+        return self.targets[chosen]
 
 
 def _minimum_memory_mib(configurations: Any) -> int | None:

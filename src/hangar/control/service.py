@@ -63,9 +63,12 @@ class ControlPlane:
         use_case = _USE_CASES[type(command)]
         return await asyncio.to_thread(use_case, self.ctx, command)
 
-    def resolve_target(self, runtime_ref: str, qualifier: str | None, account_id: str | None) -> InvocationTarget:
-        """The READY version behind ``qualifier`` (default DEFAULT) of a runtime named by ARN or by id."""
-        return self.resolver.resolve(runtime_ref, qualifier, account_id)
+    def resolve_target(
+        self, runtime_ref: str, qualifier: str | None, account_id: str | None, session_id: str | None = None
+    ) -> InvocationTarget:
+        """The READY version behind ``qualifier`` (default DEFAULT) of a runtime named by ARN or by id; under a
+        traffic split (control/splits.py), the version ``session_id`` maps to."""
+        return self.resolver.resolve(runtime_ref, qualifier, account_id, session_id)
 
     def served_targets(self) -> list[InvocationTarget]:
         """Every (runtime, version) an endpoint serves now, as the data plane would resolve it (blocking)."""

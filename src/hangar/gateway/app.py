@@ -45,6 +45,7 @@ def collect_routes() -> list[Route]:
         metrics,
         operator,
         registry,
+        splits,
     )
 
     return [
@@ -54,6 +55,7 @@ def collect_routes() -> list[Route]:
         *control.ROUTES,
         *dataplane.ROUTES,
         *operator.ROUTES,
+        *splits.ROUTES,  # /hangar/endpoints/.../split: Hangar's traffic split
         *credentials.ROUTES,
         *identity_control.ROUTES,
         *identity_data.ROUTES,

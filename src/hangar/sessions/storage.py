@@ -64,6 +64,7 @@ class SessionStorage:
         self.access_points = settings.filesystem_access_points
         self.artifacts_root = artifacts_root or settings.artifacts_dir or settings.data_dir / "artifacts"
         self._locks: dict[Key, asyncio.Lock] = {}
+        self._waiting: dict[Key, int] = {}  # acquires waiting for a key's lock
         self._mounted: dict[Key, Path] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self.state_root = state_root  # the namespace backend's: its fork slots are unmounted at stop
@@ -158,10 +159,13 @@ class SessionStorage:
             return None
         key = (target.runtime_id, session_id)
         lock = self._locks.setdefault(key, asyncio.Lock())
-        try:
-            await asyncio.wait_for(lock.acquire(), RELEASE_WAIT_S + 60.0)
-        except TimeoutError as exc:
-            raise ServiceUnavailableError("The session's storage is still being released; retry") from exc
+        self._waiting[key] = self._waiting.get(key, 0) + 1
+        try:  # held by the previous session of this id until its sandbox stopped and its storage is unmounted
+            await lock.acquire()
+        finally:
+            self._waiting[key] -= 1
+            if not self._waiting[key]:
+                del self._waiting[key]
         try:
             mount = await asyncio.to_thread(self._mount, key, target.version)
         except BaseException:
@@ -181,7 +185,8 @@ class SessionStorage:
         except Exception:
             log.exception("unmounting the storage of session %s of %s failed", session_id, runtime_id)
         finally:
-            lock = self._locks.pop(key, None)
+            # the lock is forgotten only when nobody waits for it (a waiter must get this very lock)
+            lock = self._locks.get(key) if key in self._waiting else self._locks.pop(key, None)
             if lock is not None and lock.locked():
                 lock.release()
 

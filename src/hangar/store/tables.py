@@ -95,6 +95,20 @@ runtime_endpoints = Table(
     Index("ix_runtime_endpoints_status", "status"),
 )
 
+# Hangar's traffic split of an endpoint (domain/split.py): weights per version, applied while the endpoint's live
+# version is still base_version. Goes with its runtime; a new endpoint of the same name starts without one.
+endpoint_splits = Table(
+    "endpoint_splits",
+    metadata,
+    Column("runtime_id", String(128), nullable=False),
+    Column("endpoint_name", String(48), nullable=False),
+    Column("base_version", Integer, nullable=False),
+    Column("weights", JSON, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("runtime_id", "endpoint_name"),
+    ForeignKeyConstraint(["runtime_id"], ["runtimes.runtime_id"], ondelete="CASCADE"),
+)
+
 # Tags of a runtime (endpoint_name "") or of one of its endpoints; they go when the runtime goes.
 resource_tags = Table(
     "resource_tags",

@@ -58,7 +58,10 @@ def resolve(services: Services, conn: HTTPConnection, params: dict[str, str]) ->
     """ARN or runtime id (+ ``accountId``) from the path, ``qualifier`` from the query → a READY version."""
     qualifier = conn.query_params.get("qualifier") or None
     # Synchronous by design: answers are cached in process, so the common case never touches the store.
-    return services.control.resolve_target(params["agentRuntimeArn"], qualifier, conn.query_params.get("accountId"))
+    session_id = getattr(conn.state, "runtime_session_id", None)  # a traffic split picks the version by it
+    return services.control.resolve_target(
+        params["agentRuntimeArn"], qualifier, conn.query_params.get("accountId"), session_id
+    )
 
 
 async def authorized_target(
@@ -80,11 +83,12 @@ def session_id_of(conn: HTTPConnection, *, required: bool = False, from_query: b
     if value is None:
         if required:
             raise ValidationError(f"The {SESSION_HEADER} header is required")
-        return str(uuid.uuid4())
+        value = str(uuid.uuid4())
     if not 33 <= len(value) <= 256:
         raise ValidationError(f"runtimeSessionId must be 33 to 256 characters long (got {len(value)})")
     if not value.isprintable() or not value.isascii():
         raise ValidationError("runtimeSessionId must be printable ASCII")
+    conn.state.runtime_session_id = value
     return value
 
 
