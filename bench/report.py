@@ -64,6 +64,11 @@ def headline(results: dict[str, Any]) -> list[Row]:
             note = f"; prepared ahead in {_ms(ahead)}" if mode == "prepared" and ahead else ""
             if "second_ping_ms" in timed:
                 note += f"; a second /ping {timed['second_ping_ms']:.1f}"
+            if "first_invoke_ms" in timed:
+                note += f"; then first /invocations {timed['first_invoke_ms']:.1f}"
+            if "session_cpu_ms" in timed:
+                cpu = ("session", "template", "host")
+                note += "; CPU " + ", ".join(f"{who} {timed[f'{who}_cpu_ms']:.0f}" for who in cpu) + " ms"
             rows.append(
                 (
                     f"profile: forked sandbox start to /ping ({mode}), {agent}",

@@ -18,7 +18,10 @@ map and cgroup move), so two cases are timed:
 - ``prepared``: the fork finds its preparation done (a new session after a quiet moment): ``prepare`` (taking
   it), then ``finish_fork`` (``go`` until the session's pid 1 reports itself isolated), sandbox ready (the agent
   reports that uvicorn listens), agent /ping (``GET /ping`` answers through the Unix socket), and a second
-  ``/ping`` on the same connection for comparison (``second_ping``);
+  ``/ping`` on the same connection for comparison (``second_ping``), then the session's first ``/invocations``
+  (``first_invoke``: what an SDK still pays on its first call), and the CPU each payer spent on the session
+  (``session_cpu``: its cgroup, fork to first invocation; ``template_cpu``: the fork itself; ``host_cpu``: this
+  process and its ``ip`` children, preparation to stop);
 - ``inline``: the preparation was taken away first, so ``prepare`` runs on the request path (sessions arriving
   together);
 - ``prepare_ahead``: the preparation itself, step by step (host prepare, template forks, child announces, child
@@ -35,6 +38,7 @@ import contextlib
 import inspect
 import itertools
 import os
+import resource
 import statistics
 import subprocess
 import time
@@ -304,6 +308,7 @@ async def _profile_fork(ns_backend: Any, code_dir: Path, env_dir: Path, reps: in
                 if mode == "inline" and getattr(template, "prepared", None) is not None:
                     prepared, template.prepared = template.prepared, None
                     await prepared.discard(backend.resources)
+                template_cpu, host_cpu = _cpu_of(template), _host_cpu()
                 started = time.perf_counter()
                 sandbox = await asyncio.wait_for(backend.fork(template, _spec("proff", code_dir, env_dir)), STEP_S)
                 forked = time.perf_counter()
@@ -313,9 +318,18 @@ async def _profile_fork(ns_backend: Any, code_dir: Path, env_dir: Path, reps: in
                     done = time.perf_counter()
                     await ping(client)  # the same request again: what a warm /ping costs, for comparison
                     second_ping = time.perf_counter() - done
+                    invoked = time.perf_counter()
+                    await _invoke(client)  # the session's first /invocations (the SDK's own first-call costs)
+                    first_invoke = time.perf_counter() - invoked
+                    session_cpu = _cpu_of(sandbox)
                 finally:
                     await client.aclose()
                     await sandbox.stop()
+                cpu = {
+                    "session_cpu": session_cpu,  # pid 1, supervisor and agent: fork to the first invocation
+                    "template_cpu": _cpu_of(template) - template_cpu,  # the fork itself (page tables)
+                    "host_cpu": _host_cpu() - host_cpu,  # this process and its children (ip): prepare, check, stop
+                }
                 if index == 0:
                     continue
                 begin = clock.marks.get("finish_begin", started)  # a step the product renamed counts as 0
@@ -331,6 +345,9 @@ async def _profile_fork(ns_backend: Any, code_dir: Path, env_dir: Path, reps: in
                 for name, value in zip(phases, values, strict=True):
                     samples[mode].setdefault(name, []).append(value)
                 samples[mode].setdefault("second_ping", []).append(second_ping)
+                samples[mode].setdefault("first_invoke", []).append(first_invoke)
+                for name, value in cpu.items():
+                    samples[mode].setdefault(name, []).append(value)
         await _settle(template)
     finally:
         clock.uninstall()
@@ -343,6 +360,23 @@ async def _profile_fork(ns_backend: Any, code_dir: Path, env_dir: Path, reps: in
         result[mode] = {f"{name}_ms": _median_ms(v, 2) for name, v in values.items()}
     result["prepare_ahead_ms"] = clock.prepare_steps(skip=1)
     return result
+
+
+async def _invoke(client: Any) -> None:
+    response = await client.request("POST", "/invocations", [("content-type", "application/json")], b'{"p": 1}')
+    async for _ in response.iter_raw():
+        pass
+
+
+def _cpu_of(sandbox: Any) -> float:
+    """CPU seconds of a sandbox's (or template's) cgroup; 0 when the backend does not expose one."""
+    cgroup = getattr(sandbox, "cgroup", None)
+    return float(cgroup.cpu_seconds()) if cgroup is not None else 0.0
+
+
+def _host_cpu() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 async def _settle(template: Any) -> None:
