@@ -4,8 +4,8 @@ A sandbox writes its stdout and stderr to one file of its own (``Sandbox.log_pat
 area); the file is deleted with the sandbox. One task polls every captured file (``INTERVAL_S``), reads what was
 appended (at most ``MAX_READ`` a tick and file, so a flood cannot stall the loop) and appends it to the store as
 events: one per line, a line longer than ``MAX_EVENT`` split, a last line without its newline written once it stops
-growing. A backlog larger than the session's whole budget is skipped (it would be rotated out anyway) and a line
-says how much. ``end`` reads the rest before the sandbox's files go.
+growing. A backlog larger than half the session's budget is skipped down to that half (it would be rotated out
+anyway) and a line says how much. ``end`` reads the rest before the sandbox's files go.
 """
 
 from __future__ import annotations
@@ -114,8 +114,8 @@ class LogCapture:
             source.offset = 0
         backlog = size - source.offset
         now = int(time.time() * 1000)
-        if backlog > source.writer.session_bytes:
-            skipped = backlog - source.writer.session_bytes
+        if backlog > source.writer.session_bytes // 2:  # half: the note of the skip must not rotate out at once
+            skipped = backlog - source.writer.session_bytes // 2
             source.offset += skipped
             source.partial = b""
             source.events.append((now, f"[hangar: {skipped} bytes of output skipped: more than the session's log]"))

@@ -107,7 +107,7 @@ class StreamWriter:
         segments = stream.segments()
         last = _last_event(segments[-1]) if segments else None
         self.next_seq = last.seq + 1 if last else (_first_seq(segments[-1]) if segments else 0)
-        self._current = segments[-1] if segments else None
+        self._current = segments[-1] if segments and _ends_whole(segments[-1]) else None  # torn: a new segment
         self._current_size = _size(self._current) if self._current else 0
         self._total = sum(_size(p) for p in segments)
 
@@ -267,6 +267,18 @@ def _last_event(path: Path) -> LogEvent | None:
         return None
 
 
+def _ends_whole(path: Path) -> bool:
+    """Whether a segment ends with a whole line (a crash can leave half of one)."""
+    try:
+        with open(path, "rb") as source:
+            if source.seek(0, os.SEEK_END) == 0:
+                return True
+            source.seek(-1, os.SEEK_END)
+            return source.read(1) == b"\n"
+    except OSError:
+        return False
+
+
 def _first_seq(path: Path) -> int:
     found = _SEGMENT.match(path.name)
     return int(found.group(1)) if found else 0
@@ -306,10 +318,12 @@ def _mtime(path: Path) -> float:
 
 
 def _newest_mtime(directory: Path) -> float:
+    """When the stream's newest segment was last written (its directory's mtime when it has none)."""
     try:
-        return max((_mtime(p) for p in directory.iterdir()), default=_mtime(directory))
+        segments = [p for p in directory.iterdir() if _SEGMENT.match(p.name)]
     except OSError:
         return 0.0
+    return max((_mtime(p) for p in segments), default=_mtime(directory))
 
 
 def _dir_bytes(directory: Path) -> int:
