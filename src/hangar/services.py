@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from hangar.identity.dataplane import IdentityDataPlane
     from hangar.identity.setup import Identity
     from hangar.observability.metrics import Metrics
+    from hangar.observability.tracing import Tracing
     from hangar.sessions.manager import SessionManager
 
 log = logging.getLogger("hangar")
@@ -55,6 +56,7 @@ class Services:
     # The sandboxes' identity endpoint and credentials. Built last, from this object (its handlers reach the
     # services as the gateway's do); None where the sandbox backend cannot give sandboxes one (process).
     identity_channel: IdentityChannel | None = None
+    tracing: Tracing | None = None  # OpenTelemetry traces of data-plane calls (observability/tracing.py)
 
     def components(self) -> list[Component]:
         """Start order: the control plane (resumes builds), identity, the sandboxes' identity channel (an agent may
@@ -63,6 +65,8 @@ class Services:
         if self.identity_channel is not None:
             ordered.append(self.identity_channel)
         ordered.append(self.sessions)
+        if self.tracing is not None:  # stops last: the spans of calls ended by the shutdown are flushed
+            ordered.insert(0, self.tracing)
         return ordered
 
     async def start(self) -> None:
@@ -87,6 +91,7 @@ def build_services(settings: Settings) -> Services:
     from hangar.identity.data_setup import build_identity_data
     from hangar.identity.setup import build_identity
     from hangar.observability.metrics import Metrics
+    from hangar.observability.tracing import build_tracing
     from hangar.sessions.setup import build_sessions
     from hangar.store.engine import open_engine
 
@@ -115,4 +120,5 @@ def build_services(settings: Settings) -> Services:
         sessions=build_sessions(settings, metrics, control.served_targets),
     )
     services.identity_channel = build_identity_channel(services)
+    services.tracing = build_tracing(settings)
     return services

@@ -37,6 +37,7 @@ from ._ping import PingStatus, PingTracker
 from ._serialize import CompactJSONResponse
 from ._server import serve
 from ._tasks import AsyncTaskRegistry
+from ._tracing import handler_span
 from ._warmup import warm_up, warming_lifespan
 from ._worker import WorkerLoop
 
@@ -182,9 +183,10 @@ class AgentApp(Starlette):
                 self.logger.error("No entrypoint defined")
                 return CompactJSONResponse({"error": "No entrypoint defined"}, status_code=500)
             args = (payload, context) if self._passes_context(handler) else (payload,)
-            snapshot = contextvars.copy_context()
-            result = await call_handler(handler, args, snapshot, self._worker)
-            return await render_result(result, snapshot, self._worker)
+            with handler_span(request.headers, context.session_id):  # the handler's copy of the context holds it
+                snapshot = contextvars.copy_context()
+                result = await call_handler(handler, args, snapshot, self._worker)
+                return await render_result(result, snapshot, self._worker)
         except HTTPException as exc:
             self.logger.warning("Handler raised HTTP %d: %s", exc.status_code, exc.detail)
             return CompactJSONResponse({"error": exc.detail}, status_code=exc.status_code)

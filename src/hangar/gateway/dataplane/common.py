@@ -15,6 +15,7 @@ from hangar.domain.errors import AccessDeniedError, RuntimeClientError, Validati
 from hangar.domain.invocation import InvocationTarget
 from hangar.domain.types import Principal
 from hangar.gateway import authn
+from hangar.observability import tracing
 from hangar.services import Services
 from hangar.sessions.agent_http import AgentHttpError, AgentResponse, Body
 from hangar.sessions.calls import Lease
@@ -59,9 +60,10 @@ def resolve(services: Services, conn: HTTPConnection, params: dict[str, str]) ->
     qualifier = conn.query_params.get("qualifier") or None
     # Synchronous by design: answers are cached in process, so the common case never touches the store.
     session_id = getattr(conn.state, "runtime_session_id", None)  # a traffic split picks the version by it
-    return services.control.resolve_target(
-        params["agentRuntimeArn"], qualifier, conn.query_params.get("accountId"), session_id
-    )
+    with tracing.of(conn).step("hangar.resolve_version"):
+        return services.control.resolve_target(
+            params["agentRuntimeArn"], qualifier, conn.query_params.get("accountId"), session_id
+        )
 
 
 async def authorized_target(

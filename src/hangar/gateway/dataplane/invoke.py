@@ -23,19 +23,36 @@ from hangar.gateway.dataplane.common import (
     session_id_of,
 )
 from hangar.gateway.proxy import StreamedResponse
+from hangar.observability import tracing
+from hangar.observability.tracing import Invocation
+
+ROUTE = "/runtimes/{agentRuntimeArn}/invocations"
 
 
 async def invoke(request: Request, params: dict[str, str]) -> Response:
+    traced = tracing.begin(request, ROUTE)  # the server span; ends with the stream (or here, on an error)
+    try:
+        return await _invoke(request, params, traced)
+    except BaseException as exc:
+        traced.end(exc)
+        raise
+
+
+async def _invoke(request: Request, params: dict[str, str], traced: Invocation) -> Response:
     services, manager = services_of(request)
     session_id = session_id_of(request)
     body = await spool_body(request, services.settings.data_dir / "spool")
     try:
-        target = await authorized_target(services, request, params, body.sha256)
+        with traced.step("hangar.auth"):
+            target = await authorized_target(services, request, params, body.sha256)
+        traced.target(target, session_id)
         minted = identity_headers(services, request, target)  # refuses a user-id header before a session starts
         is_mcp = target.protocol == "MCP"
         if is_mcp:
             session_id = mcp.sticky_session(request, manager, target, session_id)
+        starting = traced.session_start(manager, target, session_id)
         async with manager.call(target, session_id) as lease:
+            traced.session_ready(starting, lease.session)
             headers = agent_headers(
                 request.headers,
                 lease.session.target,
@@ -47,6 +64,7 @@ async def invoke(request: Request, params: dict[str, str]) -> Response:
             if "content-type" not in request.headers:
                 headers.append(("content-type", "application/json"))  # boto3 sends none for a blob payload
             headers.append(("content-length", str(body.size)))
+            headers = traced.agent_call(headers, target)  # its traceparent / X-Amzn-Trace-Id reach the agent
             try:
                 upstream = await call_agent(lease, "POST", lease.session.target.path, headers, body.content())
             except RuntimeClientError:
@@ -63,8 +81,8 @@ async def invoke(request: Request, params: dict[str, str]) -> Response:
                 mcp_id = upstream.headers.get(mcp.MCP_SESSION) or request.headers.get(mcp.MCP_SESSION) or session_id
                 mcp.remember_answer(request, manager, target, session_id, mcp_id)
             # The session stays Active until the stream ends: the response releases the lease, exactly once.
-            return StreamedResponse(
-                upstream.iter_raw(), upstream.status_code, out, close=upstream.aclose, on_end=lease.hand_off()
-            )
+            traced.streaming(upstream.status_code)
+            ended = traced.on_end(lease.hand_off())
+            return StreamedResponse(upstream.iter_raw(), upstream.status_code, out, close=upstream.aclose, on_end=ended)
     finally:
         body.close()  # the agent has the whole body once its answer's headers arrived

@@ -1,0 +1,32 @@
+"""Test agent (hangar.sdk) instrumented with OpenTelemetry: its own span, exported over OTLP/HTTP to the endpoint
+the runtime's environment names (OTEL_EXPORTER_OTLP_ENDPOINT), must join the gateway's trace."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+from hangar.sdk import BedrockAgentCoreApp, RequestContext
+
+provider = TracerProvider(resource=Resource.create({"service.name": "traced-agent"}))
+provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter()))  # exported as each span ends
+trace.set_tracer_provider(provider)
+tracer = trace.get_tracer("traced-agent")
+app = BedrockAgentCoreApp()
+
+
+@app.entrypoint
+def invoke(payload: dict[str, Any], context: RequestContext) -> dict[str, Any]:
+    with tracer.start_as_current_span("agent.work") as span:
+        span.set_attribute("agent.prompt", str(payload.get("prompt", "")))
+    headers = context.request.headers  # the raw request: what the gateway sent
+    return {"seen": {name: headers.get(name) for name in ("traceparent", "x-amzn-trace-id")}}
+
+
+if __name__ == "__main__":
+    app.run()
