@@ -141,6 +141,12 @@ class Settings(BaseSettings):
     registry_token_ttl_s: int = Field(
         12 * 3600, description="Lifetime of a registry password from GetAuthorizationToken (ECR's is 12 hours)."
     )
+    otlp_endpoint: str | None = Field(
+        None,
+        description="Base URL of an OTLP/HTTP collector that gets the traces of data-plane calls (/v1/traces is "
+        "appended). Unset: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT, else no tracing.",
+    )
+    otlp_service_name: str = Field("hangar", description="service.name of the exported traces' resource.")
 
     @field_validator("account_id")
     @classmethod
