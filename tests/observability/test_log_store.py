@@ -93,3 +93,18 @@ def test_capture_splits_lines_flushes_partials_and_skips_a_huge_backlog(tmp_path
     assert messages[-1] == "the end"
     assert any(m.startswith("[hangar: ") and "skipped" in m for m in messages)
     assert writer.stream.stored_bytes() <= 64 * 1024
+
+
+def test_capture_never_follows_a_link_or_blocks_on_a_fifo(tmp_path: Path) -> None:
+    logs = store(tmp_path / "logs")
+    capture = LogCapture(logs)
+    secret = tmp_path / "secret"
+    secret.write_text("host secret\n")
+    link = tmp_path / "agent.log"
+    link.symlink_to(secret)
+    writer = logs.open_writer(RUNTIME, "DEFAULT", "f" * 40, STARTED)
+    capture._read(_Source(link, writer), final=True)
+    fifo = tmp_path / "fifo.log"
+    os.mkfifo(fifo)
+    capture._read(_Source(fifo, writer), final=True)  # returns at once: no writer will ever open it
+    assert list(writer.stream.events()) == []

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ class _Source:
     partial: bytes = b""
     partial_ticks: int = 0
     events: list[tuple[int, str]] = field(default_factory=list)
+    open: bool = True
+    lock: threading.Lock = field(default_factory=threading.Lock)  # the poller's pass or the final read, not both
 
 
 class LogCapture:
@@ -46,7 +49,8 @@ class LogCapture:
         self.store = store
         self.interval = interval
         self._sources: dict[object, _Source] = {}
-        self._lock = threading.Lock()  # the poller runs in a worker thread; begin/end run on the loop
+        # Guards the table only, never file I/O: begin/end run on the event loop, the poller in a worker thread.
+        self._lock = threading.Lock()
         self._task: asyncio.Task[None] | None = None
         self._swept = 0.0
 
@@ -91,48 +95,26 @@ class LogCapture:
     def tick(self) -> None:
         """One pass over every followed file."""
         with self._lock:
-            for source in self._sources.values():
-                self._read(source, final=False)
-            now = time.monotonic()
-            if now - self._swept >= SWEEP_EVERY_S:
-                self._swept = now
-                self.store.sweep()
+            sources = list(self._sources.values())
+        for source in sources:
+            with source.lock:
+                if source.open:
+                    self._read(source, final=False)
+        now = time.monotonic()
+        if now - self._swept >= SWEEP_EVERY_S:
+            self._swept = now
+            self.store.sweep()
 
     def _finish(self, source: _Source) -> None:
-        with self._lock:
+        with source.lock:
+            source.open = False
             try:
                 self._read(source, final=True)
             finally:
                 self.store.close_writer(source.writer)
 
     def _read(self, source: _Source, final: bool) -> None:
-        try:
-            size = os.stat(source.path).st_size
-        except OSError:
-            size = source.offset
-        if size < source.offset:  # replaced or truncated: start over
-            source.offset = 0
-        backlog = size - source.offset
-        now = int(time.time() * 1000)
-        if backlog > source.writer.session_bytes // 2:  # half: the note of the skip must not rotate out at once
-            skipped = backlog - source.writer.session_bytes // 2
-            source.offset += skipped
-            source.partial = b""
-            source.events.append((now, f"[hangar: {skipped} bytes of output skipped: more than the session's log]"))
-        data = b""
-        while source.offset < size:
-            try:
-                with open(source.path, "rb") as reader:
-                    reader.seek(source.offset)
-                    chunk = reader.read(min(size - source.offset, MAX_READ))
-            except OSError:
-                break
-            if not chunk:
-                break
-            source.offset += len(chunk)
-            data += chunk
-            if not final:
-                break
+        data, now = _read_new(source, final), int(time.time() * 1000)
         self._split(source, data, now, final)
         if source.events:
             try:
@@ -161,3 +143,37 @@ def _emit(source: _Source, line: bytes, now: int) -> None:
         return  # CloudWatch has no empty events
     for start in range(0, len(line), MAX_EVENT):
         source.events.append((now, line[start : start + MAX_EVENT].decode(errors="replace")))
+
+
+def _read_new(source: _Source, final: bool) -> bytes:
+    """What was appended since the last read; never follows a link or blocks on a FIFO put in the file's place."""
+    try:
+        fd = os.open(source.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return b""
+    with open(fd, "rb", buffering=0) as reader:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            return b""
+        size = status.st_size
+        if size < source.offset:  # replaced or truncated: start over
+            source.offset = 0
+        backlog = size - source.offset
+        half = source.writer.session_bytes // 2
+        if backlog > half:  # only half is kept: the note of the skip must not rotate out at once
+            skipped = backlog - half
+            source.offset += skipped
+            source.partial = b""
+            note = f"[hangar: {skipped} bytes of output skipped: more than the session's log]"
+            source.events.append((int(time.time() * 1000), note))
+        data = b""
+        while source.offset < size:
+            reader.seek(source.offset)
+            chunk = reader.read(min(size - source.offset, MAX_READ))
+            if not chunk:
+                break
+            source.offset += len(chunk)
+            data += chunk
+            if not final:
+                break
+        return data
