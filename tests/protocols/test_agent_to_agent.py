@@ -18,8 +18,11 @@ from urllib.parse import quote
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.auth.jwt_support import rules_for
 from tests.control.support import signed
 from tests.dataplane.support import BUCKET, new_session_id, seeded_server, wait_for
+from tests.support.idp_common import RunningIdp
+from tests.support.idp_panva import start_panva
 from tests.support.server import HangarServer, read_admin_key
 
 CALLER_ROLE = "arn:aws:iam::123456789012:role/caller-agent"
@@ -304,3 +307,50 @@ def test_admin_calls_on_the_main_port_are_unaffected(data: Any, callee: dict[str
     policy({"Effect": "Deny", "Principal": "*", "Action": "bedrock-agentcore:*"})
     card = data.get_agent_card(agentRuntimeArn=callee["agentRuntimeArn"], runtimeSessionId=new_session_id())
     assert card["agentCard"]["name"]
+
+
+# -- the OAuth path: a bearer token from GetResourceOauth2Token (M2M), checked by the target's authorizer ----------
+
+
+@pytest.fixture(scope="module")
+def idp(hangar: HangarServer) -> Iterator[RunningIdp]:
+    running = start_panva(hangar.data_dir.parent / "idp")
+    yield running
+    running.stop()
+
+
+def test_bearer_from_m2m_reaches_a_jwt_runtime(
+    control: Any, data: Any, caller: dict[str, Any], idp: RunningIdp
+) -> None:
+    provider = f"callee-idp-{uuid.uuid4().hex[:8]}"
+    control.create_oauth2_credential_provider(
+        name=provider,
+        credentialProviderVendor="CustomOauth2",
+        oauth2ProviderConfigInput={
+            "customOauth2ProviderConfig": {
+                "oauthDiscovery": {"discoveryUrl": idp.discovery_url},
+                "clientId": "agent-client",
+                "clientSecret": idp.clients["agent-client"],
+            }
+        },
+    )
+    guarded = _deploy(
+        control,
+        "agentcorea2a",
+        OTHER_ROLE,
+        protocolConfiguration=A2A,
+        authorizerConfiguration={"customJWTAuthorizer": rules_for(idp)},
+    )
+    rpc = {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "SendMessage",
+        "params": {"message": {"role": "ROLE_USER", "parts": [{"text": "hi"}], "messageId": str(uuid.uuid4())}},
+    }
+    ask = {"op": "bearer", "arn": guarded["agentRuntimeArn"], "provider": provider, "rpc": rpc}
+    found = _call(data, caller, {**ask, "scopes": ["agent:invoke"]})
+    assert found["card"] == 200 and found["status"] == 200 and "seen" in found["body"], found
+    weak = _call(data, caller, {**ask, "scopes": ["reports:read"]})  # a token without the scope the runtime wants
+    assert weak["status"] in (401, 403), weak
+    signed_call = _message(data, caller, guarded)  # SigV4 to a runtime that takes bearer tokens only
+    assert signed_call["error"] == "AccessDeniedException" and "bearer" in signed_call["message"], signed_call

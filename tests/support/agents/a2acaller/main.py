@@ -14,6 +14,7 @@ import httpx
 from a2a.client import A2ACardResolver, ClientConfig, ClientFactory
 from a2a.types import Message, Part, Role, SendMessageRequest
 from bedrock_agentcore import BedrockAgentCoreApp, RequestContext
+from bedrock_agentcore.runtime.context import BedrockAgentCoreContext
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.exceptions import ClientError
@@ -83,6 +84,23 @@ async def handle(payload: dict[str, Any], context: RequestContext) -> dict[str, 
             return await _a2a(payload["arn"], payload.get("text", "hello"))
         except Exception as exc:  # the a2a client's error for a refused card: its message names the status
             return {"error": type(exc).__name__, "message": str(exc)}
+    if op == "bearer":  # an M2M token for the target's authorizer, then the target called with it
+        client = boto3.client("bedrock-agentcore")
+        try:
+            token = client.get_resource_oauth2_token(
+                workloadIdentityToken=BedrockAgentCoreContext.get_workload_access_token(),
+                resourceCredentialProviderName=payload["provider"],
+                scopes=payload["scopes"],
+                oauth2Flow="M2M",
+            )["accessToken"]
+        except ClientError as exc:
+            return _error(exc)
+        url = f"{ENDPOINT}/runtimes/{quote(payload['arn'], safe='')}/invocations"
+        headers = {"Authorization": f"Bearer {token}", SESSION: f"bearer-caller-{uuid.uuid4()}", "A2A-Version": "1.0"}
+        async with httpx.AsyncClient(headers=headers, verify=os.environ["AWS_CA_BUNDLE"], timeout=120) as http:
+            card = await http.get(f"{url}/.well-known/agent-card.json")
+            sent = await http.post(url, json=payload["rpc"])
+        return {"card": card.status_code, "status": sent.status_code, "body": sent.text[:2000]}
     if op == "raw":  # hostile: whatever headers and credentials the test says
         verify = os.environ["AWS_CA_BUNDLE"]
         response = httpx.request(
