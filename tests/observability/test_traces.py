@@ -12,19 +12,27 @@ which a namespace sandbox cannot reach (its network is its own).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import pytest
+import websockets
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 from tests.dataplane.support import deploy, new_session_id, seeded_server, wait_for
 from tests.support.otlp import OtlpReceiver, ReceivedSpan
-from tests.support.server import HangarServer
+from tests.support.server import HangarServer, read_admin_key
 
+SESSION_HEADER = "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id"
 ROUTE = "POST /runtimes/{agentRuntimeArn}/invocations"
+WS_ROUTE = "GET /runtimes/{agentRuntimeArn}/ws"
 
 
 @dataclass
@@ -49,14 +57,14 @@ class Traced:
         data = self.server.boto3_client("bedrock-agentcore")
         data.stop_runtime_session(agentRuntimeArn=self.runtime["agentRuntimeArn"], runtimeSessionId=session_id)
 
-    def server_span(self, session_id: str, count: int = 1) -> list[ReceivedSpan]:
+    def server_span(self, session_id: str, count: int = 1, route: str = ROUTE) -> list[ReceivedSpan]:
         """The gateway's server spans of this session, once ``count`` of them (and their children) arrived."""
 
         def found() -> list[ReceivedSpan] | None:
             spans = [
                 s
                 for s in list(self.receiver.spans)
-                if s.name == ROUTE and s.attributes.get("aws.agentcore.runtime_session_id") == session_id
+                if s.name == route and s.attributes.get("aws.agentcore.runtime_session_id") == session_id
             ]
             return spans if len(spans) >= count else None
 
@@ -163,3 +171,24 @@ def test_the_agent_spans_join_the_trace_under_the_agent_call(traced: Traced, ses
     assert handler.attributes["session.id"] == session_id
     work = traced.children(handler, expected=1)["agent.work"]  # the agent's own span, under the SDK's
     assert work.attributes["agent.prompt"] == "hello"
+
+
+def test_a_websocket_is_one_server_span_with_the_agent_inside(traced: Traced, session_id: str) -> None:
+    url = f"ws://127.0.0.1:{traced.server.port}/runtimes/{quote(traced.runtime['agentRuntimeArn'], safe='')}/ws"
+    key_id, secret = read_admin_key(traced.server.credentials_file)
+    signing = AWSRequest(method="GET", url=url.replace("ws://", "http://"), headers={SESSION_HEADER: session_id})
+    SigV4Auth(Credentials(key_id, secret), "bedrock-agentcore", "us-west-2").add_auth(signing)
+    headers = {k: v for k, v in signing.headers.items() if k.lower() != "host"}
+
+    async def talk() -> str:
+        async with websockets.connect(url, additional_headers=headers) as ws:
+            await ws.send("hi")
+            return str(await ws.recv())
+
+    traceparent, said = asyncio.run(talk()).split(" ")
+    assert said == "hi"
+    (span,) = traced.server_span(session_id, route=WS_ROUTE)  # exported once the WebSocket closed
+    steps = traced.children(span, expected=3)
+    call = steps[f"invoke_agent {traced.runtime['agentRuntimeName']}"]
+    assert traceparent.split("-")[1:3] == [span.trace_id, call.span_id]
+    assert call.end_ns <= span.end_ns

@@ -141,6 +141,7 @@ class Invocation:
         self.steps: list[Span] = []
         self.call_span: Span | None = None
         self.reused = False
+        self.ended = False
 
     def child(self, name: str, kind: SpanKind = SpanKind.INTERNAL, parent: Span | None = None) -> Span:
         context = self.context if parent is None else trace.set_span_in_context(parent)
@@ -235,6 +236,10 @@ class Invocation:
         return ended
 
     def end(self, error: BaseException | None = None) -> None:
+        """End the call's spans (idempotent); ``error`` marks them failed (the server span only for a 5xx)."""
+        if self.ended:
+            return
+        self.ended = True
         for span in reversed(self.open):
             _record(span, error)
             span.end()
@@ -255,6 +260,8 @@ class _NoTrace(Invocation):
         self.open = []
         self.steps = []
         self.call_span = None
+        self.reused = False
+        self.ended = True
 
     def child(self, name: str, kind: SpanKind = SpanKind.INTERNAL, parent: Span | None = None) -> Span:
         return trace.INVALID_SPAN

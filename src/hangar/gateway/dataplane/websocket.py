@@ -27,24 +27,42 @@ from hangar.gateway.dataplane.common import (
     session_id_of,
 )
 from hangar.gateway.errors import error_response
+from hangar.observability import tracing
+from hangar.observability.tracing import Invocation
 from hangar.sessions.calls import Lease
 
 log = logging.getLogger("hangar.gateway")
 
 MAX_MESSAGE = 16 * 1024 * 1024
 _UNSENDABLE = {1005, 1006, 1015}  # reserved: reported locally, never sent in a close frame
+ROUTE = "/runtimes/{agentRuntimeArn}/ws"
 
 
 async def websocket_proxy(websocket: WebSocket, params: dict[str, str]) -> None:
+    traced = tracing.begin(websocket, ROUTE)  # the server span lasts as long as the WebSocket
+    try:
+        await _proxy(websocket, params, traced)
+    except BaseException as exc:
+        traced.end(exc)
+        raise
+    traced.end()
+
+
+async def _proxy(websocket: WebSocket, params: dict[str, str], traced: Invocation) -> None:
     request_id = str(uuid.uuid4())
     try:
         services, manager = services_of(websocket)
         session_id = session_id_of(websocket, from_query=True)
-        target = await authorized_target(services, websocket, params, EMPTY_SHA256)
+        with traced.step("hangar.auth"):
+            target = await authorized_target(services, websocket, params, EMPTY_SHA256)
+        traced.target(target, session_id)
         minted = identity_headers(services, websocket, target)
+        starting = traced.session_start(manager, target, session_id)
         session = await manager.get_or_start(target, session_id)
+        traced.session_ready(starting, session)
     except HangarError as exc:
         await _deny(websocket, exc, request_id)
+        traced.end(exc)
         return
     async with manager.use(session) as lease:  # Active for as long as the WebSocket is open
         await _relay(websocket, lease, session_id, request_id, minted)
@@ -54,6 +72,7 @@ async def _relay(
     websocket: WebSocket, lease: Lease, session_id: str, request_id: str, minted: list[tuple[str, str]]
 ) -> None:
     headers = agent_headers(websocket.headers, lease.session.target, session_id, request_id) + minted
+    headers = tracing.of(websocket).agent_call(headers, lease.session.target)  # the span lasts as long as the relay
     requested = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
     try:
         agent = await unix_connect(

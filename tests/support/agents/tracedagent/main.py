@@ -28,5 +28,14 @@ def invoke(payload: dict[str, Any], context: RequestContext) -> dict[str, Any]:
     return {"seen": {name: headers.get(name) for name in ("traceparent", "x-amzn-trace-id")}}
 
 
+@app.websocket
+async def chat(websocket: Any, context: RequestContext) -> None:
+    """Answers each message with the traceparent the gateway sent for this WebSocket, inside a span of its own."""
+    await websocket.accept()
+    async for message in websocket.iter_text():
+        with tracer.start_as_current_span("agent.ws_message"):
+            await websocket.send_text(websocket.headers.get("traceparent", "") + " " + message)
+
+
 if __name__ == "__main__":
     app.run()
