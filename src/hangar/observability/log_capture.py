@@ -114,6 +114,8 @@ class LogCapture:
                 self.store.close_writer(source.writer)
 
     def _read(self, source: _Source, final: bool) -> None:
+        if not final and not source.partial and _unchanged(source):
+            return  # the common case, one lstat: most sessions print nothing most of the time
         data, now = _read_new(source, final), int(time.time() * 1000)
         self._split(source, data, now, final)
         if source.events:
@@ -143,6 +145,13 @@ def _emit(source: _Source, line: bytes, now: int) -> None:
         return  # CloudWatch has no empty events
     for start in range(0, len(line), MAX_EVENT):
         source.events.append((now, line[start : start + MAX_EVENT].decode(errors="replace")))
+
+
+def _unchanged(source: _Source) -> bool:
+    try:
+        return os.lstat(source.path).st_size == source.offset
+    except OSError:
+        return True
 
 
 def _read_new(source: _Source, final: bool) -> bytes:
