@@ -10,8 +10,11 @@ boto3 from the outside.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -23,7 +26,7 @@ from tests.control.support import signed
 from tests.dataplane.support import BUCKET, new_session_id, seeded_server, wait_for
 from tests.support.idp_common import RunningIdp
 from tests.support.idp_panva import start_panva
-from tests.support.server import HangarServer, read_admin_key
+from tests.support.server import HANGAR_BIN, HangarServer, read_admin_key
 
 CALLER_ROLE = "arn:aws:iam::123456789012:role/caller-agent"
 OTHER_ROLE = "arn:aws:iam::123456789012:role/other-agent"
@@ -354,3 +357,27 @@ def test_bearer_from_m2m_reaches_a_jwt_runtime(
     assert weak["status"] in (401, 403), weak
     signed_call = _message(data, caller, guarded)  # SigV4 to a runtime that takes bearer tokens only
     assert signed_call["error"] == "AccessDeniedException" and "bearer" in signed_call["message"], signed_call
+
+
+def test_cli_puts_gets_and_deletes_a_policy(hangar: HangarServer, callee: dict[str, Any], tmp_path: Path) -> None:
+    arn = callee["agentRuntimeArn"]
+    document = tmp_path / "policy.json"
+    document.write_text(_policy(arn, _allow(CALLER_ROLE)))
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "HANGAR_"))}
+    env.update(HANGAR_ENDPOINT_URL=hangar.url, HANGAR_DATA_DIR=str(hangar.data_dir))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(HANGAR_BIN), "policies", *args], env=env, capture_output=True, text=True, timeout=120
+        )
+
+    name = callee["agentRuntimeName"]
+    assert cli("put", name, str(document)).stdout.strip() == arn
+    shown = cli("get", name)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["Statement"][0]["Principal"]["AWS"] == CALLER_ROLE
+    assert cli("delete", name).returncode == 0
+    missing = cli("get", name)
+    assert missing.returncode == 3 and "ResourceNotFoundException" in missing.stderr
+    document.write_text(_policy(arn, _allow(CALLER_ROLE, Condition={"Bool": {"aws:SecureTransport": "true"}})))
+    refused = cli("put", name, str(document))
+    assert refused.returncode == 1 and "Condition" in refused.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from hangar.cli import credentials, dataplane, deploy, identity, images, logs, resources, shell, split
+from hangar.cli import credentials, dataplane, deploy, identity, images, logs, policies, resources, shell, split
 from hangar.cli.serve import serve
 
 app = typer.Typer(
@@ -30,6 +30,7 @@ images.register(app)  # images list, delete
 shell.register(app)  # shell
 logs.register(app)  # logs
 split.register(resources.endpoints_app)  # endpoints split
+policies.register(app)  # policies put, get, delete
 
 if __name__ == "__main__":  # pragma: no cover
     app()
