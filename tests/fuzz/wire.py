@@ -101,6 +101,11 @@ def _json_protocol_operations(session: botocore.session.Session, routes: list[Ro
         model = session.get_service_model("ecr")
         signing = model.metadata.get("signingName", model.endpoint_prefix)
         found += [Operation("ecr", name, model.operation_model(name), signing) for name in sorted(served)]
+        # CloudWatch Logs shares that route (gateway/logs_api.py): its operations are fuzzed the same way.
+        logs_served = getattr(sys.modules["hangar.gateway.logs_api"], "OPERATIONS", {})
+        logs_model = session.get_service_model("logs")
+        logs_signing = logs_model.metadata.get("signingName", logs_model.endpoint_prefix)
+        found += [Operation("logs", n, logs_model.operation_model(n), logs_signing) for n in sorted(logs_served)]
     return found
 
 
