@@ -1,8 +1,9 @@
 """The console end to end in a real browser: Playwright driving Debian's Chromium against a real ``hangar serve``.
 
 Sign in, see the deployed runtime, invoke it and watch the streamed answer arrive (the first event is on the page
-while the agent still holds the stream open), stop the session, sign out; the same at phone width (375 px); axe-core
-finds no serious or critical accessibility violations. Each page's screenshot is written to docs/console/.
+while the agent still holds the stream open), follow the session's log live, stop the session, sign out; the same
+at phone width (375 px); axe-core finds no serious or critical accessibility violations. Each page's screenshot is
+written to docs/console/.
 """
 
 from __future__ import annotations
@@ -134,6 +135,21 @@ def test_sign_in_invoke_streaming_stop_and_sign_out(
     live_row = page.locator(f'tr[data-session="{SESSION_ID}"]')
     playwright_api.expect(live_row).to_contain_text("Idle")  # the answer ended: no call in flight
     shot(page, "sessions")
+
+    live_row.get_by_role("link", name=f"Log of session {SESSION_ID}").click()
+    lines = page.get_by_role("list", name="Log events").get_by_role("listitem")
+    playwright_api.expect(lines.filter(has_text="streaming for hi")).to_have_count(1, timeout=15_000)
+    playwright_api.expect(lines.filter(has_text="releasing the stream")).to_have_count(1, timeout=15_000)
+    playwright_api.expect(page.locator("#log-status")).to_have_text("Following live…")
+    # Output written while the page is open appears on it without a reload.
+    data.invoke_agent_runtime(
+        agentRuntimeArn=runtime["agentRuntimeArn"],
+        runtimeSessionId=SESSION_ID,
+        payload=json.dumps({"say": "written while the page follows"}).encode(),
+    )["response"].read()
+    playwright_api.expect(lines.filter(has_text="written while the page follows")).to_have_count(1, timeout=15_000)
+    shot(page, "logs")
+    page.get_by_role("link", name="Sessions").click()
     live_row.get_by_role("button", name=f"Stop session {SESSION_ID}").click()
     playwright_api.expect(page.get_by_role("status")).to_contain_text(f"Stopped session {SESSION_ID}")
     assert session_state(server, runtime["agentRuntimeId"], SESSION_ID) == "Terminated"
@@ -157,7 +173,8 @@ def test_phone_width_and_accessibility(
         "runtimes": "/console/runtimes",
         "runtime": f"/console/runtimes/{runtime['agentRuntimeId']}",
         "sessions": "/console/sessions",
-        "invoke": f"/console/invoke?runtime={runtime['agentRuntimeId']}",
+        "logs": f"/console/logs/{runtime['agentRuntimeId']}/{SESSION_ID}",
+        "invoke": f"/console/invoke?runtime={runtime['agentRuntimeId']}",  # last: the playground is used below
     }
     for name, path in paths.items():
         page.goto(server.url + path)

@@ -6,7 +6,7 @@ every page and action checks the console's own sign-in (``auth.py``).
 
 from __future__ import annotations
 
-from hangar.console import invoke, pages
+from hangar.console import invoke, logs, pages
 from hangar.console.auth import Handler
 
 PAGES: list[tuple[str, str, Handler, str]] = [
@@ -22,4 +22,6 @@ PAGES: list[tuple[str, str, Handler, str]] = [
     ("POST", "/console/sessions/{runtimeId}/{sessionId}/stop", pages.stop, "ConsoleStopSession"),
     ("GET", "/console/invoke", invoke.playground, "ConsoleInvokePage"),
     ("POST", "/console/invoke/{runtimeId}", invoke.invoke, "ConsoleInvoke"),
+    ("GET", "/console/logs/{runtimeId}/{sessionId}", logs.log_page, "ConsoleSessionLog"),
+    ("GET", "/console/logs/{runtimeId}/{sessionId}/events", logs.log_events, "ConsoleSessionLogEvents"),
 ]

@@ -74,3 +74,45 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   }
 });
+
+// Session log: ask for the events after the last one shown, every second, while the page is open.
+function followLog(list) {
+  const status = document.getElementById("log-status");
+  let after = Number(list.dataset.after);
+  let busy = false;
+  async function poll() {
+    if (busy) return;
+    busy = true;
+    try {
+      const response = await fetch(list.dataset.source + "?after=" + after, { credentials: "same-origin" });
+      if (!response.ok) {
+        status.textContent = "Stopped following: " + response.status;
+        return;
+      }
+      const answer = await response.json();
+      for (const [, seq, message] of answer.events) {
+        const item = document.createElement("li");
+        item.dataset.seq = seq;
+        item.textContent = message;
+        list.append(item);
+        after = seq;
+      }
+      if (answer.events.length) {
+        const empty = document.getElementById("log-empty");
+        if (empty) empty.remove();
+        if (answer.stream) document.getElementById("log-stream").textContent = answer.stream;
+        if (answer.group) document.getElementById("log-group").textContent = answer.group;
+      }
+      status.dataset.live = answer.live ? "yes" : "no";
+      status.textContent = answer.live ? "Following live…" : "The session has ended; showing what was kept.";
+    } finally {
+      busy = false;
+    }
+  }
+  setInterval(poll, 1000);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const list = document.getElementById("log");
+  if (list && list.dataset.source) followLog(list);
+});

@@ -5,6 +5,7 @@ That lets a browser test see the first event on the page while the answer is pro
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -27,10 +28,13 @@ def gated(prompt: str) -> Iterator[dict[str, Any]]:
 def invoke(payload: Any) -> Any:
     payload = payload if isinstance(payload, dict) else {}
     if payload.get("action") == "release":
+        print("releasing the stream", file=sys.stderr, flush=True)
         released.set()
         return {"released": True}
     if payload.get("action") == "stream":
+        print(f"streaming for {payload.get('prompt', '')}", flush=True)
         return gated(str(payload.get("prompt", "")))
+    print(f"echo {payload}", flush=True)
     return {"echo": payload}
 
 
