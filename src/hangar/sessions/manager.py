@@ -246,11 +246,11 @@ class SessionManager:
                 self.identities.rename(spec.sandbox_id, sandbox.id)  # a fork prepared ahead has its own id
             except Exception as exc:
                 cold_reason = f"the fork failed: {exc}"
+                self.templates.fork_failed(target, cold_reason)  # an agent that never serves once forked: cold
                 log.warning("forking a session of %s v%s failed, starting it cold: %s", *key_of(target), exc)
         if cold_reason is not None:
             self.templates.count_fallback(reason_class(cold_reason))  # the same classes as the metric's
             self.metrics.cold_fallback(cold_reason)
-                self.templates.fork_failed(target, cold_reason)  # an agent that never serves once forked: cold
         try:
             if sandbox is None:
                 sandbox = await self.backend.start(spec)
