@@ -7,6 +7,7 @@ socket on the host which reaches the agent's port inside the sandbox (the agent 
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -118,6 +119,11 @@ class Sandbox(ABC):
     @abstractmethod
     async def stop(self) -> None:
         """Kill the whole process tree and delete the sandbox's writable files. Idempotent."""
+
+    async def until_listening(self, timeout: float) -> None:
+        """Between start-up ``/ping`` attempts: return once the agent may have begun to listen, at the latest after
+        ``timeout``. A backend told when the agent listens (a cold start's supervisor) returns early."""
+        await asyncio.sleep(timeout)
 
 
 class TemplateUnsafe(Exception):

@@ -92,6 +92,11 @@ class Channels:
     def child_fds(self) -> tuple[int, int, int]:
         return self.agent.fileno(), self.control.fileno(), self.ready_write
 
+    def take_ready(self) -> int:
+        """The ready pipe's read end, now the caller's to close (a cold start keeps it for the ``L`` byte)."""
+        fd, self.ready_read = self.ready_read, -1
+        return fd
+
     def close_child_ends(self) -> None:
         """After the spawn only the supervisor holds the listeners; the host connects by path."""
         self.agent.close()
@@ -282,9 +287,37 @@ class SupervisedSandbox(Sandbox):
         self._forget = forget  # tells the backend this sandbox is gone, so cleanup_orphans may take it
         self._stopped = False
         self._stop_lock = asyncio.Lock()
+        self._listening_fd = -1  # the supervisor's ready pipe while it may still say ``L`` (cold starts)
+        self.listened = False  # the supervisor said the agent listens (``L``)
 
     def alive(self) -> bool:
         return not self._stopped and self.proc.poll() is None
+
+    def watch_listening(self, ready_read: int) -> None:
+        """Keep the ready pipe after the ready byte: the supervisor writes ``L`` on it once the agent listens."""
+        self._listening_fd = ready_read
+
+    async def until_listening(self, timeout: float) -> None:
+        """Wake the start-up probe when the supervisor says ``L`` (or its pipe ends), else after ``timeout``."""
+        fd = self._listening_fd
+        if fd < 0:
+            await asyncio.sleep(timeout)
+            return
+        loop = asyncio.get_running_loop()
+        said: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(fd, _resolve, said)
+        try:
+            await asyncio.wait({said}, timeout=timeout)
+        finally:
+            loop.remove_reader(fd)
+        if said.done():  # ``L`` or end of file: either way nothing more will come
+            self.listened = os.read(fd, 1) == b"L"
+            self._unwatch()
+
+    def _unwatch(self) -> None:
+        if self._listening_fd >= 0:
+            os.close(self._listening_fd)
+            self._listening_fd = -1
 
     async def exec(self, command: str, timeout: float) -> AsyncIterator[ExecEvent]:
         if not self.alive():
@@ -328,6 +361,7 @@ class SupervisedSandbox(Sandbox):
             if self._stopped:
                 return
             self._stopped = True
+            self._unwatch()
             if self.proc.poll() is None:
                 self._ask_to_exit()
                 await wait_exit(self.proc, STOP_GRACE_S)

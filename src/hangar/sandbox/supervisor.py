@@ -20,7 +20,9 @@ never swap a socket for a symlink to somewhere else) and hands them over as inhe
 
 The agent is spawned first, before anything heavy is imported, so its own start-up overlaps the supervisor's
 (importing asyncio costs tens of milliseconds). Once both sockets serve, the supervisor writes one byte to
-``--ready-fd``. It exits with the agent's exit status when the agent ends, and kills every command it started.
+``--ready-fd`` (``1``); a cold start's supervisor then writes ``L`` once the agent listens on its port, so the
+host's ``/ping`` readiness probe is woken instead of polling with a back-off. It exits with the agent's exit
+status when the agent ends, and kills every command it started.
 
 Usage: ``supervisor.py --agent-fd=N --control-fd=N --ready-fd=N --port=N [--outbound=PORT:PATH...] -- AGENT_ARGV...``
 """
@@ -98,6 +100,9 @@ _READ_VIEW = memoryview(bytearray(READ_SIZE))  # shared by every relayed connect
 FRAME = struct.Struct(">cI")
 EXEC_LINE_LIMIT = 1024 * 1024
 AGENT_GRACE_S = 1.5  # shorter than the host's grace, so a clean stop ends here first
+LISTEN_POLL_S = (0.002, 0.02)  # how often a cold start's supervisor looks for the agent's listener: first, later
+LISTEN_FAST_S = 2.0  # the fast polls' span (a trivial agent listens within a few hundred ms, a heavy one seconds)
+LISTEN_WATCH_S = 300.0  # then the watch gives up (the host's probe polls on its own as before)
 
 
 class _Splice(asyncio.BufferedProtocol):
@@ -502,7 +507,39 @@ async def _wait_pid(pid: int) -> int:
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
-async def supervise(options: dict[str, Any], agent: int) -> int:
+def listening(port: int) -> bool:
+    """Something listens on ``port`` in this network namespace (/proc/net/tcp and tcp6, state 0A). Read, not
+    connected to: the agent sees no probe connection."""
+    suffix = f":{port:04X}"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as rows:
+            for row in rows:
+                fields = row.split()
+                if len(fields) > 3 and fields[1].endswith(suffix) and fields[3] == "0A":
+                    return True
+    return False
+
+
+async def _say_when_listening(ready_fd: int, port: int) -> None:
+    """``L`` on the ready pipe once the agent listens. A host that closed its end (it does not wait for this)
+    costs an EPIPE, ignored; the agent exiting first ends the supervisor, and the host reads end of file."""
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    try:
+        while not listening(port):
+            waited = loop.time() - began
+            if waited > LISTEN_WATCH_S:
+                return
+            await asyncio.sleep(LISTEN_POLL_S[waited > LISTEN_FAST_S])
+        with contextlib.suppress(OSError):
+            os.write(ready_fd, b"L")
+    finally:
+        os.close(ready_fd)
+
+
+async def supervise(options: dict[str, Any], agent: int, announce_listening: bool = False) -> int:
+    """Serve the relay, the control socket and the outbound ports until the agent ends or we are told to stop;
+    ``announce_listening`` (a cold start) keeps the ready pipe open to say when the agent listens."""
     loop = asyncio.get_running_loop()
     relay = Relay(options["port"])
     commands = Commands()
@@ -521,7 +558,11 @@ async def supervise(options: dict[str, Any], agent: int) -> int:
         loop.add_signal_handler(signum, stopping.set)
     waiter = asyncio.ensure_future(_wait_pid(agent))
     os.write(options["ready_fd"], b"1")
-    os.close(options["ready_fd"])
+    announcer = None
+    if announce_listening:
+        announcer = asyncio.ensure_future(_say_when_listening(options["ready_fd"], options["port"]))
+    else:
+        os.close(options["ready_fd"])
     stopper = asyncio.ensure_future(stopping.wait())
     await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
     relay_server.close()
@@ -537,9 +578,11 @@ async def supervise(options: dict[str, Any], agent: int) -> int:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(agent, signal.SIGKILL)
     stopper.cancel()
+    if announcer is not None:
+        announcer.cancel()
     code = await waiter
     return 128 - code if code < 0 else code
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(supervise(EARLY[0], EARLY_AGENT)))
+    sys.exit(asyncio.run(supervise(EARLY[0], EARLY_AGENT, announce_listening=True)))

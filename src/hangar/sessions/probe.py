@@ -51,7 +51,7 @@ async def wait_ready(client: AgentHttp, sandbox: Sandbox, timeout_s: float) -> N
             return
         except (AgentHttpError, TimeoutError):
             pass
-        await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        await sandbox.until_listening(min(delay, max(0.0, deadline - time.monotonic())))  # early when told
         delay = min(delay * 2, _MAX_POLL_S)
 
 

@@ -168,10 +168,13 @@ class NamespaceBackend(SandboxBackend):
     ) -> NamespaceSandbox:
         return NamespaceSandbox(spec, state, proc, self._live.discard, uid, cgroup, self.leases, link)
 
-    async def _ready(self, sandbox: NamespaceSandbox, channels: Channels) -> None:
-        """Wait for the sandbox's ready byte; a sandbox that does not get there is stopped (undoing everything)."""
+    async def _ready(self, sandbox: NamespaceSandbox, channels: Channels, cold: bool = False) -> None:
+        """Wait for the sandbox's ready byte; a sandbox that does not get there is stopped (undoing everything).
+        A cold sandbox keeps the pipe: its supervisor says when the agent listens (``until_listening``)."""
         try:
             await wait_ready(sandbox.state, sandbox.proc, channels)
+            if cold:
+                sandbox.watch_listening(channels.take_ready())
         except BaseException:
             await sandbox.stop()
             raise
@@ -194,7 +197,7 @@ class NamespaceBackend(SandboxBackend):
                 channels.close()
                 raise
             sandbox = self._sandbox(spec, state, proc, uid, cgroup, link)
-            await self._ready(sandbox, channels)
+            await self._ready(sandbox, channels, cold=True)
             return sandbox
         except BaseException:
             if sandbox is None:  # otherwise its stop() already undid everything
