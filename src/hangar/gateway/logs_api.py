@@ -125,30 +125,30 @@ class LogsApi:
         if prefix and order == "LastEventTime":
             raise _invalid("Cannot order by LastEventTime with a logStreamNamePrefix.")
         limit = _int(document, "limit", 1, MAX_DESCRIBE, MAX_DESCRIBE) or MAX_DESCRIBE
-        described = []
-        for stream in streams:
-            if not stream.name.startswith(prefix):
-                continue
-            first, last = stream.bounds()
-            row: dict[str, Any] = {
-                "logStreamName": stream.name,
-                "creationTime": stream.created,
-                "arn": f"{self._arn(group)}:log-stream:{stream.name}",
-                "storedBytes": stream.stored_bytes(),
-            }
-            if first is not None and last is not None:
-                row |= {
-                    "firstEventTimestamp": first.timestamp,
-                    "lastEventTimestamp": last.timestamp,
-                    "lastIngestionTime": last.timestamp,
-                }
-            described.append(row)
-        if order == "LastEventTime":
-            described.sort(key=lambda r: (r.get("lastEventTimestamp", 0), r["logStreamName"]))
+        chosen = [s for s in streams if s.name.startswith(prefix)]
+        if order == "LastEventTime":  # the only order that needs every stream's last event
+            last_of = {s.name: _last_timestamp(s) for s in chosen}
+            chosen.sort(key=lambda s: (last_of[s.name], s.name))
         if document.get("descending") is True:
-            described.reverse()
-        page, token = _page(described, document, limit)
-        return {"logStreams": page, **({"nextToken": token} if token else {})}
+            chosen.reverse()
+        page, token = _page(chosen, document, limit)
+        return {"logStreams": [self._describe(group, s) for s in page], **({"nextToken": token} if token else {})}
+
+    def _describe(self, group: str, stream: Stream) -> dict[str, Any]:
+        first, last = stream.bounds()
+        row: dict[str, Any] = {
+            "logStreamName": stream.name,
+            "creationTime": stream.created,
+            "arn": f"{self._arn(group)}:log-stream:{stream.name}",
+            "storedBytes": stream.stored_bytes(),
+        }
+        if first is not None and last is not None:
+            row |= {
+                "firstEventTimestamp": first.timestamp,
+                "lastEventTimestamp": last.timestamp,
+                "lastIngestionTime": last.timestamp,
+            }
+        return row
 
     def GetLogEvents(self, document: dict[str, Any]) -> dict[str, Any]:
         _, streams = self._group(document)
@@ -279,6 +279,11 @@ def _filter_position(token: str | None) -> tuple[int, str, int] | None:
     if not (isinstance(ts, int) and isinstance(name, str) and isinstance(seq, int)):
         raise _invalid("The specified nextToken is invalid.")
     return ts, name, seq
+
+
+def _last_timestamp(stream: Stream) -> int:
+    _, last = stream.bounds()
+    return last.timestamp if last is not None else 0
 
 
 def _in_time(event: LogEvent, start: int | None, end: int | None) -> bool:
