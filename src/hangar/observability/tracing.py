@@ -40,6 +40,7 @@ AWS_TRACE_HEADER = "x-amzn-trace-id"
 _REPLACED = frozenset({"traceparent", "tracestate", AWS_TRACE_HEADER})
 _W3C = TraceContextTextMapPropagator()
 _HEX = re.compile(r"^[0-9a-f]+$")
+_SCOPE_KEY = "hangar.trace"
 OnEnd = Callable[[bool], Awaitable[None]]
 
 
@@ -155,8 +156,11 @@ class Invocation:
             _record(span, error)
             span.end()
 
+    def step(self, name: str) -> contextlib.AbstractContextManager[Span]:
+        return self._step(name)
+
     @contextlib.contextmanager
-    def step(self, name: str) -> Iterator[Span]:
+    def _step(self, name: str) -> Iterator[Span]:
         """A child of the step this one runs in (authentication resolves the version inside it), else of the call."""
         span = self.child(name, parent=self.steps[-1] if self.steps else None)
         self.steps.append(span)
@@ -269,9 +273,8 @@ class _NoTrace(Invocation):
     def end_child(self, span: Span, error: BaseException | None = None) -> None:
         return None
 
-    @contextlib.contextmanager
-    def step(self, name: str) -> Iterator[Span]:
-        yield trace.INVALID_SPAN
+    def step(self, name: str) -> contextlib.AbstractContextManager[Span]:
+        return _NO_STEP
 
     def target(self, target: InvocationTarget, session_id: str) -> None:
         return None
@@ -295,6 +298,7 @@ class _NoTrace(Invocation):
         return None
 
 
+_NO_STEP = contextlib.nullcontext(trace.INVALID_SPAN)  # reusable: nullcontext keeps no state
 NO_TRACE = _NoTrace()
 
 
@@ -304,13 +308,13 @@ def begin(conn: HTTPConnection, route: str) -> Invocation:
     if tracing is None or tracing.tracer is None:
         return NO_TRACE
     invocation = Invocation(tracing.tracer, conn, route)
-    conn.state.trace = invocation
+    conn.scope[_SCOPE_KEY] = invocation
     return invocation
 
 
 def of(conn: HTTPConnection) -> Invocation:
     """This call's spans, or ``NO_TRACE`` (tracing off, or a route without a server span)."""
-    found: Invocation = getattr(conn.state, "trace", NO_TRACE)
+    found: Invocation = conn.scope.get(_SCOPE_KEY, NO_TRACE)  # not conn.state: its misses cost an exception
     return found
 
 
