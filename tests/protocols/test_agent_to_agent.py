@@ -306,6 +306,18 @@ def test_forged_or_foreign_credentials_are_refused(
         )
 
 
+def test_another_sessions_credentials_are_refused(
+    data: Any, caller: dict[str, Any], stranger: dict[str, Any], callee: dict[str, Any], policy: Any
+) -> None:
+    policy(_allow("*"))
+    stolen = _call(data, caller, {"op": "credentials"})
+    found = _call(data, stranger, {"op": "invoke", "arn": callee["agentRuntimeArn"], "credentials": stolen})
+    assert found["error"] == "AccessDeniedException" and "another session" in found["message"], found
+    rpc = {"jsonrpc": "2.0", "id": 3, "method": "GetTask", "params": {"id": "none"}}
+    own = _call(data, stranger, {"op": "invoke", "arn": callee["agentRuntimeArn"], "payload": rpc})
+    assert "answer" in own, own  # its own keys, the same policy: allowed
+
+
 def test_admin_calls_on_the_main_port_are_unaffected(data: Any, callee: dict[str, Any], policy: Any) -> None:
     policy({"Effect": "Deny", "Principal": "*", "Action": "bedrock-agentcore:*"})
     card = data.get_agent_card(agentRuntimeArn=callee["agentRuntimeArn"], runtimeSessionId=new_session_id())

@@ -64,8 +64,21 @@ async def handle(payload: dict[str, Any], context: RequestContext) -> dict[str, 
     op = payload["op"]
     if op == "whoami":
         return {"session": context.session_id}
+    if op == "credentials":  # hostile tests hand these to another session
+        frozen = boto3.Session().get_credentials().get_frozen_credentials()
+        return {"key": frozen.access_key, "secret": frozen.secret_key, "token": frozen.token}
     if op == "invoke":
-        client = boto3.client("bedrock-agentcore")  # endpoint, region, credentials: all from the environment
+        stolen = payload.get("credentials")  # hostile: another session's keys
+        keys = (
+            {
+                "aws_access_key_id": stolen["key"],
+                "aws_secret_access_key": stolen["secret"],
+                "aws_session_token": stolen["token"],
+            }
+            if stolen
+            else {}
+        )
+        client = boto3.client("bedrock-agentcore", **keys)  # endpoint, region, credentials: from the environment
         extra = {"runtimeSessionId": payload["session"]} if payload.get("session") else {}
         for name, value in payload.get("headers", {}).items():  # e.g. A2A-Version, which boto3 has no parameter for
             client.meta.events.register(
