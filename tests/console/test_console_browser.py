@@ -9,6 +9,7 @@ written to docs/console/.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -111,7 +112,7 @@ def test_sign_in_invoke_streaming_stop_and_sign_out(
     page.get_by_role("link", name="Invoke this runtime").click()
     page.get_by_label("Session id").fill(SESSION_ID)
     page.get_by_label("Payload (JSON)").fill(json.dumps({"action": "stream", "prompt": "hi"}))
-    page.get_by_role("button", name="Send").click()
+    page.get_by_role("button", name="Send", exact=True).click()
     events = page.locator("#events li")
     # The agent sent its first event and now holds the stream open: the page shows it before the answer ends.
     playwright_api.expect(events).to_have_count(1)
@@ -129,11 +130,20 @@ def test_sign_in_invoke_streaming_stop_and_sign_out(
     playwright_api.expect(page.locator("#answer-status")).to_have_text("Done (200).")
     playwright_api.expect(events).to_have_count(3)
     playwright_api.expect(events.nth(1)).to_contain_text('"released": true')
+    # The same session over a WebSocket, relayed to the agent's /ws.
+    page.get_by_label("Message", exact=True).fill("ping")
+    page.get_by_role("button", name="Send over WebSocket").click()
+    messages = page.get_by_role("list", name="WebSocket messages").get_by_role("listitem")
+    playwright_api.expect(messages.filter(has_text="← echo: ping")).to_have_count(1)
+    page.get_by_label("Message", exact=True).fill("pong")
+    page.get_by_role("button", name="Send over WebSocket").click()
+    playwright_api.expect(messages.filter(has_text="← echo: pong")).to_have_count(1)
     shot(page, "invoke")
 
     page.get_by_role("link", name="Sessions").click()
     live_row = page.locator(f'tr[data-session="{SESSION_ID}"]')
-    playwright_api.expect(live_row).to_contain_text("Idle")  # the answer ended: no call in flight
+    # Live: Idle, or still Active while the WebSocket relay the playground just left is winding down.
+    playwright_api.expect(live_row).to_contain_text(re.compile("Idle|Active"))
     shot(page, "sessions")
 
     live_row.get_by_role("link", name=f"Log of session {SESSION_ID}").click()
@@ -184,7 +194,7 @@ def test_phone_width_and_accessibility(
         assert serious_violations(page, axe_script) == [], name
         shot(page, f"phone-{name}")
     page.get_by_label("Payload (JSON)").fill(json.dumps({"hello": "phone"}))
-    page.get_by_role("button", name="Send").click()
+    page.get_by_role("button", name="Send", exact=True).click()
     playwright_api.expect(page.locator("#answer")).to_contain_text('"echo"')
     playwright_api.expect(page.locator("#answer-status")).to_have_text("Done (200).")
     context.close()

@@ -143,3 +143,27 @@ def test_failed_logins_are_rate_limited(server: HangarServer, admin_key: tuple[s
         refused = sign_in(http, (guessed, "another guess"))
         assert refused.status_code == 429 and "wait a minute" in refused.text
         assert sign_in(http, admin_key).status_code == 303  # another key is not locked out by the guesses
+
+
+def test_the_websocket_wants_this_origin_and_the_csrf_token(
+    server: HangarServer, admin_key: tuple[str, str], runtime: dict[str, Any]
+) -> None:
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        sign_in(http, admin_key)
+        cookie = f"hangar_console={http.cookies.get('hangar_console')}"
+        csrf = page_csrf(http)
+    base = server.url.replace("http://", "ws://") + f"/console/ws/{runtime['agentRuntimeId']}"
+    query = "?sessionId=console-websocket-test-session-00000000001"
+    own = server.url
+    for origin, suffix in (("http://evil.example", f"&csrf={csrf}"), (own, ""), (own, "&csrf=forged")):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(base + query + suffix, additional_headers={"cookie": cookie, "origin": origin}).close()
+        assert refused.value.response.status_code == 403
+    with pytest.raises(InvalidStatus):  # no cookie at all
+        connect(base + query + f"&csrf={csrf}", additional_headers={"origin": own}).close()
+    with connect(base + query + f"&csrf={csrf}", additional_headers={"cookie": cookie, "origin": own}) as socket:
+        socket.send("hello")
+        assert socket.recv(timeout=30) == "echo: hello"

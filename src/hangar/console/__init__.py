@@ -6,10 +6,11 @@ every page and action checks the console's own sign-in (``auth.py``).
 
 from __future__ import annotations
 
-from hangar.console import invoke, logs, pages
+from hangar.console import invoke, logs, pages, ws
 from hangar.console.auth import Handler
+from hangar.console.ws import WsHandler
 
-PAGES: list[tuple[str, str, Handler, str]] = [
+PAGES: list[tuple[str, str, Handler | WsHandler, str]] = [
     ("GET", "/console", pages.home, "ConsoleHome"),
     ("GET", "/console/", pages.home, "ConsoleHome"),
     ("GET", "/console/login", pages.login_form, "ConsoleLoginForm"),
@@ -22,6 +23,7 @@ PAGES: list[tuple[str, str, Handler, str]] = [
     ("POST", "/console/sessions/{runtimeId}/{sessionId}/stop", pages.stop, "ConsoleStopSession"),
     ("GET", "/console/invoke", invoke.playground, "ConsoleInvokePage"),
     ("POST", "/console/invoke/{runtimeId}", invoke.invoke, "ConsoleInvoke"),
+    ("WEBSOCKET", "/console/ws/{runtimeId}", ws.relay, "ConsoleWebSocket"),
     ("GET", "/console/logs/{runtimeId}/{sessionId}", logs.log_page, "ConsoleSessionLog"),
     ("GET", "/console/logs/{runtimeId}/{sessionId}/events", logs.log_events, "ConsoleSessionLogEvents"),
 ]

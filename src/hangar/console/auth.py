@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import RedirectResponse, Response
 
 from hangar.auth.credentials import CredentialStore
@@ -100,7 +100,7 @@ class ConsoleState:
             del self.sessions[key]
 
 
-def state_of(request: Request) -> ConsoleState:
+def state_of(request: HTTPConnection) -> ConsoleState:
     state: ConsoleState | None = getattr(request.app.state, "console", None)
     if state is None:
         state = request.app.state.console = ConsoleState()

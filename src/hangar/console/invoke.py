@@ -26,6 +26,11 @@ MAX_PAYLOAD = 1024 * 1024
 _SNIPPET = 1024
 
 
+def valid_session_id(session_id: str) -> None:
+    if not 33 <= len(session_id) <= 256 or not session_id.isascii() or not session_id.isprintable():
+        raise ValidationError("runtimeSessionId must be 33 to 256 printable ASCII characters")
+
+
 @auth.signed_in
 async def playground(request: Request, _params: dict[str, str]) -> Response:
     control = request.app.state.services.control
@@ -57,8 +62,7 @@ async def _invoke(request: Request, runtime_id: str) -> Response:
     if len(body) > MAX_PAYLOAD:
         raise ValidationError(f"The playground sends at most {MAX_PAYLOAD} bytes")
     session_id = request.query_params.get("sessionId") or f"console-{uuid.uuid4()}"
-    if not 33 <= len(session_id) <= 256 or not session_id.isascii() or not session_id.isprintable():
-        raise ValidationError("runtimeSessionId must be 33 to 256 printable ASCII characters")
+    valid_session_id(session_id)
     qualifier = request.query_params.get("qualifier") or None
     principal = request.state.console.principal
     target = services.control.resolve_target(runtime_id, qualifier, principal.account_id, session_id)

@@ -116,3 +116,43 @@ document.addEventListener("DOMContentLoaded", () => {
   const list = document.getElementById("log");
   if (list && list.dataset.source) followLog(list);
 });
+
+// Playground WebSocket: one socket to the agent's /ws, opened on the first send (cookie + origin + CSRF token).
+function webSocketPlayground(form, invokeForm) {
+  const log = document.getElementById("ws-log");
+  let socket = null;
+  const note = (text) => {
+    const item = document.createElement("li");
+    item.textContent = text;
+    log.append(item);
+  };
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const text = form.message.value;
+    if (socket && socket.readyState === WebSocket.OPEN) {
+      socket.send(text);
+      note("→ " + text);
+      return;
+    }
+    const params = new URLSearchParams({ sessionId: invokeForm.sessionId.value, csrf: invokeForm.dataset.csrf });
+    if (invokeForm.qualifier.value.trim()) params.set("qualifier", invokeForm.qualifier.value.trim());
+    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    socket = new WebSocket(scheme + location.host + "/console/ws/" + encodeURIComponent(invokeForm.runtime.value) + "?" + params);
+    socket.addEventListener("open", () => {
+      note("connected");
+      socket.send(text);
+      note("→ " + text);
+    });
+    socket.addEventListener("message", (msg) => note("← " + (typeof msg.data === "string" ? msg.data : "(binary)")));
+    socket.addEventListener("close", (msg) => {
+      note("closed (" + msg.code + (msg.reason ? ": " + msg.reason : "") + ")");
+      socket = null;
+    });
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const form = document.getElementById("ws");
+  const invokeForm = document.getElementById("invoke");
+  if (form && invokeForm) webSocketPlayground(form, invokeForm);
+});

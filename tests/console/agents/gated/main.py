@@ -10,6 +10,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
 from hangar.sdk import BedrockAgentCoreApp
 
 app = BedrockAgentCoreApp()
@@ -36,6 +38,17 @@ def invoke(payload: Any) -> Any:
         return gated(str(payload.get("prompt", "")))
     print(f"echo {payload}", flush=True)
     return {"echo": payload}
+
+
+@app.websocket
+async def chat(websocket: WebSocket, context: Any) -> None:
+    await websocket.accept()
+    try:
+        while True:
+            text = await websocket.receive_text()
+            await websocket.send_text(f"echo: {text}")
+    except WebSocketDisconnect:
+        return
 
 
 if __name__ == "__main__":
