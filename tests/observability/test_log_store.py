@@ -22,7 +22,7 @@ def store(
 
 
 def test_a_stream_rotates_within_its_budget_oldest_first(tmp_path: Path) -> None:
-    logs = store(tmp_path)
+    logs = store(tmp_path / "logs")
     writer = logs.open_writer(RUNTIME, "DEFAULT", "s" * 40, STARTED)
     for index in range(2000):
         writer.append([(1000 + index, f"line {index:05d} " + "x" * 100)])
@@ -34,6 +34,7 @@ def test_a_stream_rotates_within_its_budget_oldest_first(tmp_path: Path) -> None
     assert [e.seq for e in events] == list(range(events[0].seq, 2000))
     first, last = stream.bounds()
     assert first == events[0] and last == events[-1]
+    assert (tmp_path / "logs").stat().st_mode & 0o777 == 0o700  # sessions' output is for the operator only
 
 
 def test_a_reopened_stream_continues_and_skips_a_torn_line(tmp_path: Path) -> None:

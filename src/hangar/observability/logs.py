@@ -112,18 +112,26 @@ class StreamWriter:
         self._total = sum(_size(p) for p in segments)
 
     def append(self, events: list[tuple[int, str]]) -> None:
-        """Write ``(timestamp ms, text)`` events in order."""
+        """Write ``(timestamp ms, text)`` events in order (one write per segment touched)."""
+        pending = b""
         for timestamp, message in events:
             line = json.dumps([timestamp, self.next_seq, message], ensure_ascii=False).encode() + b"\n"
             if self._current is None or self._current_size + len(line) > self.segment_bytes:
+                self._write(pending)
+                pending = b""
                 self._current = self.stream.directory / f"{self.next_seq:012d}.jsonl"
                 self._current_size = 0
-            with open(self._current, "ab") as out:
-                out.write(line)
+            pending += line
             self._current_size += len(line)
             self._total += len(line)
             self.next_seq += 1
+        self._write(pending)
         self._trim()
+
+    def _write(self, data: bytes) -> None:
+        if data and self._current is not None:
+            with open(self._current, "ab") as out:
+                out.write(data)
 
     def _trim(self) -> None:
         if self._total <= self.session_bytes:
@@ -154,6 +162,7 @@ class LogStore:
             raise ValueError(f"not a log group this store can hold: {runtime_id!r}, {endpoint!r}")
         name = stream_name(session_id, started)
         directory = self.root / runtime_id / endpoint / _digest(name)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)  # sessions' output is nobody else's to read
         directory.mkdir(parents=True, exist_ok=True)
         meta = directory / "stream.json"
         created = int(started * 1000)
