@@ -41,10 +41,10 @@ class Traced:
     receiver: OtlpReceiver
     runtime: dict[str, Any]
 
-    def invoke(self, session_id: str, **trace: str) -> dict[str, Any]:
+    def invoke(self, session_id: str, runtime: dict[str, Any] | None = None, **trace: str) -> dict[str, Any]:
         data = self.server.boto3_client("bedrock-agentcore")
         answer = data.invoke_agent_runtime(
-            agentRuntimeArn=self.runtime["agentRuntimeArn"],
+            agentRuntimeArn=(runtime or self.runtime)["agentRuntimeArn"],
             runtimeSessionId=session_id,
             payload=json.dumps({"prompt": "hello"}),
             **trace,
@@ -52,10 +52,11 @@ class Traced:
         result: dict[str, Any] = json.loads(answer["response"].read())
         return result
 
-    def stop(self, session_id: str) -> None:
+    def stop(self, session_id: str, runtime: dict[str, Any] | None = None) -> None:
         """The process backend runs one session per contract port: each test stops what it started."""
         data = self.server.boto3_client("bedrock-agentcore")
-        data.stop_runtime_session(agentRuntimeArn=self.runtime["agentRuntimeArn"], runtimeSessionId=session_id)
+        arn = (runtime or self.runtime)["agentRuntimeArn"]
+        data.stop_runtime_session(agentRuntimeArn=arn, runtimeSessionId=session_id)
 
     def server_span(self, session_id: str, count: int = 1, route: str = ROUTE) -> list[ReceivedSpan]:
         """The gateway's server spans of this session, once ``count`` of them (and their children) arrived."""
@@ -86,7 +87,7 @@ def traced() -> Iterator[Traced]:
             "HANGAR_OTLP_ENDPOINT": receiver.endpoint,
             "OTEL_BSP_SCHEDULE_DELAY": "100",  # export batches every 100 ms, not every 5 s
         }
-        with seeded_server("hangar-traces-", ("tracedagent",), env=env) as server:
+        with seeded_server("hangar-traces-", ("tracedagent", "realsdktraced"), env=env) as server:
             control = server.boto3_client("bedrock-agentcore-control")
             runtime = deploy(
                 control, "tracedagent", environmentVariables={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}
@@ -192,3 +193,22 @@ def test_a_websocket_is_one_server_span_with_the_agent_inside(traced: Traced, se
     call = steps[f"invoke_agent {traced.runtime['agentRuntimeName']}"]
     assert traceparent.split("-")[1:3] == [span.trace_id, call.span_id]
     assert call.end_ns <= span.end_ns
+
+
+def test_an_agent_on_the_real_sdk_instrumented_like_adot_joins_the_trace(traced: Traced) -> None:
+    control = traced.server.boto3_client("bedrock-agentcore-control")
+    runtime = deploy(
+        control, "realsdktraced", environmentVariables={"OTEL_EXPORTER_OTLP_ENDPOINT": traced.receiver.endpoint}
+    )
+    session_id = new_session_id()
+    try:
+        assert traced.invoke(session_id, runtime)["sdk"] == "bedrock-agentcore"
+    finally:
+        traced.stop(session_id, runtime)
+    (span,) = traced.server_span(session_id)
+    call = traced.children(span, expected=4)[f"invoke_agent {runtime['agentRuntimeName']}"]
+    # Starlette's instrumentation (ADOT's, in AWS) makes the agent's server span from Hangar's traceparent
+    (served,) = traced.children(call, expected=1).values()
+    assert served.service == "real-sdk-agent" and served.kind == "SERVER"
+    work = traced.children(served, expected=1)["realsdk.work"]
+    assert work.trace_id == span.trace_id
