@@ -276,6 +276,7 @@ def test_hangar_logs_prints_and_follows(logged: Logged) -> None:
     finally:
         follower.send_signal(signal.SIGINT)
         follower.wait(timeout=30)
+    assert follower.returncode == 0, follower.stderr.read() if follower.stderr else ""
     missing = hangar_logs(logged.server, "no-such-runtime")
     missing.communicate(timeout=120)
     assert missing.returncode == 3

@@ -56,11 +56,14 @@ def logs(
         arn = runtime_arn(hangar, runtime)
         group = f"{GROUP_PREFIX}{arn.rsplit('/', 1)[-1]}-{endpoint}"
         reader = _Reader(hangar.client("logs"), group, session_id, filter_pattern, start)
-        while True:
-            reader.poll(waiting=follow)
-            if not follow:
-                return
-            time.sleep(FOLLOW_INTERVAL_S)
+        try:
+            while True:
+                reader.poll(waiting=follow)
+                if not follow:
+                    return
+                time.sleep(FOLLOW_INTERVAL_S)
+        except KeyboardInterrupt:  # how a follow ends: quietly, exit 0
+            return
 
 
 class _Reader:
