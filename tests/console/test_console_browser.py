@@ -144,6 +144,8 @@ def test_sign_in_invoke_streaming_stop_and_sign_out(
     live_row = page.locator(f'tr[data-session="{SESSION_ID}"]')
     # Live: Idle, or still Active while the WebSocket relay the playground just left is winding down.
     playwright_api.expect(live_row).to_contain_text(re.compile("Idle|Active"))
+    playwright_api.expect(live_row).to_contain_text(re.compile(r"\d+\.\d MiB"))  # the sandbox's memory use
+    playwright_api.expect(live_row).to_contain_text(re.compile(r"\d+\.\d\d s"))  # and its CPU time
     shot(page, "sessions")
 
     live_row.get_by_role("link", name=f"Log of session {SESSION_ID}").click()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import socket
 from typing import Any
 
 from starlette.requests import Request
@@ -118,6 +119,7 @@ async def sessions(request: Request, _params: dict[str, str]) -> Response:
         live=live,
         ended=ended,
         backend=manager.describe_backend(),
+        node=socket.gethostname(),
         pool=manager.pool.describe(),
         templates=manager.templates.describe(),
         stopped=request.query_params.get("stopped"),
@@ -152,24 +154,25 @@ def _manager(request: Request) -> SessionManager:
     return manager
 
 
-async def _memory(session: Session) -> int | None:
+async def _stats(session: Session) -> tuple[int | None, float | None]:
     try:
-        return (await asyncio.wait_for(session.stats(), STATS_TIMEOUT_S)).memory_bytes
+        stats = await asyncio.wait_for(session.stats(), STATS_TIMEOUT_S)
     except Exception as exc:  # a sandbox ending right now has no stats; the page must still render
         log.debug("no stats for sandbox %s: %s", session.sandbox_id, exc)
-        return None
+        return None, None
+    return stats.memory_bytes, stats.cpu_seconds
 
 
 async def _sessions(manager: SessionManager) -> list[dict[str, Any]]:
-    """The operator API's session list, with each live session's memory use."""
+    """The operator API's session list, with each live session's memory use and CPU time."""
     live = manager.live_sessions()
-    memory = await asyncio.gather(*(_memory(s) for s in live))
-    by_sandbox = {s.sandbox_id: m for s, m in zip(live, memory, strict=True)}
+    stats = await asyncio.gather(*(_stats(s) for s in live))
+    by_sandbox = {s.sandbox_id: m for s, m in zip(live, stats, strict=True)}
     listed: list[dict[str, Any]] = []
     for entry in manager.list_sessions():
         row = dict(entry)
         if row["state"] != "Terminated":
-            row["memoryBytes"] = by_sandbox.get(str(row["sandboxId"]))
+            row["memoryBytes"], row["cpuSeconds"] = by_sandbox.get(str(row["sandboxId"]), (None, None))
         listed.append(row)
     return listed
 
