@@ -107,6 +107,7 @@ def test_sign_in_invoke_streaming_stop_and_sign_out(
     page.wait_for_url(f"**/console/runtimes/{runtime['agentRuntimeId']}")
     playwright_api.expect(page.get_by_role("heading", level=1)).to_have_text(name)
     playwright_api.expect(page.get_by_role("heading", name="Versions")).to_be_visible()
+    playwright_api.expect(page.get_by_role("heading", name="Build log of version 1")).to_be_visible()
     shot(page, "runtime")
 
     page.get_by_role("link", name="Invoke this runtime").click()

@@ -167,3 +167,37 @@ def test_the_websocket_wants_this_origin_and_the_csrf_token(
     with connect(base + query + f"&csrf={csrf}", additional_headers={"cookie": cookie, "origin": own}) as socket:
         socket.send("hello")
         assert socket.recv(timeout=30) == "echo: hello"
+
+
+def test_a_failed_build_shows_its_reason(server: HangarServer, admin_key: tuple[str, str]) -> None:
+    import uuid
+
+    from tests.dataplane.support import BUCKET, ROLE, wait_for
+
+    control = server.boto3_client("bedrock-agentcore-control")
+    created = control.create_agent_runtime(
+        agentRuntimeName=f"broken_{uuid.uuid4().hex[:8]}",
+        agentRuntimeArtifact={
+            "codeConfiguration": {
+                "code": {"s3": {"bucket": BUCKET, "prefix": "gated/"}},
+                "runtime": "PYTHON_3_11",
+                "entryPoint": ["no_such_file.py"],
+            }
+        },
+        roleArn=ROLE,
+    )
+    runtime_id = created["agentRuntimeId"]
+    failed = wait_for(
+        lambda: (doc := control.get_agent_runtime(agentRuntimeId=runtime_id))["status"] == "CREATE_FAILED" and doc,
+        timeout=120,
+    )
+    reason = failed["failureReason"]
+    assert "no_such_file.py" in reason
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        sign_in(http, admin_key)
+        listing = http.get("/console/runtimes").text
+        detail = http.get(f"/console/runtimes/{runtime_id}").text
+    escaped = reason.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("'", "&#39;")
+    escaped = escaped.replace('"', "&#34;")
+    assert "CREATE_FAILED" in listing and escaped in listing
+    assert escaped in detail and "Build log of version" not in detail  # nothing READY: no build log

@@ -14,6 +14,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from hangar.console import auth
 from hangar.console.render import STATIC, page
 from hangar.control import commands as c
+from hangar.control.service import ControlPlane
 from hangar.domain.errors import HangarError, NotFoundError
 from hangar.sessions.manager import SessionManager
 from hangar.sessions.session import Session
@@ -21,6 +22,7 @@ from hangar.sessions.session import Session
 log = logging.getLogger("hangar.console")
 STATS_TIMEOUT_S = 2.0
 LIST_LIMIT = 100
+BUILD_LOG_TAIL = 64 * 1024
 _STATIC_TYPES = {"console.css": "text/css", "console.js": "text/javascript"}
 
 
@@ -104,7 +106,33 @@ async def runtime(request: Request, params: dict[str, str]) -> Response:
             item["failureReason"] = one.get("failureReason")
     endpoints = (await control.execute(c.ListEndpoints(runtime_id, max_results=LIST_LIMIT)))["runtimeEndpoints"]
     live = [s for s in await _sessions(_manager(request)) if s["runtimeId"] == runtime_id]
-    return page(request, "runtime.html", runtime=detail, versions=versions, endpoints=endpoints, sessions=live)
+    account = request.state.console.principal.account_id
+    build_log = await asyncio.to_thread(_build_log, request.app.state.services.control, runtime_id, account)
+    return page(
+        request,
+        "runtime.html",
+        runtime=detail,
+        versions=versions,
+        endpoints=endpoints,
+        sessions=live,
+        build_log=build_log,
+    )
+
+
+def _build_log(control: ControlPlane, runtime_id: str, account_id: str) -> tuple[str, str] | None:
+    """(version, the tail of its build log) of the DEFAULT endpoint's version, when it was built from code."""
+    try:
+        target = control.resolve_target(runtime_id, None, account_id)
+    except HangarError:
+        return None  # nothing READY to serve: the failure reason says why
+    path = target.prepared.env_dir.parent / "build.log"
+    if target.prepared.image is not None or not path.is_file():
+        return None
+    with path.open("rb") as handle:
+        size = handle.seek(0, 2)
+        handle.seek(max(0, size - BUILD_LOG_TAIL))
+        text = handle.read().decode("utf-8", "replace")
+    return target.version, text if size <= BUILD_LOG_TAIL else "…" + text
 
 
 @auth.signed_in
