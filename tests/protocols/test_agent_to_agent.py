@@ -239,6 +239,19 @@ def test_boto3_invoke_is_streamed_through(
     assert found["answer"]["id"] == 1 and "seen" in json.dumps(found["answer"]), found
 
 
+def test_answers_stream_through_the_channel_unbuffered(control: Any, data: Any, caller: dict[str, Any]) -> None:
+    """The callee streams one event, then waits until the caller, having read it, releases the rest: this completes
+    only if every hop (the channel, the data plane, the callee's answer) passes the event on while still open."""
+    arn = caller["agentRuntimeArn"]
+    control.put_resource_policy(resourceArn=arn, policy=_policy(arn, _allow(CALLER_ROLE)))
+    try:
+        found = _call(data, caller, {"op": "relay", "arn": arn, "session": new_session_id()})
+    finally:
+        control.delete_resource_policy(resourceArn=arn)
+    assert found["content_type"].startswith("text/event-stream"), found
+    assert [json.loads(line.removeprefix("data:"))["part"] for line in found["lines"]] == ["first", "second"], found
+
+
 def test_explicit_deny_wins(data: Any, caller: dict[str, Any], callee: dict[str, Any], policy: Any) -> None:
     policy(_allow("*"), {"Effect": "Deny", "Principal": {"AWS": CALLER_ROLE}, "Action": "bedrock-agentcore:*"})
     found = _message(data, caller, callee)

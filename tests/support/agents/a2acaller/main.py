@@ -3,9 +3,11 @@ boto3's ``invoke_agent_runtime`` and the a2a-sdk client (signing httpx with the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
@@ -59,9 +61,47 @@ async def _a2a(arn: str, text: str) -> dict[str, Any]:
     return {"card": card.name, "texts": texts}
 
 
+RELEASED = asyncio.Event()
+
+
+async def _gated() -> AsyncIterator[dict[str, str]]:
+    """Streams "first", then waits for a "release" call to this session before "second": only a caller that got
+    "first" while the answer was still open can release it (a buffering hop in between would wait forever)."""
+    yield {"part": "first"}
+    await RELEASED.wait()
+    yield {"part": "second"}
+
+
+def _relay(payload: dict[str, Any]) -> dict[str, Any]:
+    client = boto3.client("bedrock-agentcore")
+    gated = client.invoke_agent_runtime(
+        agentRuntimeArn=payload["arn"], runtimeSessionId=payload["session"], payload=json.dumps({"op": "gated"})
+    )
+    lines: list[str] = []
+    for raw in gated["response"].iter_lines(chunk_size=1):  # urllib3 read(n) waits for n bytes
+        line = raw.decode()
+        if not line.startswith("data:"):
+            continue
+        lines.append(line)
+        if len(lines) == 1:  # the first event is here while the answer is still open: release the rest
+            client.invoke_agent_runtime(
+                agentRuntimeArn=payload["arn"],
+                runtimeSessionId=payload["session"],
+                payload=json.dumps({"op": "release"}),
+            )
+    return {"lines": lines, "content_type": gated["contentType"]}
+
+
 @app.entrypoint
-async def handle(payload: dict[str, Any], context: RequestContext) -> dict[str, Any]:
+async def handle(payload: dict[str, Any], context: RequestContext) -> Any:
     op = payload["op"]
+    if op == "gated":
+        return _gated()
+    if op == "release":
+        RELEASED.set()
+        return {"released": True}
+    if op == "relay":
+        return await asyncio.to_thread(_relay, payload)
     if op == "whoami":
         return {"session": context.session_id}
     if op == "credentials":  # hostile tests hand these to another session
