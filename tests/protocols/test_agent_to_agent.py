@@ -252,6 +252,26 @@ def test_answers_stream_through_the_channel_unbuffered(control: Any, data: Any, 
     assert [json.loads(line.removeprefix("data:"))["part"] for line in found["lines"]] == ["first", "second"], found
 
 
+def test_the_endpoints_policy_counts_too(
+    control: Any, data: Any, caller: dict[str, Any], callee: dict[str, Any], policy: Any
+) -> None:
+    """The runtime's and the qualifier's endpoint's (DEFAULT) policies are read together: either may allow, a Deny
+    in either wins."""
+    endpoint = f"{callee['agentRuntimeArn']}/runtime-endpoint/DEFAULT"
+    rpc = {"jsonrpc": "2.0", "id": 4, "method": "GetTask", "params": {"id": "none"}}
+    ask = {"op": "invoke", "arn": callee["agentRuntimeArn"], "payload": rpc}
+    control.put_resource_policy(resourceArn=endpoint, policy=_policy(endpoint, _allow(CALLER_ROLE)))
+    try:
+        assert "answer" in _call(data, caller, ask)
+        deny = {"Effect": "Deny", "Principal": {"AWS": CALLER_ROLE}, "Action": "bedrock-agentcore:InvokeAgentRuntime"}
+        control.put_resource_policy(resourceArn=endpoint, policy=_policy(endpoint, deny))
+        policy(_allow(CALLER_ROLE))  # the runtime allows, the endpoint denies
+        refused = _call(data, caller, ask)
+        assert refused["error"] == "AccessDeniedException" and "explicit deny" in refused["message"], refused
+    finally:
+        control.delete_resource_policy(resourceArn=endpoint)
+
+
 def test_explicit_deny_wins(data: Any, caller: dict[str, Any], callee: dict[str, Any], policy: Any) -> None:
     policy(_allow("*"), {"Effect": "Deny", "Principal": {"AWS": CALLER_ROLE}, "Action": "bedrock-agentcore:*"})
     found = _message(data, caller, callee)
