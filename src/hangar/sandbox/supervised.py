@@ -129,11 +129,13 @@ def supervisor_argv(
     python: Sequence[str] = (),
 ) -> list[str]:
     """``python``: the interpreter's argv prefix (default: the version's env python; an image sandbox runs the
-    host's through its loader, so the supervisor needs nothing of the image)."""
+    host's through its loader, so the supervisor needs nothing of the image). ``-S``: the supervisor imports the
+    standard library only, so the site module and the env's .pth files would only delay the agent's spawn."""
     agent_fd, control_fd, ready_fd = channels.child_fds()
     return [
         *(python or (str(spec.env_dir / "bin" / "python"),)),
         "-I",
+        "-S",
         "-B",
         supervisor,
         f"--agent-fd={agent_fd}",
