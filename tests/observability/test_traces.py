@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import pytest
 import websockets
 from botocore.auth import SigV4Auth
@@ -27,6 +28,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from tests.dataplane.support import deploy, new_session_id, seeded_server, wait_for
+from tests.protocols.support import SigV4Httpx, admin_key, invocations_url
 from tests.support.otlp import OtlpReceiver, ReceivedSpan
 from tests.support.server import HangarServer, read_admin_key
 
@@ -87,7 +89,7 @@ def traced() -> Iterator[Traced]:
             "HANGAR_OTLP_ENDPOINT": receiver.endpoint,
             "OTEL_BSP_SCHEDULE_DELAY": "100",  # export batches every 100 ms, not every 5 s
         }
-        with seeded_server("hangar-traces-", ("tracedagent", "realsdktraced"), env=env) as server:
+        with seeded_server("hangar-traces-", ("tracedagent", "realsdktraced", "mcp_server"), env=env) as server:
             control = server.boto3_client("bedrock-agentcore-control")
             runtime = deploy(
                 control, "tracedagent", environmentVariables={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}
@@ -212,3 +214,26 @@ def test_an_agent_on_the_real_sdk_instrumented_like_adot_joins_the_trace(traced:
     assert served.service == "real-sdk-agent" and served.kind == "SERVER"
     work = traced.children(served, expected=1)["realsdk.work"]
     assert work.trace_id == span.trace_id
+
+
+def test_an_mcp_request_is_traced_like_an_invoke(traced: Traced) -> None:
+    control = traced.server.boto3_client("bedrock-agentcore-control")
+    runtime = deploy(control, "mcp_server", protocolConfiguration={"serverProtocol": "MCP"})
+    session_id = new_session_id()
+    rpc = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream",
+        SESSION_HEADER: session_id,
+    }
+    try:
+        with httpx.Client(auth=SigV4Httpx(admin_key(traced.server)), timeout=60) as http:
+            answer = http.post(invocations_url(traced.server, runtime), headers=headers, content=rpc)
+        assert answer.status_code == 200, answer.text
+    finally:
+        traced.stop(session_id, runtime)
+    (span,) = traced.server_span(session_id)
+    assert span.attributes["hangar.protocol"] == "MCP"
+    steps = traced.children(span, expected=4)
+    assert steps[f"invoke_agent {runtime['agentRuntimeName']}"].kind == "CLIENT"
+    assert steps["hangar.session"].attributes["hangar.session.start_kind"] == "cold"

@@ -45,11 +45,11 @@ async def _invoke(request: Request, params: dict[str, str], traced: Invocation) 
     try:
         with traced.step("hangar.auth"):
             target = await authorized_target(services, request, params, body.sha256)
-        traced.target(target, session_id)
         minted = identity_headers(services, request, target)  # refuses a user-id header before a session starts
         is_mcp = target.protocol == "MCP"
         if is_mcp:
             session_id = mcp.sticky_session(request, manager, target, session_id)
+        traced.target(target, session_id)
         starting = traced.session_start(manager, target, session_id)
         async with manager.call(target, session_id) as lease:
             traced.session_ready(starting, lease.session)

@@ -4,6 +4,7 @@ is its child. Exported over OTLP/HTTP to the runtime environment's OTEL_EXPORTER
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from bedrock_agentcore import BedrockAgentCoreApp, RequestContext
@@ -29,4 +30,4 @@ async def invoke(payload: dict[str, Any], context: RequestContext) -> dict[str, 
 
 
 if __name__ == "__main__":
-    app.run()
+    app.run(port=int(os.environ.get("PORT", "8080")))  # the process backend gives concurrent sessions their own

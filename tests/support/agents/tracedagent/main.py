@@ -3,6 +3,7 @@ the runtime's environment names (OTEL_EXPORTER_OTLP_ENDPOINT), must join the gat
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from opentelemetry import trace
@@ -38,4 +39,4 @@ async def chat(websocket: Any, context: RequestContext) -> None:
 
 
 if __name__ == "__main__":
-    app.run()
+    app.run(port=int(os.environ.get("PORT", "8080")))  # the process backend gives concurrent sessions their own
