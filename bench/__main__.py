@@ -18,6 +18,7 @@ SUITES = (
     "image_session",
     "examples",
     "server_shapes",
+    "peers",
 )
 
 

@@ -132,6 +132,16 @@ def headline(results: dict[str, Any]) -> list[Row]:
                 f"{stream['events_per_s_vs_direct']:.0%}" if stream["events_per_s_vs_direct"] else "-",
             )
         )
+    forked = _get(results, "new_session", "echo_sdk", "hangar_template", "p50_ms")
+    for key, label in targets.MEASURED_PEERS:
+        container = _get(results, "peers", key) or {}
+        if container.get("available"):
+            note = f"{_x(forked / container['p50_ms']) if forked else '-'}; peer p99 {_ms(container['p99_ms'])}"
+            rows.append(
+                (f"new session vs peer: {label}, first byte p50", _ms(forked), _ms(container["p50_ms"]), label, note)
+            )
+        elif container:
+            rows.append((f"peer: {label}", "-", "-", "", f"not available: {container.get('reason')}"))
     peer = _get(results, "peer_langgraph") or {}
     if "run_wait" in peer:
         rows.append(
@@ -302,6 +312,12 @@ def print_table(results: dict[str, Any]) -> None:
     for row in targets.target_rows(results):
         goals.add_row(*row)
     Console(width=160).print(goals)
+    peers = Table(title="The same trivial agent: Hangar's new session beside a new container on this machine")
+    for name in ("what", "first byte p50 / p99", "source"):
+        peers.add_column(name)
+    for peer_row in targets.peer_rows(results):
+        peers.add_row(*peer_row)
+    Console(width=160).print(peers)
 
 
 def markdown(results: dict[str, Any]) -> str:

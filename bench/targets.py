@@ -18,6 +18,11 @@ PUBLISHED = (
     ("Blaxel resume, Tencent CubeSandbox create (announced)", "25-50 ms"),
     ("Daytona, E2B new sandbox (measured by others)", "110-440 ms"),
 )
+# Peers measured in this run by bench/suites/peers.py: the same trivial agent as a new container, to its first byte.
+MEASURED_PEERS = (
+    ("podman", "podman run --rm, new container"),
+    ("podman_runsc", "podman run --rm --runtime runsc (gVisor), new container"),
+)
 
 
 def _get(results: dict[str, Any], *path: str) -> Any:
@@ -144,9 +149,36 @@ def _largest_idle(results: dict[str, Any]) -> dict[str, Any]:
     return max(forked, key=lambda v: v.get("sessions", 0), default={})
 
 
+def peer_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Hangar's new session of the trivial agent beside a new container of it on this machine, in this run."""
+    rows = []
+    for kind, label in (("hangar_template", "forked"), ("hangar_cold", "cold")):
+        got = _get(results, "new_session", "echo_sdk", kind) or {}
+        p50, p99 = got.get("p50_ms"), got.get("p99_ms")
+        rows.append(
+            (
+                f"Hangar new session ({label}), hangar.sdk",
+                f"{_ms(p50)} / {_ms(p99)}",
+                "not measured in this run" if p50 is None else f"measured in this run (n={got.get('n')})",
+            )
+        )
+    for key, label in MEASURED_PEERS:
+        got = _get(results, "peers", key)
+        if not isinstance(got, dict):
+            rows.append((label, "-", "not measured in this run"))
+        elif not got.get("available"):
+            rows.append((label, "-", f"not available: {got.get('reason')}"))
+        else:
+            source = f"measured in this run ({got.get('runtime')}, n={got.get('n')})"
+            rows.append((label, f"{_ms(got.get('p50_ms'))} / {_ms(got.get('p99_ms'))}", source))
+    return rows
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = ["| target | goal | measured | verdict |", "|---|---|---|---|"]
     lines += ["| " + " | ".join(row) + " |" for row in target_rows(results)]
+    lines += ["", "| same trivial agent, new session or container | first byte p50 / p99 | source |", "|---|---|---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in peer_rows(results)]
     lines += ["", "| peer | published, not measured here |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in PUBLISHED]
     return "\n".join(lines) + "\n"
