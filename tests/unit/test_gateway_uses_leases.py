@@ -19,8 +19,8 @@ def offences(path: Path, root: Path = SRC) -> list[str]:
             continue
         name = node.attr
         receiver = ast.unparse(node.value)
-        if name in {"begin", "finish"} and receiver in {"body", "self", "engine"}:
-            continue  # other things' begin/finish (a spooled body's, a SQL engine's)
+        if name in {"begin", "finish"} and receiver in {"body", "self", "engine", "tracing"}:
+            continue  # other things' begin/finish (a spooled body's, a SQL engine's, a trace's)
         if name in FORBIDDEN_ATTRIBUTES or name.startswith(FORBIDDEN_PREFIX):
             found.append(f"{path.relative_to(root)}:{node.lineno}: {receiver}.{name}")
     return sorted(found)
