@@ -70,6 +70,11 @@ NEVER_SERVED = (
 )
 
 
+def _patch(owner: object, name: str, value: object) -> None:
+    """Replace a library attribute: intercepting uvicorn's and asyncio's entry points is this program's job."""
+    setattr(owner, name, value)
+
+
 def _load(name: str) -> ModuleType:
     """A sibling stdlib-only module by path, without putting this directory on the agent's sys.path."""
     spec = importlib.util.spec_from_file_location(f"_hangar_{name}", os.path.join(HERE, f"{name}.py"))
@@ -172,7 +177,7 @@ class Zygote:
         self.original_server_run: Any = None
         self.original_server_serve: Any = None
         self.original_run: Any = None
-        self.original_lazy_init: Any = asyncio.runners.Runner._lazy_init
+        self.original_lazy_init: Any = vars(asyncio.runners.Runner)["_lazy_init"]
         self.script = ""
         self.entry_lines: list[tuple[int, int]] = []  # main.py lines whose loop entry is the fork point
         self.entry: str | None = None  # "main.py:LINE" once the template stopped at a loop entry
@@ -216,11 +221,11 @@ class Zygote:
                     zygote.fork_at_loop_entry(line)  # returns in a session's agent process only
             zygote.original_lazy_init(runner)
 
-        uvicorn.run = run
-        uvicorn.main.run = run
-        uvicorn.Server.run = server_run
-        uvicorn.Server.serve = server_serve
-        asyncio.runners.Runner._lazy_init = lazy_init
+        _patch(uvicorn, "run", run)
+        _patch(uvicorn.main, "run", run)
+        _patch(uvicorn.Server, "run", server_run)
+        _patch(uvicorn.Server, "serve", server_serve)
+        _patch(asyncio.runners.Runner, "_lazy_init", lazy_init)
 
     def run_agent(self, argv: list[str]) -> None:
         if len(argv) < 2 or not argv[1].endswith(".py"):
@@ -276,11 +281,11 @@ class Zygote:
         _preload_uvicorn()
         ready_fd = self.fork_point()
         self.in_session, self.ready_fd = True, ready_fd
-        asyncio.runners.Runner._lazy_init = self.original_lazy_init
-        uvicorn.run = self.original_run
-        uvicorn.main.run = self.original_run
-        uvicorn.Server.run = self.original_server_run
-        uvicorn.Server.serve = self.original_server_serve
+        _patch(asyncio.runners.Runner, "_lazy_init", self.original_lazy_init)
+        _patch(uvicorn, "run", self.original_run)
+        _patch(uvicorn.main, "run", self.original_run)
+        _patch(uvicorn.Server, "run", self.original_server_run)
+        _patch(uvicorn.Server, "serve", self.original_server_serve)
         startup = uvicorn.Server.startup
         zygote = self
 
@@ -288,7 +293,7 @@ class Zygote:
             await startup(server, sockets=sockets)
             zygote.tell_ready(bool(server.started))
 
-        uvicorn.Server.startup = startup_and_tell
+        _patch(uvicorn.Server, "startup", startup_and_tell)
 
     def tell_ready(self, started: bool) -> None:
         """The host's ready byte, once: the first uvicorn of the session listens (or could not start)."""
@@ -418,7 +423,9 @@ class Zygote:
         """The forked child: whatever happens here ends with ``_exit``, never unwinding into the template's frames,
         except in the session's agent process (isolated, its fds its own), which returns its ready pipe's fd."""
         code = 1
-        asyncio.runners.Runner._lazy_init = self.original_lazy_init  # the session's supervisor runs a loop too
+        _patch(
+            asyncio.runners.Runner, "_lazy_init", self.original_lazy_init
+        )  # the session's supervisor runs a loop too
         try:
             code = self._become_session(request, fds)
         except BaseException:
@@ -501,7 +508,7 @@ class Zygote:
 
         import uvicorn
 
-        uvicorn.Server.serve = self.original_server_serve
+        _patch(uvicorn.Server, "serve", self.original_server_serve)
         server = uvicorn.Server(self.config)
         serve = server.serve
 
@@ -513,7 +520,7 @@ class Zygote:
             os.close(ready_fd)
             await task
 
-        server.serve = serve_and_tell  # type: ignore[method-assign]
+        _patch(server, "serve", serve_and_tell)
         self.original_server_run(server)  # uvicorn's own run: its event loop choice, signal handling and shutdown
         atexit._run_exitfuncs()
 
@@ -594,7 +601,7 @@ def _children() -> list[int]:
 
 def _reap_finished() -> set[int]:
     """Collect first processes that have handed over to their session's pid 1 (they exit right after)."""
-    reaped = set()
+    reaped: set[int] = set()
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
