@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import shlex
 import shutil
 import socket
@@ -88,7 +89,34 @@ async def test_public_sandbox_reaches_the_internet_through_nat_and_nothing_else(
             socket.create_connection((link.sandbox_ip, 8080), timeout=3).close()
         assert refused.value.errno == errno.EHOSTUNREACH or "not permitted" in str(refused.value)
     assert not (NETNS_DIR / link.netns).exists()
+    await backend.settle()  # the kernel removes the veth with its netns, after the stop
     assert not Path("/sys/class/net", link.host_if).exists()
+
+
+async def test_a_stopped_sandbox_keeps_its_uid_lease_until_its_veth_is_gone(
+    state_root: Path, agent_files: AgentFiles
+) -> None:
+    """A stop deletes only the netns and leaves the veth to the kernel; the uid lease names the sandbox's /30, so it
+    stays held (cleanup_orphans included) while the veth exists, here kept alive by an open handle on the netns."""
+    from hangar.sandbox.namespace.network import NETNS_DIR
+
+    backend = make_backend("namespace", state_root, egress="allow")
+    sandbox = await backend.start(agent_files.spec(network="public"))
+    link, uid = sandbox.link, sandbox.uid  # type: ignore[attr-defined]
+    held = os.open(NETNS_DIR / link.netns, os.O_RDONLY)  # a reference: the namespace, and its veth, outlive the stop
+    try:
+        await sandbox.stop()
+        assert not (NETNS_DIR / link.netns).exists()
+        await asyncio.sleep(0.5)
+        assert Path("/sys/class/net", link.host_if).exists()
+        assert backend.leases.holder(uid) == sandbox.id  # type: ignore[attr-defined]
+        assert await backend.cleanup_orphans() == 0
+        assert backend.leases.holder(uid) == sandbox.id  # type: ignore[attr-defined]
+    finally:
+        os.close(held)
+    await backend.settle()
+    assert not Path("/sys/class/net", link.host_if).exists()
+    assert backend.leases.holder(uid) is None  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(("egress", "network"), [("deny", "public"), ("allow", "none")])

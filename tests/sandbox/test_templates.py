@@ -470,6 +470,7 @@ async def test_a_public_fork_gets_its_own_network_removed_on_stop(
             route = await sh(sandbox, "ip -4 route show default")
             assert f"via {link.host_ip} dev eth0" in route
         assert not (network.NETNS_DIR / link.netns).exists()
+        await backend.settle()  # the kernel removes the veth with its netns, after the stop
         assert not Path("/sys/class/net", link.host_if).exists()
     finally:
         await template.stop()

@@ -182,3 +182,7 @@ class SandboxBackend(ABC):
     @abstractmethod
     async def cleanup_orphans(self) -> int:
         """Remove process trees, cgroups and files left by a previous Hangar process; returns how many."""
+
+    async def settle(self) -> None:
+        """Wait for what stopped sandboxes left to finish in the background (Hangar's shutdown); none by default."""
+        return None

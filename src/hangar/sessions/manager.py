@@ -113,6 +113,7 @@ class SessionManager:
         await self.logs.stop()
         await self.templates.drain(TEMPLATE_DRAIN_S)
         await self.storage.stop()
+        await self.backend.settle()  # released leases whose veths the kernel removes after the stop
 
     def live_sessions(self) -> list[Session]:
         return list(self._live.values())

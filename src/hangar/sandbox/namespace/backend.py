@@ -23,7 +23,7 @@ from hangar.sandbox.base import OUTBOUND_DIR, SandboxBackend, SandboxSpec, Sandb
 from hangar.sandbox.namespace import image_root, network, rootfs, seccomp, storage
 from hangar.sandbox.namespace.cgroups import Cgroup, CgroupLayout, detect
 from hangar.sandbox.namespace.launcher import data_fd, fill, launch_argv
-from hangar.sandbox.namespace.resources import SessionResources, names, remove
+from hangar.sandbox.namespace.resources import SessionResources, names, remove, settle
 from hangar.sandbox.namespace.templates import NamespaceTemplate
 from hangar.sandbox.namespace.uids import UidLeases
 from hangar.sandbox.state import StateDir
@@ -271,6 +271,9 @@ class NamespaceBackend(SandboxBackend):
             os.close(filter_fd)
             os.close(args_fd)
             channels.close_child_ends()
+
+    async def settle(self) -> None:
+        await settle()
 
     async def cleanup_orphans(self) -> int:
         """Remove every sandbox of this installation (tag) that this backend object did not start."""

@@ -26,6 +26,7 @@ import subprocess
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 POLICY = Path(__file__).resolve().parent.parent / "profiles" / "egress.json"
 NETNS_DIR = Path("/run/netns")
@@ -73,7 +74,7 @@ def plan(tag: str, sandbox_id: str, slot: int) -> Link:
 
 
 @cache
-def load_policy() -> dict[str, object]:
+def load_policy() -> dict[str, Any]:  # parsed JSON, checked below
     policy = json.loads(POLICY.read_text())
     ipaddress.ip_network(policy["sandbox_pool"])
     for cidr in policy["blocked_destinations"]:
@@ -108,11 +109,18 @@ def create(link: Link, owner_pid: int | None = None) -> None:
     )
 
 
-def delete(netns: str, host_if: str) -> None:
+def link_exists(host_if: str) -> bool:
+    return Path("/sys/class/net", host_if).exists()
+
+
+def delete(netns: str, host_if: str, link: bool = True) -> None:
     """Remove a sandbox's link and netns; tolerates either being gone already. One ``ip`` process for both (each
-    costs a process start, about 3 ms on a quiet 2-core host and 10 ms under load, on every session's stop)."""
+    costs a process start, about 3 ms on a quiet 2-core host and 10 ms under load, on every session's stop).
+
+    ``link=False`` removes only the netns: the kernel then removes the veth with it (both ends) on its own, batched
+    with other namespaces' teardown, instead of ``ip link del`` waiting for a network RCU grace period (~20 ms)."""
     batch = []
-    if Path("/sys/class/net", host_if).exists():
+    if link and link_exists(host_if):
         batch.append(f"link del {host_if}")
     if (NETNS_DIR / netns).exists():
         batch.append(f"netns del {netns}")
@@ -160,7 +168,7 @@ def firewall_rules() -> dict[str, list[list[str]]]:
         for resolver in host_resolvers():
             for proto in ("udp", "tcp"):
                 forward.append(["-i", links, "-d", resolver, "-p", proto, "--dport", "53", "-j", "ACCEPT"])
-    forward += [["-i", links, "-d", str(cidr), *REJECT] for cidr in policy["blocked_destinations"]]  # type: ignore[attr-defined]
+    forward += [["-i", links, "-d", str(cidr), *REJECT] for cidr in policy["blocked_destinations"]]
     forward.append(["-i", links, "-j", "ACCEPT"])
     return {
         "filter/HANGAR-INPUT": [["-i", links, *REJECT]],

@@ -24,6 +24,12 @@ from hangar.sandbox.supervised import INSIDE_PROGRAMS
 
 log = logging.getLogger(__name__)
 
+# A stopped sandbox's veth is left to the kernel (removed with its netns); its uid lease, which names the sandbox's
+# /30, is released only once the veth is gone, by a task here. After this long the veth is deleted explicitly.
+LINK_GONE_TIMEOUT_S = 5.0
+LINK_POLL_S = 0.01
+_settling: dict[str, asyncio.Task[None]] = {}  # sandbox id -> the task releasing its lease once its veth is gone
+
 
 class SessionResources:
     """Acquires and releases a sandbox's host resources; knows which sandboxes of this installation are live."""
@@ -125,6 +131,7 @@ class SessionResources:
                 self.leases,
                 uid if isinstance(uid, int) else None,
                 network.names(self.tag, state.sandbox_id),
+                lazy_link=False,
             )
         prefix = f"hangar-{self.tag}-"
         for name in list_names(self.layout, prefix):
@@ -136,9 +143,10 @@ class SessionResources:
             sandbox_id = name[len(prefix) :]
             if sandbox_id not in self.live:
                 orphans.add(sandbox_id)
-                await remove(sandbox_id, None, None, self.leases, None, network.names(self.tag, sandbox_id))
+                netns = network.names(self.tag, sandbox_id)
+                await remove(sandbox_id, None, None, self.leases, None, netns, lazy_link=False)
         for uid, sandbox_id in self.leases.owned().items():
-            if sandbox_id not in self.live:
+            if sandbox_id not in self.live and sandbox_id not in _settling:
                 orphans.add(sandbox_id)
                 self.leases.release(uid, sandbox_id)
         if orphans:
@@ -153,18 +161,48 @@ async def remove(
     leases: UidLeases,
     uid: int | None,
     netns: tuple[str, str] | None,
+    lazy_link: bool = True,
 ) -> None:
-    """Undo a sandbox in reverse order of creation; every step tolerates what is already gone."""
+    """Undo a sandbox in reverse order of creation; every step tolerates what is already gone.
+
+    With ``lazy_link`` (a sandbox's own stop) only the netns is deleted: the kernel removes the veth with it soon
+    after, off the stop's path, and the uid lease is released by a background task once the veth is gone."""
     if cgroup is not None:
         await cgroup.kill_all()
         await cgroup.remove()
     if netns is not None:
-        await asyncio.to_thread(network.delete, *netns)
+        await asyncio.to_thread(network.delete, *netns, not lazy_link)
     if state is not None:
         rootfs.unmount_writable(state)
         state.remove()
-    if uid is not None:
+    if uid is None:
+        return
+    if netns is not None and lazy_link and network.link_exists(netns[1]):
+        task = asyncio.create_task(_release_when_gone(leases, uid, sandbox_id, netns))
+        _settling[sandbox_id] = task
+        task.add_done_callback(lambda _: _settling.pop(sandbox_id, None))
+    else:
         leases.release(uid, sandbox_id)
+
+
+async def _release_when_gone(leases: UidLeases, uid: int, sandbox_id: str, netns: tuple[str, str]) -> None:
+    """Hold the lease (the sandbox's /30) while its host veth exists; delete the veth if the kernel has not."""
+    try:
+        deadline = asyncio.get_running_loop().time() + LINK_GONE_TIMEOUT_S
+        while network.link_exists(netns[1]) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(LINK_POLL_S)
+        if network.link_exists(netns[1]):
+            log.warning("the veth %s outlived its netns for %.0f s: deleting it", netns[1], LINK_GONE_TIMEOUT_S)
+            await asyncio.to_thread(network.delete, *netns)
+    finally:
+        if not network.link_exists(netns[1]):
+            leases.release(uid, sandbox_id)
+
+
+async def settle() -> None:
+    """Wait until every stopped sandbox's veth is gone and its uid lease released (Hangar's shutdown)."""
+    while _settling:
+        await asyncio.gather(*list(_settling.values()), return_exceptions=True)
 
 
 def names(link: network.Link | None) -> tuple[str, str] | None:
