@@ -128,6 +128,13 @@ def first_byte(env: dict[str, str], extra: list[str], client: httpx.Client) -> f
             process.wait()
 
 
+def _unmount_under(root: Path) -> None:
+    """Whatever the private container store left mounted under the scratch dir goes before its removal."""
+    listed = subprocess.run(["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True, check=False).stdout
+    for target in sorted((t for t in listed.split() if t.startswith(f"{root}/")), reverse=True):
+        subprocess.run(["umount", "-l", target], capture_output=True, check=False)
+
+
 def measure(rounds: int) -> dict[str, object]:
     """Every peer's first bytes over ``rounds`` interleaved rounds, or why it is not available."""
     results: dict[str, object] = {}
@@ -163,7 +170,7 @@ def measure(rounds: int) -> dict[str, object]:
         for peer, values in samples.items():
             results[peer] = {"available": True, "runtime": live[peer][1], **summarize_ms(values)}
         _run(["podman", "rmi", "-f", IMAGE], env)
-        _run(["podman", "system", "reset", "-f"], env)  # unmounts the private store's overlays before the rmtree
+        _unmount_under(scratch)  # not `podman system reset`: that would also remove the host's podman networks
     return {name: results[name] for name in PEERS}
 
 
