@@ -1,7 +1,7 @@
 """The handler's span, a child of the gateway's agent-call span, when the agent's environment has OpenTelemetry.
 
-Hangar's gateway sends ``traceparent`` (W3C) and ``X-Amzn-Trace-Id`` with every invocation. When the
-agent imported OpenTelemetry (to set up its tracing), each invocation runs inside an ``invoke_agent`` server span parented on that
+Hangar's gateway sends ``traceparent`` (W3C) and ``X-Amzn-Trace-Id`` with every invocation. When the agent imported
+OpenTelemetry (to set up its tracing), each invocation runs inside an ``invoke_agent`` server span parented on that
 context, exported by whatever tracer provider the agent set up (none: OpenTelemetry's no-op). Without it, nothing.
 """
 

@@ -17,6 +17,7 @@ import contextlib
 import json
 import re
 import uuid
+from typing import TypeGuard
 
 from starlette.websockets import WebSocket
 
@@ -209,10 +210,14 @@ def _size(payload: bytes) -> tuple[int, int] | None:
     if not isinstance(doc, dict):
         return None
     width, height = doc.get("width", doc.get("Width")), doc.get("height", doc.get("Height"))
-    for value in (width, height):
-        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
-            return None
-    return width, height  # type: ignore[return-value]
+    if _dimension(width) and _dimension(height):
+        return width, height
+    return None
+
+
+def _dimension(value: object) -> TypeGuard[int]:
+    """A terminal size in cells: an int (not a bool) from 1 to 65535."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
 
 
 async def _deny(websocket: WebSocket, error: HangarError, request_id: str) -> None:

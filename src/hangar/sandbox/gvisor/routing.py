@@ -74,7 +74,7 @@ class RoutingBackend(NamespaceBackend):
             )
         return self.gvisor
 
-    async def start(self, spec: SandboxSpec) -> Sandbox:  # type: ignore[override]
+    async def start(self, spec: SandboxSpec) -> Sandbox:  # type: ignore[override]  # a gVisor one, not a namespace one
         if wants_gvisor(spec):
             return await (await self._checked_gvisor()).start(spec)
         return await super().start(spec)
