@@ -156,7 +156,7 @@ class AgentCalls:
         headers = [(name.lower(), value) for name, value in event.headers]
         if not any(name == SESSION_HEADER for name, _ in headers):
             headers.append((SESSION_HEADER, str(uuid.uuid4()).encode()))  # boto3 always sends one; a chain needs it
-        raw_path, _, query = event.target.decode("latin-1").partition("?")
+        raw_path = event.target.decode("latin-1").partition("?")[0]
         found, _ = self.table.resolve(event.method.decode("ascii"), raw_path)
         assert found is not None  # serves() said so
         binding = self.channel.identities.binding(sandbox_id) if sandbox_id else None
@@ -165,21 +165,7 @@ class AgentCalls:
             if binding is not None
             else None
         )
-        scope: dict[str, Any] = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": event.method.decode("ascii"),
-            "scheme": "https",
-            "path": raw_path,
-            "raw_path": raw_path.encode("latin-1"),
-            "query_string": query.encode("latin-1"),
-            "headers": headers,
-            "server": None,
-            "client": None,
-            "app": self.channel.app,
-            "state": {"request_id": request_id, "channel_caller": caller},
-        }
+        scope = http_scope(event, headers, self.channel.app, {"request_id": request_id, "channel_caller": caller})
         gone = asyncio.Event()
         body_done = False
 
@@ -272,3 +258,23 @@ async def _streamed(
 
 def _path(event: h11.Request) -> str:
     return event.target.decode("latin-1").partition("?")[0]
+
+
+def http_scope(event: h11.Request, headers: list[tuple[bytes, bytes]], app: Any, state: dict[str, Any]) -> Scope:
+    """The ASGI scope of a request read off an identity channel (HTTPS as the SDKs see it, no socket addresses)."""
+    raw_path, _, query = event.target.decode("latin-1").partition("?")
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": event.method.decode("ascii"),
+        "scheme": "https",
+        "path": raw_path,
+        "raw_path": raw_path.encode("latin-1"),
+        "query_string": query.encode("latin-1"),
+        "headers": headers,
+        "server": None,
+        "client": None,
+        "app": app,
+        "state": state,
+    }

@@ -45,7 +45,7 @@ from hangar.auth.credentials import SigningKey
 from hangar.auth.sigv4 import SigV4Verifier
 from hangar.domain.errors import AccessDeniedError, HangarError, NotFoundError
 from hangar.domain.types import Principal
-from hangar.gateway.agent_calls import AgentCalls
+from hangar.gateway.agent_calls import AgentCalls, http_scope
 from hangar.gateway.errors import error_response, unexpected_error_response
 from hangar.gateway.identity_ca import IdentityCA
 from hangar.gateway.identity_data import DATA_ROUTES
@@ -253,22 +253,9 @@ class IdentityChannel:
     async def _identity(self, peer: Peer, event: h11.Request, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
         request_id = str(uuid.uuid4())
         target = event.target.decode("latin-1")
-        raw_path, _, query = target.partition("?")
-        scope: dict[str, Any] = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": event.method.decode("ascii"),
-            "scheme": "https",
-            "path": raw_path,
-            "raw_path": raw_path.encode("latin-1"),
-            "query_string": query.encode("latin-1"),
-            "headers": [(name.lower(), value) for name, value in event.headers],
-            "server": None,
-            "client": None,
-            "app": self.app,
-            "state": {"request_id": request_id},
-        }
+        raw_path = target.partition("?")[0]
+        headers = [(name.lower(), value) for name, value in event.headers]
+        scope = http_scope(event, headers, self.app, {"request_id": request_id})
         sent = False
 
         async def receive() -> dict[str, Any]:
