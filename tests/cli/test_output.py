@@ -140,9 +140,10 @@ def test_exit_codes(hangar: HangarServer, runtime: dict[str, Any]) -> None:
 
 
 def test_shell_completion_script(hangar: HangarServer) -> None:
-    # typer detects the shell it runs in (its parent process): run it from bash.
+    # typer detects the shell it runs in (the nearest shell among its ancestors): run it as a child of bash. A lone
+    # command would be exec'd by bash -c, leaving whatever ran pytest (make's sh, in CI) as the nearest shell.
     shown = subprocess.run(
-        ["bash", "-c", f"{HANGAR_BIN} --show-completion"], capture_output=True, text=True, timeout=60
+        ["bash", "-c", f"{HANGAR_BIN} --show-completion; exit $?"], capture_output=True, text=True, timeout=60
     )
     assert shown.returncode == 0, shown.stderr
     assert "_HANGAR_COMPLETE" in shown.stdout and "complete " in shown.stdout
