@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -47,7 +48,11 @@ def test_parse_refuses_a_bad_command_line(args: list[str]) -> None:
 
 
 def sockets_of(pid: int) -> int:
-    return sum(os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:") for fd in os.listdir(f"/proc/{pid}/fd"))
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(FileNotFoundError):  # closed between the listing and the look
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+    return count
 
 
 @pytest.fixture
@@ -88,6 +93,8 @@ def test_relay_forwards_half_closes_and_then_lets_go(tmp_path: Path, half_closin
         agent_sock.close()
         control_sock.close()
         assert os.read(ready_r, 1) == b"1"
+        # "L": the port listens, and the supervisor's listening watch (a netlink socket per look) is over.
+        assert os.read(ready_r, 1) == b"L"
         idle = sockets_of(proc.pid)
         client = socket.socket(socket.AF_UNIX)
         client.settimeout(10)
