@@ -25,7 +25,8 @@ from tests.support.server import HangarServer
 REQUIRE_ISOLATION = os.environ.get("HANGAR_REQUIRE_ISOLATION", "") not in ("", "0")
 # Where a skip means "this host did not check isolation": tests of the sandbox, of its security, of the backend
 # contract, the data-plane tests of warm templates (a namespace-only feature), the sandboxes' identity channel,
-# image sessions and hostile images (and the registry clients that push them), and per-session limits.
+# image sessions and hostile images (and the registry clients that push them), per-session limits, and the
+# console in a real browser (where its sign-in is shown to keep the secret out of the browser).
 ISOLATION_TESTS = (
     "tests/sandbox/",
     "tests/security/",
@@ -45,6 +46,7 @@ ISOLATION_TESTS = (
     "tests/unit/test_secure_defaults.py",
     "tests/faults/test_crash.py",
     "tests/faults/test_disk_full.py",
+    "tests/console/test_console_browser.py",
 )
 # Skips that say nothing about this host's isolation (the code under test does not exist on the platform).
 PLATFORM_SKIPS = ("the i386 ABI exists on x86_64 only",)
