@@ -104,3 +104,26 @@ def test_own_writes_invalidate_the_cache(plane: ControlPlane, mcp_runtime: dict[
     asyncio.run(plane.execute(commands.DeleteEndpoint(runtime_id=mcp_runtime["agentRuntimeId"], name="prod")))
     with pytest.raises(NotFoundError):
         plane.resolve_target(arn, "prod", None)
+
+
+def test_a_load_overlapping_a_write_is_not_kept(
+    plane: ControlPlane, mcp_runtime: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A background pass resolving in a thread may read the store just before a write commits: what it read must
+    not outlive that write's invalidation (CI once saw an endpoint moved to version 2 still answer with 1)."""
+    arn = mcp_runtime["agentRuntimeArn"]
+    resolver = plane.resolver
+    resolver.invalidate()
+    load = resolver._load
+
+    def load_then_a_write_commits(*args: Any) -> Any:
+        routing = load(*args)
+        resolver.invalidate()  # what ctx.after_write does once a write made during this read commits
+        return routing
+
+    monkeypatch.setattr(resolver, "_load", load_then_a_write_commits)
+    first = plane.resolve_target(arn, None, None)
+    monkeypatch.setattr(resolver, "_load", load)
+    assert plane.resolve_target(arn, None, None) is not first  # loaded again, not served from the cache
+    again = plane.resolve_target(arn, None, None)
+    assert plane.resolve_target(arn, None, None) is again  # a quiet load is cached as before

@@ -35,9 +35,11 @@ class TargetResolver:
         self.ctx = ctx
         self._cache: dict[tuple[str, str], tuple[float, Routing]] = {}
         self._lock = threading.Lock()
+        self._generation = 0  # bumped by every invalidation: a load that overlapped one is not cached
 
     def invalidate(self) -> None:
         with self._lock:
+            self._generation += 1
             self._cache.clear()
 
     def resolve(
@@ -53,13 +55,17 @@ class TargetResolver:
         now = time.monotonic()
         with self._lock:
             cached = self._cache.get(key)
+            generation = self._generation
         if cached is not None and cached[0] > now:
             return cached[1].target(session_id)
         routing = self.ctx.store.read(lambda conn: self._load(conn, runtime_id, endpoint_name))
         with self._lock:
-            if len(self._cache) >= MAX_ENTRIES:
-                self._cache.clear()
-            self._cache[key] = (now + TTL_S, routing)
+            # A write committed while this load ran (a background pass resolving in a thread, say) may have
+            # changed what it read: answer with it once, but never keep it past that write's invalidation.
+            if generation == self._generation:
+                if len(self._cache) >= MAX_ENTRIES:
+                    self._cache.clear()
+                self._cache[key] = (now + TTL_S, routing)
         return routing.target(session_id)
 
     def _runtime_id(self, runtime_ref: str, account_id: str | None) -> str:
