@@ -137,8 +137,17 @@ class Templates:
 
     @asynccontextmanager
     async def forked(self, backend: Any, sandbox_spec: SandboxSpec) -> AsyncIterator[NamespaceSandbox]:
-        """``attacks.started`` as a fork: the same spec, the image's Python agent as its entry point."""
-        spec = replace(sandbox_spec, command=AGENT_ARGV, rootfs=self.image, code_dir=self.image, env_dir=self.image)
+        """``attacks.started`` as a fork: the same spec, the image's Python agent as its entry point, and a sandbox
+        id of its own (two forks of one spec would otherwise share one whenever the template's prepared fork is not
+        ready yet: a state-dir clash CI once hit under load)."""
+        spec = replace(
+            sandbox_spec,
+            sandbox_id=f"a-{uuid.uuid4().hex[:12]}",
+            command=AGENT_ARGV,
+            rootfs=self.image,
+            code_dir=self.image,
+            env_dir=self.image,
+        )
         sandbox = await self.backend.fork(await self.of(spec), spec)
         try:
             yield sandbox
