@@ -145,6 +145,62 @@ def test_quiet_ticks_still_date_the_answers_and_exit_on_the_signal() -> None:
     code = SERVE.format(folder=str(WARMUP.parent))
     result = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60)
     lines = result.stdout.split("\n")
-    assert lines[0] == "['uvicorn ticks once a second when idle']", result.stderr
+    assert lines[0] == "['uvicorn ticks once a second with connections, never without']", result.stderr
     assert lines[1] == "date ok"
     assert "exited" in lines or result.returncode == -15, result.stderr  # uvicorn re-raises the captured signal
+
+
+IDLE = """
+import asyncio, email.utils, os, signal, sys, threading, time, urllib.request
+sys.path.insert(0, {folder!r})
+import uvicorn
+import warmup
+warmup.IDLE_TICK_S = 0.01
+warmup.quiet_idle_ticks()
+
+async def app(scope, receive, send):
+    if scope["type"] == "http":
+        await send({{"type": "http.response.start", "status": 200, "headers": []}})
+        await send({{"type": "http.response.body", "body": b"ok"}})
+
+server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="error"))
+ticks = []
+on_tick = server.on_tick
+
+async def counted(counter):
+    ticks.append(counter)
+    return await on_tick(counter)
+
+server.on_tick = counted
+
+def client():
+    while not server.started:
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    idle = len(ticks)
+    time.sleep(1.5)  # 150 ticks' worth with a connection open
+    print("idle ticks", len(ticks) - idle, flush=True)
+    asked = int(time.time())
+    with urllib.request.urlopen(f"http://127.0.0.1:{{port}}/") as answer:
+        dated = int(email.utils.parsedate_to_datetime(answer.headers["date"]).timestamp())
+        verdict = "dated now" if dated >= asked else f"stale date {{dated}} < {{asked}}"
+        print(verdict, answer.read().decode(), flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+threading.Thread(target=client, daemon=True).start()
+try:
+    server.run()
+except SystemExit:
+    pass
+print("exited", flush=True)
+"""
+
+
+def test_without_connections_uvicorn_does_not_tick_and_a_connection_dates_its_answer() -> None:
+    """An idle fork must not wake at all; the first answer after the quiet spell carries the current date."""
+    code = IDLE.format(folder=str(WARMUP.parent))
+    result = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60)
+    lines = result.stdout.split("\n")
+    assert lines[0] == "idle ticks 0", result.stderr
+    assert lines[1] == "dated now ok", result.stderr
+    assert "exited" in lines or result.returncode == -15, result.stderr
