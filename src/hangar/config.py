@@ -93,6 +93,20 @@ class Settings(BaseSettings):
         description="Keep one sandbox started ahead (cold, in the background) for each served version whose agent "
         "cannot fork from a warm template, even with warm_pool_size 0; counted against max_sessions like the pool.",
     )
+    spares: Literal["auto", "off"] = Field(
+        "auto",
+        description="auto: keep sandboxes forked ahead from each busy version's warm template (about 11 MiB each), "
+        "sized from the arrival rate of its new sessions times the refill time (Little's law): none for a version "
+        "without a new session within its idle timeout, at least one after one; a runtime opts out with "
+        "HANGAR_SPARES=off in its environment. warm_pool_size and warm_pool_runtimes stay floors.",
+    )
+    spares_max_per_version: int = Field(8, ge=1, description="Most forked spares spares=auto keeps for one version.")
+    spares_memory_mib: int = Field(
+        256, ge=0, description="Memory all forked spares of spares=auto may use together (cgroup usage, MiB)."
+    )
+    spares_window_s: float = Field(
+        30.0, gt=0, description="The window over which spares=auto measures each version's new-session arrival rate."
+    )
     templates: bool = Field(
         True,
         description="Fork new sessions from a warm template of each served version (namespace backend; a runtime "

@@ -33,8 +33,9 @@ from hangar.sessions.pool import Launched, Spare, WarmPool
 from hangar.sessions.probe import wait_ready
 from hangar.sessions.records import SessionRecords
 from hangar.sessions.session import Session, SessionKey
+from hangar.sessions.spares import SpareSizer
 from hangar.sessions.storage import SessionStorage
-from hangar.sessions.templates import TemplateSet, key_of
+from hangar.sessions.templates import TemplateSet, key_of, opt_out
 
 log = logging.getLogger("hangar.sessions")
 
@@ -71,6 +72,10 @@ class SessionManager:
         # filesystemConfigurations (sessions/storage.py)
         self.storage = SessionStorage(settings, backend.name, state_root=getattr(backend, "state_root", None))
         self.logs = SessionLogs(settings)  # each session's stdout/stderr, kept past its end (sessions/logs.py)
+        self.spares = SpareSizer(settings, self._spare_forkable)  # forked spares by arrival rate (sessions/spares.py)
+        self.pool.sizer = self.spares if self.templates.enabled and self.spares.enabled else None
+        self.pool.fork_ready = lambda target: self.templates.ready(target)[0] is not None
+        self.pool.busy = lambda: bool(self._starting)
         self._live: dict[SessionKey, Session] = {}
         self._starting: dict[SessionKey, asyncio.Task[Session]] = {}
         self._stopping: set[asyncio.Task[object]] = set()  # sandbox stops and crash checks: shutdown waits for them
@@ -171,8 +176,9 @@ class SessionManager:
         spare, dead = self.pool.take(target) if storage is None else (None, [])
         self._stop_in_background(dead)  # a spare whose agent died is never handed out: the claim goes cold
         cold_reason: str | None = None
+        spare_kind: str | None = None
         if spare is not None:
-            sandbox, client, start_kind = spare.sandbox, spare.client, "warm"
+            sandbox, client, start_kind, spare_kind = spare.sandbox, spare.client, "warm", spare.kind
         else:
             launched = await self._launch(target, storage)
             sandbox, client, start_kind, cold_reason = (
@@ -184,6 +190,7 @@ class SessionManager:
         self.identities.claim(sandbox.id, key.session_id)
         self.pool.claims[start_kind] += 1
         self.metrics.session_started(start_kind)
+        self.spares.arrived(target)
         if storage is None:
             self.pool.want(target)
         self.templates.want(target)
@@ -205,7 +212,14 @@ class SessionManager:
             max_lifetime_s=target.max_lifetime_s * scale,
             start_kind=start_kind,
             cold_reason=cold_reason,
+            spare_kind=spare_kind,
         )
+
+    def _spare_forkable(self, target: InvocationTarget) -> bool:
+        """May the version keep forked spares? It forks (templates on, not opted out, not unsafe) and its sessions
+        have no storage (a spare cannot know which session's image to mount: those take the prepared fork)."""
+        forks = self.templates.enabled and opt_out(target) is None and not self.templates.unforkable(target)
+        return forks and self.storage.storage_path(target) is None
 
     def _spec(self, target: InvocationTarget, sandbox_id: str) -> SandboxSpec:
         """What every sandbox of ``target``'s version gets (sessions, spares and the version's template alike)."""

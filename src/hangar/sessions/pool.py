@@ -12,11 +12,16 @@ Which versions get spares:
 - without one (a bare manager): a version gets spares after its first session and keeps them until its idle
   timeout passes without a new session.
 
-Sizes: ``warm_pool_size`` for every runtime, ``warm_pool_runtimes`` (runtime name -> size) per runtime. A version
-that cannot fork from a warm template (its template reported it unsafe) gets one cold spare even at size 0, so its
-first caller does not wait for a cold start either (``cold_spares``, on by default). Spares do
-not count as sessions (``max_sessions_per_runtime`` is about sessions), but spares plus sessions never exceed
-``max_sessions``. Fills, refills and drains run beside the request path; a claim is a dict lookup.
+Sizes: ``warm_pool_size`` for every runtime, ``warm_pool_runtimes`` (runtime name -> size) per runtime: floors. A
+version that cannot fork from a warm template (its template reported it unsafe) gets one cold spare even at size 0,
+so its first caller does not wait for a cold start either (``cold_spares``, on by default). Above the floors, with
+``spares=auto`` (the default), a busy version keeps *forked spares*, as many as ``sessions/spares.py`` sizes from its
+arrival rate: they are forked from its live template (never started cold), fit in ``spares_memory_mib`` together
+(each one's cgroup usage, measured once it is ready) and are trimmed when the size falls. Spares do not count as
+sessions (``max_sessions_per_runtime`` is about sessions), but spares plus sessions never exceed ``max_sessions``.
+Fills, refills and drains run beside the request path; a claim is a dict lookup. A refill beyond the floors waits
+while a session start is in flight or the host is saturated (more runnable tasks than ``SATURATED_PER_CPU`` per
+CPU in ``/proc/loadavg``), so it never competes with the requests it is for.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -33,11 +39,14 @@ from dataclasses import dataclass, field
 from hangar.domain.invocation import InvocationTarget
 from hangar.sandbox.base import Sandbox
 from hangar.sessions.agent_http import AgentHttp
+from hangar.sessions.spares import SpareSizer
 
 log = logging.getLogger("hangar.sessions")
 
 RECONCILE_S = 1.0  # how often the served versions are re-read
 MAX_BACKOFF_S = 60.0  # a version whose spares fail to start is retried after 1, 2, 4 ... up to 60 s
+SATURATED_PER_CPU = 2  # runnable tasks per CPU above which forked spares are not refilled
+GUARD_POLL_S = 0.02  # how often a held-back refill looks again
 
 
 @dataclass
@@ -57,6 +66,8 @@ class Spare:
     client: AgentHttp
     kind: str = "cold"  # how the spare itself was started
     started_at: float = field(default_factory=time.time)
+    auto: bool = False  # kept by ``spares=auto`` above the version's floor (counted in the memory budget)
+    memory_bytes: int = 0  # its cgroup usage once ready (auto spares)
 
 
 Launch = Callable[[InvocationTarget], Awaitable[Launched]]
@@ -84,6 +95,11 @@ class WarmPool:
         self._idle_scale = idle_scale
         self.served: Served | None = None
         self.cold_spares: Callable[[InvocationTarget], bool] | None = None  # is this version unable to fork?
+        self.sizer: SpareSizer | None = None  # forked spares above the floors (spares=auto)
+        self.fork_ready: Callable[[InvocationTarget], bool] = lambda _: False  # does the version have a live template?
+        self.busy: Callable[[], bool] = lambda: False  # is a session start in flight?
+        self.hits = 0  # new sessions of a version with spares wanted that claimed one
+        self.misses = 0  # ... that found none ready
         self._spares: dict[PoolKey, list[Spare]] = {}
         self._wanted: dict[PoolKey, tuple[InvocationTarget, float]] = {}  # key -> (target, wanted until)
         self._filling: dict[PoolKey, asyncio.Task[None]] = {}
@@ -95,12 +111,24 @@ class WarmPool:
     def count(self) -> int:
         return sum(len(spares) for spares in self._spares.values())
 
-    def _size(self, target: InvocationTarget) -> int:
+    def _floor(self, target: InvocationTarget) -> int:
         """The configured size; at least one spare for a version that cannot fork (hides its cold start)."""
         size = self._size_of(target)
         if size == 0 and self.cold_spares is not None and self.cold_spares(target):
             return 1
         return size
+
+    def _size(self, target: InvocationTarget) -> int:
+        """The floor, or more forked spares when the arrival rate asks for them."""
+        auto = self.sizer.size(target) if self.sizer is not None else 0
+        return max(self._floor(target), auto)
+
+    def _auto_room(self) -> bool:
+        """May one more forked spare start within the memory budget? (a starting one counts as the largest)"""
+        if self.sizer is None or self.sizer.memory_bytes <= 0:
+            return False
+        auto = [s.memory_bytes for group in self._spares.values() for s in group if s.auto]
+        return sum(auto) + max(auto, default=0) * (1 + self._launching) <= self.sizer.memory_bytes
 
     def describe(self) -> dict[str, object]:
         """For the operator API: ready spares per version and how sessions were started."""
@@ -108,21 +136,31 @@ class WarmPool:
             "ready": {
                 f"{rid}/{version}": [s.sandbox.id for s in spares] for (rid, version), spares in self._spares.items()
             },
+            "spareKinds": {
+                f"{rid}/{version}": [s.kind for s in spares] for (rid, version), spares in self._spares.items()
+            },
+            "sizes": {f"{rid}/{version}": self._size(target) for (rid, version), (target, _) in self._wanted.items()},
             "starting": self._launching,
             "sessionsStarted": dict(self.claims),
+            "claims": {"hit": self.hits, "miss": self.misses},
+            "autoSpares": self.sizer.describe() if self.sizer is not None else {"mode": "off"},
         }
 
     # --- the request path: a lookup, nothing else
 
     def take(self, target: InvocationTarget) -> tuple[Spare | None, list[Spare]]:
         """A live spare of the target's version (or None), and dead spares found on the way (to be stopped)."""
-        spares = self._spares.get(pool_key(target), [])
+        key = pool_key(target)
+        spares = self._spares.get(key, [])
         dead: list[Spare] = []
         while spares:
             spare = spares.pop()
             if spare.sandbox.alive():
+                self.hits += 1
                 return spare, dead
             dead.append(spare)
+        if key in self._wanted:
+            self.misses += 1
         return None, dead
 
     def want(self, target: InvocationTarget) -> None:
@@ -131,6 +169,8 @@ class WarmPool:
         if self.served is None and self._size(target) > 0:
             until = time.time() + target.idle_timeout_s * self._idle_scale
             self._wanted[key] = (target, max(until, self._wanted.get(key, (target, 0.0))[1]))
+        elif self.served is not None and key not in self._wanted and self._size(target) > 0:
+            self._wanted[key] = (target, math.inf)  # the next reconcile drops it if no endpoint serves it
         if key in self._wanted:
             self._fill_soon(key)
 
@@ -167,13 +207,15 @@ class WarmPool:
         gone: list[Spare] = []
         for key, spares in list(self._spares.items()):
             keep = [s for s in spares if key in self._wanted and s.sandbox.alive()]
+            size = self._size(self._wanted[key][0]) if keep else 0
+            keep = keep[len(keep) - size :] if size < len(keep) else keep  # the size fell: the oldest go
             gone += [s for s in spares if s not in keep]
             if keep:
                 self._spares[key] = keep
             else:
                 del self._spares[key]
         if gone:
-            log.info("warm pool: stopping %d spare sandboxes (died, or their version is no longer served)", len(gone))
+            log.info("warm pool: stopping %d spare sandboxes (died, no longer served, or beyond the size)", len(gone))
             self._discard(gone)
         for key in self._wanted:
             self._fill_soon(key)
@@ -192,11 +234,18 @@ class WarmPool:
         """Start spares one at a time until the version has its size (or the pool hits ``max_sessions``)."""
         while key in self._wanted:
             target, _ = self._wanted[key]
-            if len(self._spares.get(key, [])) >= self._size(target) or not self._has_room(
-                self.count() + self._launching
-            ):
+            have = len(self._spares.get(key, []))
+            if have >= self._size(target) or not self._has_room(self.count() + self._launching):
                 return
+            auto = have >= self._floor(target)  # a forked spare the arrival rate asks for, not a floor
+            if auto:
+                if not self.fork_ready(target) or not self._auto_room():
+                    return  # no live template (a cold spare would not pay), or over budget: the next sweep looks again
+                await self._quiet()
+                if key not in self._wanted or len(self._spares.get(key, [])) >= self._size(target):
+                    continue
             self._launching += 1
+            began = time.monotonic()
             try:
                 launched = await self._launch(target)
             except Exception as exc:  # a version that cannot start: its sessions will report why
@@ -207,12 +256,21 @@ class WarmPool:
             finally:
                 self._launching -= 1
             self._backoff.pop(key, None)
-            spare = Spare(target, launched.sandbox, launched.client, launched.kind)
+            spare = Spare(target, launched.sandbox, launched.client, launched.kind, auto=auto)
+            if auto and self.sizer is not None and launched.kind == "fork":
+                self.sizer.refilled(target, time.monotonic() - began)
+            if auto:
+                spare.memory_bytes = await _memory(spare.sandbox)
             if key not in self._wanted:  # drained while this one started
                 self._discard([spare])
                 return
             self._spares.setdefault(key, []).append(spare)
             log.info("warm pool: sandbox %s (%s) ready for %s v%s", spare.sandbox.id, spare.kind, key[0], key[1])
+
+    async def _quiet(self) -> None:
+        """Hold a forked spare's refill while a session start is in flight or the host is saturated."""
+        while self.busy() or _saturated():
+            await asyncio.sleep(GUARD_POLL_S)
 
     async def close(self) -> list[Spare]:
         """Stop following and filling; remove and return every spare (the caller stops them)."""
@@ -231,3 +289,21 @@ class WarmPool:
         spares = [s for group in self._spares.values() for s in group]
         self._spares.clear()
         return spares
+
+
+async def _memory(sandbox: Sandbox) -> int:
+    """The spare's memory (its cgroup's usage: the pages it touched since the fork)."""
+    try:
+        return (await sandbox.stats()).memory_bytes
+    except Exception:  # a spare that died already: the next sweep removes it
+        return 0
+
+
+def _saturated() -> bool:
+    """More runnable tasks than ``SATURATED_PER_CPU`` per CPU right now (``/proc/loadavg``'s fourth field)."""
+    try:
+        with open("/proc/loadavg", encoding="ascii") as loadavg:
+            runnable = int(loadavg.read().split()[3].split("/")[0]) - 1  # less this reader
+    except (OSError, ValueError, IndexError):
+        return False
+    return runnable > SATURATED_PER_CPU * (os.cpu_count() or 1)

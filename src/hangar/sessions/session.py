@@ -35,6 +35,7 @@ class Session:
     max_lifetime_s: float
     start_kind: str = "cold"  # warm: a warm-pool spare; fork: forked from the version's template; cold: started
     cold_reason: str | None = None  # why a session that could have been forked started cold
+    spare_kind: str | None = None  # warm: how its spare was started (fork: a forked spare; cold)
     started_at: float = field(default_factory=time.time)
     last_activity: float = field(default_factory=time.time)
     inflight: int = 0
@@ -92,6 +93,7 @@ class Session:
             "sandboxId": self.sandbox.id,
             "startKind": self.start_kind,
             "coldReason": self.cold_reason,
+            "spareKind": self.spare_kind,
             "startedAt": self.started_at,
             "lastActivityAt": self.last_activity,
             "inflight": self.inflight,

@@ -22,7 +22,8 @@ def build_sessions(
     async def served() -> list[InvocationTarget]:
         return await asyncio.to_thread(served_versions)
 
-    if settings.warm_pool_size > 0 or any(settings.warm_pool_runtimes.values()) or manager.pool.cold_spares:
+    floors = settings.warm_pool_size > 0 or any(settings.warm_pool_runtimes.values())
+    if floors or manager.pool.cold_spares or manager.pool.sizer is not None:
         manager.pool.served = served  # the pool follows what endpoints serve; with size 0 nothing polls
     manager.templates.served = served  # templates start as soon as a version is served
     return manager
