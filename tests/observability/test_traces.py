@@ -118,19 +118,19 @@ def test_an_invoke_gives_a_server_span_with_its_steps(traced: Traced, session_id
     assert first.service == "hangar"
 
     steps = traced.children(first, expected=4)
-    assert {"hangar.auth", "hangar.session", "hangar.stream"} <= set(steps)
+    assert {"hangar.auth", "hangar.session.start", "hangar.stream"} <= set(steps)
     call = steps[f"invoke_agent {traced.runtime['agentRuntimeName']}"]
     assert call.kind == "CLIENT" and call.attributes["gen_ai.agent.name"] == traced.runtime["agentRuntimeName"]
     resolution = traced.children(steps["hangar.auth"], expected=1)
     assert "hangar.resolve_version" in resolution
-    assert steps["hangar.session"].attributes["hangar.session.start_kind"] == "cold"
+    assert steps["hangar.session.start"].attributes["hangar.session.start_kind"] == "cold"
     # every step lies within the server span, which ends with the stream
     for step in steps.values():
         assert first.start_ns <= step.start_ns <= step.end_ns <= first.end_ns
     assert steps["hangar.stream"].end_ns <= first.end_ns
 
     again = traced.children(second, expected=4)
-    assert again["hangar.session"].attributes["hangar.session.start_kind"] == "warm"
+    assert again["hangar.session.start"].attributes["hangar.session.start_kind"] == "warm"
     assert second.trace_id != first.trace_id  # no client context: each invoke is its own trace
 
 
@@ -236,4 +236,4 @@ def test_an_mcp_request_is_traced_like_an_invoke(traced: Traced) -> None:
     assert span.attributes["hangar.protocol"] == "MCP"
     steps = traced.children(span, expected=4)
     assert steps[f"invoke_agent {runtime['agentRuntimeName']}"].kind == "CLIENT"
-    assert steps["hangar.session"].attributes["hangar.session.start_kind"] == "cold"
+    assert steps["hangar.session.start"].attributes["hangar.session.start_kind"] == "cold"

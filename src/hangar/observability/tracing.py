@@ -1,13 +1,15 @@
 """OpenTelemetry traces of data-plane calls, exported over OTLP/HTTP, and the trace context handed to the agent.
 
 One server span per call (HTTP semantic conventions plus the runtime, session and qualifier), children for
-authentication, version resolution, the session start (``hangar.session.start_kind``), the agent call (a client
-span, GenAI ``invoke_agent``) and the streamed answer. The agent-call span's context reaches the agent as W3C
+authentication, version resolution, the session start (``hangar.session.start``, its ``start_kind``; its phases
+as children: ``session_phases``/``phase``), the agent call (a client span, GenAI ``invoke_agent``) and the
+streamed answer. The agent-call span's context reaches the agent as W3C
 ``traceparent`` and AWS ``X-Amzn-Trace-Id``, so an instrumented agent's spans join the trace; a client's
 ``traceparent`` (else ``X-Amzn-Trace-Id``) becomes the server span's parent.
 
 Nothing configured (no endpoint), nothing runs: ``begin`` returns ``NO_TRACE`` whose methods do nothing, so an
-installation without a collector pays one attribute lookup per call.
+installation without a collector pays one attribute lookup per call, and a session start one context-variable read
+per phase.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import logging
 import os
 import re
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -190,18 +193,24 @@ class Invocation:
         )
 
     def session_start(self, manager: SessionManager, target: InvocationTarget, session_id: str) -> Span:
-        """Start the session span (call before getting or starting the session, then ``session_ready``)."""
-        span = self.child("hangar.session")
+        """Start the session-start span (call before getting or starting the session, then ``session_ready``); a
+        start this call begins (a task created from here) hangs its phases under it (``session_phases``)."""
+        span = self.child("hangar.session.start")
         self.reused = manager.get(target.runtime_id, session_id) is not None
+        _STARTING.set(_Phases(self.tracer, span))
         return span
 
     def session_ready(self, span: Span, session: Session) -> None:
         """``start_kind``: warm (the session was already running), spare (a warm-pool sandbox), fork, cold."""
+        _STARTING.set(None)
         kind = "warm" if self.reused else {"warm": "spare"}.get(session.start_kind, session.start_kind)
         span.set_attribute("hangar.session.start_kind", kind)
         span.set_attribute("hangar.sandbox.id", session.sandbox_id)
         if not self.reused and session.cold_reason:
             span.set_attribute("hangar.session.cold_reason", session.cold_reason)
+        spare_kind = getattr(session, "spare_kind", None)  # how a warm-pool spare itself was made (fork, cold)
+        if kind == "spare" and isinstance(spare_kind, str):
+            span.set_attribute("hangar.session.spare_kind", spare_kind)
         self.end_child(span)
 
     def agent_call(self, headers: list[tuple[str, str]], target: InvocationTarget) -> list[tuple[str, str]]:
@@ -244,6 +253,7 @@ class Invocation:
         if self.ended:
             return
         self.ended = True
+        _STARTING.set(None)  # a start that failed: nothing more hangs under its span from this task
         for span in reversed(self.open):
             _record(span, error)
             span.end()
@@ -300,6 +310,62 @@ class _NoTrace(Invocation):
 
 _NO_STEP = contextlib.nullcontext(trace.INVALID_SPAN)  # reusable: nullcontext keeps no state
 NO_TRACE = _NoTrace()
+
+
+class _Phases:
+    """The ``hangar.session.start`` span a start's phases hang under, and the one task that runs that start: tasks
+    the start spawns (warm-pool refills, templates) copy the context, never the span (``owner`` tells them apart)."""
+
+    __slots__ = ("claimed", "owner", "span", "tracer")
+
+    def __init__(self, tracer: trace.Tracer, span: Span) -> None:
+        self.tracer = tracer
+        self.span = span
+        self.owner: asyncio.Task[Any] | None = None
+        self.claimed = False
+
+    @contextlib.contextmanager
+    def owned(self) -> Iterator[Span]:
+        self.claimed = True
+        self.owner = asyncio.current_task()
+        try:
+            yield self.span
+        finally:
+            self.owner = None  # the start is over: a phase run later (a refill's) is not this start's
+
+    @contextlib.contextmanager
+    def child(self, name: str) -> Iterator[Span]:
+        span = self.tracer.start_span(name, trace.set_span_in_context(self.span))
+        try:
+            yield span
+        except BaseException as exc:
+            _record(span, exc)
+            raise
+        finally:
+            span.end()
+
+
+# The session start of the invocation running in this context (None: tracing off, or no invocation is starting one).
+_STARTING: ContextVar[_Phases | None] = ContextVar("hangar_session_start", default=None)
+
+
+def session_phases() -> contextlib.AbstractContextManager[Span]:
+    """Around the work of one session start, in the task that runs it (``SessionManager._start``): the ``phase``s
+    it runs become children of the ``hangar.session.start`` span of the invocation that began it. Tracing off, or a
+    start begun by no traced invocation (a warm-pool refill): a shared no-op."""
+    phases = _STARTING.get()
+    if phases is None or phases.claimed:
+        return _NO_STEP
+    return phases.owned()
+
+
+def phase(name: str) -> contextlib.AbstractContextManager[Span]:
+    """One phase of a session start (fork, launch, wait ready), as a child span of its ``hangar.session.start``;
+    a no-op outside a traced start's own task."""
+    phases = _STARTING.get()
+    if phases is None or phases.owner is None or phases.owner is not asyncio.current_task():
+        return _NO_STEP
+    return phases.child(name)
 
 
 def begin(conn: HTTPConnection, route: str) -> Invocation:
