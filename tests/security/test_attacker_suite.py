@@ -4,10 +4,12 @@ and a neighbour sandbox started beside it keeps working and keeps its files.
 The agent is the real one (tests/sandbox/agent_app.py under uvicorn); the attacks run through ``exec``, i.e. as
 the sandbox's own uid inside its namespaces, cgroup and seccomp filter, exactly like code the agent would run.
 
-Every attack runs three times (``start_kind``): from a cold sandbox (``backend.start``: bubblewrap isolates it), from
+Every attack runs four times (``start_kind``): from a cold sandbox (``backend.start``: bubblewrap isolates it), from
 a sandbox forked from a warm template of the same version (``backend.fork``: the session isolates itself, see
 ``hangar/sandbox/isolate.py``), and ``async-fork``: forked from a template of the same agent started from async code
-(``asyncio.run`` → ``uvicorn.Server.serve``, whose template stops where main.py enters its event loop). The
+(``asyncio.run`` → ``uvicorn.Server.serve``, whose template stops where main.py enters its event loop), and
+``spare``: a fork of the same template finished ahead (answering ``/ping`` before the test began, as the warm pool's
+forked spares are; ``sessions/pool.py``), while the next spare is forked beside the attack. The
 neighbour stays cold. Templates are kept for the whole module, one per version
 and spec, on a backend of their own, and each must outlive the attacks of the sessions forked from it.
 """
@@ -75,6 +77,7 @@ class Starts:
         self.backend: NamespaceBackend | None = None
         self.templates: dict[str, Template] = {}
         self.async_code: dict[Path, Path] = {}  # a code dir -> its copy whose main.py serves from asyncio.run
+        self.spares: dict[str, asyncio.Task[NamespaceSandbox]] = {}  # template key -> the next spare (forking ahead)
 
     def code_dir(self, code: Path) -> Path:
         """Where the current test's attacker finds its code (``async-fork`` runs a copy of it)."""
@@ -96,7 +99,24 @@ class Starts:
             template_id = f"tpl-{uuid.uuid4().hex[:12]}"
             self.templates[key] = await self.backend.start_template(dataclasses.replace(spec, sandbox_id=template_id))
         template = self.templates[key]
-        return await self.backend.fork(template, spec), template
+        if kind != "spare":
+            return await self.backend.fork(template, spec), template
+        spare = self.spares.pop(key, None) or self._spare(template, spec)
+        sandbox = await spare
+        assert sandbox.alive() and sandbox.id != spec.sandbox_id  # finished ahead, under an id of its own
+        self.spares[key] = self._spare(template, spec)  # the next one forks beside the attack
+        return sandbox, template
+
+    def _spare(self, template: Template, spec: SandboxSpec) -> asyncio.Task[NamespaceSandbox]:
+        assert self.backend is not None
+        backend = self.backend
+
+        async def ahead() -> NamespaceSandbox:
+            sandbox = await backend.fork(template, dataclasses.replace(spec, sandbox_id=f"sp-{uuid.uuid4().hex[:12]}"))
+            await wait_ping(sandbox)
+            return sandbox
+
+        return asyncio.create_task(ahead())
 
 
 STARTS = Starts()
@@ -112,6 +132,10 @@ async def forking_backend() -> AsyncIterator[NamespaceBackend]:
     try:
         yield backend
     finally:
+        for spare in STARTS.spares.values():  # before the templates: a template outlives its forks
+            with contextlib.suppress(Exception):
+                await (await spare).stop()
+        STARTS.spares.clear()
         for template in STARTS.templates.values():
             await template.stop()
         STARTS.templates.clear()
@@ -123,7 +147,7 @@ async def forking_backend() -> AsyncIterator[NamespaceBackend]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(params=["cold", "fork", "async-fork"], autouse=True)
+@pytest.fixture(params=["cold", "fork", "async-fork", "spare"], autouse=True)
 def start_kind(request: pytest.FixtureRequest, forking_backend: NamespaceBackend) -> Iterator[str]:
     STARTS.kind = request.param
     yield request.param
@@ -137,7 +161,7 @@ async def started(
     """A sandbox of the test's start kind (or ``kind``), stopped however the test ends: ``backend.start(spec)``,
     or ``fork`` from the warm template of the same version on the forking backend, which must survive the attack."""
     template: Template | None = None
-    if (kind or STARTS.kind) in ("fork", "async-fork"):
+    if (kind or STARTS.kind) in ("fork", "async-fork", "spare"):
         sandbox, template = await STARTS.fork(spec, kind or STARTS.kind)
     else:
         sandbox = await backend.start(spec)
