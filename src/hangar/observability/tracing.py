@@ -208,9 +208,8 @@ class Invocation:
         span.set_attribute("hangar.sandbox.id", session.sandbox_id)
         if not self.reused and session.cold_reason:
             span.set_attribute("hangar.session.cold_reason", session.cold_reason)
-        spare_kind = getattr(session, "spare_kind", None)  # how a warm-pool spare itself was made (fork, cold)
-        if kind == "spare" and isinstance(spare_kind, str):
-            span.set_attribute("hangar.session.spare_kind", spare_kind)
+        if kind == "spare" and session.spare_kind:  # how the spare itself was made (fork, cold)
+            span.set_attribute("hangar.session.spare_kind", session.spare_kind)
         self.end_child(span)
 
     def agent_call(self, headers: list[tuple[str, str]], target: InvocationTarget) -> list[tuple[str, str]]:
