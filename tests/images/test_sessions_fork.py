@@ -256,7 +256,7 @@ async def test_a_fork_has_none_of_the_templates_programs_or_mounts(templates: Te
         out, _, code, _ = await run_exec(one, "ls -A /.hangar; grep -c . /proc/self/mounts; cat /proc/self/mounts")
         assert code == 0
         lines = out.decode().split()
-        assert lines[:2] == ["supervisor.py", "usr"]  # no isolate.py, zygote.py or stage directory
+        assert lines[:4] == ["commands.py", "sock_diag.py", "supervisor.py", "usr"]  # no isolate.py, zygote.py, stage
         mounts = out.decode()
         template = await templates.of(replace(attacks.spec(image), command=AGENT_ARGV))
         assert str(one.state.path) in mounts  # its own overlay (the options name its layers, as for cold sessions)

@@ -16,7 +16,7 @@ import pytest
 
 from hangar.sandbox.base import SandboxBackend
 from hangar.sandbox.selection import namespace_unsupported_reason
-from hangar.sandbox.supervisor import listening
+from hangar.sandbox.sock_diag import listening
 from hangar.sessions.agent_http import AgentHttp
 from hangar.sessions.probe import ping
 from tests.sandbox.fixtures import AgentFiles, make_backend, started, world_readable_dir

@@ -1,4 +1,5 @@
-"""Isolation steps for a session forked from a warm template, and the template's own privileged first stage.
+"""Isolation steps for a session forked from a warm template, the template's own privileged first stage, and the
+checks that the template is still safe to fork (``check_forkable``, beside ``open_files`` which it uses).
 
 Runs inside the sandbox, so it imports the standard library only (ctypes for the syscalls Python lacks). A cold
 session gets its isolation from bubblewrap; a forked session gets the same properties from ``enter_session``:
@@ -72,6 +73,7 @@ WRITABLE_ROOTS = ("/tmp", HOME, "/dev/shm")
 CARRY_LIMIT_BYTES = 64 << 20  # what import-time code may leave in home and /tmp for every session to get a copy of
 CARRY_LIMIT_ENTRIES = 4096
 REOPENABLE_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+ITIMERS = (("alarm", signal.ITIMER_REAL), ("virtual", signal.ITIMER_VIRTUAL), ("profiling", signal.ITIMER_PROF))
 
 
 class NotForkable(Exception):
@@ -204,6 +206,57 @@ def open_files(exclude: set[int]) -> list[tuple[int, str, int, int, bool]]:
         offset = os.lseek(fd, 0, os.SEEK_CUR) if regular else 0
         found.append((fd, target, flags, offset, os.get_inheritable(fd)))
     return found
+
+
+def check_forkable(keep: set[int], known_children: set[int]) -> None:
+    """Forks must be independent copies: no threads (a fork keeps only the calling one, mid-state), no shared
+    writable memory (a MAP_SHARED mapping made at import would be one region in every session), no descriptor a
+    session could not reopen (``open_files``; ``keep``: the template's own), no process the agent started (only
+    ``known_children``, sessions' first processes) and no armed timer (its handler would run in the template).
+    Raises NotForkable."""
+    import threading  # the zygote's already; the template stage never gets here
+
+    threads = thread_count()
+    if threads != 1 or threading.active_count() != 1:
+        names = ", ".join(t.name for t in threading.enumerate() if t is not threading.main_thread())
+        raise NotForkable(f"the template runs {threads} threads ({names or 'native'}): a fork would lose them")
+    shared = shared_writable_mappings()
+    if shared:
+        raise NotForkable(f"the template holds shared writable memory ({', '.join(shared[:3])}): forks would share it")
+    open_files(keep)  # raises for anything a session could not reopen
+    others = set(children()) - known_children
+    if others:
+        raise NotForkable(f"the agent started processes at import ({len(others)}): forks would not have them")
+    armed = [name for name, which in ITIMERS if signal.getitimer(which) != (0.0, 0.0)]
+    if armed or posix_timers():
+        raise NotForkable(f"the agent armed timers at import ({', '.join(armed) or 'POSIX timers'})")
+
+
+def thread_count() -> int:
+    """Threads of this process as the kernel sees them (native threads included, not only Python's)."""
+    return len(os.listdir("/proc/self/task"))
+
+
+def shared_writable_mappings() -> list[str]:
+    """Writable MAP_SHARED regions of this process (``rw-s`` in /proc/self/maps), by what they map."""
+    found = []
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split(maxsplit=5)
+            if len(fields) >= 2 and fields[1].startswith("rw") and fields[1][3] == "s":
+                found.append(fields[5].strip() if len(fields) == 6 else "anonymous")
+    return found
+
+
+def posix_timers() -> bool:
+    with open("/proc/self/timers") as timers:
+        return bool(timers.read().strip())
+
+
+def children() -> list[int]:
+    """Pids of this process's children (the kernel's list for its one thread)."""
+    with open(f"/proc/self/task/{os.getpid()}/children") as found:
+        return [int(pid) for pid in found.read().split()]
 
 
 def reopen(files: Sequence[tuple[int, str, int, int, bool]]) -> None:
@@ -351,8 +404,10 @@ SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine, -1)
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 AT_FDCWD = -100
 IMAGE_STAGE = "/.hangar-stage"  # image_root.FORK_STAGE: a mount point in the template's root (not renamable)
-IMAGE_BINDS = ("/dev", "/.hangar/usr", "/.hangar/supervisor.py", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf")
-IMAGE_READ_ONLY = ("/.hangar/usr", "/.hangar/supervisor.py", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf")
+# image_root.SUPERVISOR_PATH and SUPERVISOR_SIBLING_PATHS: a fork's view of /.hangar is a cold session's
+SUPERVISOR_FILES = ("/.hangar/supervisor.py", "/.hangar/commands.py", "/.hangar/sock_diag.py")
+IMAGE_BINDS = ("/dev", "/.hangar/usr", *SUPERVISOR_FILES, "/etc/hosts", "/etc/hostname", "/etc/resolv.conf")
+IMAGE_READ_ONLY = ("/.hangar/usr", *SUPERVISOR_FILES, "/etc/hosts", "/etc/hostname", "/etc/resolv.conf")
 OUTBOUND = "/run/hangar"
 
 

@@ -26,7 +26,13 @@ from hangar.sandbox.state import StateDir
 
 SUPERVISOR = Path(__file__).with_name("supervisor.py")
 # The stdlib-only programs that run inside a sandbox: the supervisor, and a warm template's zygote and its isolation.
-INSIDE_PROGRAMS = (SUPERVISOR, *(SUPERVISOR.with_name(f"{name}.py") for name in ("isolate", "zygote", "warmup")))
+# Each loads its siblings by path, so every file is bound wherever the program runs (rootfs, image_root, templates).
+SUPERVISOR_SIBLINGS = ("commands", "sock_diag")  # beside the supervisor in every sandbox, cold or forked
+TEMPLATE_PROGRAMS = ("isolate", "zygote", "warmup", "loop_entry", "template_credentials")  # a warm template's own
+INSIDE_PROGRAMS = (
+    SUPERVISOR,
+    *(SUPERVISOR.with_name(f"{name}.py") for name in (*SUPERVISOR_SIBLINGS, *TEMPLATE_PROGRAMS)),
+)
 FRAME_HEADER = 5
 READY_TIMEOUT_S = 30.0
 LISTEN_BACKLOG = 128

@@ -29,8 +29,13 @@ each request with ``{"event": "forked"}`` or ``{"event": "fork_failed", "reason"
 Outbound ports (``--outbound=PORT:PATH``, as the supervisor takes them) are handed to each fork's supervisor. With
 ``--template-credentials-port=N`` the template answers the container credentials port itself while the agent
 imports (botocore fetches credentials as soon as a client is created), with credentials that expired long ago and
-``Connection: close``; the listener and its thread are gone before the template is checked and declared ready. A
-fork's botocore therefore refreshes on first use, from the fork's own supervisor: that session's own credentials.
+``Connection: close`` (``template_credentials.py``); the listener and its thread are gone before the template is
+checked and declared ready. A fork's botocore therefore refreshes on first use, from the fork's own supervisor: that
+session's own credentials.
+
+Siblings, loaded by path from this file's directory (never on the agent's sys.path): ``isolate.py`` (a fork's
+isolation, and the checks that the template is safe to fork), ``supervisor.py`` (with its ``commands.py`` and
+``sock_diag.py``), ``loop_entry.py``, ``template_credentials.py`` and ``warmup.py``.
 
 Usage: ``zygote.py --control-fd=N --port=N [--outbound=PORT:PATH...] [--template-credentials-port=N] -- PYTHON
 SCRIPT [ARGS...]``
@@ -38,7 +43,6 @@ SCRIPT [ARGS...]``
 
 from __future__ import annotations
 
-import ast
 import asyncio.runners
 import atexit
 import contextlib
@@ -47,19 +51,15 @@ import importlib.util
 import json
 import os
 import runpy
-import select
-import signal
 import socket
 import sys
 import threading
-import time
 import traceback
 from collections.abc import Iterable
-from types import FrameType, ModuleType
+from types import ModuleType
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ITIMERS = (("alarm", signal.ITIMER_REAL), ("virtual", signal.ITIMER_VIRTUAL), ("profiling", signal.ITIMER_PROF))
 MESSAGE_LIMIT = 65536
 FDS_PER_FORK = 6
 LISTEN_POLL_S = 0.005  # a session forked at a loop entry looks this often for its agent's listener
@@ -76,92 +76,25 @@ def _patch(owner: object, name: str, value: object) -> None:
 
 
 def _load(name: str) -> ModuleType:
-    """A sibling stdlib-only module by path, without putting this directory on the agent's sys.path."""
-    spec = importlib.util.spec_from_file_location(f"_hangar_{name}", os.path.join(HERE, f"{name}.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """A sibling stdlib-only module by path, once per process (the supervisor's loads share it), without putting
+    this directory on the agent's sys.path."""
+    key = f"_hangar_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, os.path.join(HERE, f"{name}.py"))
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]
 
 
 isolate = _load("isolate")
-supervisor = _load("supervisor")
+supervisor = _load("supervisor")  # and its siblings, before any fork: an image's fork has none of these files
+sock_diag = _load("sock_diag")
+loop_entry = _load("loop_entry")
 
 
 NotForkable = isolate.NotForkable  # the agent cannot be templated; its sessions start cold
-
-
-def thread_count() -> int:
-    """Threads of this process as the kernel sees them (native threads included, not only Python's)."""
-    return len(os.listdir("/proc/self/task"))
-
-
-def shared_writable_mappings() -> list[str]:
-    """Writable MAP_SHARED regions of this process (``rw-s`` in /proc/self/maps), by what they map."""
-    found = []
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            fields = line.split(maxsplit=5)
-            if len(fields) >= 2 and fields[1].startswith("rw") and fields[1][3] == "s":
-                found.append(fields[5].strip() if len(fields) == 6 else "anonymous")
-    return found
-
-
-EXPIRED_CREDENTIALS = json.dumps(
-    {
-        "AccessKeyId": "ASIAHANGARTEMPLATE00",
-        "SecretAccessKey": "template-credentials-expired-refresh-in-the-session",
-        "Token": "template",
-        "Expiration": "2000-01-01T00:00:00Z",
-    }
-).encode()
-
-
-class TemplateCredentials:
-    """The credentials port while the template imports: every request gets the expired template credentials."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
-        self.sock.listen(16)
-        self.wake_read, self.wake_write = os.pipe()  # close() wakes the thread at once instead of a poll interval
-        self.thread = threading.Thread(target=self.serve, name="hangar-template-credentials", daemon=True)
-        self.thread.start()
-
-    def serve(self) -> None:
-        while True:
-            ready, _, _ = select.select([self.sock, self.wake_read], [], [])
-            if self.wake_read in ready:
-                return
-            with contextlib.suppress(OSError):
-                conn, _ = self.sock.accept()
-                with conn:
-                    conn.settimeout(5)
-                    request = b""
-                    while b"\r\n\r\n" not in request and len(request) < 65536:
-                        chunk = conn.recv(4096)
-                        if not chunk:
-                            break
-                        request += chunk
-                    head = (
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                        f"Content-Length: {len(EXPIRED_CREDENTIALS)}\r\nConnection: close\r\n\r\n"
-                    )
-                    conn.sendall(head.encode() + EXPIRED_CREDENTIALS)
-
-    def close(self) -> None:
-        """Stop, close the listener and wait until the kernel has no thread of it left (the fork checks count)."""
-        os.write(self.wake_write, b"x")
-        self.thread.join()
-        self.sock.close()
-        os.close(self.wake_read)
-        os.close(self.wake_write)
-        for _ in range(1000):
-            if thread_count() == 1:
-                return
-            time.sleep(0.001)
 
 
 class Zygote:
@@ -172,7 +105,7 @@ class Zygote:
         self.image = image  # a template of a container image (its forks switch to a root of their own)
         self.port = port
         self.outbound = outbound or []
-        self.credentials: TemplateCredentials | None = None
+        self.credentials: Any = None  # template_credentials.TemplateCredentials while the agent imports
         self.config: Any = None
         self.original_server_run: Any = None
         self.original_server_serve: Any = None
@@ -212,11 +145,11 @@ class Zygote:
             zygote.serve_forks(server.config)
 
         async def server_serve(server: Any, sockets: Any = None) -> None:
-            raise NotForkable(zygote.serve_in_loop_reason())
+            raise NotForkable(loop_entry.serve_in_loop_reason(sys._getframe(), zygote.script))
 
         def lazy_init(runner: Any) -> None:
             if not zygote.in_session and runner._state.name == "CREATED" and asyncio.events._get_running_loop() is None:
-                line = zygote.loop_entry_line(sys._getframe(1))
+                line = loop_entry.entry_line(sys._getframe(1), zygote.script, zygote.entry_lines)
                 if line is not None:
                     zygote.fork_at_loop_entry(line)  # returns in a session's agent process only
             zygote.original_lazy_init(runner)
@@ -233,7 +166,7 @@ class Zygote:
         script = os.path.abspath(argv[1])
         self.script = script
         with contextlib.suppress(OSError, SyntaxError, ValueError), open(script, "rb") as source:
-            self.entry_lines = loop_entry_lines(source.read())  # runpy reports what cannot be read or compiled
+            self.entry_lines = loop_entry.entry_lines(source.read())  # runpy reports what cannot be read or compiled
         sys.argv = argv[1:]
         sys.path[0] = os.path.dirname(script)  # as ``python main.py`` has it
         runpy.run_path(script, run_name="__main__")
@@ -242,34 +175,6 @@ class Zygote:
         raise NotForkable("the agent's main.py returned without handing an app to uvicorn or entering an event loop")
 
     # --- forking where main.py enters its event loop
-
-    def loop_entry_line(self, frame: FrameType | None) -> int | None:
-        """The line of main.py's top level that enters this event loop, when that entry is the fork point: the
-        first module-level frame up the stack must be main.py's (not a module being imported) at an entry line."""
-        while frame is not None:
-            if frame.f_code.co_name == "<module>":
-                if frame.f_code.co_filename != self.script:
-                    return None
-                line = frame.f_lineno
-                return line if any(first <= line <= last for first, last in self.entry_lines) else None
-            frame = frame.f_back
-        return None
-
-    def serve_in_loop_reason(self) -> str:
-        """Why uvicorn reached inside a running loop in the template cannot fork, as precisely as the stack says."""
-        frame: FrameType | None = sys._getframe(1)
-        where = ""
-        while frame is not None:
-            if frame.f_code.co_filename == self.script and frame.f_code.co_name == "<module>":
-                where = f" (entered at {os.path.basename(self.script)}:{frame.f_lineno})"
-                break
-            frame = frame.f_back
-        return (
-            f"the agent starts uvicorn (Server.serve) inside an event loop{where} that Hangar cannot fork before: "
-            "only a loop entered through asyncio.run, asyncio.Runner, anyio.run or uvloop.run by main.py's own "
-            'top level (inside `if __name__ == "__main__":` or as its last statement) is a fork point, not one made '
-            "with new_event_loop()/run_until_complete, entered while importing or from a thread"
-        )
 
     def fork_at_loop_entry(self, line: int) -> None:
         """Stop the template before the event loop exists; returns in each session's agent process, which then
@@ -384,25 +289,8 @@ class Zygote:
                 return agent
 
     def check_safe(self, exclude: Iterable[int] = ()) -> None:
-        """Forks must be independent copies: no threads (a fork keeps only the calling one, mid-state), and no
-        shared writable memory (a MAP_SHARED mapping made at import would be one region in every session)."""
-        threads = thread_count()
-        if threads != 1 or threading.active_count() != 1:
-            names = ", ".join(t.name for t in threading.enumerate() if t is not threading.main_thread())
-            raise NotForkable(f"the template runs {threads} threads ({names or 'native'}): a fork would lose them")
-        shared = shared_writable_mappings()
-        if shared:
-            raise NotForkable(
-                f"the template holds shared writable memory ({', '.join(shared[:3])}): forks would share it"
-            )
-        isolate.open_files({self.control.fileno(), *exclude})  # raises for anything a session could not reopen
-        others = set(_children()) - self.firsts
-        if others:
-            raise NotForkable(f"the agent started processes at import ({len(others)}): forks would not have them")
-        # Nothing of the agent may run in the template after import: a timer would run its signal handler here.
-        armed = [name for name, which in ITIMERS if signal.getitimer(which) != (0.0, 0.0)]
-        if armed or _posix_timers():
-            raise NotForkable(f"the agent armed timers at import ({', '.join(armed) or 'POSIX timers'})")
+        """Forks must be independent copies (``isolate.check_forkable`` says what that takes): raises NotForkable."""
+        isolate.check_forkable({self.control.fileno(), *exclude}, self.firsts)
 
     def fork_session(self, request: dict[str, Any], fds: list[int]) -> int | None:
         """Fork the session's first process and answer at once: the host may keep it waiting (prepared ahead of a
@@ -525,25 +413,6 @@ class Zygote:
         atexit._run_exitfuncs()
 
 
-def loop_entry_lines(source: bytes) -> list[tuple[int, int]]:
-    """Line ranges of main.py whose event loop entry is the fork point: ``if __name__ == "__main__":`` blocks and
-    the last top-level statement (``asyncio.run(main())`` at the end of a script without the guard)."""
-    body = ast.parse(source).body
-    ranges = [(node.lineno, node.end_lineno or node.lineno) for node in body if _is_main_guard(node)]
-    if body:
-        ranges.append((body[-1].lineno, body[-1].end_lineno or body[-1].lineno))
-    return ranges
-
-
-def _is_main_guard(node: ast.stmt) -> bool:
-    if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare) or len(node.test.ops) != 1:
-        return False
-    sides = [node.test.left, *node.test.comparators]
-    names = [side.id for side in sides if isinstance(side, ast.Name)]
-    constants = [side.value for side in sides if isinstance(side, ast.Constant)]
-    return isinstance(node.test.ops[0], ast.Eq) and names == ["__name__"] and constants == ["__main__"]
-
-
 def _noop_app(scope: Any, receive: Any, send: Any) -> None:
     raise RuntimeError("never served")
 
@@ -569,22 +438,11 @@ async def _supervise_and_watch(options: dict[str, Any], agent: int, port: int, w
 
 async def _tell_when_listening(port: int, ready_fd: int) -> None:
     try:
-        while not supervisor.listening(port):  # sock_diag: reading /proc/net/tcp costs ~18 ms in a fresh netns
+        while not sock_diag.listening(port):  # sock_diag: reading /proc/net/tcp costs ~18 ms in a fresh netns
             await asyncio.sleep(LISTEN_POLL_S)
         os.write(ready_fd, b"1")
     finally:
         os.close(ready_fd)
-
-
-def _posix_timers() -> bool:
-    with open("/proc/self/timers") as timers:
-        return bool(timers.read().strip())
-
-
-def _children() -> list[int]:
-    """Pids of this process's children (the kernel's list for its one thread)."""
-    with open(f"/proc/self/task/{os.getpid()}/children") as children:
-        return [int(pid) for pid in children.read().split()]
 
 
 def _reap_finished() -> set[int]:
@@ -650,7 +508,7 @@ def main() -> None:
     zygote = Zygote(control, options["port"], options["outbound"], bool(options.get("image")))
     try:
         if "template-credentials-port" in options:
-            zygote.credentials = TemplateCredentials(options["template-credentials-port"])
+            zygote.credentials = _load("template_credentials").TemplateCredentials(options["template-credentials-port"])
         zygote.install_hooks()
         try:
             zygote.run_agent(argv)

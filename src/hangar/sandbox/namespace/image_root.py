@@ -31,10 +31,12 @@ from pathlib import Path
 from hangar.sandbox.base import OUTBOUND_DIR, Outbound
 from hangar.sandbox.namespace.rootfs import _libc
 from hangar.sandbox.state import StateDir
+from hangar.sandbox.supervised import SUPERVISOR_SIBLINGS
 
 HIDDEN = "/.hangar"
 HOST_USR = f"{HIDDEN}/usr"
 SUPERVISOR_PATH = f"{HIDDEN}/supervisor.py"
+SUPERVISOR_SIBLING_PATHS = tuple(f"{HIDDEN}/{name}.py" for name in SUPERVISOR_SIBLINGS)  # it loads them by path
 HOST_PYTHON = "/usr/bin/python3.11"
 ISOLATE_IN_IMAGE = f"{HIDDEN}/isolate.py"  # a warm template's own programs (its forks never see them)
 ZYGOTE_IN_IMAGE = f"{HIDDEN}/zygote.py"
@@ -200,8 +202,10 @@ def mount_root(state: StateDir, image_rootfs: Path, uid: int, workdir: str, outb
     if _libc().mount(b"hangar-image", str(merged).encode(), b"overlay", MS_NOSUID | MS_NODEV, options) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"mount overlay on {merged}: {os.strerror(err)}")
-    for path in ("proc", "dev", HOST_USR, SUPERVISOR_PATH, "etc", workdir):
-        _ensure(merged, path, "file" if path == SUPERVISOR_PATH else "dir")
+    for path in ("proc", "dev", HOST_USR, "etc", workdir):
+        _ensure(merged, path, "dir")
+    for path in (SUPERVISOR_PATH, *SUPERVISOR_SIBLING_PATHS):
+        _ensure(merged, path, "file")
     for name in ETC_FILES:
         _ensure(merged, f"etc/{name}", "file")
     _ensure(merged, "tmp", "dir")
@@ -378,6 +382,8 @@ def image_mounts(merged: Path, etc: Path, inside: Path, shm_bytes: int, outbound
         args += ["--ro-bind", str(etc / name), f"/etc/{name}"]
     args += ["--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]
     args += ["--ro-bind", "/usr", HOST_USR, "--ro-bind", str(inside / "supervisor.py"), SUPERVISOR_PATH]
+    for path in SUPERVISOR_SIBLING_PATHS:
+        args += ["--ro-bind", str(inside / Path(path).name), path]
     if outbound is not None:
         args += ["--ro-bind", str(outbound.socket_dir), OUTBOUND_DIR]
     return args

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from hangar.sandbox.base import OUTBOUND_DIR, Outbound
 from hangar.sandbox.state import StateDir
+from hangar.sandbox.supervised import INSIDE_PROGRAMS
 
 HOME = "/home/agent"
 INSIDE_DIR = "/opt/hangar"  # Hangar's stdlib-only in-sandbox programs, read-only
@@ -141,8 +142,8 @@ def bwrap_mounts(
         args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
     args += ["--bind", str(state.home), HOME, "--bind", str(state.tmp), "/tmp"]
     args += ["--ro-bind", str(env_dir), str(env_dir), "--ro-bind", str(code_dir), str(code_dir)]
-    for path in (SUPERVISOR_PATH, ISOLATE_PATH, ZYGOTE_PATH, WARMUP_PATH):
-        args += ["--ro-bind", str(inside / Path(path).name), path]
+    for program in INSIDE_PROGRAMS:
+        args += ["--ro-bind", str(inside / program.name), f"{INSIDE_DIR}/{program.name}"]
     if outbound is not None:
         args += ["--ro-bind", str(outbound.socket_dir), OUTBOUND_DIR]
     args += [*(extra or ()), "--remount-ro", "/"]

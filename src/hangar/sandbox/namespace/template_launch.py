@@ -15,7 +15,7 @@ from hangar.sandbox.namespace import image_root, rootfs, seccomp, storage
 from hangar.sandbox.namespace.cgroups import Cgroup
 from hangar.sandbox.namespace.launcher import JOIN_CGROUPS
 from hangar.sandbox.state import StateDir
-from hangar.sandbox.supervised import agent_environment, outbound_options
+from hangar.sandbox.supervised import TEMPLATE_PROGRAMS, agent_environment, outbound_options
 
 SYSTEM_PYTHON = "/usr/bin/python3.11"
 # An image's forks attach a root of their own and pivot into it (forking.prepare_fork): their template may do both
@@ -88,9 +88,8 @@ def template_bwrap_args(
         # /.hangar is a root-owned tmpfs here, not the overlay's directory: the import (which owns the template's
         # root) can neither rename it nor plant what forks bind from it.
         mounts[3:3] = ["--perms", "0755", "--size", "65536", "--tmpfs", image_root.HIDDEN]
-        mounts += ["--ro-bind", str(inside / "isolate.py"), image_root.ISOLATE_IN_IMAGE]
-        mounts += ["--ro-bind", str(inside / "zygote.py"), image_root.ZYGOTE_IN_IMAGE]
-        mounts += ["--ro-bind", str(inside / "warmup.py"), f"{image_root.HIDDEN}/warmup.py"]
+        for name in TEMPLATE_PROGRAMS:  # isolate.py, zygote.py (ISOLATE_IN_IMAGE, ZYGOTE_IN_IMAGE), warmup.py, ...
+            mounts += ["--ro-bind", str(inside / f"{name}.py"), f"{image_root.HIDDEN}/{name}.py"]
         stage = state.path / "stage"
         stage.mkdir(mode=0o755)
         mounts += ["--ro-bind", str(stage), image_root.FORK_STAGE]
