@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from hangar.config import Settings
@@ -132,7 +133,14 @@ def test_the_next_session_claims_a_spare_forked_ahead(server: HangarServer, cont
     assert _session(server, third)["sandboxId"] not in used  # an ended session's sandbox is gone, not recycled
     wait_for(lambda: all(_processes_of(s) == 0 for s in used), timeout=30)
     assert _pool(server)["claims"]["hit"] >= 2
+    assert _claims_metric(server, "hit") >= 2 and _claims_metric(server, "miss") >= 0
     _stop(data, runtime, third)
+
+
+def _claims_metric(server: HangarServer, result: str) -> float:
+    line = f'hangar_warm_pool_claims_total{{result="{result}"}} '
+    text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    return float(next(row for row in text.splitlines() if row.startswith(line)).split()[-1])
 
 
 def test_the_count_follows_the_arrival_rate_up_and_back_down(server: HangarServer, control: Any, data: Any) -> None:

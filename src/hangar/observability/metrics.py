@@ -15,6 +15,8 @@ Counters and the histogram are moved by the session manager as things happen:
   the first ``:`` or ``(``, digits as ``N``), at most ``MAX_REASONS`` distinct values, later ones count as ``other``.
 - ``hangar_session_start_seconds{start_kind}``: from the start of a sandbox launch (a session's or a spare's) until
   its agent answered ``/ping``; ``start_kind`` = ``fork`` | ``cold`` (a warm claim launches nothing).
+- ``hangar_warm_pool_claims_total{result}``: new sessions of a version that keeps spares (a floor or ``spares=auto``);
+  ``result`` = ``hit`` (claimed a ready spare) | ``miss`` (none was ready: forked or started cold).
 
 Gauges are read from the session manager at scrape time (``SessionCollector``):
 
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
 
 START_KINDS = ("fork", "warm", "cold")
 LAUNCH_KINDS = ("fork", "cold")
+CLAIM_RESULTS = ("hit", "miss")
 # Session starts range from a few ms (fork, warm) to seconds (a cold start importing a large agent).
 START_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 MAX_REASONS = 20
@@ -78,6 +81,14 @@ class Metrics:
             buckets=START_BUCKETS,
             registry=self.registry,
         )
+        self.spare_claims = Counter(
+            "hangar_warm_pool_claims",
+            "New sessions of a version that keeps spares, by whether a ready spare was there (hit | miss).",
+            ["result"],
+            registry=self.registry,
+        )
+        for result in CLAIM_RESULTS:
+            self.spare_claims.labels(result)
         for kind in START_KINDS:  # every series exists from the first scrape, at 0
             self.sessions_started.labels(kind)
         for kind in LAUNCH_KINDS:
@@ -89,6 +100,9 @@ class Metrics:
 
     def session_started(self, start_kind: str) -> None:
         self.sessions_started.labels(start_kind).inc()
+
+    def spare_claim(self, result: str) -> None:
+        self.spare_claims.labels(result).inc()
 
     def cold_fallback(self, reason: str) -> None:
         label = reason_class(reason)

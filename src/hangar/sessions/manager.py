@@ -20,6 +20,7 @@ from pathlib import Path
 from hangar.config import Settings
 from hangar.domain.errors import HangarError, RuntimeClientError, ServiceUnavailableError
 from hangar.domain.invocation import InvocationTarget
+from hangar.observability import tracing
 from hangar.observability.metrics import Metrics, reason_class
 from hangar.sandbox.base import Sandbox, SandboxBackend, SandboxSpec
 from hangar.sessions.agent_http import AgentHttp
@@ -76,6 +77,7 @@ class SessionManager:
         self.pool.sizer = self.spares if self.templates.enabled and self.spares.enabled else None
         self.pool.fork_ready = lambda target: self.templates.ready(target)[0] is not None
         self.pool.busy = lambda: bool(self._starting)
+        self.pool.on_claim = self.metrics.spare_claim
         self._live: dict[SessionKey, Session] = {}
         self._starting: dict[SessionKey, asyncio.Task[Session]] = {}
         self._stopping: set[asyncio.Task[object]] = set()  # sandbox stops and crash checks: shutdown waits for them
@@ -151,7 +153,8 @@ class SessionManager:
 
     async def _start(self, key: SessionKey, target: InvocationTarget) -> Session:
         try:
-            session = await self._start_sandbox(key, target)
+            with tracing.session_phases():  # the phases below are children of the calling invocation's span
+                session = await self._start_sandbox(key, target)
         except BaseException:
             self.quota.release(key.runtime_id)
             raise
@@ -256,7 +259,8 @@ class SessionManager:
         kind = "cold"
         if template is not None:
             try:
-                sandbox = await self.backend.fork(template, spec)
+                with tracing.phase("hangar.session.fork"):
+                    sandbox = await self.backend.fork(template, spec)
                 kind = "fork"
                 self.identities.rename(spec.sandbox_id, sandbox.id)  # a fork prepared ahead has its own id
             except Exception as exc:
@@ -268,7 +272,8 @@ class SessionManager:
             self.metrics.cold_fallback(cold_reason)
         try:
             if sandbox is None:
-                sandbox = await self.backend.start(spec)
+                with tracing.phase("hangar.session.launch"):
+                    sandbox = await self.backend.start(spec)
         except HangarError as exc:
             self.identities.forget(spec.sandbox_id)
             if exc.status < 500:
@@ -281,7 +286,8 @@ class SessionManager:
             raise RuntimeClientError(f"Could not start a sandbox for this session: {exc}") from exc
         client = AgentHttp(str(sandbox.socket_path))
         try:
-            await wait_ready(client, sandbox, self.settings.session_start_timeout_s)
+            with tracing.phase("hangar.session.wait_ready"):
+                await wait_ready(client, sandbox, self.settings.session_start_timeout_s)
         except BaseException:
             await _close_quietly(client, sandbox)
             self.identities.forget(spec.sandbox_id)

@@ -100,6 +100,7 @@ class WarmPool:
         self.busy: Callable[[], bool] = lambda: False  # is a session start in flight?
         self.hits = 0  # new sessions of a version with spares wanted that claimed one
         self.misses = 0  # ... that found none ready
+        self.on_claim: Callable[[str], None] = lambda _: None  # hit | miss, for the metric
         self._spares: dict[PoolKey, list[Spare]] = {}
         self._wanted: dict[PoolKey, tuple[InvocationTarget, float]] = {}  # key -> (target, wanted until)
         self._filling: dict[PoolKey, asyncio.Task[None]] = {}
@@ -157,10 +158,12 @@ class WarmPool:
             spare = spares.pop()
             if spare.sandbox.alive():
                 self.hits += 1
+                self.on_claim("hit")
                 return spare, dead
             dead.append(spare)
         if key in self._wanted:
             self.misses += 1
+            self.on_claim("miss")
         return None, dead
 
     def want(self, target: InvocationTarget) -> None:
