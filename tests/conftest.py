@@ -49,6 +49,7 @@ ISOLATION_TESTS = (
     "tests/dataplane/test_shells.py",
     "tests/observability/test_metrics.py",
     "tests/observability/test_logs_cli_v2.py",  # the aws CLI v2 (Debian's awscli) must be there in CI
+    "tests/observability/test_session_start_spans.py",
     "tests/unit/test_secure_defaults.py",
     "tests/faults/test_crash.py",
     "tests/faults/test_disk_full.py",

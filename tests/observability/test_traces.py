@@ -124,6 +124,9 @@ def test_an_invoke_gives_a_server_span_with_its_steps(traced: Traced, session_id
     resolution = traced.children(steps["hangar.auth"], expected=1)
     assert "hangar.resolve_version" in resolution
     assert steps["hangar.session.start"].attributes["hangar.session.start_kind"] == "cold"
+    phases = traced.children(steps["hangar.session.start"], expected=2)  # a cold start's phases, in order
+    assert set(phases) == {"hangar.session.launch", "hangar.session.wait_ready"}
+    assert phases["hangar.session.launch"].end_ns <= phases["hangar.session.wait_ready"].start_ns
     # every step lies within the server span, which ends with the stream
     for step in steps.values():
         assert first.start_ns <= step.start_ns <= step.end_ns <= first.end_ns
@@ -131,6 +134,8 @@ def test_an_invoke_gives_a_server_span_with_its_steps(traced: Traced, session_id
 
     again = traced.children(second, expected=4)
     assert again["hangar.session.start"].attributes["hangar.session.start_kind"] == "warm"
+    started = again["hangar.session.start"].span_id  # a running session: no phases (they export before their parent)
+    assert [s.name for s in traced.receiver.trace(second.trace_id) if s.parent_id == started] == []
     assert second.trace_id != first.trace_id  # no client context: each invoke is its own trace
 
 
