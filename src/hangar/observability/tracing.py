@@ -315,13 +315,14 @@ class _Phases:
     """The ``hangar.session.start`` span a start's phases hang under, and the one task that runs that start: tasks
     the start spawns (warm-pool refills, templates) copy the context, never the span (``owner`` tells them apart)."""
 
-    __slots__ = ("claimed", "owner", "span", "tracer")
+    __slots__ = ("claimed", "open", "owner", "span", "tracer")
 
     def __init__(self, tracer: trace.Tracer, span: Span) -> None:
         self.tracer = tracer
         self.span = span
         self.owner: asyncio.Task[Any] | None = None
         self.claimed = False
+        self.open: list[Span] = []  # phases running now: a phase inside another (a backend's steps) is its child
 
     @contextlib.contextmanager
     def owned(self) -> Iterator[Span]:
@@ -334,13 +335,15 @@ class _Phases:
 
     @contextlib.contextmanager
     def child(self, name: str) -> Iterator[Span]:
-        span = self.tracer.start_span(name, trace.set_span_in_context(self.span))
+        span = self.tracer.start_span(name, trace.set_span_in_context(self.open[-1] if self.open else self.span))
+        self.open.append(span)
         try:
             yield span
         except BaseException as exc:
             _record(span, exc)
             raise
         finally:
+            self.open.remove(span)
             span.end()
 
 
@@ -359,8 +362,8 @@ def session_phases() -> contextlib.AbstractContextManager[Span]:
 
 
 def phase(name: str) -> contextlib.AbstractContextManager[Span]:
-    """One phase of a session start (fork, launch, wait ready), as a child span of its ``hangar.session.start``;
-    a no-op outside a traced start's own task."""
+    """One phase of a session start (fork, launch, wait ready), as a child span of its ``hangar.session.start``, or
+    of the phase it runs in (a sandbox backend's steps); a no-op outside a traced start's own task."""
     phases = _STARTING.get()
     if phases is None or phases.owner is None or phases.owner is not asyncio.current_task():
         return _NO_STEP
