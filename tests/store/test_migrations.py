@@ -18,6 +18,7 @@ CONTROL_TABLES = {
     "resource_tags",
     "idempotency_tokens",
     "control_secrets",
+    "session_placements",
 }
 
 

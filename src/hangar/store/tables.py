@@ -282,3 +282,17 @@ resource_policies = Table(
     PrimaryKeyConstraint("runtime_id", "endpoint_name"),
     ForeignKeyConstraint(["runtime_id"], ["runtimes.runtime_id"], ondelete="CASCADE"),
 )
+
+
+# Cluster mode (issue 16): the node serving each live session, so any gateway routes its later calls there. No
+# foreign key: a binding outlives nothing (deleted when its session ends or its node dies).
+session_placements = Table(
+    "session_placements",
+    metadata,
+    Column("runtime_id", String(128), nullable=False),
+    Column("session_id", String(256), nullable=False),
+    Column("node", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("runtime_id", "session_id"),
+    Index("ix_session_placements_node", "node"),
+)
