@@ -161,7 +161,7 @@ def test_the_exposition_names_no_runtime_session_or_sandbox(server: HangarServer
         leaked = [s for s in secrets if s in text]
         assert not leaked, leaked
     labels = {k for (_, pairs) in parse(scrape(server)) for k, _ in pairs}
-    assert labels <= {"start_kind", "reason", "state", "le"}, labels
+    assert labels <= {"start_kind", "reason", "state", "result", "le"}, labels
 
 
 # --- the registry alone (no server)

@@ -20,8 +20,8 @@ arrival rate: they are forked from its live template (never started cold), fit i
 (each one's cgroup usage, measured once it is ready) and are trimmed when the size falls. Spares do not count as
 sessions (``max_sessions_per_runtime`` is about sessions), but spares plus sessions never exceed ``max_sessions``.
 Fills, refills and drains run beside the request path; a claim is a dict lookup. A refill beyond the floors waits
-while a session start is in flight or the host is saturated (more runnable tasks than ``SATURATED_PER_CPU`` per
-CPU in ``/proc/loadavg``), so it never competes with the requests it is for.
+while a session start is in flight (at most ``BUSY_HOLD_S``) or the host is saturated (more runnable tasks than
+``SATURATED_PER_CPU`` per CPU in ``/proc/loadavg``), so it does not compete with the requests it is for.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ RECONCILE_S = 1.0  # how often the served versions are re-read
 MAX_BACKOFF_S = 60.0  # a version whose spares fail to start is retried after 1, 2, 4 ... up to 60 s
 SATURATED_PER_CPU = 2  # runnable tasks per CPU above which forked spares are not refilled
 GUARD_POLL_S = 0.02  # how often a held-back refill looks again
+BUSY_HOLD_S = 0.25  # the longest a refill waits for session starts in flight (under steady load there always is one)
 
 
 @dataclass
@@ -271,8 +272,10 @@ class WarmPool:
             log.info("warm pool: sandbox %s (%s) ready for %s v%s", spare.sandbox.id, spare.kind, key[0], key[1])
 
     async def _quiet(self) -> None:
-        """Hold a forked spare's refill while a session start is in flight or the host is saturated."""
-        while self.busy() or _saturated():
+        """Hold a forked spare's refill while a session start is in flight (up to ``BUSY_HOLD_S``) or the host is
+        saturated (as long as it is)."""
+        held = time.monotonic() + BUSY_HOLD_S
+        while (self.busy() and time.monotonic() < held) or _saturated():
             await asyncio.sleep(GUARD_POLL_S)
 
     async def close(self) -> list[Spare]:
