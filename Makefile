@@ -19,7 +19,7 @@ run: install
 
 test-deps: install
 	bash scripts/system-deps test
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench,cluster]'
 
 lint: test-deps
 	$(BIN)/ruff check src tests examples bench

@@ -1,0 +1,284 @@
+"""A throwaway Ray cluster for the cluster tests, kept on loopback inside a network namespace with only ``lo``.
+
+Why a namespace: Ray rewrites 127.0.0.1 to the host's routable address and its GCS listens on every interface
+(spec/probes.md Part 2 section 1); in a namespace whose only interface is ``lo`` it stays on loopback.
+
+``RayCluster.start()`` makes the namespace, moves the CALLING THREAD into it (``setns``: everything that thread
+starts afterwards, ``hangar serve``, ``hangar node``, PostgreSQL, Ray's driver threads, is in it too, and its own
+httpx and boto3 clients reach them on 127.0.0.1), then starts a Ray head with token auth (the token in a temp dir)
+and the health-check settings that notice a dead node in about 2.6 s. ``start_node(...)`` starts a ``hangar node``;
+``stop()`` stops nodes, then Ray (raylets first, gcs last), deletes the namespace and moves the thread back.
+
+Use it as a module-scoped fixture (Ray starts take seconds): ``ray_cluster`` below.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.server import free_port
+
+BIN = Path(sys.executable).parent
+CLONE_NEWNET = 0x40000000
+HEALTH_CHECKS = {  # the head notices a dead node in ~2.6 s instead of ~17.5 s
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_timeout_ms": "1000",
+    "RAY_health_check_failure_threshold": "3",
+}
+
+
+def unavailable_reason() -> str | None:
+    """Why no cluster can be started here (None when it can)."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return "Ray is not installed (pip install -e '.[cluster]'; make test-deps installs it)"
+    if os.geteuid() != 0:
+        return "a Ray cluster in its own network namespace needs root"
+    if shutil.which("ip") is None:
+        return "iproute2 (ip) is missing"
+    return None
+
+
+def _setns(path: str) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({path}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class NodeProcess:
+    """One ``hangar node`` started by the harness."""
+
+    name: str
+    data_dir: Path
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    args: list[str]
+    env: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (its sandboxes stay behind until a node with this data dir starts)."""
+        self.stop(signal.SIGKILL)
+
+
+@dataclass
+class RayCluster:
+    root: Path
+    netns: str
+    port: int = field(default_factory=free_port)
+    env: dict[str, str] = field(default_factory=dict)
+    nodes: list[NodeProcess] = field(default_factory=list)
+    _host_ns: int | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @classmethod
+    def start(cls) -> RayCluster:
+        root = Path(tempfile.mkdtemp(prefix="hangar-ray-"))
+        cluster = cls(root=root, netns=f"hangar-ray-{uuid.uuid4().hex[:8]}")
+        (root / "token").write_text(secrets.token_hex(32))
+        cluster.env = {
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": str(root / "token"),
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_ADDRESS": cluster.address,
+        }
+        try:
+            subprocess.run(["ip", "netns", "add", cluster.netns], check=True, capture_output=True)
+            subprocess.run(["ip", "netns", "exec", cluster.netns, "ip", "link", "set", "lo", "up"], check=True)
+            cluster._host_ns = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+            _setns(f"/run/netns/{cluster.netns}")
+            os.environ.update(cluster.env)  # this process's Ray driver (ray.get_actor in tests) joins with them
+            cluster._ray(
+                "start",
+                "--head",
+                f"--port={cluster.port}",
+                "--include-dashboard=false",
+                "--include-log-monitor=false",
+                "--num-cpus=2",
+                "--object-store-memory=100000000",
+                f"--temp-dir={root / 'rt'}",
+                "--disable-usage-stats",
+                extra_env=HEALTH_CHECKS,
+            )
+        except BaseException:
+            cluster.stop()
+            raise
+        return cluster
+
+    def _ray(self, *args: str, extra_env: dict[str, str] | None = None) -> None:
+        env = {**os.environ, **self.env, **(extra_env or {})}
+        done = subprocess.run([str(BIN / "ray"), *args], env=env, capture_output=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"ray {' '.join(args)} failed:\n{done.stdout.decode()}\n{done.stderr.decode()}")
+
+    def start_node(
+        self,
+        data_dir: Path,
+        *,
+        database_url: str,
+        gateway: str,
+        name: str | None = None,
+        slots: int | None = None,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        timeout: float = 90.0,
+    ) -> NodeProcess:
+        """Start ``hangar node`` and wait until its API answers its health check."""
+        name = name or f"node-{uuid.uuid4().hex[:6]}"
+        port = port or free_port()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            str(BIN / "hangar"),
+            "node",
+            "--data-dir",
+            str(data_dir),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--database-url",
+            database_url,
+            "--gateway",
+            gateway,
+            "--name",
+            name,
+        ]
+        if slots is not None:
+            args += ["--slots", str(slots)]
+        node_env = {**os.environ, **self.env, **(env or {})}
+        log_path = data_dir / f"node-{port}.log"
+        log = open(log_path, "ab")  # noqa: SIM115 - handed to the child process
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=node_env, start_new_session=True)
+        node = NodeProcess(name, data_dir, port, process, log_path, args, env or {})
+        self.nodes.append(node)
+        self.wait_healthy(node, timeout)
+        return node
+
+    def restart_node(self, node: NodeProcess, timeout: float = 90.0) -> NodeProcess:
+        """The same node (name, data dir, port) started again after it stopped or was killed."""
+        log = open(node.log_path, "ab")  # noqa: SIM115 - handed to the child process
+        node_env = {**os.environ, **self.env, **node.env}
+        node.process = subprocess.Popen(
+            node.args, stdout=log, stderr=subprocess.STDOUT, env=node_env, start_new_session=True
+        )
+        self.wait_healthy(node, timeout)
+        return node
+
+    @staticmethod
+    def wait_healthy(node: NodeProcess, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if node.process.poll() is not None:
+                raise RuntimeError(f"hangar node {node.name} exited early:\n{node.log()}")
+            try:
+                # unauthenticated: 401 still says the API is up
+                if httpx.get(f"{node.url}/node/v1/health", timeout=1).status_code in (200, 401):
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"hangar node {node.name} did not answer in {timeout}s:\n{node.log()}")
+
+    def _pids(self) -> dict[int, str]:
+        """Every process in this cluster's namespace (only ours: ``ray stop`` would stop every Ray on the host)."""
+        done = subprocess.run(["ip", "netns", "pids", self.netns], capture_output=True, text=True)
+        found: dict[int, str] = {}
+        for pid in map(int, done.stdout.split()):
+            if pid == os.getpid():  # this process's calling thread is in the namespace too
+                continue
+            try:
+                found[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+        return found
+
+    def _stop_ray(self) -> None:
+        """Ray's own stop order: raylets, then the other daemons and workers, then the GCS (probes.md)."""
+        pids = self._pids()
+        raylets = [pid for pid, cmd in pids.items() if "raylet" in cmd.split(" ")[0]]
+        gcs = [pid for pid, cmd in pids.items() if "gcs_server" in cmd.split(" ")[0]]
+        others = [pid for pid in pids if pid not in raylets and pid not in gcs]
+        for group in (raylets, others, gcs):
+            for pid in group:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in group):
+                time.sleep(0.05)
+        for pid in self._pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        """Nodes first (SIGTERM), then Ray in its own order, then the namespace; the thread goes home."""
+        for node in self.nodes:
+            node.stop()
+        try:
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()
+        except ImportError:
+            pass
+        self._stop_ray()
+        if self._host_ns is not None:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.setns(self._host_ns, CLONE_NEWNET)
+            os.close(self._host_ns)
+            self._host_ns = None
+        for key in self.env:
+            os.environ.pop(key, None)
+        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[RayCluster]:
+    """One Ray head per test module, in its own loopback-only namespace (import into a test module to use)."""
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    cluster = RayCluster.start()
+    yield cluster
+    cluster.stop()
