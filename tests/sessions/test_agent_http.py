@@ -194,3 +194,48 @@ def test_chunks_already_received_come_out_together_and_bytes_after_the_end_drop_
         assert len(connections) == 2  # "STRAY" after the last chunk: that connection was not reused
 
     serve(handler, scenario)
+
+
+def test_an_answer_that_came_whole_is_handed_over_at_once_and_one_still_arriving_is_streamed() -> None:
+    rest_may_come = asyncio.Event()
+    answers = [
+        [b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"],  # one write: the body comes with its headers
+        [b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhe", b"llo"],  # the rest only once the client has looked
+        [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokSTRAY"],  # bytes after the body: not reused
+        [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"],
+    ]
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while answers:
+            try:
+                await read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            first, *rest = answers.pop(0)
+            writer.write(first)
+            await writer.drain()
+            for piece in rest:
+                await rest_may_come.wait()
+                writer.write(piece)
+                await writer.drain()
+
+    async def scenario(client: AgentHttp, connections: list[int]) -> None:
+        response = await client.request("POST", "/invocations", [], b"{}")
+        assert response.complete_body() == b"hello"
+        assert [piece async for piece in response.iter_raw()] == []  # consumed: nothing is read twice
+        await response.aclose()
+
+        response = await client.request("POST", "/invocations", [], b"{}")
+        assert response.complete_body() is None
+        rest_may_come.set()
+        assert b"".join([piece async for piece in response.iter_raw()]) == b"hello"
+        await response.aclose()
+        assert len(connections) == 1  # both answers complete: one kept-alive connection
+
+        response = await client.request("POST", "/invocations", [], b"{}")
+        assert response.complete_body() == b"ok"
+        await response.aclose()
+        assert (await body_of(client))[1] == b"ok"
+        assert len(connections) == 2
+
+    serve(handler, scenario)

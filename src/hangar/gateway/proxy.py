@@ -28,7 +28,9 @@ def encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
 class StreamedResponse(Response):
     """An ASGI response whose body is ``chunks`` (e.g. the body of an agent's answer).
 
-    ``close`` releases the source (always awaited), ``on_end`` learns whether the stream completed.
+    ``close`` releases the source (always awaited), ``on_end`` learns whether the stream completed. ``whole``: the
+    entire body, already at hand (a small answer that came with its headers): sent in one message, with no
+    disconnect watch (there is nothing left to stop), and ``chunks`` is not read.
     """
 
     def __init__(
@@ -39,8 +41,10 @@ class StreamedResponse(Response):
         *,
         close: Callable[[], Awaitable[None]],
         on_end: OnEnd,
+        whole: bytes | None = None,
     ) -> None:
         self.chunks = chunks
+        self.whole = whole
         self.close = close
         self.status_code = status_code
         self.raw_headers = encode_headers(headers)
@@ -48,6 +52,9 @@ class StreamedResponse(Response):
         self.on_end = on_end
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.whole is not None:
+            await self._send_whole(self.whole, send)
+            return
         completed = False
         watch = _DisconnectWatch(asyncio.current_task())
         watcher = asyncio.create_task(watch.run(receive))
@@ -69,6 +76,19 @@ class StreamedResponse(Response):
             completed = True  # the client left; the agent did nothing wrong
         finally:
             watcher.cancel()
+            with contextlib.suppress(Exception):
+                await self.close()
+            await self.on_end(completed)
+
+    async def _send_whole(self, body: bytes, send: Send) -> None:
+        completed = False
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+            completed = True
+        except Exception as exc:
+            log.warning("answer to the client aborted (%s: %s)", type(exc).__name__, exc)
+        finally:
             with contextlib.suppress(Exception):
                 await self.close()
             await self.on_end(completed)

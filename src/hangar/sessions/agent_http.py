@@ -3,6 +3,10 @@
 Why not httpx: on the warm-invoke path its per-request machinery cost about 1 ms, more than the agent itself. The
 agent is one known peer on a local socket, so this client does only what that needs: one request at a time per
 connection, keep-alive, ``Content-Length`` or chunked or read-to-close bodies, streamed as they arrive.
+
+Why a protocol and not asyncio streams: a warm invoke is one write and, usually, one read that brings the whole
+answer. ``_Conn`` keeps what arrives in one buffer and wakes at most one waiter, so the common answer costs a single
+await, and ``AgentResponse.complete_body`` hands over a body that came with its headers without any await at all.
 """
 
 from __future__ import annotations
@@ -10,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from typing import cast
 
 MAX_HEAD = 64 * 1024
 READ_SIZE = 64 * 1024
+READ_LIMIT = 256 * 1024  # buffered answer bytes past which the socket is not read until the consumer catches up
 _SIZE, _DATA, _CRLF, _TRAILERS = range(4)  # states of the chunked decoder
 MAX_IDLE = 32
 CONNECT_TIMEOUT_S = 10.0
@@ -23,54 +29,178 @@ class AgentHttpError(Exception):
     """The agent could not be reached or did not speak HTTP/1.1 properly."""
 
 
-class _Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+class _StaleConnection(Exception):
+    """The connection ended before a single byte of the answer: safe to retry a replayable request."""
+
+
+class _Conn(asyncio.Protocol):
+    """One connection to the agent: received bytes in ``buffer``, one reader waiting at a time, write flow control."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.eof = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._drained: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self._read_paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # a stream connection's transport always is one
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) >= READ_LIMIT and not self._read_paused and self.transport is not None:
+            self._read_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        return False  # nothing is ever written after the agent's end: close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self._wake()
+        self.resume_writing()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _more(self) -> None:
+        """Wait until something arrives (or the end)."""
+        self._waiter = asyncio.get_running_loop().create_future()
+        await self._waiter
 
     def usable(self) -> bool:
-        return not self.reader.at_eof() and not self.writer.is_closing()
+        return not self.eof and self.transport is not None and not self.transport.is_closing()
 
     def close(self) -> None:
-        self.writer.close()
+        self.eof = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError("the connection to the agent is closed")
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        if self._write_paused:
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError("the connection to the agent is closed")
+
+    def take(self, limit: int) -> bytes:
+        """Up to ``limit`` of the received bytes, now (empty when none are buffered)."""
+        buffer = self.buffer
+        if len(buffer) <= limit:
+            data = bytes(buffer)
+            buffer.clear()
+        else:
+            data = bytes(buffer[:limit])
+            del buffer[:limit]
+        if self._read_paused and len(buffer) < READ_LIMIT and self.transport is not None:
+            self._read_paused = False
+            self.transport.resume_reading()
+        return data
+
+    async def read_some(self, limit: int) -> bytes:
+        """What has arrived, up to ``limit`` bytes; empty at the end."""
+        while not self.buffer:
+            if self.eof:
+                return b""
+            await self._more()
+        return self.take(limit)
+
+    async def read_head(self) -> bytes:
+        """Everything up to and including the blank line that ends a head."""
+        start = 0
+        while True:
+            end = self.buffer.find(b"\r\n\r\n", start, MAX_HEAD + 4)
+            if end >= 0:
+                return self.take(end + 4)
+            if len(self.buffer) >= MAX_HEAD + 4:
+                raise AgentHttpError(f"the agent's answer has more than {MAX_HEAD} bytes of headers")
+            if self.eof:
+                if not self.buffer:
+                    raise _StaleConnection
+                raise AgentHttpError("the agent's answer ended inside its headers")
+            start = max(0, len(self.buffer) - 3)
+            await self._more()
 
 
 class AgentResponse:
     """Status and headers of the agent's answer; the body is read with ``iter_raw`` (or ``read``), then ``aclose``."""
 
-    def __init__(self, pool: AgentHttp, conn: _Connection, status: int, headers: dict[str, str], no_body: bool) -> None:
+    def __init__(self, pool: AgentHttp, conn: _Conn, status: int, headers: dict[str, str], no_body: bool) -> None:
         self._pool = pool
-        self._conn: _Connection | None = conn
+        self._conn: _Conn | None = conn
         self.status_code = status
         self.headers = headers
         self._no_body = no_body
         self._complete = False
+
+    def complete_body(self) -> bytes | None:
+        """The whole body if it has already arrived (a small answer usually comes with its headers), else None.
+
+        When it returns bytes, the body is consumed: ``iter_raw`` yields nothing more."""
+        conn = self._conn
+        if conn is None or self._complete:
+            return None
+        if self._no_body:
+            self._complete = True
+            return b""
+        length = self.headers.get("content-length")
+        if length is None or not length.isdigit() or "transfer-encoding" in self.headers:
+            return None  # a bad length is reported by ``iter_raw``, as the stream breaks
+        size = int(length)
+        if len(conn.buffer) < size:
+            return None
+        if len(conn.buffer) > size:
+            self._not_reusable()  # bytes nobody asked for follow the answer
+        self._complete = True
+        return conn.take(size)
 
     async def iter_raw(self) -> AsyncIterator[bytes]:
         """The body as it arrives (chunked framing removed)."""
         conn = self._conn
         if conn is None:
             raise AgentHttpError("the response was already closed")
-        reader = conn.reader
+        if self._complete:
+            return
         try:
             if self._no_body:
                 pass
             elif "chunked" in self.headers.get("transfer-encoding", "").lower():
-                async for piece in _chunked(reader, self._not_reusable):
+                async for piece in _chunked(conn, self._not_reusable):
                     yield piece
             elif "content-length" in self.headers:
                 remaining = _length(self.headers["content-length"])
                 while remaining:
-                    piece = await reader.read(min(remaining, READ_SIZE))
+                    piece = await conn.read_some(min(remaining, READ_SIZE))
                     if not piece:
                         raise AgentHttpError(f"the agent closed the connection {remaining} bytes before the end")
                     remaining -= len(piece)
                     yield piece
             else:
-                while piece := await reader.read(READ_SIZE):
+                while piece := await conn.read_some(READ_SIZE):
                     yield piece
-                self.headers["connection"] = "close"  # framed by the close: not reusable
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+                self._not_reusable()  # framed by the close
+        except (OSError, ValueError) as exc:
             raise AgentHttpError(f"the agent's answer broke off: {type(exc).__name__}: {exc}") from exc
         self._complete = True
 
@@ -101,20 +231,19 @@ class AgentHttp:
 
     def __init__(self, socket_path: str) -> None:
         self.socket_path = socket_path
-        self._idle: list[_Connection] = []
+        self._idle: list[_Conn] = []
         self._closed = False
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self) -> _Conn:
+        loop = asyncio.get_running_loop()
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(self.socket_path, limit=MAX_HEAD), CONNECT_TIMEOUT_S
-            )
+            _, conn = await asyncio.wait_for(loop.create_unix_connection(_Conn, self.socket_path), CONNECT_TIMEOUT_S)
         except (OSError, TimeoutError) as exc:
             raise AgentHttpError(f"cannot connect to the agent: {type(exc).__name__}: {exc}") from exc
-        return _Connection(reader, writer)
+        return conn
 
-    def release(self, conn: _Connection) -> None:
-        if self._closed or len(self._idle) >= MAX_IDLE or not conn.usable():
+    def release(self, conn: _Conn) -> None:
+        if self._closed or len(self._idle) >= MAX_IDLE or not conn.usable() or conn.buffer:
             conn.close()
         else:
             self._idle.append(conn)
@@ -147,33 +276,27 @@ class AgentHttp:
             conn.close()
             raise AgentHttpError("the agent closed the connection without answering") from exc
 
-    async def _exchange(self, conn: _Connection, method: str, head: bytes, body: Body) -> AgentResponse:
+    async def _exchange(self, conn: _Conn, method: str, head: bytes, body: Body) -> AgentResponse:
         try:
             try:
                 if isinstance(body, bytes):
-                    conn.writer.write(head + body)
+                    conn.write(head + body if body else head)
                 else:
-                    conn.writer.write(head)
+                    conn.write(head)
                     async for piece in body:
-                        conn.writer.write(piece)
-                        await conn.writer.drain()
-                await conn.writer.drain()
+                        conn.write(piece)
+                        await conn.drain()
+                await conn.drain()
             except OSError as exc:
                 raise _StaleConnection from exc  # nothing was answered yet
             while True:
-                try:
-                    raw = await conn.reader.readuntil(b"\r\n\r\n")
-                except asyncio.IncompleteReadError as exc:
-                    if not exc.partial:
-                        raise _StaleConnection from exc
-                    raise AgentHttpError("the agent's answer ended inside its headers") from exc
-                status, headers = _parse_head(raw)
+                status, headers = _parse_head(await conn.read_head())
                 if status >= 200 or status == 101:
                     break  # 1xx interim answers (100 Continue) are skipped
         except (_StaleConnection, AgentHttpError):
             conn.close()
             raise
-        except (OSError, asyncio.LimitOverrunError, ValueError) as exc:
+        except (OSError, ValueError) as exc:
             conn.close()
             raise AgentHttpError(f"the agent did not answer: {type(exc).__name__}: {exc}") from exc
         except BaseException:
@@ -187,12 +310,9 @@ class AgentHttp:
         idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+        if idle:
             with contextlib.suppress(Exception):
-                await conn.writer.wait_closed()
-
-
-class _StaleConnection(Exception):
-    """The connection ended before a single byte of the answer: safe to retry a replayable request."""
+                await asyncio.sleep(0)  # let the transports finish closing
 
 
 def _head(method: str, path: str, headers: list[tuple[str, str]], body: Body) -> bytes:
@@ -203,25 +323,26 @@ def _head(method: str, path: str, headers: list[tuple[str, str]], body: Body) ->
     else:
         lines += [f"content-length: {value}" for name, value in headers if name.lower() == "content-length"]
     text = "\r\n".join(lines) + "\r\n\r\n"
-    if any(c in value for _, value in headers for c in "\r\n"):
-        raise AgentHttpError("a header value holds a line break")
+    # Each line adds exactly one CR and one LF (plus the blank line's): any more came inside a name or value.
+    if text.count("\n") != len(lines) + 1 or text.count("\r") != len(lines) + 1:
+        raise AgentHttpError("a header name or value holds a line break")
     return text.encode("latin-1")
 
 
 def _parse_head(raw: bytes) -> tuple[int, dict[str, str]]:
-    lines = raw[:-4].split(b"\r\n")
-    parts = lines[0].split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not (len(parts[1]) == 3 and parts[1].isdigit()):
+    lines = raw[:-4].decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not (len(parts[1]) == 3 and parts[1].isdigit()):
         raise AgentHttpError(f"the agent's answer is not HTTP/1.1: {lines[0][:80]!r}")
     headers: dict[str, str] = {}
     for line in lines[1:]:
-        name, sep, value = line.partition(b":")
+        name, sep, value = line.partition(":")
         if not sep or not name or name != name.strip():
             raise AgentHttpError(f"malformed header line from the agent: {line[:80]!r}")
-        key = name.decode("latin-1").lower()
-        text = value.strip().decode("latin-1")
+        key = name.lower()
+        text = value.strip()
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
-    if parts[0] == b"HTTP/1.0" and headers.get("connection", "").lower() != "keep-alive":
+    if parts[0] == "HTTP/1.0" and headers.get("connection", "").lower() != "keep-alive":
         headers["connection"] = "close"
     return int(parts[1]), headers
 
@@ -232,11 +353,11 @@ def _length(value: str) -> int:
     return int(value)
 
 
-async def _chunked(reader: asyncio.StreamReader, leftover: Callable[[], None]) -> AsyncIterator[bytes]:
+async def _chunked(conn: _Conn, leftover: Callable[[], None]) -> AsyncIterator[bytes]:
     """Chunked framing removed. Each read passes on every payload byte it brought at once, across chunk
     boundaries: a stream of small SSE events becomes a few larger writes to the client instead of one per event,
     and nothing waits for a chunk to be complete. ``leftover`` is called if bytes follow the final chunk."""
-    buffer = bytearray()
+    buffer = bytearray(conn.take(READ_SIZE))
     pos = 0
     state = _SIZE
     remaining = 0
@@ -270,7 +391,7 @@ async def _chunked(reader: asyncio.StreamReader, leftover: Callable[[], None]) -
             pos = end + 2
             if state == _TRAILERS:
                 if not line:
-                    if pos < len(buffer):
+                    if pos < len(buffer) or conn.buffer:
                         leftover()
                     if out:
                         yield bytes(out)
@@ -284,7 +405,7 @@ async def _chunked(reader: asyncio.StreamReader, leftover: Callable[[], None]) -
             yield bytes(out)
         del buffer[:pos]
         pos = 0
-        piece = await reader.read(READ_SIZE)
+        piece = await conn.read_some(READ_SIZE)
         if not piece:
-            raise asyncio.IncompleteReadError(bytes(buffer), None)
+            raise AgentHttpError("the agent's answer broke off inside its chunked body")
         buffer += piece

@@ -83,6 +83,13 @@ async def _invoke(request: Request, params: dict[str, str], traced: Invocation) 
             # The session stays Active until the stream ends: the response releases the lease, exactly once.
             traced.streaming(upstream.status_code)
             ended = traced.on_end(lease.hand_off())
-            return StreamedResponse(upstream.iter_raw(), upstream.status_code, out, close=upstream.aclose, on_end=ended)
+            return StreamedResponse(
+                upstream.iter_raw(),
+                upstream.status_code,
+                out,
+                close=upstream.aclose,
+                on_end=ended,
+                whole=upstream.complete_body(),  # most answers arrive whole with their headers: no stream needed
+            )
     finally:
         body.close()  # the agent has the whole body once its answer's headers arrived
