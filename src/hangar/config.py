@@ -161,6 +161,11 @@ class Settings(BaseSettings):
         "appended). Unset: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT, else no tracing.",
     )
     otlp_service_name: str = Field("hangar", description="service.name of the exported traces' resource.")
+    cluster: bool = Field(
+        False,
+        description="Gateway mode (issue 16): join the Ray cluster named by RAY_ADDRESS and place sessions on the "
+        "`hangar node`s there instead of running sandboxes in this process (docs/cluster.md).",
+    )
 
     @field_validator("account_id")
     @classmethod

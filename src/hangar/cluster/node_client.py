@@ -1,0 +1,206 @@
+"""The gateway's side of the node API: signed HTTP/1.1 requests to one node, bodies streamed both ways.
+
+Every request carries ``X-Hangar-Node-Auth: <unix seconds>:<hex HMAC-SHA256(cluster key, "ts\\nMETHOD\\npath")>``
+(the path as sent). A node's own refusal carries ``X-Hangar-Node-Error: <Code>`` and a JSON ``message``; any answer
+without it is the agent's, relayed as is. One keep-alive connection pool per node; the data never goes through Ray.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from hangar.domain.invocation import InvocationTarget
+from hangar.sandbox.base import ExecEvent
+
+AUTH_HEADER = "X-Hangar-Node-Auth"
+ERROR_HEADER = "x-hangar-node-error"
+TARGET_HEADER = "X-Hangar-Target"
+AGENT_HEADER_PREFIX = "X-Hangar-H-"
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "trailer", "host"})
+REFUSALS = frozenset({"Full", "Draining"})  # the node takes no new session: the gateway tries another
+
+
+class NodeRefused(Exception):
+    """The node (not its agent) refused the call: ``code`` says why (``Full``, ``Draining``, ``NotFound``, ...)."""
+
+    def __init__(self, node: str, code: str, status: int, message: str) -> None:
+        super().__init__(f"node {node} refused ({code}, {status}): {message}")
+        self.node = node
+        self.code = code
+        self.status = status
+        self.message = message
+
+
+class NodeUnreachable(Exception):
+    """The connection to the node failed or broke (it may have died)."""
+
+
+def sign(key: bytes, method: str, path: str, now: float | None = None) -> str:
+    ts = str(int(time.time() if now is None else now))
+    mac = hmac.new(key, f"{ts}\n{method.upper()}\n{path}".encode(), hashlib.sha256).hexdigest()
+    return f"{ts}:{mac}"
+
+
+def encode_target(target: InvocationTarget) -> str:
+    doc = {
+        "runtimeId": target.runtime_id,
+        "endpointName": target.endpoint_name,
+        "version": target.version,
+        "accountId": target.account_id,
+    }
+    return base64.urlsafe_b64encode(json.dumps(doc, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def session_path(runtime_id: str, session_id: str, tail: str = "") -> str:
+    return f"/node/v1/sessions/{quote(runtime_id, safe='')}/{quote(session_id, safe='')}{tail}"
+
+
+class RemoteResponse:
+    """The agent's answer relayed by a node, shaped like ``sessions.agent_http.AgentResponse`` for the handlers."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.status_code = response.status_code
+        self.headers = {k.lower(): v for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP}
+
+    def complete_body(self) -> bytes | None:
+        return None  # always streamed: the node relays the agent's answer as it comes
+
+    async def iter_raw(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.aiter_raw():
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise NodeUnreachable(f"the node's answer broke: {exc}") from exc
+
+    async def read(self, limit: int) -> bytes:
+        out = bytearray()
+        async for chunk in self.iter_raw():
+            out += chunk
+            if len(out) >= limit:
+                break
+        return bytes(out[:limit])
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+class NodeClient:
+    """One node's API, reached at ``address`` (http://host:port)."""
+
+    def __init__(self, name: str, address: str, key: bytes) -> None:
+        self.name = name
+        self.address = address
+        self._key = key
+        self._http = httpx.AsyncClient(
+            base_url=address,
+            timeout=httpx.Timeout(connect=5.0, read=None, write=None, pool=None),
+            limits=httpx.Limits(max_keepalive_connections=32, max_connections=None),
+        )
+
+    def _headers(self, method: str, path: str) -> dict[str, str]:
+        return {AUTH_HEADER: sign(self._key, method, path)}
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {**kwargs.pop("headers", {}), **self._headers(method, path)}
+        request = self._http.build_request(method, path, headers=headers, **kwargs)
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise NodeUnreachable(f"node {self.name} at {self.address}: {exc}") from exc
+        code = response.headers.get(ERROR_HEADER)
+        if code is not None:
+            try:
+                body = await response.aread()
+            except httpx.HTTPError:
+                body = b""
+            finally:
+                await response.aclose()
+            raise NodeRefused(self.name, code, response.status_code, _message(body))
+        return response
+
+    async def request(
+        self,
+        target: InvocationTarget,
+        session_id: str,
+        method: str,
+        path: str,
+        headers: list[tuple[str, str]],
+        body: bytes | AsyncIterator[bytes],
+    ) -> RemoteResponse:
+        """Send one request to the session's agent through the node (which starts the session if need be)."""
+        sent = [(AGENT_HEADER_PREFIX + k, v) for k, v in headers if k.lower() not in HOP_BY_HOP]
+        sent += [(TARGET_HEADER, encode_target(target)), ("X-Hangar-Agent-Method", method)]
+        sent.append(("X-Hangar-Agent-Path", path))
+        route = session_path(target.runtime_id, session_id, "/request")
+        response = await self._send("POST", route, headers=dict(_merge(sent)), content=body)
+        return RemoteResponse(response)
+
+    async def exec(
+        self, target: InvocationTarget, session_id: str, command: str, timeout: float
+    ) -> AsyncGenerator[ExecEvent, None]:
+        route = session_path(target.runtime_id, session_id, "/exec")
+        headers = {TARGET_HEADER: encode_target(target)}
+        response = await self._send("POST", route, headers=headers, json={"command": command, "timeout": timeout})
+        try:
+            async for line in response.aiter_lines():
+                if line.strip():
+                    yield _event(json.loads(line))
+        except httpx.HTTPError as exc:
+            raise NodeUnreachable(f"node {self.name}: the command's output broke: {exc}") from exc
+        finally:
+            await response.aclose()
+
+    async def stop(self, runtime_id: str, session_id: str) -> bool:
+        """Stop the session on the node; False when the node has no such session."""
+        try:
+            response = await self._send("DELETE", session_path(runtime_id, session_id))
+        except NodeRefused as exc:
+            if exc.code == "NotFound" or exc.status == 404:
+                return False
+            raise
+        await response.aclose()
+        return response.status_code < 300
+
+    async def sessions(self) -> list[dict[str, Any]]:
+        response = await self._send("GET", "/node/v1/sessions")
+        try:
+            doc = json.loads(await response.aread())
+        finally:
+            await response.aclose()
+        found = doc.get("sessions", []) if isinstance(doc, dict) else doc
+        return [s for s in found if isinstance(s, dict)]
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+def _merge(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Repeated agent headers joined the HTTP way (a dict keeps one value per name)."""
+    merged: dict[str, tuple[str, str]] = {}
+    for name, value in pairs:
+        key = name.lower()
+        merged[key] = (name, f"{merged[key][1]}, {value}") if key in merged else (name, value)
+    return list(merged.values())
+
+
+def _event(doc: dict[str, Any]) -> ExecEvent:
+    data = base64.b64decode(doc.get("data") or "")
+    return ExecEvent(doc["kind"], data, doc.get("exitCode"), bool(doc.get("timedOut")))
+
+
+def _message(body: bytes) -> str:
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", "replace")[:500] or "(no message)"
+    return str(doc.get("message") or doc.get("Message") or doc) if isinstance(doc, dict) else str(doc)

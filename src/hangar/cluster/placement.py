@@ -1,0 +1,154 @@
+"""Where a new session goes: the nodes as their ``NodeAgent`` actors describe them, and the choice among them.
+
+Why the actor-describe route rather than Ray's scheduler: a session is not a Ray task or actor (it is a sandbox
+owned by its node's process), so Ray never holds its resources. Expressing slots as custom resources would need a
+placeholder actor per session to hold them (≈80 MiB of worker process each, spec/probes.md Part 2) and would leave
+Ray's accounting and the node's real one to drift apart. Each node's own description (slots, sessions, free memory,
+warm templates, draining) is the truth; the gateway reads it (cached ~1 s) and chooses, and a node that refuses
+(full, draining: it knows better than a 1 s old description) sends the choice on to the next candidate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+log = logging.getLogger("hangar.cluster")
+
+ACTOR_PREFIX = "node:"
+DESCRIBE_TIMEOUT_S = 2.0
+CACHE_S = 1.0
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """One node as its actor described it (``NodeAgent.describe()``)."""
+
+    name: str
+    address: str
+    capacity: int
+    sessions: int
+    memory_bytes: int
+    templates: frozenset[str] = field(default_factory=frozenset)
+    draining: bool = False
+    healthy: bool = True
+
+    @classmethod
+    def from_describe(cls, doc: dict[str, Any]) -> NodeInfo:
+        return cls(
+            name=str(doc["name"]),
+            address=str(doc["address"]).rstrip("/"),
+            capacity=int(doc.get("capacity") or 0),
+            sessions=int(doc.get("sessions") or 0),
+            memory_bytes=int(doc.get("memoryBytes") or 0),
+            templates=frozenset(str(t) for t in doc.get("templates") or ()),
+            draining=bool(doc.get("draining")),
+            healthy=bool(doc.get("healthy", True)),
+        )
+
+    @property
+    def free_slots(self) -> int:
+        return max(0, self.capacity - self.sessions)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "address": self.address,
+            "capacity": self.capacity,
+            "sessions": self.sessions,
+            "memoryBytes": self.memory_bytes,
+            "templates": sorted(self.templates),
+            "draining": self.draining,
+            "healthy": self.healthy,
+        }
+
+
+def template_key(runtime_id: str, version: str) -> str:
+    """How a node names a version it holds a live warm template of."""
+    return f"{runtime_id}:{version}"
+
+
+def candidates(nodes: Iterable[NodeInfo], template: str, exclude: Iterable[str] = ()) -> list[NodeInfo]:
+    """The nodes that may take a new session, best first.
+
+    Healthy, not draining, a free slot; then a live template of the version (a fork instead of a cold start), then
+    the most free slots, then the most free memory; the name breaks ties so every gateway orders alike."""
+    skip = set(exclude)
+    eligible = [n for n in nodes if n.healthy and not n.draining and n.free_slots > 0 and n.name not in skip]
+    return sorted(eligible, key=lambda n: (template not in n.templates, -n.free_slots, -n.memory_bytes, n.name))
+
+
+class NodeDirectory:
+    """Every live node, read from the Ray actors named ``node:*`` in namespace "hangar", cached for ~1 s.
+
+    A node whose actor is gone (its process or its Ray node died: the actor is owned by the node process) drops out
+    of the next read; ``gone`` reports the nodes seen before and missing now, which is how node death is learned."""
+
+    def __init__(self, cache_s: float = CACHE_S) -> None:
+        self._cache_s = cache_s
+        self._nodes: dict[str, NodeInfo] = {}
+        self._read_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def nodes(self, fresh: bool = False) -> list[NodeInfo]:
+        async with self._lock:
+            if fresh or time.monotonic() - self._read_at > self._cache_s:
+                self._nodes = {n.name: n for n in await asyncio.to_thread(_read_actors)}
+                self._read_at = time.monotonic()
+            return list(self._nodes.values())
+
+    def known(self, name: str) -> NodeInfo | None:
+        """The last description of a node (without asking Ray)."""
+        return self._nodes.get(name)
+
+    def placed(self, name: str) -> None:
+        """Count a session just placed on a node until its next description (a burst of new sessions spreads)."""
+        node = self._nodes.get(name)
+        if node is not None:
+            self._nodes[name] = replace(node, sessions=node.sessions + 1)
+
+    async def drain(self, name: str) -> bool:
+        """Ask a node to take no new sessions; False when no such node is alive."""
+        done = await asyncio.to_thread(_call_actor, name, "drain")
+        if done:
+            self._read_at = 0.0
+        return done
+
+
+def _read_actors() -> list[NodeInfo]:
+    """Describe every ``node:*`` actor at once; one that cannot answer in time is left out (and logged)."""
+    import ray
+
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if _is_node(a)]
+    refs: dict[str, Any] = {}
+    for name in names:
+        try:
+            refs[name] = ray.get_actor(name, namespace="hangar").describe.remote()
+        except ValueError:  # died between the listing and the lookup
+            continue
+    nodes = []
+    for name, ref in refs.items():
+        try:
+            nodes.append(NodeInfo.from_describe(ray.get(ref, timeout=DESCRIBE_TIMEOUT_S)))
+        except Exception as exc:  # a dead or hung actor: not a candidate, the directory must still answer
+            log.warning("node actor %s did not describe itself: %s", name, exc)
+    return nodes
+
+
+def _is_node(actor: dict[str, str]) -> bool:
+    return actor.get("namespace") == "hangar" and str(actor.get("name", "")).startswith(ACTOR_PREFIX)
+
+
+def _call_actor(node: str, method: str) -> bool:
+    import ray
+
+    try:
+        actor = ray.get_actor(ACTOR_PREFIX + node, namespace="hangar")
+        ray.get(getattr(actor, method).remote(), timeout=DESCRIBE_TIMEOUT_S)
+    except ValueError:
+        return False
+    return True
