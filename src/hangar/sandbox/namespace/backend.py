@@ -9,6 +9,7 @@ takes that fork from the template, starts it and waits for the agent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -19,10 +20,11 @@ from pathlib import Path
 from typing import Literal
 
 from hangar.domain.errors import RuntimeClientError
+from hangar.observability import tracing
 from hangar.sandbox.base import OUTBOUND_DIR, SandboxBackend, SandboxSpec, SandboxStats, Template
 from hangar.sandbox.namespace import image_root, network, rootfs, seccomp, storage
 from hangar.sandbox.namespace.cgroups import Cgroup, CgroupLayout, detect
-from hangar.sandbox.namespace.launcher import data_fd, fill, launch_argv
+from hangar.sandbox.namespace.launcher import bwrap_arguments, data_fd, fill, launcher_argv, spawn_launcher
 from hangar.sandbox.namespace.resources import SessionResources, names, remove, settle
 from hangar.sandbox.namespace.templates import NamespaceTemplate
 from hangar.sandbox.namespace.uids import UidLeases
@@ -32,7 +34,6 @@ from hangar.sandbox.supervised import (
     ProcessHandle,
     SupervisedSandbox,
     agent_environment,
-    spawn,
     supervisor_argv,
     wait_ready,
 )
@@ -142,13 +143,19 @@ class NamespaceBackend(SandboxBackend):
         once this session is up, so that preparation never competes with it."""
         if not isinstance(template, NamespaceTemplate):
             raise TypeError(f"not a namespace template: {template!r}")
-        prepared = await template.take_fork(spec)
+        with tracing.phase("hangar.sandbox.take_fork"):  # the prepared one, or one prepared now
+            prepared = await template.take_fork(spec)
         sandbox: NamespaceSandbox | None = None
         try:
-            storage.attach_to_fork(self.state_root, spec, prepared.spec.sandbox_id, prepared.uid, prepared.process.pid)
-            proc = template.begin_session(prepared)
-            sandbox = self._sandbox(prepared.spec, prepared.state, proc, prepared.uid, prepared.cgroup, prepared.link)
-            await self._ready(sandbox, prepared.channels)
+            with tracing.phase("hangar.sandbox.finish_fork"):  # its session begins: supervisor and agent, ready byte
+                storage.attach_to_fork(
+                    self.state_root, spec, prepared.spec.sandbox_id, prepared.uid, prepared.process.pid
+                )
+                proc = template.begin_session(prepared)
+                sandbox = self._sandbox(
+                    prepared.spec, prepared.state, proc, prepared.uid, prepared.cgroup, prepared.link
+                )
+                await self._ready(sandbox, prepared.channels)
             return sandbox
         except BaseException:
             if sandbox is None:
@@ -182,25 +189,41 @@ class NamespaceBackend(SandboxBackend):
             channels.close()
 
     async def start(self, spec: SandboxSpec) -> NamespaceSandbox:
-        """A cold start: bwrap builds the namespaces and root view, then the supervisor starts the agent."""
+        """A cold start: bwrap builds the namespaces and root view, then the supervisor starts the agent.
+
+        The launcher is spawned first and joins the sandbox's cgroups (a cgroup v1 migration waits ~5-10 ms for an
+        RCU grace period) while this process writes bwrap's arguments and, with egress, a thread makes the network
+        namespace and veth; it goes on into the sandbox when both are done (the gate, ``launcher.GATED_JOIN``)."""
         state, uid, cgroup = await self.prepare(spec)
         link: network.Link | None = None
         sandbox: NamespaceSandbox | None = None
+        made: asyncio.Future[None] | None = None
         try:
             link = await self.plan_link(spec, uid)
             if link is not None:
-                await asyncio.to_thread(network.create, link)
+                made = asyncio.ensure_future(asyncio.to_thread(network.create, link))
             channels = Channels.open(state)
+            gate = -1
             try:
-                proc = self._launch(spec, state, uid, cgroup, channels, link)
+                proc, gate = self._launch(spec, state, uid, cgroup, channels, link)
+                sandbox = self._sandbox(spec, state, proc, uid, cgroup, link)
+                if made is not None:
+                    await asyncio.shield(made)
+                os.write(gate, b"1\n")  # its arguments and namespace are there: the launcher may go on
             except BaseException:
                 channels.close()
                 raise
-            sandbox = self._sandbox(spec, state, proc, uid, cgroup, link)
+            finally:
+                if gate >= 0:
+                    os.close(gate)  # closed unopened, the launcher exits (125) before entering the sandbox
             await self._ready(sandbox, channels, cold=True)
             return sandbox
         except BaseException:
-            if sandbox is None:  # otherwise its stop() already undid everything
+            if made is not None:
+                await _finished(made)  # never undo a namespace a thread is still making
+            if sandbox is not None:
+                await sandbox.stop()  # idempotent: a failed _ready already stopped it, undoing everything
+            else:
                 await self.release(spec.sandbox_id, state, cgroup, uid, link)
             raise
 
@@ -212,9 +235,58 @@ class NamespaceBackend(SandboxBackend):
         cgroup: Cgroup,
         channels: Channels,
         link: network.Link | None,
-    ) -> subprocess.Popen[bytes]:
-        etc = rootfs.write_etc(state, spec.outbound.hosts if spec.outbound else ())
+    ) -> tuple[subprocess.Popen[bytes], int]:
+        """The gated launcher, spawned before its bwrap arguments are written (it joins the cgroups meanwhile); and
+        the gate's write end, which the caller opens (``1``) or closes. A failure here kills the launcher."""
         python: tuple[str, ...] = ()  # the host interpreter an image's supervisor runs on; code uses the env's
+        supervisor = rootfs.SUPERVISOR_PATH
+        if spec.rootfs is not None:
+            supervisor = image_root.SUPERVISOR_PATH
+            try:
+                python = image_root.host_interpreter()
+            except image_root.ImageError as exc:
+                raise RuntimeClientError(f"The image cannot run: {exc}") from exc
+        filter_fd = data_fd("hangar-seccomp", seccomp.compile_bpf())
+        args_fd = data_fd("hangar-bwrap-args")
+        gate_read, gate = os.pipe()
+        proc: subprocess.Popen[bytes] | None = None
+        try:
+            argv = launcher_argv(
+                setpriv=self.setpriv,
+                bwrap=self.bwrap,
+                uid=uid,
+                procs_files=cgroup.procs_files(),
+                command=supervisor_argv(spec, supervisor, channels, spec.agent_port, OUTBOUND_DIR, python),
+                args_fd=args_fd,
+                netns=str(link.netns_path) if link else None,
+                gated=True,
+            )
+            # The launcher gets a bare PATH only: bwrap --clearenv then sets the agent's environment.
+            fds = (filter_fd, args_fd, *channels.child_fds())
+            # SAFETY: root starts the launcher; it joins the sandbox's cgroups, then (past the gate) setpriv drops to
+            # the leased uid with no capabilities and no_new_privs before bwrap runs; only the seccomp and argument
+            # memfds and the supervisor's fds are passed down (the gate is its stdin until then, then /dev/null).
+            proc = spawn_launcher(argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, state.log, fds, gate_read)
+            channels.close_child_ends()
+            fill(args_fd, self._bwrap_arguments(spec, state, uid, filter_fd, link))  # read by bwrap past the gate
+            return proc, gate
+        except BaseException:
+            os.close(gate)
+            if proc is not None:  # at most waiting at its gate: nothing of the sandbox ran
+                proc.kill()
+                proc.wait()
+            raise
+        finally:
+            os.close(gate_read)
+            os.close(filter_fd)
+            os.close(args_fd)
+            channels.close_child_ends()
+
+    def _bwrap_arguments(
+        self, spec: SandboxSpec, state: StateDir, uid: int, filter_fd: int, link: network.Link | None
+    ) -> bytes:
+        """The sandbox's view (``launcher.bwrap_arguments``): /etc files, mounts, environment, ids, seccomp fd."""
+        etc = rootfs.write_etc(state, spec.outbound.hosts if spec.outbound else ())
         if spec.rootfs is None:
             inside_ids = (rootfs.SANDBOX_UID, rootfs.SANDBOX_UID)
             env = agent_environment(spec, spec.agent_port, rootfs.HOME, "/tmp")
@@ -228,49 +300,28 @@ class NamespaceBackend(SandboxBackend):
                 spec.outbound,
                 extra=storage.cold_mounts(state, spec, uid),
             )
-            chdir, supervisor = str(spec.code_dir), rootfs.SUPERVISOR_PATH
+            chdir = str(spec.code_dir)
         else:
             try:
                 user = image_root.resolve_user(spec.rootfs, spec.user)
                 merged = image_root.mount_root(state, spec.rootfs, uid, spec.workdir, spec.outbound)
-                python = image_root.host_interpreter()
             except image_root.ImageError as exc:
                 raise RuntimeClientError(f"The image cannot run: {exc}") from exc
             inside_ids = (user.uid, user.gid)
             env = agent_environment(spec, spec.agent_port, user.home, "/tmp")
             mounts = image_root.image_mounts(merged, etc, self.inside_files(), spec.limits.disk_bytes, spec.outbound)
             mounts += storage.cold_mounts(state, spec, uid, merged)
-            chdir, supervisor = image_root.normalized(spec.workdir), image_root.SUPERVISOR_PATH
-        filter_fd = data_fd("hangar-seccomp", seccomp.compile_bpf())
-        args_fd = data_fd("hangar-bwrap-args")
-        try:
-            argv, bwrap_args = launch_argv(
-                setpriv=self.setpriv,
-                bwrap=self.bwrap,
-                uid=uid,
-                procs_files=cgroup.procs_files(),
-                seccomp_fd=filter_fd,
-                sandbox_uid=inside_ids[0],
-                sandbox_gid=inside_ids[1],
-                hostname=rootfs.HOSTNAME,
-                mounts=mounts,
-                environment=env,
-                chdir=chdir,
-                command=supervisor_argv(spec, supervisor, channels, spec.agent_port, OUTBOUND_DIR, python),
-                args_fd=args_fd,
-                netns=str(link.netns_path) if link else None,
-            )
-            fill(args_fd, bwrap_args)
-            # The launcher gets a bare PATH only: bwrap --clearenv then sets the agent's environment.
-            fds = (filter_fd, args_fd, *channels.child_fds())
-            # SAFETY: root starts the launcher; it joins the sandbox's cgroups, then setpriv drops to the leased uid
-            # with no capabilities and no_new_privs before bwrap runs; only the seccomp and argument memfds and the
-            # supervisor's fds are passed down.
-            return spawn(argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, Path("/"), state.log, fds)
-        finally:
-            os.close(filter_fd)
-            os.close(args_fd)
-            channels.close_child_ends()
+            chdir = image_root.normalized(spec.workdir)
+        return bwrap_arguments(
+            seccomp_fd=filter_fd,
+            sandbox_uid=inside_ids[0],
+            sandbox_gid=inside_ids[1],
+            hostname=rootfs.HOSTNAME,
+            mounts=mounts,
+            environment=env,
+            chdir=chdir,
+            netns=str(link.netns_path) if link else None,
+        )
 
     async def settle(self) -> None:
         await settle()
@@ -278,3 +329,9 @@ class NamespaceBackend(SandboxBackend):
     async def cleanup_orphans(self) -> int:
         """Remove every sandbox of this installation (tag) that this backend object did not start."""
         return await self.resources.cleanup_orphans()
+
+
+async def _finished(future: asyncio.Future[None]) -> None:
+    """Wait until a thread's work is over, whatever its outcome (its error is the caller's to report, or not)."""
+    with contextlib.suppress(BaseException):
+        await asyncio.wait({future})
