@@ -105,6 +105,11 @@ class Sandbox(ABC):
     def alive(self) -> bool:
         """True while the agent process tree runs."""
 
+    def exit_pid(self) -> int | None:
+        """The host pid whose exit ends the sandbox (the lifecycle loop watches it through a pidfd rather than ask
+        ``alive()`` on every pass); None: ask ``alive()``."""
+        return None
+
     @abstractmethod
     def exec(self, command: str, timeout: float) -> AsyncIterator[ExecEvent]:
         """Run ``/bin/sh -c command`` inside the sandbox (same isolation), streaming its output."""

@@ -301,6 +301,9 @@ class SupervisedSandbox(Sandbox):
     def alive(self) -> bool:
         return not self._stopped and self.proc.poll() is None
 
+    def exit_pid(self) -> int | None:
+        return self.proc.pid
+
     def watch_listening(self, ready_read: int) -> None:
         """Keep the ready pipe after the ready byte: the supervisor writes ``L`` on it once the agent listens."""
         self._listening_fd = ready_read

@@ -162,7 +162,7 @@ class SessionManager:
             self._starting.pop(key, None)
         self._live[key] = session
         self.logs.begin(session)
-        self.lifecycle.wake()
+        self.lifecycle.wake(session)
         self.records.started(session, session.describe())
         self._save_soon()
         return session
