@@ -86,6 +86,7 @@ class Services:
 def build_services(settings: Settings) -> Services:
     """Create the data dir, open and migrate the store, build every component once."""
     from hangar.auth.setup import build_auth
+    from hangar.cluster.remote import build_cluster_sessions
     from hangar.control.setup import build_control
     from hangar.gateway.identity_channel import build_identity_channel
     from hangar.identity.data_setup import build_identity_data
@@ -117,7 +118,9 @@ def build_services(settings: Settings) -> Services:
         registry=registry,
         identity=identity,
         identity_data=identity_data,
-        sessions=build_sessions(settings, metrics, control.served_targets),
+        sessions=build_cluster_sessions(settings, engine, metrics)  # sandboxes on `hangar node`s (docs/cluster.md)
+        if settings.cluster
+        else build_sessions(settings, metrics, control.served_targets),
     )
     services.identity_channel = build_identity_channel(services)
     services.tracing = build_tracing(settings)

@@ -220,6 +220,7 @@ SESSION_COLUMNS = (
         "memory", lambda s: f"{s['memoryBytes'] / 1048576:.0f} MiB" if isinstance(s.get("memoryBytes"), int) else "-", 4
     ),
     Column("storage", _storage, 7),
+    Column("node", lambda s: s.get("node") or "-", 5),  # the cluster node serving it ("local" in one process)
     Column("ended because", lambda s: s.get("endReason") or "", 8),
 )
 

@@ -25,6 +25,9 @@ def serve(
         None, "--templates/--no-templates", help="Fork new sessions from warm templates [env HANGAR_TEMPLATES]."
     ),
     log_level: str = typer.Option(None, "--log-level", help="debug, info, warning or error."),
+    cluster: bool = typer.Option(
+        None, "--cluster", help="Gateway of a cluster: place sessions on the `hangar node`s of RAY_ADDRESS."
+    ),
 ) -> None:
     """Start Hangar on embedded defaults (SQLite and artifacts under the data dir)."""
     # Imported here so that every other `hangar` command starts without loading the server's dependencies.
@@ -45,6 +48,7 @@ def serve(
         "warm_pool_size": warm_pool_size,
         "templates": templates,
         "log_level": log_level,
+        "cluster": cluster,
     }
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -54,7 +58,8 @@ def serve(
     from hangar.sandbox.selection import NO_ISOLATION_WARNING, SandboxUnavailableError, preflight
 
     try:
-        preflight(settings)  # before anything is created: refuse early, with the fix
+        if not settings.cluster:  # a cluster's gateway runs no sandbox: its nodes do
+            preflight(settings)  # before anything is created: refuse early, with the fix
         app = create_app(settings)
     except SandboxUnavailableError as exc:
         console.print(f"[bold red]hangar serve: refusing to start[/bold red]: {escape(str(exc))}", highlight=False)

@@ -101,6 +101,10 @@ class NodeDirectory:
                 self._read_at = time.monotonic()
             return list(self._nodes.values())
 
+    def cached(self) -> list[NodeInfo]:
+        """The nodes as last read (no call to Ray: for a metrics scrape)."""
+        return sorted(self._nodes.values(), key=lambda n: n.name)
+
     def known(self, name: str) -> NodeInfo | None:
         """The last description of a node (without asking Ray)."""
         return self._nodes.get(name)

@@ -17,8 +17,9 @@ import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
+from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import Engine
 
 from hangar.cluster import placement, ray_link
@@ -26,11 +27,15 @@ from hangar.cluster.node_client import REFUSALS, NodeClient, NodeRefused, NodeUn
 from hangar.config import Settings
 from hangar.domain import errors
 from hangar.domain.invocation import InvocationTarget
+from hangar.observability.metrics import Metrics
 from hangar.sandbox.base import ExecEvent
 from hangar.sessions.logs import SessionLogs
 from hangar.sessions.session import SessionKey
 from hangar.store import placements
 from hangar.store.transactions import Store
+
+if TYPE_CHECKING:
+    from hangar.sessions.manager import SessionManager
 
 log = logging.getLogger("hangar.cluster")
 
@@ -363,6 +368,36 @@ class ClusterSessions:
         self._known = {n: rows for n, rows in bound.items() if n in alive}
         for name in alive:
             self._known.setdefault(name, [])
+
+
+def build_cluster_sessions(settings: Settings, engine: Engine, metrics: Metrics) -> SessionManager:
+    """The gateway's sessions in cluster mode, with gauges per node. Typed as the manager the gateway is written
+    against: ``ClusterSessions`` offers the same calls (duck-typed; the lease test keeps handlers to them)."""
+    sessions = ClusterSessions(settings, engine)
+    metrics.registry.register(NodeCollector(sessions.directory))
+    return cast("SessionManager", sessions)
+
+
+class NodeCollector:
+    """``hangar_cluster_node_{sessions,capacity,up}{node}``: each node as last described (no Ray call at scrape)."""
+
+    def __init__(self, directory: placement.NodeDirectory) -> None:
+        self.directory = directory
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> list[Metric]:
+        sessions = GaugeMetricFamily("hangar_cluster_node_sessions", "Live sessions per cluster node.", labels=["node"])
+        capacity = GaugeMetricFamily("hangar_cluster_node_capacity", "Session slots per cluster node.", labels=["node"])
+        up = GaugeMetricFamily(
+            "hangar_cluster_node_up", "1: the node takes new sessions (healthy, not draining).", labels=["node"]
+        )
+        for node in self.directory.cached():
+            sessions.add_metric([node.name], node.sessions)
+            capacity.add_metric([node.name], node.capacity)
+            up.add_metric([node.name], int(node.healthy and not node.draining))
+        return [sessions, capacity, up]
 
 
 def _ended(p: placements.Placement, now: float, reason: str) -> dict[str, Any]:

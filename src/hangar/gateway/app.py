@@ -43,6 +43,7 @@ def collect_routes() -> list[Route]:
         identity_control,
         identity_data,
         metrics,
+        nodes,
         operator,
         registry,
         splits,
@@ -55,6 +56,7 @@ def collect_routes() -> list[Route]:
         *control.ROUTES,
         *dataplane.ROUTES,
         *operator.ROUTES,
+        *nodes.ROUTES,  # /hangar/nodes/: the cluster's nodes (docs/cluster.md)
         *splits.ROUTES,  # /hangar/endpoints/.../split: Hangar's traffic split
         *credentials.ROUTES,
         *identity_control.ROUTES,

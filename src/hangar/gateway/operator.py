@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from hangar.domain.errors import InternalError, NotFoundError
+from hangar.gateway import nodes
 from hangar.gateway.routing import Route
 from hangar.sessions.manager import SessionManager
 from hangar.sessions.session import Session
@@ -40,12 +41,15 @@ async def _memory(session: Session) -> int | None:
 
 
 async def list_sessions(request: Request, _params: dict[str, str]) -> Response:
+    if (cluster := await nodes.cluster_sessions(request)) is not None:  # sessions on cluster nodes (gateway/nodes.py)
+        return cluster
     manager = _manager(request)
     live = manager.live_sessions()
     memory = await asyncio.gather(*(_memory(s) for s in live))
     by_sandbox = {s.sandbox_id: m for s, m in zip(live, memory, strict=True)}
     sessions = manager.list_sessions()
     for entry in sessions:
+        entry["node"] = nodes.LOCAL_NODE
         if entry["state"] != "Terminated":
             entry["memoryBytes"] = by_sandbox.get(str(entry["sandboxId"]))
     return JSONResponse(
