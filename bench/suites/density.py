@@ -18,11 +18,15 @@ Forked sessions (the default) at 100 and 1,000; cold sessions (``HANGAR_TEMPLATE
 Flat as load grows: for forked sessions, ``LOADED_SAMPLES`` new sessions (first byte, each stopped) are timed before
 the N idle sessions open and again while they are all alive (``new_session_alone`` / ``new_session_with_idle``,
 and their p50 ratio). And what idle sessions cost the CPU: the sessions' cgroups' CPU time over ``CPU_WINDOW_S``
-while nothing calls them (``idle_cpu_core_percent``: percent of one core for all N together).
+while nothing calls them (``idle_cpu_core_percent``: percent of one core for all N together), and the server's own
+CPU time in the same window (``server_cpu_core_percent_while_idle``: its per-session bookkeeping).
 
 Churn: ``CHURN_CLIENTS`` clients, each in a loop for a fixed time: invoke a new session id, StopRuntimeSession.
 Sessions per second completed, for the forked and the cold runtime, with the first-byte latency under that load and
 what the server reports it did (forks counted by the template, cold fallbacks).
+
+Wall-clock numbers depend on what else the machine runs; the server's own CPU time per new session (alone, with the
+N idle sessions, in churn: ``server_cpu_ms_per_*``) does much less, and says whether a cost grows with N.
 """
 
 from __future__ import annotations
@@ -144,7 +148,9 @@ def _idle(ctx: BenchContext, arn: str, count: int, kind: Kind) -> dict[str, obje
     tree_before, _ = _memory_kib([server_pid, *_descendants(server_pid)])
     template_before = _memory_kib(_cgroup_pids(template["id"])) if template else None
     available_before = _mem_available_kib()
+    cpu_mark = _process_cpu_seconds(server_pid)
     alone = hangar_first_bytes(ctx, arn, LOADED_SAMPLES, kind) if template else []
+    alone_cpu = _process_cpu_seconds(server_pid) - cpu_mark
     started = time.perf_counter()
     sessions, errors = _open_sessions(ctx, arn, count)
     open_s = time.perf_counter() - started
@@ -163,8 +169,15 @@ def _idle(ctx: BenchContext, arn: str, count: int, kind: Kind) -> dict[str, obje
         cgroup_bytes = [entry.get("memoryBytes") or 0 for entry in live]
         alive = sum(1 for s in listing["sessions"] if s["state"] != "Terminated")
         window = 1.0 if ctx.smoke else CPU_WINDOW_S
+        server_cpu_before = _process_cpu_seconds(server_pid)
         idle_cpu = _cpu_seconds([entry["sandboxId"] for entry in live], window)
+        server_cpu = _process_cpu_seconds(server_pid) - server_cpu_before
+        cpu_mark = _process_cpu_seconds(server_pid)
+        ctx.hangar.operator()
+        listing_cpu = _process_cpu_seconds(server_pid) - cpu_mark
+        cpu_mark = _process_cpu_seconds(server_pid)
         loaded = hangar_first_bytes(ctx, arn, LOADED_SAMPLES, kind) if template else []
+        loaded_cpu = _process_cpu_seconds(server_pid) - cpu_mark
     finally:
         _stop_all(ctx, arn, sessions)
     measured = max(1, len(per_session))
@@ -183,11 +196,17 @@ def _idle(ctx: BenchContext, arn: str, count: int, kind: Kind) -> dict[str, obje
         "tree_pss_delta_mib_per_session": _mib((tree_after - tree_before) / measured),
         "mem_available_drop_mib_per_session": _mib((available_before - available_after) / measured),
         "idle_cpu_core_percent": round(idle_cpu / window * 100, 2),
+        "server_cpu_core_percent_while_idle": round(server_cpu / window * 100, 2),
     }
     if alone and loaded:
         before, during = summarize_ms(alone), summarize_ms(loaded)
         result["new_session_alone"], result["new_session_with_idle"] = before, during
         result["with_idle_over_alone_p50"] = ratio(during["p50_ms"], before["p50_ms"])
+        # The server's CPU per sample (start, first byte, stop, and the bench's two operator listings per sample,
+        # which grow with the sessions alive: one listing's CPU is given to subtract), load-independent.
+        result["server_cpu_ms_per_new_session_alone"] = round(alone_cpu / len(alone) * 1000, 1)
+        result["server_cpu_ms_per_new_session_with_idle"] = round(loaded_cpu / len(loaded) * 1000, 1)
+        result["server_cpu_ms_per_operator_listing_with_idle"] = round(listing_cpu * 1000, 1)
     if template_before and template_after:
         result["template"] = {
             "pss_mib_at_rest": _mib(template_before[0]),
@@ -216,6 +235,13 @@ def _cpu_seconds(sandbox_ids: list[str], window_s: float) -> float:
     before = total()
     time.sleep(window_s)
     return total() - before
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of one process (all its threads), from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _mem_available_kib() -> int:
@@ -251,16 +277,20 @@ def _churn(ctx: BenchContext, arn: str, kind: Kind, seconds: float) -> dict[str,
                 opened += 1
         return opened
 
+    server_pid = ctx.hangar.process.pid  # type: ignore[union-attr]
+    cpu_mark = _process_cpu_seconds(server_pid)
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=CHURN_CLIENTS) as pool:
         total = sum(pool.map(client, range(CHURN_CLIENTS)))
     elapsed = time.perf_counter() - started
+    server_cpu = _process_cpu_seconds(server_pid) - cpu_mark
     after = ctx.hangar.operator()["templates"]
     result: dict[str, object] = {
         "clients": CHURN_CLIENTS,
         "seconds": round(elapsed, 2),
         "sessions": total,
         "sessions_per_s": round(total / elapsed, 1),
+        "server_cpu_ms_per_session": round(server_cpu / max(1, total) * 1000, 1),  # start and stop, load-independent
         "first_byte": summarize_ms(latencies),
         "errors": len(errors),
         "first_errors": errors[:3],
