@@ -54,6 +54,7 @@ ISOLATION_TESTS = (
     "tests/faults/test_crash.py",
     "tests/faults/test_disk_full.py",
     "tests/console/test_console_browser.py",
+    "tests/cluster/",  # Ray (the cluster extra), root and PostgreSQL must be there in CI
 )
 # Skips that say nothing about this host's isolation (the code under test does not exist on the platform).
 PLATFORM_SKIPS = ("the i386 ABI exists on x86_64 only",)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib.util
 import os
 import secrets
 import shutil
@@ -36,6 +37,10 @@ from tests.support.server import free_port
 
 BIN = Path(sys.executable).parent
 CLONE_NEWNET = 0x40000000
+# One token per test process: a Ray driver may keep what it read first, and later modules start new clusters.
+TOKEN = secrets.token_hex(32)
+TOKEN_PATH = Path(tempfile.gettempdir()) / f"hangar-ray-token-{os.getpid()}"
+LOCAL_INDEX = Path(os.environ.get("HANGAR_TEST_LOCAL_INDEX", "/opt/pypi/simple"))  # a file:// mirror, if any
 HEALTH_CHECKS = {  # the head notices a dead node in ~2.6 s instead of ~17.5 s
     "RAY_health_check_period_ms": "1000",
     "RAY_health_check_timeout_ms": "1000",
@@ -45,9 +50,7 @@ HEALTH_CHECKS = {  # the head notices a dead node in ~2.6 s instead of ~17.5 s
 
 def unavailable_reason() -> str | None:
     """Why no cluster can be started here (None when it can)."""
-    try:
-        import ray  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("ray") is None:  # not imported here: Ray reads its auth settings at import
         return "Ray is not installed (pip install -e '.[cluster]'; make test-deps installs it)"
     if os.geteuid() != 0:
         return "a Ray cluster in its own network namespace needs root"
@@ -118,13 +121,18 @@ class RayCluster:
     def start(cls) -> RayCluster:
         root = Path(tempfile.mkdtemp(prefix="hangar-ray-"))
         cluster = cls(root=root, netns=f"hangar-ray-{uuid.uuid4().hex[:8]}")
-        (root / "token").write_text(secrets.token_hex(32))
+        TOKEN_PATH.write_text(TOKEN)
+        TOKEN_PATH.chmod(0o600)
         cluster.env = {
             "RAY_AUTH_MODE": "token",
-            "RAY_AUTH_TOKEN_PATH": str(root / "token"),
+            "RAY_AUTH_TOKEN_PATH": str(TOKEN_PATH),
             "RAY_USAGE_STATS_ENABLED": "0",
             "RAY_ADDRESS": cluster.address,
         }
+        # The namespace has no route out: builds (uv) need a package index they can reach from inside it.
+        index = os.environ.get("UV_INDEX_URL") or (f"file://{LOCAL_INDEX}" if LOCAL_INDEX.is_dir() else None)
+        if index:
+            cluster.env["UV_INDEX_URL"] = index
         try:
             subprocess.run(["ip", "netns", "add", cluster.netns], check=True, capture_output=True)
             subprocess.run(["ip", "netns", "exec", cluster.netns, "ip", "link", "set", "lo", "up"], check=True)

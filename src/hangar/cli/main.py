@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from hangar.cli import credentials, dataplane, deploy, identity, images, logs, policies, resources, shell, split
+from hangar.cli import credentials, dataplane, deploy, identity, images, logs, nodes, policies, resources, shell, split
+from hangar.cli.node import node
 from hangar.cli.serve import serve
 
 app = typer.Typer(
@@ -21,8 +22,10 @@ def main() -> None:
 
 
 app.command("serve")(serve)
+app.command("node")(node)  # a sandbox host of a multi-node Hangar (cluster extra)
 deploy.register(app)  # deploy, upload
 resources.register(app)  # runtimes, versions, endpoints
+nodes.register(app)  # nodes list | drain (a cluster's sandbox hosts)
 credentials.register(app)  # credentials
 dataplane.register(app)  # invoke, sessions, exec
 identity.register(app)  # identities, providers, vault

@@ -25,7 +25,10 @@ class ClusterUnavailableError(RuntimeError):
 
 
 def ray_module() -> Any:
-    """``import ray``, or a clear error naming the extra to install."""
+    """``import ray``, or a clear error naming the extra to install. Ray reads its auth mode when imported, so the
+    explicit defaults are set first."""
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         import ray
     except ImportError:
@@ -41,8 +44,6 @@ def connect(address: str | None = None) -> None:
     with _lock:
         if ray.is_initialized():
             return
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         address = address or os.environ.get("RAY_ADDRESS")
         if not address:
             raise ClusterUnavailableError("no Ray cluster named: set RAY_ADDRESS (host:port of the head's GCS)")

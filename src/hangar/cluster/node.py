@@ -1,0 +1,126 @@
+"""``hangar node``'s composition: the sessions + sandbox half of Hangar, its Ray actor and its API.
+
+Built beside ``services.build_services`` with the same fail-closed sandbox checks, but nothing of the control plane,
+auth or console: the node reads the shared store only to resolve and prepare the versions a gateway sends it
+(node_versions.py), and never migrates it (the gateways own the schema).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hangar.cluster import node_actor, ray_link
+from hangar.cluster.node_api import NodeState, build_app
+from hangar.cluster.node_versions import NodeVersions, s3_client_factory
+from hangar.config import Settings
+from hangar.observability.metrics import Metrics
+from hangar.sessions.setup import build_sessions
+
+log = logging.getLogger("hangar.cluster")
+
+PUSH_INTERVAL_S = 1.0
+
+
+@dataclass
+class Node:
+    settings: Settings
+    name: str
+    host: str
+    port: int
+    state: NodeState
+    engine: Any
+    actor: Any = None
+
+    @property
+    def address(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def build_node(settings: Settings, *, name: str, host: str, port: int, gateway: str) -> Node:
+    """The node's session manager and versions on ``settings`` (data dir, database URL, slots as max_sessions)."""
+    from hangar.store.engine import create_store_engine
+    from hangar.store.transactions import Store
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_store_engine(settings.resolved_database_url)
+    versions = NodeVersions(settings, Store(engine), s3_client_factory(gateway, settings.region))
+    manager = build_sessions(settings, Metrics(), versions.prepared)
+    state = NodeState(name=name, manager=manager, versions=versions, key=b"")
+    return Node(settings=settings, name=name, host=host, port=port, state=state, engine=engine)
+
+
+def describe(node: Node) -> dict[str, Any]:
+    """What the node pushes to its actor (see ``NodeAgent.describe``)."""
+    manager = node.state.manager
+    warm = [
+        f"{t.runtime_id}:{t.version}"
+        for t in node.state.versions.prepared()
+        if manager.templates.ready(t)[0] is not None
+    ]
+    return {
+        "address": node.address,
+        "capacity": node.settings.max_sessions,
+        "sessions": len(manager.live_sessions()),
+        "memoryBytes": _available_memory(),
+        "templates": sorted(warm),
+    }
+
+
+async def _push(node: Node) -> None:
+    """Keep the actor's view current; learn the operator's drain from its answer."""
+    while True:
+        try:
+            draining = await node.actor.update.remote(describe(node))
+            if draining and not node.state.draining:
+                log.warning("node %s is draining: no new sessions", node.name)
+            node.state.draining = node.state.draining or bool(draining)
+        except Exception as exc:
+            log.warning("node %s: cannot reach its Ray actor: %s", node.name, exc)
+        await asyncio.sleep(PUSH_INTERVAL_S)
+
+
+async def run(node: Node) -> None:
+    """Clean up orphans and start the sessions, join Ray, serve the API until SIGTERM/SIGINT, stop cleanly."""
+    import uvicorn
+
+    manager = node.state.manager
+    await manager.start()  # the backend removes what a killed node with this data dir left
+    pusher: asyncio.Task[None] | None = None
+    try:
+        await asyncio.to_thread(ray_link.connect)
+        node.state.key = await asyncio.to_thread(ray_link.cluster_key)
+        node.actor = await asyncio.to_thread(node_actor.create, node.name, node.address, node.settings.max_sessions)
+        pusher = asyncio.create_task(_push(node), name="node-push")
+        config = uvicorn.Config(
+            build_app(node.state),
+            host=node.host,
+            port=node.port,
+            log_level=node.settings.log_level.lower(),
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=10,
+        )
+        log.info("node %s serving on %s", node.name, node.address)
+        await uvicorn.Server(config).serve()
+    finally:
+        if pusher is not None:
+            pusher.cancel()
+            with contextlib.suppress(BaseException):
+                await pusher
+        await manager.stop()
+        with contextlib.suppress(Exception):
+            ray_link.disconnect()
+        node.engine.dispose()
+
+
+def _available_memory(meminfo: Path = Path("/proc/meminfo")) -> int:
+    with contextlib.suppress(OSError, ValueError):
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0

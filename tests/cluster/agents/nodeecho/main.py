@@ -1,0 +1,31 @@
+"""Test agent of the cluster tests (hangar.sdk): counts calls per sandbox, or streams events one by one."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from hangar.sdk import BedrockAgentCoreApp, RequestContext
+
+app = BedrockAgentCoreApp()
+calls = {"count": 0}
+
+
+async def _events(count: int) -> AsyncIterator[dict[str, Any]]:
+    for index in range(count):
+        yield {"index": index}
+        await asyncio.sleep(0.3)  # each event leaves on its own: the node must pass it on before the next
+
+
+@app.entrypoint
+async def invoke(payload: Any, context: RequestContext) -> Any:
+    if isinstance(payload, dict) and payload.get("action") == "stream":
+        return _events(int(payload.get("count", 3)))
+    calls["count"] += 1
+    return {"count": calls["count"], "pid": os.getpid(), "session": context.session_id}
+
+
+if __name__ == "__main__":
+    app.run(port=int(os.environ.get("PORT", "8080")))
