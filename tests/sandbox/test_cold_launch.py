@@ -5,6 +5,7 @@ into the sandbox only when the host says ``1`` on the gate (its stdin); a networ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -140,3 +141,27 @@ async def test_a_launch_whose_sandbox_arguments_fail_after_the_spawn_kills_the_l
         await backend.start(spec)
     await backend.settle()
     _nothing_left(backend, state_root, spec.sandbox_id)
+
+
+@pytest.mark.anyio
+async def test_the_cpu_quota_is_lifted_until_the_supervisor_is_ready_and_holds_from_then_on(
+    state_root: Path, agent_files: AgentFiles
+) -> None:
+    """The supervisor's imports and the agent's start do not share one quota; the sandbox that start() returns
+    (and any exec in it) is under its limit."""
+    backend = make_backend("namespace", state_root)
+    spec = agent_files.spec(limits=Limits(memory_bytes=256 << 20, cpus=0.25, pids=64, disk_bytes=32 << 20))
+    cgroup = backend.cgroup(spec.sandbox_id)  # type: ignore[attr-defined]
+    starting = asyncio.ensure_future(backend.start(spec))
+    seen: set[float | None] = set()
+    while not starting.done():  # the start takes at least the supervisor's Python start: many looks
+        with contextlib.suppress(OSError, ValueError):
+            if cgroup.pids():  # the launcher joined: the cgroup's limits were written before (a fresh one has none)
+                seen.add(cgroup.cpu_quota())
+        await asyncio.sleep(0.001)
+    sandbox = await starting
+    try:
+        assert None in seen, seen
+        assert cgroup.cpu_quota() == 0.25
+    finally:
+        await sandbox.stop()

@@ -177,10 +177,13 @@ class NamespaceBackend(SandboxBackend):
 
     async def _ready(self, sandbox: NamespaceSandbox, channels: Channels, cold: bool = False) -> None:
         """Wait for the sandbox's ready byte; a sandbox that does not get there is stopped (undoing everything).
-        A cold sandbox keeps the pipe: its supervisor says when the agent listens (``until_listening``)."""
+        A cold sandbox gets its CPU quota now (none until then: the supervisor imports asyncio while the agent it
+        spawned starts, and one quota would make the agent wait for it) and keeps the pipe: its supervisor says
+        when the agent listens (``until_listening``)."""
         try:
             await wait_ready(sandbox.state, sandbox.proc, channels)
             if cold:
+                sandbox.cgroup.set_cpus(sandbox.spec.limits.cpus)  # before anything else may run in it
                 sandbox.watch_listening(channels.take_ready())
         except BaseException:
             await sandbox.stop()
@@ -193,12 +196,14 @@ class NamespaceBackend(SandboxBackend):
 
         The launcher is spawned first and joins the sandbox's cgroups (a cgroup v1 migration waits ~5-10 ms for an
         RCU grace period) while this process writes bwrap's arguments and, with egress, a thread makes the network
-        namespace and veth; it goes on into the sandbox when both are done (the gate, ``launcher.GATED_JOIN``)."""
+        namespace and veth; it goes on into the sandbox when both are done (the gate, ``launcher.GATED_JOIN``).
+        The CPU quota is lifted until the supervisor's ready byte (``_ready``), before any exec can reach it."""
         state, uid, cgroup = await self.prepare(spec)
         link: network.Link | None = None
         sandbox: NamespaceSandbox | None = None
         made: asyncio.Future[None] | None = None
         try:
+            cgroup.set_cpus(None)  # the quota applies from the supervisor's ready byte on (``_ready``)
             link = await self.plan_link(spec, uid)
             if link is not None:
                 made = asyncio.ensure_future(asyncio.to_thread(network.create, link))

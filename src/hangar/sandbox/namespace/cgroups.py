@@ -58,18 +58,33 @@ class Cgroup:
     def create(self, limits: Limits) -> None:
         for path in self.unique_paths():
             path.mkdir(exist_ok=True)
-        quota = max(1000, int(limits.cpus * CPU_PERIOD_US))
         if self.layout.version == 2:
             self._write("memory", "memory.max", limits.memory_bytes)
             self._write("memory", "memory.swap.max", 0, optional=True)
             self._write("pids", "pids.max", limits.pids)
-            self._write("cpu", "cpu.max", f"{quota} {CPU_PERIOD_US}")
         else:
             self._write("memory", "memory.limit_in_bytes", limits.memory_bytes)
             self._write("memory", "memory.memsw.limit_in_bytes", limits.memory_bytes, optional=True)
             self._write("pids", "pids.max", limits.pids)
             self._write("cpu", "cpu.cfs_period_us", CPU_PERIOD_US)
-            self._write("cpu", "cpu.cfs_quota_us", quota)
+        self.set_cpus(limits.cpus)
+
+    def set_cpus(self, cpus: float | None) -> None:
+        """The CPU quota: ``cpus`` CPUs per period, or None for no quota (a cold start's, until its supervisor is
+        ready: the supervisor's imports then do not eat into the agent's start under one quota)."""
+        quota = None if cpus is None else max(1000, int(cpus * CPU_PERIOD_US))
+        if self.layout.version == 2:
+            self._write("cpu", "cpu.max", f"{'max' if quota is None else quota} {CPU_PERIOD_US}")
+        else:
+            self._write("cpu", "cpu.cfs_quota_us", -1 if quota is None else quota)
+
+    def cpu_quota(self) -> float | None:
+        """The CPU quota in CPUs, None when there is none (what ``set_cpus`` wrote)."""
+        if self.layout.version == 2:
+            quota, _, period = self._read("cpu", "cpu.max").strip().partition(" ")
+            return None if quota == "max" else int(quota) / int(period)
+        quota_us = int(self._read("cpu", "cpu.cfs_quota_us").strip())
+        return None if quota_us < 0 else quota_us / self._read_int("cpu", "cpu.cfs_period_us")
 
     def procs_files(self) -> list[str]:
         return [str(path / "cgroup.procs") for path in self.unique_paths()]
