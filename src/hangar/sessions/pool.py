@@ -21,7 +21,8 @@ arrival rate: they are forked from its live template (never started cold), fit i
 sessions (``max_sessions_per_runtime`` is about sessions), but spares plus sessions never exceed ``max_sessions``.
 Fills, refills and drains run beside the request path; a claim is a dict lookup. A refill beyond the floors waits
 while a session start is in flight (at most ``BUSY_HOLD_S``) or the host is saturated (more runnable tasks than
-``SATURATED_PER_CPU`` per CPU in ``/proc/loadavg``), so it does not compete with the requests it is for.
+``SATURATED_PER_CPU`` per CPU in ``/proc/loadavg``; at most ``SATURATED_HOLD_S``), so it does not compete with the
+requests it is for, and a saturated host still gets a version's spares back at about one a second.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ MAX_BACKOFF_S = 60.0  # a version whose spares fail to start is retried after 1,
 SATURATED_PER_CPU = 2  # runnable tasks per CPU above which forked spares are not refilled
 GUARD_POLL_S = 0.02  # how often a held-back refill looks again
 BUSY_HOLD_S = 0.25  # the longest a refill waits for session starts in flight (under steady load there always is one)
+SATURATED_HOLD_S = 1.0  # ... and for a saturated host: a shared host may stay saturated, spares still trickle in
 
 
 @dataclass
@@ -165,6 +167,8 @@ class WarmPool:
         if key in self._wanted:
             self.misses += 1
             self.on_claim("miss")
+            if self.sizer is not None:
+                self.sizer.missed(target)
         return None, dead
 
     def want(self, target: InvocationTarget) -> None:
@@ -273,9 +277,12 @@ class WarmPool:
 
     async def _quiet(self) -> None:
         """Hold a forked spare's refill while a session start is in flight (up to ``BUSY_HOLD_S``) or the host is
-        saturated (as long as it is)."""
-        held = time.monotonic() + BUSY_HOLD_S
-        while (self.busy() and time.monotonic() < held) or _saturated():
+        saturated (up to ``SATURATED_HOLD_S``): under load, a version's spares refill at most about once a second."""
+        began = time.monotonic()
+        while True:
+            waited = time.monotonic() - began
+            if not ((self.busy() and waited < BUSY_HOLD_S) or (waited < SATURATED_HOLD_S and _saturated())):
+                return
             await asyncio.sleep(GUARD_POLL_S)
 
     async def close(self) -> list[Spare]:

@@ -10,7 +10,9 @@ private memory, so it is kept only where it pays:
 - one once the version has had a new session;
 - more when Little's law says one is not enough: the spares being refilled at any moment average ``rate x refill
   time``; ``HEADROOM`` covers bursts. ``rate`` is the new sessions of the last ``spares_window_s``, ``refill time``
-  a moving average of how long a spare took to become ready.
+  a moving average of how long a spare took to become ready;
+- and one more for each miss in the window (a new session that found no spare ready while the version kept some):
+  arrivals in bursts (a client that opens sessions two at a time) miss although the mean rate says one is enough.
 
 The count is capped per version (``spares_max_per_version``); ``WarmPool`` caps all of them together by memory
 (``spares_memory_mib``, measured per spare) and by ``max_sessions``.
@@ -40,6 +42,7 @@ class Arrivals:
     """The new sessions of one version seen lately, and how long its spares took to refill."""
 
     times: deque[float] = field(default_factory=deque)  # monotonic, within the window
+    misses: deque[float] = field(default_factory=deque)  # the same, of sessions that found no spare ready
     last: float = -math.inf
     refill_s: float = FIRST_REFILL_S
     refills: int = 0
@@ -71,6 +74,12 @@ class SpareSizer:
         seen.last = now
         self._trim(seen, now)
 
+    def missed(self, target: InvocationTarget) -> None:
+        """A new session of ``target`` found no spare ready although the version keeps spares."""
+        seen = self._versions.get((target.runtime_id, target.version))
+        if seen is not None:
+            seen.misses.append(self._clock())
+
     def refilled(self, target: InvocationTarget, seconds: float) -> None:
         """A spare of ``target`` took ``seconds`` from its launch until its agent answered ``/ping``."""
         seen = self._versions.get((target.runtime_id, target.version))
@@ -92,7 +101,7 @@ class SpareSizer:
         if not self._forkable(target):
             return 0
         self._trim(seen, now)
-        wanted = math.ceil(self.rate(seen) * seen.refill_s * HEADROOM)
+        wanted = math.ceil(self.rate(seen) * seen.refill_s * HEADROOM) + len(seen.misses)
         return max(1, min(self.max_per_version, wanted))
 
     def rate(self, seen: Arrivals) -> float:
@@ -100,8 +109,9 @@ class SpareSizer:
         return len(seen.times) / self.window_s
 
     def _trim(self, seen: Arrivals, now: float) -> None:
-        while seen.times and seen.times[0] < now - self.window_s:
-            seen.times.popleft()
+        for times in (seen.times, seen.misses):
+            while times and times[0] < now - self.window_s:
+                times.popleft()
 
     def describe(self) -> dict[str, object]:
         now = self._clock()
@@ -113,6 +123,7 @@ class SpareSizer:
                 f"{rid}/{version}": {
                     "arrivalsPerSecond": round(self.rate(seen), 3),
                     "refillSeconds": round(seen.refill_s, 4),
+                    "missesInWindow": len(seen.misses),
                     "lastArrivalSecondsAgo": round(now - seen.last, 3),
                 }
                 for (rid, version), seen in self._versions.items()
