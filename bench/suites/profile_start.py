@@ -4,9 +4,10 @@ Runs the real ``NamespaceBackend`` in this process (its own state root and insta
 step the backend takes by wrapping the functions it calls (measurement only, the steps themselves are unchanged):
 
 - host preparation: state dir, uid lease, the tmpfs for /home and /tmp, the cgroup with its limits;
-- launch: /etc files, seccomp compilation, the argument memfd, spawning ``sh`` (which joins the cgroups and
-  execs setpriv -> bwrap -> supervisor);
-- supervisor ready: until the supervisor inside the namespaces reports that it has spawned the agent;
+- launch: spawning ``sh`` (which joins the cgroups, then waits at its gate), then /etc files, seccomp, bwrap's
+  arguments in their memfd;
+- supervisor ready: the gate (with egress: the veth, made in a thread meanwhile, ``network``), then setpriv ->
+  bwrap -> supervisor, until the supervisor inside the namespaces reports that it has spawned the agent;
 - agent ready: until the agent answers ``GET /ping`` through the Unix socket (its Python start, imports, app
   build and uvicorn bind).
 
@@ -45,7 +46,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from bench.context import AGENTS, BenchContext
 from bench.direct import DirectAgent, agent_env
@@ -73,6 +74,8 @@ def run(ctx: BenchContext) -> dict[str, object]:
     for agent, requirements in REQUIREMENTS.items():
         env = agent_env(agent, requirements)
         phases: dict[str, object] = dict(asyncio.run(_profile_sandbox(ns_backend, AGENTS / agent, env, reps)))
+        if agent == "echo_sdk":  # the bench server's runtimes are PUBLIC: its cold starts make a veth too
+            phases["public"] = asyncio.run(_profile_sandbox(ns_backend, AGENTS / agent, env, reps, "public"))
         phases["fork"] = asyncio.run(_profile_fork(ns_backend, AGENTS / agent, env, ctx.n(15, 3)))
         plain = []
         for _ in range(reps):
@@ -99,7 +102,7 @@ def _timed(step: Callable[[], object]) -> float:
 LIMITS = (2048 << 20, 1.0, 256, 512 << 20)  # memory, cpus, pids, disk: the server's defaults
 
 
-def _spec(prefix: str, code_dir: Path, env_dir: Path) -> Any:
+def _spec(prefix: str, code_dir: Path, env_dir: Path, network: Literal["none", "public"] = "none") -> Any:
     from hangar.sandbox.base import Limits, SandboxSpec
 
     memory, cpus, pids, disk = LIMITS
@@ -110,15 +113,20 @@ def _spec(prefix: str, code_dir: Path, env_dir: Path) -> Any:
         command=(str(env_dir / "bin" / "python"), "main.py"),
         agent_port=8080,
         limits=Limits(memory_bytes=memory, cpus=cpus, pids=pids, disk_bytes=disk),
-        network="none",
+        network=network,
     )
 
 
-async def _profile_sandbox(ns_backend: Any, code_dir: Path, env_dir: Path, reps: int) -> dict[str, float]:
+async def _profile_sandbox(
+    ns_backend: Any, code_dir: Path, env_dir: Path, reps: int, network: Literal["none", "public"] = "none"
+) -> dict[str, float]:
+    """``network="public"`` (egress allowed, as the bench server's runtimes): the veth is made in a thread while the
+    launcher joins the cgroups (``network``: its duration; the launcher waits for it at its gate)."""
     from hangar.sessions.agent_http import AgentHttp
     from hangar.sessions.probe import wait_ready
 
-    backend = ns_backend.NamespaceBackend(state_root=STATE_ROOT, tag=TAG, egress="deny")
+    egress = "allow" if network == "public" else "deny"
+    backend = ns_backend.NamespaceBackend(state_root=STATE_ROOT, tag=TAG, egress=egress)
     await backend.cleanup_orphans()
     marks: dict[str, float] = {}
     originals = {name: getattr(ns_backend, name) for name in ("wait_ready",)}
@@ -137,9 +145,20 @@ async def _profile_sandbox(ns_backend: Any, code_dir: Path, env_dir: Path, reps:
         finally:
             marks["supervisor_ready"] = time.perf_counter()
 
+    create = ns_backend.network.create
+
+    def timed_create(*args: Any) -> Any:
+        began = time.perf_counter()
+        try:
+            return create(*args)
+        finally:
+            marks["network"] = time.perf_counter() - began
+
     ns_backend.NamespaceBackend._launch = timed_launch
     ns_backend.wait_ready = timed_supervisor
+    ns_backend.network.create = timed_create
     samples: dict[str, list[float]] = {
+        "network": [],
         "host_prepare": [],
         "launch": [],
         "supervisor_ready": [],
@@ -148,7 +167,8 @@ async def _profile_sandbox(ns_backend: Any, code_dir: Path, env_dir: Path, reps:
     }
     try:
         for index in range(reps + 1):  # the first start warms caches and is not counted
-            spec = _spec("prof", code_dir, env_dir)
+            marks.clear()
+            spec = _spec("prof", code_dir, env_dir, network)
             started = time.perf_counter()
             sandbox = await backend.start(spec)
             client = AgentHttp(str(sandbox.socket_path))
@@ -160,6 +180,8 @@ async def _profile_sandbox(ns_backend: Any, code_dir: Path, env_dir: Path, reps:
                 await sandbox.stop()
             if index == 0:
                 continue
+            if "network" in marks:
+                samples["network"].append(marks["network"])
             samples["host_prepare"].append(marks["launch_begin"] - started)
             samples["launch"].append(marks["launch_end"] - marks["launch_begin"])
             samples["supervisor_ready"].append(marks["supervisor_ready"] - marks["launch_end"])
@@ -168,8 +190,9 @@ async def _profile_sandbox(ns_backend: Any, code_dir: Path, env_dir: Path, reps:
     finally:
         ns_backend.NamespaceBackend._launch = launch
         ns_backend.wait_ready = originals["wait_ready"]
+        ns_backend.network.create = create
         await backend.cleanup_orphans()
-    return {f"{name}_ms": _median_ms(values) for name, values in samples.items()}
+    return {f"{name}_ms": _median_ms(values) for name, values in samples.items() if values}
 
 
 def _around(

@@ -107,7 +107,8 @@ class SessionResources:
         """The sandbox's veth plan when it gets egress (firewall installed once); None for loopback only."""
         if spec.network != "public" or self.egress != "allow":
             return None
-        await asyncio.to_thread(self._install_firewall)
+        if not self._firewall_installed:  # a thread hop only the first time (a cold start's path)
+            await asyncio.to_thread(self._install_firewall)
         return network.plan(self.tag, spec.sandbox_id, uid - self.leases.first)
 
     def _install_firewall(self) -> None:
