@@ -55,7 +55,7 @@ def world(ray_cluster: RayCluster) -> Iterator[World]:  # noqa: F811 - the impor
                     database_url=url,
                     gateway=server.url,
                     name=f"n-{uuid.uuid4().hex[:6]}",
-                    slots=4,
+                    slots=8,
                     env={"AWS_SHARED_CREDENTIALS_FILE": str(server.credentials_file)},
                 )
                 from hangar.cluster import ray_link
@@ -178,7 +178,7 @@ def test_describe_shows_the_sessions_and_the_slots(world: World) -> None:
     doc = wait_for(lambda: (d := describe(world))["sessions"] == wanted and d, timeout=30)
     assert doc["name"] == world.node.name
     assert doc["address"] == world.node.url
-    assert doc["capacity"] == 4
+    assert doc["capacity"] == 8
     assert doc["healthy"] is True and doc["draining"] is False
     assert doc["memoryBytes"] > 0
 
@@ -191,6 +191,23 @@ def test_stop_ends_the_session(world: World) -> None:
     assert not live(world, session_id)
     again = call(world, "DELETE", _path(world, session_id))
     assert again.json() == {"stopped": False}
+
+
+def test_exec_streams_a_command_in_a_session_it_may_start(world: World) -> None:
+    import base64
+
+    session_id = f"s-{uuid.uuid4()}"
+    headers = {**agent_headers(world, session_id), "Content-Type": "application/json"}
+    body = json.dumps({"command": "echo out; echo err >&2; exit 3", "timeout": 30}).encode()
+    response = call(world, "POST", _path(world, session_id, "/exec"), body=body, headers=headers)
+    assert response.status_code == 200, response.text
+    events = [json.loads(line) for line in response.text.splitlines()]
+    out = b"".join(base64.b64decode(e["data"]) for e in events if e["kind"] == "stdout")
+    err = b"".join(base64.b64decode(e["data"]) for e in events if e["kind"] == "stderr")
+    assert (out, err) == (b"out\n", b"err\n")
+    assert events[-1] == {"kind": "exit", "exitCode": 3, "timedOut": False}
+    assert live(world, session_id)  # the command was the session's first call
+    assert invoke(world, session_id).json()["count"] == 1
 
 
 def test_drain_refuses_new_sessions_and_keeps_the_old_ones(world: World) -> None:

@@ -196,7 +196,7 @@ async def agent_request(request: Request) -> Response:
 
 async def agent_exec(request: Request) -> Response:
     """``{"command", "timeout"}`` → NDJSON: ``{"kind": "stdout"|"stderr", "data": <base64>}`` lines, then
-    ``{"kind": "exit", "exitCode", "timedOut"}``."""
+    ``{"kind": "exit", "exitCode", "timedOut"}``. Starts the session from ``X-Hangar-Target`` if it is not live."""
     state: NodeState = request.app.state.node
     try:
         runtime_id, session_id = _ref_of(request)
@@ -206,8 +206,15 @@ async def agent_exec(request: Request) -> Response:
         except (ValueError, KeyError, TypeError):
             raise ValidationError('the body must be JSON {"command": ..., "timeout": seconds}') from None
         session = state.manager.get(runtime_id, session_id)
-        if session is None:
-            raise ConflictError(f"no live session {session_id} of {runtime_id} on node {state.name}")
+        if session is None:  # a command may be a session's first call: started from the target, as /request does
+            header = request.headers.get("x-hangar-target")
+            if header is None:
+                raise ConflictError(f"no live session {session_id} of {runtime_id} on node {state.name}")
+            ref = parse_target(header)
+            if ref[0] != runtime_id:
+                raise ValidationError("X-Hangar-Target names another runtime than the path")
+            _check_draining(state, runtime_id, session_id)
+            session = await state.manager.get_or_start(await state.versions.target(ref), session_id)
         async with state.manager.use(session) as lease:
             events = lease.exec(command, timeout)
             on_end = lease.hand_off()
