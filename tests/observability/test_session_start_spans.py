@@ -4,9 +4,10 @@ to a real receiver (``tests/support/otlp.py``), invoked through boto3.
 What is proven: the first session of a version starts cold and its ``hangar.session.start`` span (a child of the
 invocation's server span) has ``hangar.session.launch`` then ``hangar.session.wait_ready`` as children; once the
 version's warm template is ready, a new session forks and its start has ``hangar.session.fork`` then
-``hangar.session.wait_ready``; the template work the first start set off adds no phase span. Forks
-need the namespace backend: without it this skips, and fails under ``HANGAR_REQUIRE_ISOLATION``
-(tests/conftest.py). The process-backend cold start is also checked in test_traces.py.
+``hangar.session.wait_ready``; the namespace backend's steps are children of those (cold: ``hangar.sandbox.prepare``,
+``hangar.sandbox.supervisor_ready``; fork: ``hangar.sandbox.take_fork``, ``hangar.sandbox.finish_fork``); the
+template work the first start set off adds no phase span. Forks need the namespace backend: without it this skips,
+and fails under ``HANGAR_REQUIRE_ISOLATION`` (tests/conftest.py). The process backend's cold start: test_traces.py.
 """
 
 from __future__ import annotations
@@ -64,8 +65,11 @@ class Started:
             return next((s for s in spans if s.name == "hangar.session.start" and s.parent_id == call.span_id), None)
 
         starting = wait_for(start, timeout=WAIT_S)
-        phases = {s.name: s for s in self.receiver.trace(call.trace_id) if s.parent_id == starting.span_id}
-        return call, starting, phases  # phases end before their parent: they were exported with or before it
+        return call, starting, self.children(starting)
+
+    def children(self, parent: ReceivedSpan) -> dict[str, ReceivedSpan]:
+        """Children end before their parent: they were exported with it or before it."""
+        return {s.name: s for s in self.receiver.trace(parent.trace_id) if s.parent_id == parent.span_id}
 
 
 def operator(server: HangarServer) -> dict[str, Any]:
@@ -105,6 +109,9 @@ def test_cold_then_forked_start_phases(started: Started) -> None:
         for span in phases.values():
             assert span.trace_id == call.trace_id and not span.error
             assert starting.start_ns <= span.start_ns <= span.end_ns <= starting.end_ns
+        steps = started.children(phases["hangar.session.launch"])  # the namespace backend's own steps
+        assert set(steps) == {"hangar.sandbox.prepare", "hangar.sandbox.supervisor_ready"}
+        assert steps["hangar.sandbox.prepare"].end_ns <= steps["hangar.sandbox.supervisor_ready"].start_ns
 
         key = f"{started.runtime['agentRuntimeId']}/{started.runtime['agentRuntimeVersion']}"
 
@@ -120,9 +127,13 @@ def test_cold_then_forked_start_phases(started: Started) -> None:
         assert set(phases) == {"hangar.session.fork", "hangar.session.wait_ready"}
         assert phases["hangar.session.fork"].end_ns <= phases["hangar.session.wait_ready"].start_ns
         assert all(span.trace_id == call.trace_id and not span.error for span in phases.values())
+        steps = started.children(phases["hangar.session.fork"])
+        assert set(steps) == {"hangar.sandbox.take_fork", "hangar.sandbox.finish_fork"}
+        assert steps["hangar.sandbox.take_fork"].end_ns <= steps["hangar.sandbox.finish_fork"].start_ns
     finally:
         for session_id in (first, second):
             with contextlib.suppress(ClientError):  # a session that never started: the assertion above says why
                 data.stop_runtime_session(agentRuntimeArn=arn, runtimeSessionId=session_id)
     # Only the calls' own starts have phases: the template and refills the first start set off ran in other tasks.
     assert len([s for s in started.receiver.spans if s.name in PHASES]) == 4
+    assert len([s for s in started.receiver.spans if s.name.startswith("hangar.sandbox.")]) == 4

@@ -198,7 +198,8 @@ class NamespaceBackend(SandboxBackend):
         RCU grace period) while this process writes bwrap's arguments and, with egress, a thread makes the network
         namespace and veth; it goes on into the sandbox when both are done (the gate, ``launcher.GATED_JOIN``).
         The CPU quota is lifted until the supervisor's ready byte (``_ready``), before any exec can reach it."""
-        state, uid, cgroup = await self.prepare(spec)
+        with tracing.phase("hangar.sandbox.prepare"):  # state dir, uid lease, cgroup
+            state, uid, cgroup = await self.prepare(spec)
         link: network.Link | None = None
         sandbox: NamespaceSandbox | None = None
         made: asyncio.Future[None] | None = None
@@ -221,7 +222,8 @@ class NamespaceBackend(SandboxBackend):
             finally:
                 if gate >= 0:
                     os.close(gate)  # closed unopened, the launcher exits (125) before entering the sandbox
-            await self._ready(sandbox, channels, cold=True)
+            with tracing.phase("hangar.sandbox.supervisor_ready"):  # launched: until the supervisor's ready byte
+                await self._ready(sandbox, channels, cold=True)
             return sandbox
         except BaseException:
             if made is not None:
