@@ -19,6 +19,7 @@ SUITES = (
     "examples",
     "server_shapes",
     "peers",
+    "cluster",  # a gateway and a remote node (Ray) beside the single process: docs/deploy.md
 )
 
 

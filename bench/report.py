@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import targets
+from bench.suites import cluster as cluster_suite
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -201,6 +202,7 @@ def headline(results: dict[str, Any]) -> list[Row]:
     rows += example_rows(_get(results, "examples") or {})
     rows += shape_rows(_get(results, "server_shapes") or {})
     rows += soak_rows(_get(results, "soak") or {})
+    rows += cluster_suite.headline_rows(_get(results, "cluster") or {})  # gateway + remote node vs one process
     for suite, values in results.items():
         if isinstance(values, dict) and ("error" in values or "skipped" in values):
             rows.append((suite, values.get("error") or f"skipped: {values['skipped']}", "", "", ""))
