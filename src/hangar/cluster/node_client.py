@@ -8,25 +8,23 @@ without it is the agent's, relayed as is. One keep-alive connection pool per nod
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
-import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
+from hangar.cluster import node_auth, node_versions
 from hangar.domain.invocation import InvocationTarget
 from hangar.sandbox.base import ExecEvent
 
-AUTH_HEADER = "X-Hangar-Node-Auth"
 ERROR_HEADER = "x-hangar-node-error"
 TARGET_HEADER = "X-Hangar-Target"
 AGENT_HEADER_PREFIX = "X-Hangar-H-"
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "trailer", "host"})
-REFUSALS = frozenset({"Full", "Draining"})  # the node takes no new session: the gateway tries another
+# The node takes no new session (draining, or at its own cap): the gateway tries another node.
+REFUSALS = frozenset({"Full", "Draining", "NodeDraining", "ServiceQuotaExceededException"})
 
 
 class NodeRefused(Exception):
@@ -44,20 +42,8 @@ class NodeUnreachable(Exception):
     """The connection to the node failed or broke (it may have died)."""
 
 
-def sign(key: bytes, method: str, path: str, now: float | None = None) -> str:
-    ts = str(int(time.time() if now is None else now))
-    mac = hmac.new(key, f"{ts}\n{method.upper()}\n{path}".encode(), hashlib.sha256).hexdigest()
-    return f"{ts}:{mac}"
-
-
 def encode_target(target: InvocationTarget) -> str:
-    doc = {
-        "runtimeId": target.runtime_id,
-        "endpointName": target.endpoint_name,
-        "version": target.version,
-        "accountId": target.account_id,
-    }
-    return base64.urlsafe_b64encode(json.dumps(doc, separators=(",", ":")).encode()).decode().rstrip("=")
+    return node_versions.encode_target(target.runtime_id, target.endpoint_name, target.version)
 
 
 def session_path(runtime_id: str, session_id: str, tail: str = "") -> str:
@@ -108,7 +94,7 @@ class NodeClient:
         )
 
     def _headers(self, method: str, path: str) -> dict[str, str]:
-        return {AUTH_HEADER: sign(self._key, method, path)}
+        return {node_auth.HEADER: node_auth.sign(self._key, method, path)}
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = {**kwargs.pop("headers", {}), **self._headers(method, path)}
@@ -168,8 +154,11 @@ class NodeClient:
             if exc.code == "NotFound" or exc.status == 404:
                 return False
             raise
-        await response.aclose()
-        return response.status_code < 300
+        try:
+            doc = json.loads(await response.aread())
+        finally:
+            await response.aclose()
+        return bool(doc.get("stopped")) if isinstance(doc, dict) else False
 
     async def sessions(self) -> list[dict[str, Any]]:
         response = await self._send("GET", "/node/v1/sessions")

@@ -75,11 +75,17 @@ def template_key(runtime_id: str, version: str) -> str:
 def candidates(nodes: Iterable[NodeInfo], template: str, exclude: Iterable[str] = ()) -> list[NodeInfo]:
     """The nodes that may take a new session, best first.
 
-    Healthy, not draining, a free slot; then a live template of the version (a fork instead of a cold start), then
-    the most free slots, then the most free memory; the name breaks ties so every gateway orders alike."""
+    Healthy, not draining, a free slot; then the most free slots, where a live template of the version (a fork
+    instead of a cold start) counts as a quarter of the node's slots more: a node with the template is preferred
+    until it is clearly busier than one without (which then gets a session, and soon a template of its own). Then
+    the most free memory; the name breaks ties so every gateway orders alike."""
     skip = set(exclude)
     eligible = [n for n in nodes if n.healthy and not n.draining and n.free_slots > 0 and n.name not in skip]
-    return sorted(eligible, key=lambda n: (template not in n.templates, -n.free_slots, -n.memory_bytes, n.name))
+
+    def score(node: NodeInfo) -> int:
+        return node.free_slots + (max(1, node.capacity // 4) if template in node.templates else 0)
+
+    return sorted(eligible, key=lambda n: (-score(n), -n.memory_bytes, n.name))
 
 
 class NodeDirectory:
