@@ -139,7 +139,9 @@ def _measure(ctx: BenchContext, cluster: Any, postgres: Any, root: Path) -> dict
         single.stop()
 
 
-def _invoke(client: httpx.Client, inst: HangarInstance, arn: str, session: str, headers: dict | None = None) -> None:
+def _invoke(
+    client: httpx.Client, inst: HangarInstance, arn: str, session: str, headers: dict[str, str] | None = None
+) -> None:
     url = inst.invoke_url(arn)
     response = client.post(url, content=PAYLOAD, headers=headers or inst.signed_headers(url, PAYLOAD, session))
     if response.status_code != 200:
@@ -246,7 +248,7 @@ def _pg(postgres: Any, sql: str, database: str = "postgres") -> list[tuple[Any, 
 
     dsn = f"host=127.0.0.1 port={postgres.port} user=postgres dbname={database}"
     with psycopg.connect(dsn, autocommit=True) as conn, conn.cursor() as cursor:
-        cursor.execute(sql)  # type: ignore[arg-type] - the suite's own constant statements
+        cursor.execute(sql)  # type: ignore[arg-type]  # the suite's own constant statements
         return list(cursor.fetchall()) if cursor.description else []
 
 
