@@ -210,6 +210,34 @@ def test_exec_streams_a_command_in_a_session_it_may_start(world: World) -> None:
     assert invoke(world, session_id).json()["count"] == 1
 
 
+def test_a_websocket_is_relayed_both_ways_and_needs_the_signature(world: World) -> None:
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+    from websockets.sync.client import connect
+
+    from hangar.cluster import node_auth
+
+    session_id = f"s-{uuid.uuid4()}"
+    path = _path(world, session_id, "/ws")
+    uri = world.node.url.replace("http://", "ws://") + path
+    wanted = ("X-Hangar-Target", "X-Hangar-H-X-Amzn-Bedrock-AgentCore-Runtime-Session-Id")
+    target = {k: v for k, v in agent_headers(world, session_id).items() if k in wanted}
+    bad = {**target, node_auth.HEADER: "0:" + "0" * 64}
+    with pytest.raises((InvalidStatus, ConnectionClosed)), connect(uri, additional_headers=bad) as refused:
+        refused.recv(timeout=30)
+    assert not any(s["runtimeSessionId"] == session_id for s in node_sessions(world))
+    signed = {**target, node_auth.HEADER: node_auth.sign(world.key, "GET", path)}
+    with connect(uri, additional_headers=signed, open_timeout=300) as ws:
+        ws.send("hello")
+        assert ws.recv(timeout=30) == f"{session_id}: hello"
+        ws.send(b"\x01\x02\x03")
+        assert ws.recv(timeout=30) == b"\x03\x02\x01"
+        ws.send("bye")
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=30)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4000
+    assert live(world, session_id)
+
+
 def test_drain_refuses_new_sessions_and_keeps_the_old_ones(world: World) -> None:
     import ray
 
@@ -243,3 +271,12 @@ def test_a_restarted_node_cleans_up_what_its_killed_process_left(world: World) -
     assert not live(world, session_id)
     fresh = invoke(world, session_id)  # the restarted node is a new actor: not draining
     assert fresh.status_code == 200 and fresh.json()["count"] == 1
+
+
+def test_sigterm_stops_the_node_cleanly(world: World) -> None:
+    """After the restart above: SIGTERM ends every session, stops their sandboxes and exits 0."""
+    assert invoke(world, f"s-{uuid.uuid4()}").status_code == 200
+    before = residue.snapshot(world.node.data_dir)
+    assert before.ids
+    assert world.node.stop(signal.SIGTERM, timeout=60) == 0, world.node.log()[-3000:]
+    assert residue.settled(before, world.node.data_dir, timeout=30) == []

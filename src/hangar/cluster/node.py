@@ -106,7 +106,7 @@ async def run(node: Node) -> None:
             timeout_graceful_shutdown=10,
         )
         log.info("node %s serving on %s", node.name, node.address)
-        await uvicorn.Server(config).serve()
+        await _server_class()(config).serve()
     finally:
         if pusher is not None:
             pusher.cancel()
@@ -116,6 +116,20 @@ async def run(node: Node) -> None:
         with contextlib.suppress(Exception):
             ray_link.disconnect()
         node.engine.dispose()
+
+
+def _server_class() -> type[Any]:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises a captured SIGTERM once it stops serving, which would kill the node before its
+        sessions end; the node exits normally after ``manager.stop`` instead."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            self._captured_signals.clear()
+
+    return Server
 
 
 def _available_memory(meminfo: Path = Path("/proc/meminfo")) -> int:

@@ -27,5 +27,22 @@ async def invoke(payload: Any, context: RequestContext) -> Any:
     return {"count": calls["count"], "pid": os.getpid(), "session": context.session_id}
 
 
+@app.websocket
+async def websocket(ws: Any, context: RequestContext) -> None:
+    """Echoes text and binary frames until the client closes; "bye" closes from this side with code 4000."""
+    await ws.accept()
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if message.get("text") == "bye":
+            await ws.close(code=4000, reason="bye")
+            return
+        if message.get("bytes") is not None:
+            await ws.send_bytes(message["bytes"][::-1])
+        else:
+            await ws.send_text(f"{context.session_id}: {message.get('text')}")
+
+
 if __name__ == "__main__":
     app.run(port=int(os.environ.get("PORT", "8080")))
