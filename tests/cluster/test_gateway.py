@@ -6,6 +6,7 @@ a drained node takes no new session."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -15,11 +16,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import boto3
 import httpx
 import pytest
+import websockets
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
+from websockets.exceptions import ConnectionClosed
 
 from tests.dataplane.support import BUCKET, deploy, wait_for, world_readable_dir
 from tests.support.postgres import PostgresCluster
@@ -28,6 +35,7 @@ from tests.support.ray_cluster import NodeProcess, RayCluster, ray_cluster  # no
 from tests.support.server import HANGAR_BIN, HangarServer, read_admin_key
 
 AGENT = Path(__file__).parent / "agents" / "nodeecho"
+SESSION_HEADER = "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id"
 pytestmark = pytest.mark.timeout(900)
 
 
@@ -164,6 +172,39 @@ def test_stop_through_the_other_gateway(world: World) -> None:
     world.data(1).stop_runtime_session(agentRuntimeArn=world.arn, runtimeSessionId=sid)
     assert world.node_of(sid) is None
     assert world.invoke(0, sid)["count"] == 1, "a stopped session's id starts a fresh sandbox"
+    world.stop(sid)
+
+
+def test_commands_and_websockets_reach_the_sessions_sandbox(world: World) -> None:
+    sid = new_id()
+    pid = world.invoke(0, sid)["pid"]
+    answer = world.data(1).invoke_agent_runtime_command(
+        agentRuntimeArn=world.arn, runtimeSessionId=sid, body={"command": "echo out; echo err >&2; exit 3"}
+    )
+    chunks = [event["chunk"] for event in answer["stream"]]
+    assert "".join(c["contentDelta"].get("stdout", "") for c in chunks if "contentDelta" in c) == "out\n"
+    assert "".join(c["contentDelta"].get("stderr", "") for c in chunks if "contentDelta" in c) == "err\n"
+    assert chunks[-1] == {"contentStop": {"exitCode": 3, "status": "COMPLETED"}}
+
+    url = f"ws://127.0.0.1:{world.gateways[1].port}/runtimes/{quote(world.arn, safe='')}/ws"
+    key_id, secret = read_admin_key(world.gateways[0].credentials_file)
+    signing = AWSRequest(method="GET", url=url.replace("ws://", "http://"), headers={SESSION_HEADER: sid})
+    SigV4Auth(Credentials(key_id, secret), "bedrock-agentcore", "us-west-2").add_auth(signing)
+    headers = {k: v for k, v in signing.headers.items() if k.lower() != "host"}
+
+    async def talk() -> tuple[str, bytes, int | None]:
+        async with websockets.connect(url, additional_headers=headers) as ws:
+            await ws.send("hi")
+            text = await ws.recv()
+            await ws.send(b"abc")
+            data = await ws.recv()
+            await ws.send("bye")
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            return str(text), bytes(data), ws.close_code
+
+    assert asyncio.run(talk()) == (f"{sid}: hi", b"cba", 4000)
+    assert world.invoke(1, sid) == {"count": 2, "pid": pid, "session": sid}, "all through the one sandbox"
     world.stop(sid)
 
 

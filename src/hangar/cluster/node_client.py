@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from websockets.asyncio.client import ClientConnection
 
 from hangar.cluster import node_auth, node_versions
 from hangar.domain.invocation import InvocationTarget
@@ -145,6 +146,31 @@ class NodeClient:
             raise NodeUnreachable(f"node {self.name}: the command's output broke: {exc}") from exc
         finally:
             await response.aclose()
+
+    async def websocket(
+        self,
+        target: InvocationTarget,
+        session_id: str,
+        headers: list[tuple[str, str]],
+        subprotocols: list[str] | None,
+        max_size: int,
+    ) -> ClientConnection:
+        """A WebSocket to the session's agent ``/ws``, relayed by the node (which starts the session if need be)."""
+        from websockets.asyncio.client import connect
+
+        route = session_path(target.runtime_id, session_id, "/ws")
+        sent = [(AGENT_HEADER_PREFIX + k, v) for k, v in headers if k.lower() not in HOP_BY_HOP]
+        sent += [(TARGET_HEADER, encode_target(target)), ("X-Hangar-Agent-Path", "/ws")]
+        sent.append((node_auth.HEADER, node_auth.sign(self._key, "GET", route)))
+        return await connect(
+            self.address.replace("http://", "ws://", 1) + route,
+            additional_headers=sent,
+            subprotocols=subprotocols,  # type: ignore[arg-type]
+            max_size=max_size,
+            compression=None,
+            user_agent_header=None,
+            open_timeout=10,
+        )
 
     async def stop(self, runtime_id: str, session_id: str) -> bool:
         """Stop the session on the node; False when the node has no such session."""

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import Engine
+from websockets.asyncio.client import ClientConnection
 
 from hangar.cluster import placement, ray_link
 from hangar.cluster.node_client import REFUSALS, NodeClient, NodeRefused, NodeUnreachable, RemoteResponse
@@ -64,7 +65,12 @@ class RemoteSession:
 
     @property
     def socket_path(self) -> str:
-        raise errors.RuntimeClientError("WebSocket relays to a cluster node are not supported yet")
+        raise errors.RuntimeClientError("This session runs on cluster node " + self.node + ": no local socket")
+
+    @property
+    def sandbox(self) -> Any:
+        """What only a local session has (interactive shells attach to its sandbox): refused clearly here."""
+        raise errors.RuntimeClientError("Interactive shells are not relayed to cluster nodes yet")
 
     def alive(self) -> bool:
         return True  # the node answers for it; a dead node is noticed by the watch loop or the call itself
@@ -130,6 +136,14 @@ class RemoteLease:
 
     async def broken(self) -> bool:
         return await self._owner.node_dead(self.session.node)
+
+    async def open_websocket(
+        self, headers: list[tuple[str, str]], subprotocols: list[str] | None, max_size: int
+    ) -> ClientConnection:
+        """The agent's ``/ws`` through the session's node (the gateway's WebSocket handler relays it as a local
+        socket's)."""
+        client = self._owner.client(self.session.node)
+        return await client.websocket(self.session.target, self.session.key.session_id, headers, subprotocols, max_size)
 
 
 class _Nothing:

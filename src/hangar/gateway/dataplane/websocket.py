@@ -74,16 +74,21 @@ async def _relay(
     headers = agent_headers(websocket.headers, lease.session.target, session_id, request_id) + minted
     headers = tracing.of(websocket).agent_call(headers, lease.session.target)  # the span lasts as long as the relay
     requested = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+    remote = getattr(lease, "open_websocket", None)  # a session on a cluster node (cluster/remote.py)
     try:
-        agent = await unix_connect(
-            lease.socket_path,
-            uri="ws://agent/ws",
-            additional_headers=headers,
-            subprotocols=requested or None,
-            max_size=MAX_MESSAGE,
-            compression=None,
-            user_agent_header=None,
-            open_timeout=10,
+        agent = await (
+            remote(headers, requested or None, MAX_MESSAGE)
+            if remote is not None
+            else unix_connect(
+                lease.socket_path,
+                uri="ws://agent/ws",
+                additional_headers=headers,
+                subprotocols=requested or None,
+                max_size=MAX_MESSAGE,
+                compression=None,
+                user_agent_header=None,
+                open_timeout=10,
+            )
         )
     except (OSError, InvalidHandshake, TimeoutError) as exc:
         ended = await lease.broken()
