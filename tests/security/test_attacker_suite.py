@@ -38,6 +38,7 @@ from hangar.sandbox.selection import namespace_unsupported_reason
 from tests.sandbox.async_agent import async_variant
 from tests.sandbox.fixtures import (
     AgentFiles,
+    client,
     eventually,
     make_backend,
     prepared_agent_files,
@@ -542,20 +543,17 @@ async def test_filling_the_disk_stops_at_the_size_limit(backend: NamespaceBacken
 
 
 FLOOD_AGENT = """
-import asyncio, contextlib, os, socket, sys
+import asyncio, os, sys
 import uvicorn
 from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
 
 PORT = int(os.environ["PORT"])
+FLOODS = set()
 
 
-async def flood():
-    while True:  # a forked agent tells the host it is ready once it listens: flood only after that
-        with contextlib.suppress(OSError):
-            socket.create_connection(("127.0.0.1", PORT), timeout=1).close()
-            break
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.1)
+def flood():
     try:
         while True:
             sys.stdout.write("x" * 65536)
@@ -563,14 +561,17 @@ async def flood():
         os._exit(1)
 
 
-@contextlib.asynccontextmanager
-async def lifespan(app):
-    task = asyncio.ensure_future(flood())
-    yield
-    task.cancel()
+async def ping(request):
+    return Response("{}", media_type="application/json")
 
 
-app = Starlette(lifespan=lifespan)
+async def invocations(request):
+    # Floods once a caller names it, as a claimed session's first request would: a spare answers /ping first.
+    FLOODS.add(asyncio.get_running_loop().run_in_executor(None, flood))
+    return Response("{}", media_type="application/json")
+
+
+app = Starlette(routes=[Route("/ping", ping), Route("/invocations", invocations, methods=["POST"])])
 if __name__ == "__main__":
     uvicorn.run(app, host="0.0.0.0", port=PORT, log_level="warning")
 """
@@ -592,6 +593,9 @@ async def test_flooding_stdout_fills_only_its_own_budget(
     spec = flood_files.spec()
     async with started(backend, files.spec(port=8000)) as neighbour, started(backend, spec) as flooder:
         assert isinstance(flooder, NamespaceSandbox)
+        await wait_ping(flooder)
+        async with client(flooder) as http:
+            assert (await http.post("/invocations", content=b"{}")).status_code == 200
         # The flooder dies of ENOSPC on its own stdout once the log has used up its disk budget.
         assert await eventually(lambda: not flooder.alive(), timeout=30)
         log_size = flooder.log_path.stat().st_size
