@@ -55,7 +55,7 @@ def world(ray_cluster: RayCluster) -> Iterator[World]:  # noqa: F811 - the impor
                     database_url=url,
                     gateway=server.url,
                     name=f"n-{uuid.uuid4().hex[:6]}",
-                    slots=8,
+                    slots=12,
                     env={"AWS_SHARED_CREDENTIALS_FILE": str(server.credentials_file)},
                 )
                 from hangar.cluster import ray_link
@@ -77,7 +77,7 @@ def call(
     method: str,
     path: str,
     *,
-    body: bytes = b"",
+    body: bytes | Iterator[bytes] = b"",
     headers: dict[str, str] | None = None,
     auth: str | None = None,
 ) -> httpx.Response:
@@ -153,6 +153,25 @@ def test_a_streamed_answer_arrives_in_pieces(world: World) -> None:
     assert len(pieces) >= 2, "the events came as one buffered piece"
 
 
+def test_a_large_body_of_unknown_length_streams_to_the_agent(world: World) -> None:
+    """No Content-Length: the node sends the body on to the agent chunked, as it arrives."""
+    size = 24 * 1024 * 1024
+    head, tail = b'{"action": "size", "data": "', b'"}'
+
+    def body() -> Iterator[bytes]:
+        yield head
+        for _ in range(size // (1024 * 1024)):
+            yield b"x" * (1024 * 1024)
+        yield tail
+
+    session_id = f"s-{uuid.uuid4()}"
+    response = call(
+        world, "POST", _path(world, session_id, "/request"), headers=agent_headers(world, session_id), body=body()
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {"size": size}
+
+
 @pytest.mark.parametrize("case", ["missing", "wrong", "stale", "other-path"])
 def test_an_unsigned_or_badly_signed_request_is_refused_and_starts_nothing(world: World, case: str) -> None:
     from hangar.cluster import node_auth
@@ -178,9 +197,11 @@ def test_describe_shows_the_sessions_and_the_slots(world: World) -> None:
     doc = wait_for(lambda: (d := describe(world))["sessions"] == wanted and d, timeout=30)
     assert doc["name"] == world.node.name
     assert doc["address"] == world.node.url
-    assert doc["capacity"] == 8
+    assert doc["capacity"] == 12
     assert doc["healthy"] is True and doc["draining"] is False
     assert doc["memoryBytes"] > 0
+    # the version served here gets a warm template on this node, and says so (placement prefers such nodes)
+    wait_for(lambda: f"{world.runtime_id}:1" in describe(world)["templates"], timeout=120)
 
 
 def test_stop_ends_the_session(world: World) -> None:

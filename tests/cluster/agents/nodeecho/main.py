@@ -23,6 +23,8 @@ async def _events(count: int) -> AsyncIterator[dict[str, Any]]:
 async def invoke(payload: Any, context: RequestContext) -> Any:
     if isinstance(payload, dict) and payload.get("action") == "stream":
         return _events(int(payload.get("count", 3)))
+    if isinstance(payload, dict) and payload.get("action") == "size":
+        return {"size": len(payload.get("data", ""))}
     calls["count"] += 1
     return {"count": calls["count"], "pid": os.getpid(), "session": context.session_id}
 
