@@ -23,6 +23,7 @@ import contextlib
 import os
 import re
 import shutil
+import statistics
 import tempfile
 import threading
 import time
@@ -121,6 +122,7 @@ def _measure(ctx: BenchContext, cluster: Any, postgres: Any, root: Path) -> dict
             results[name]["new_sessions"] = _new_sessions(inst, arns[name], CLIENTS, ctx.n(240, 24))
         results["database"] = database
         results["describe_fanout"] = _describe_fanout(ctx.n(8, 2), ctx.n(200, 20))
+        results["placement_scan"] = _placement_scan(postgres, ctx.n(100_000, 10_000))
         results["node"] = node.name
         results["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]  # 2 shared cores: read numbers with it
         results["ratios"] = {
@@ -248,7 +250,7 @@ def _pg(postgres: Any, sql: str, database: str = "postgres") -> list[tuple[Any, 
 
     dsn = f"host=127.0.0.1 port={postgres.port} user=postgres dbname={database}"
     with psycopg.connect(dsn, autocommit=True) as conn, conn.cursor() as cursor:
-        cursor.execute(sql)  # type: ignore[arg-type]  # the suite's own constant statements
+        cursor.execute(sql)  # the suite's own constant statements
         return list(cursor.fetchall()) if cursor.description else []
 
 
@@ -299,9 +301,9 @@ def _summarize_log(text: str) -> dict[str, Any]:
 def _database_per_session(
     postgres: Any, inst: HangarInstance, arn: str, count: int, roles: tuple[str, ...], idle_s: float
 ) -> dict[str, Any]:
-    """Sessions started one after another, then stopped: statements per start and per stop of ``roles``' own
-    connections, less what the same connections run idle (measured first, for ``idle_s``: lifecycle ticks,
-    session records) over the same time."""
+    """Sessions started one after another, one of them invoked again ``count`` times, then all stopped: statements
+    per start, per warm invoke and per stop of ``roles``' own connections, less what the same connections run idle
+    (measured first, for ``idle_s``: lifecycle ticks, session records) over the same time."""
     sessions = [new_session_id() for _ in range(count)]
     with _statement_log(postgres) as idle:
         time.sleep(idle_s)
@@ -310,6 +312,10 @@ def _database_per_session(
             for session in sessions:
                 _invoke(client, inst, arn, session)
         placements = _placement_table(postgres, inst)
+        headers = inst.signed_headers(inst.invoke_url(arn), PAYLOAD, sessions[0])
+        with _statement_log(postgres) as warm:
+            for _ in range(count):
+                _invoke(client, inst, arn, sessions[0], headers)
         with _statement_log(postgres) as stops:
             for session in sessions:
                 inst.stop_session(client, arn, session)
@@ -317,7 +323,7 @@ def _database_per_session(
     for role in roles:
         idle_rate = idle.get(APPS[role], {}).get("statements", 0) / idle["seconds"]
         out["idle_statements_per_s"][role] = round(idle_rate, 2)
-        for phase, logged in (("per_start", starts), ("per_stop", stops)):
+        for phase, logged in (("per_start", starts), ("per_warm_invoke", warm), ("per_stop", stops)):
             mine = logged.get(APPS[role], {"statements": 0, "server_ms": 0.0, "verbs": {}})
             background = idle_rate * logged["seconds"]
             out.setdefault(phase, {})[role] = {
@@ -339,6 +345,51 @@ def _placement_table(postgres: Any, inst: HangarInstance) -> dict[str, Any]:
     )
     [(count, heap, indexes, row)] = rows
     return {"rows": count, "heap_bytes": heap, "index_bytes": indexes, "avg_row_bytes": round(float(row), 1)}
+
+
+def _placement_scan(postgres: Any, largest: int) -> dict[str, Any]:
+    """What one gateway's look at every binding costs (``placements.all_placements``, which its watch runs every
+    ``remote.WATCH_S``) with 1,000 up to ``largest`` synthetic rows in a scratch database of the real schema."""
+    from sqlalchemy import text
+
+    from hangar.store import placements
+    from hangar.store.engine import create_store_engine, migrate
+
+    engine = create_store_engine(postgres.new_database())
+    migrate(engine)
+    out: dict[str, Any] = {}
+    try:
+        rows = 1_000
+        while rows <= largest:
+            with engine.begin() as conn:
+                conn.execute(text("DELETE FROM session_placements"))
+                conn.execute(
+                    text(
+                        "INSERT INTO session_placements (runtime_id, session_id, node, created_at) "
+                        "SELECT 'bench_cluster_echo-0123456789', 'bench-' || md5(i::text) || '-' || i, "
+                        "'node-' || (i % 100), now() FROM generate_series(1, :n) AS i"
+                    ),
+                    {"n": rows},
+                )
+                conn.execute(text("ANALYZE session_placements"))
+            samples = []
+            for _ in range(3):
+                started = time.perf_counter()
+                with engine.connect() as conn:
+                    found = placements.all_placements(conn)
+                samples.append(time.perf_counter() - started)
+            with engine.connect() as conn:
+                size: int = conn.execute(text("SELECT pg_total_relation_size('session_placements')")).scalar_one()
+            out[str(rows)] = {
+                "read_ms_p50": round(statistics.median(samples) * 1000, 1),
+                "rows": len(found),
+                "table_and_indexes_bytes": size,
+                "bytes_per_row": round(size / rows, 1),
+            }
+            rows *= 10
+    finally:
+        engine.dispose()
+    return out
 
 
 def _describe_fanout(extra_nodes: int, reps: int) -> dict[str, Any]:
@@ -400,7 +451,7 @@ def _print(results: dict[str, Any]) -> None:
     direct = cluster["warm_invoke_node_direct"]
     print(f"{'warm invoke p50 ms, straight to the node':<40} {'':>16} {direct.get('p50_ms'):>16}")
     for name in ("single", "cluster"):
-        for phase in ("per_start", "per_stop"):
+        for phase in ("per_start", "per_warm_invoke", "per_stop"):
             for role, numbers in results["database"][name][phase].items():
                 print(
                     f"db {phase.replace('_', ' ')}, {role:<8} {numbers['statements']:>6} statements, {numbers['verbs']}"
