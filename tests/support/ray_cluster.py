@@ -112,6 +112,7 @@ class RayCluster:
     env: dict[str, str] = field(default_factory=dict)
     nodes: list[NodeProcess] = field(default_factory=list)
     _host_ns: int | None = None
+    _saved_env: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def address(self) -> str:
@@ -138,6 +139,7 @@ class RayCluster:
             subprocess.run(["ip", "netns", "exec", cluster.netns, "ip", "link", "set", "lo", "up"], check=True)
             cluster._host_ns = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
             _setns(f"/run/netns/{cluster.netns}")
+            cluster._saved_env = {key: os.environ.get(key) for key in cluster.env}
             os.environ.update(cluster.env)  # this process's Ray driver (ray.get_actor in tests) joins with them
             cluster._ray(
                 "start",
@@ -275,8 +277,11 @@ class RayCluster:
             libc.setns(self._host_ns, CLONE_NEWNET)
             os.close(self._host_ns)
             self._host_ns = None
-        for key in self.env:
-            os.environ.pop(key, None)
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
 
