@@ -20,6 +20,7 @@ run: install
 test-deps: install
 	bash scripts/system-deps test
 	$(BIN)/python -m pip install --quiet -e '.[test,bench,cluster]'
+	$(BIN)/python -m tests.support.phoenix install  # a real OTLP receiver, in its own .venv-otlp/
 
 lint: test-deps
 	$(BIN)/ruff check src tests examples bench

@@ -50,6 +50,7 @@ ISOLATION_TESTS = (
     "tests/observability/test_metrics.py",
     "tests/observability/test_logs_cli_v2.py",  # the aws CLI v2 (Debian's awscli) must be there in CI
     "tests/observability/test_session_start_spans.py",
+    "tests/observability/test_traces_real_receiver.py",  # Phoenix (make test-deps) must be there in CI
     "tests/unit/test_secure_defaults.py",
     "tests/faults/test_crash.py",
     "tests/faults/test_disk_full.py",
