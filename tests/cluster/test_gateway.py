@@ -166,6 +166,13 @@ def test_sse_streams_through_the_gateway(world: World) -> None:
     world.stop(sid)
 
 
+def test_a_large_payload_streams_through_to_the_agent(world: World) -> None:
+    """30 MB: spooled by the gateway, streamed to the node (chunked), parsed whole by the agent."""
+    sid = new_id()
+    assert world.invoke(1, sid, {"pad": "x" * (30 << 20)})["count"] == 1
+    world.stop(sid)
+
+
 def test_stop_through_the_other_gateway(world: World) -> None:
     sid = new_id()
     assert world.invoke(0, sid)["count"] == 1
