@@ -6,13 +6,16 @@ the spans are read back from Phoenix's REST API, i.e. as a real backend stored t
 id per call; the gateway's server span is its only root; authentication (with version resolution inside it), the
 session start (with a cold start's phases), the agent call, the stream, and hangar.sdk's span in the agent with the
 agent's OWN span under it, each hang under the right parent; the HTTP, AgentCore and GenAI attributes that
-docs/traces.md promises are stored; a client's ``traceparent`` becomes the root's parent. Sessions run on the
-process backend so that the agent reaches Phoenix on loopback (docs/traces.md: a sandbox's network is its own).
+docs/traces.md promises are stored; a client's ``traceparent`` becomes the root's parent. Those sessions run on
+the process backend so that the agent reaches Phoenix on loopback (docs/traces.md: a sandbox's network is its own);
+a second server on namespace sandboxes proves a forked start's tree (fork and wait_ready under the session start,
+the backend's take_fork and finish_fork under fork), gateway spans only: its agents cannot reach loopback.
 Phoenix missing (``make test-deps`` installs it): skip, and a failure under HANGAR_REQUIRE_ISOLATION.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 from collections.abc import Iterator
@@ -20,7 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
+from tests.control.support import signed
 from tests.dataplane.support import deploy, new_session_id, seeded_server, wait_for
 from tests.support import phoenix as phoenix_support
 from tests.support.phoenix import Phoenix, StoredSpan
@@ -74,22 +79,51 @@ class Stored:
 
 
 @pytest.fixture(scope="module")
-def stored() -> Iterator[Stored]:
+def phoenix() -> Iterator[Phoenix]:
+    """One Phoenix for the module, started before the servers so that its imports overlap their start."""
     if not phoenix_support.installed():
         pytest.skip(f"Phoenix is not installed in {phoenix_support.VENV} (make test-deps installs it)")
     with Phoenix() as phoenix:
-        env = {
-            "HANGAR_SANDBOX_BACKEND": "process",
-            "HANGAR_OTLP_ENDPOINT": phoenix.endpoint,
-            "OTEL_BSP_SCHEDULE_DELAY": "100",  # export batches every 100 ms, not every 5 s
-        }
-        with seeded_server("hangar-phoenix-", ("tracedagent",), env=env) as server:
-            control = server.boto3_client("bedrock-agentcore-control")
-            runtime = deploy(
-                control, "tracedagent", environmentVariables={"OTEL_EXPORTER_OTLP_ENDPOINT": phoenix.endpoint}
-            )
-            phoenix.ready()  # it started first: its imports ran while Hangar started and built the agent
-            yield Stored(server, phoenix, runtime)
+        yield phoenix
+
+
+@pytest.fixture(scope="module")
+def stored(phoenix: Phoenix) -> Iterator[Stored]:
+    env = {
+        "HANGAR_SANDBOX_BACKEND": "process",
+        "HANGAR_OTLP_ENDPOINT": phoenix.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "100",  # export batches every 100 ms, not every 5 s
+    }
+    with seeded_server("hangar-phoenix-", ("tracedagent",), env=env) as server:
+        control = server.boto3_client("bedrock-agentcore-control")
+        runtime = deploy(control, "tracedagent", environmentVariables={"OTEL_EXPORTER_OTLP_ENDPOINT": phoenix.endpoint})
+        phoenix.ready()  # it started first: its imports ran while Hangar started and built the agent
+        yield Stored(server, phoenix, runtime)
+
+
+@pytest.fixture(scope="module")
+def namespaced(phoenix: Phoenix) -> Iterator[Stored]:
+    """Namespace sandboxes, so that a session can fork (their agents cannot reach loopback: gateway spans only)."""
+    env = {
+        "HANGAR_OTLP_ENDPOINT": phoenix.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "HANGAR_COLD_SPARES": "false",  # the first session starts cold, not from a spare started ahead
+        "HANGAR_SPARES": "off",  # nor from a forked spare: the second one forks now
+    }
+    with seeded_server("hangar-phoenix-ns-", ("testbed",), env=env) as server:
+        backend = operator(server)
+        if not backend["templates"]["enabled"]:
+            pytest.skip(f"forked starts need the namespace backend, this host has {backend['backend']}")
+        runtime = deploy(server.boto3_client("bedrock-agentcore-control"), "testbed")
+        phoenix.ready()
+        yield Stored(server, phoenix, runtime)
+
+
+def operator(server: HangarServer) -> dict[str, Any]:
+    response = signed(server, "GET", "/hangar/sessions/")
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
 
 
 def test_a_cold_then_warm_invoke_is_stored_as_one_tree_each(stored: Stored) -> None:
@@ -170,3 +204,45 @@ def test_a_client_traceparent_is_the_stored_roots_parent(stored: Stored) -> None
     assert (span.trace_id, span.parent_id) == (trace_id, parent_id)
     agent = stored.tree(span, {"agent.work"})["agent.work"]
     assert agent.trace_id == trace_id
+
+
+def test_a_forked_start_is_stored_with_its_phases(namespaced: Stored) -> None:
+    first, second = new_session_id(), new_session_id()
+    key = f"{namespaced.runtime['agentRuntimeId']}/{namespaced.runtime['agentRuntimeVersion']}"
+
+    def template_ready() -> bool:
+        state = operator(namespaced.server)["templates"]["versions"].get(key)
+        assert state is None or state["unsafeReason"] is None, state
+        return bool(state and state["template"] and state["template"]["alive"])
+
+    try:
+        namespaced.invoke(first)  # cold: it sets off the version's template
+        wait_for(template_ready, timeout=180)
+        namespaced.invoke(second)
+    finally:
+        for session_id in (first, second):
+            with contextlib.suppress(ClientError):  # a session that never started: the assertion says why
+                namespaced.stop(session_id)
+    (root,) = namespaced.server_spans(second, count=1)
+    steps = {
+        "hangar.session.fork",
+        "hangar.session.wait_ready",
+        "hangar.sandbox.take_fork",
+        "hangar.sandbox.finish_fork",
+    }
+    spans = namespaced.tree(root, steps | {"hangar.session.start", "hangar.auth", "hangar.stream"})
+    trace = namespaced.phoenix.trace(root.trace_id)
+    assert [s.name for s in trace if s.parent_id == ""] == [ROUTE]
+    by_id = {s.span_id: s.name for s in trace}
+    parents = {name: by_id[spans[name].parent_id] for name in steps | {"hangar.session.start"}}
+    assert parents == {
+        "hangar.session.start": ROUTE,
+        "hangar.session.fork": "hangar.session.start",
+        "hangar.session.wait_ready": "hangar.session.start",
+        "hangar.sandbox.take_fork": "hangar.session.fork",
+        "hangar.sandbox.finish_fork": "hangar.session.fork",
+    }
+    assert spans["hangar.session.start"].attributes["hangar.session.start_kind"] == "fork"
+    assert spans["hangar.session.fork"].end <= spans["hangar.session.wait_ready"].start
+    assert spans["hangar.sandbox.take_fork"].end <= spans["hangar.sandbox.finish_fork"].start
+    assert all(span.status != "ERROR" for span in spans.values())
