@@ -4,11 +4,13 @@ Side by side on one throwaway PostgreSQL (a database each), in the loopback-only
 (tests/support/ray_cluster.py; the suite's own thread moves into it while it runs and back after):
 
 - **new sessions/s**: 8 clients, each in a loop: invoke a new session id, stop it (StopRuntimeSession);
-- **warm invoke**: 1 client, one session, sequential invokes of a tiny payload: p50/p99 of the whole answer;
-- **database per session start and stop**: every statement PostgreSQL ran while sessions started one after
-  another (``log_min_duration_statement=0``, grouped by ``application_name``: gateway, node, single process),
-  with the server time it logged;
-- **placement table**: ``session_placements`` size and bytes per row with those sessions live;
+- **warm invoke**: 1 client, one session, sequential invokes of a tiny payload: p50/p99 of the whole answer; for
+  the cluster also straight to the node's API (signed with the cluster key, as a gateway does);
+- **database per session start, warm invoke and stop**: every statement PostgreSQL ran meanwhile
+  (``log_min_duration_statement=0``, grouped by ``application_name``: gateway, node, single process), less what
+  the same connections run idle, with the server time it logged;
+- **placement table**: ``session_placements`` size and bytes per row with those sessions live, and what a
+  gateway's look at every binding (``placements.all_placements``) costs at 1k-100k synthetic rows;
 - **describe fan-out**: what one read of the node directory costs (list the ``node:*`` actors, ``describe()``
   each: ``placement._read_actors``, cached ~1 s by every gateway) with the real node alone and with extra
   NodeAgent actors of capacity 0 (never chosen), and one actor call's round trip.
