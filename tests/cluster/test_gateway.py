@@ -46,6 +46,7 @@ class World:
     nodes: list[NodeProcess]
     arn: str
     root: Path
+    database_url: str
 
     def data(self, gateway: int) -> Any:
         """A bedrock-agentcore client of one gateway, with the admin key every gateway shares."""
@@ -120,7 +121,7 @@ def world(ray_cluster: RayCluster) -> Iterator[World]:  # noqa: F811 - the impor
                 )
                 for i in (1, 2)
             ]
-            world = World(ray_cluster, gateways, nodes, runtime["agentRuntimeArn"], root)
+            world = World(ray_cluster, gateways, nodes, runtime["agentRuntimeArn"], root, env["HANGAR_DATABASE_URL"])
             wait_for(lambda: len(json.loads(world.cli(0, "nodes", "list", "-o", "json"))) == 2, timeout=60)
             yield world
     finally:
@@ -212,6 +213,33 @@ def test_commands_and_websockets_reach_the_sessions_sandbox(world: World) -> Non
 
     assert asyncio.run(talk()) == (f"{sid}: hi", b"cba", 4000)
     assert world.invoke(1, sid) == {"count": 2, "pid": pid, "session": sid}, "all through the one sandbox"
+    world.stop(sid)
+
+
+def test_a_session_ended_on_its_node_loses_its_binding(world: World) -> None:
+    """The node ends a session by itself (here: stopped on the node API directly, as an idle timeout would):
+    the gateways' watch drops its binding, so the table stays the set of live sessions."""
+    from hangar.cluster import node_auth, ray_link
+    from hangar.store import placements
+    from hangar.store.engine import create_store_engine
+    from hangar.store.transactions import Store
+
+    sid = new_id()
+    world.invoke(0, sid)
+    node = next(n for n in world.nodes if n.name == world.node_of(sid))
+    runtime_id = world.arn.rsplit("/", 1)[-1]
+    store = Store(create_store_engine(world.database_url))
+    try:
+        assert store.read(lambda c: placements.node_of(c, runtime_id, sid)) == node.name
+        ray_link.connect()
+        path = f"/node/v1/sessions/{runtime_id}/{sid}"
+        signature = node_auth.sign(ray_link.cluster_key(), "DELETE", path)
+        stopped = httpx.delete(node.url + path, headers={node_auth.HEADER: signature}, timeout=60)
+        assert stopped.json() == {"stopped": True}
+        wait_for(lambda: store.read(lambda c: placements.node_of(c, runtime_id, sid)) is None, timeout=30)
+    finally:
+        store.engine.dispose()
+    assert world.invoke(1, sid)["count"] == 1, "its next call starts it afresh"
     world.stop(sid)
 
 

@@ -44,6 +44,7 @@ WATCH_S = 1.0
 TERMINATED_KEPT = 200
 TARGETS_KEPT = 10_000
 PLACE_ATTEMPTS = 3
+RECONCILE_TICKS = 5  # every 5 watches, bindings of sessions that ended on their node go
 OnEnd = Callable[[bool], Awaitable[None]]
 
 
@@ -79,10 +80,9 @@ class RemoteSession:
 class RemoteLease:
     """One call on a remote session: same shape as ``sessions.calls.Lease``; the node keeps Active/Idle itself."""
 
-    def __init__(self, owner: ClusterSessions, session: RemoteSession, fresh: bool) -> None:
+    def __init__(self, owner: ClusterSessions, session: RemoteSession) -> None:
         self._owner = owner
         self.session = session
-        self.fresh = fresh  # placed by this call: a refusing node may be swapped for another
         self.handed_off = False
         self.released = False
 
@@ -114,7 +114,9 @@ class RemoteLease:
                     self.session.target, self.session.key.session_id, method, path, headers, body
                 )
             except NodeRefused as exc:
-                if not (exc.code in REFUSALS and self.fresh and isinstance(body, bytes)) or len(tried) >= 3:
+                # A node refuses only a session it does not have (new, or ended there since): placing it elsewhere
+                # is safe whenever the body can be sent again.
+                if not (exc.code in REFUSALS and isinstance(body, bytes)) or len(tried) >= PLACE_ATTEMPTS:
                     raise _aws_error(exc) from exc
                 tried.append(node)
                 self.session = await self._owner.replace(self.session, tried)
@@ -178,6 +180,7 @@ class ClusterSessions:
         self._known: dict[str, list[placements.Placement]] = {}  # bindings per node at the last look
         self._watch: asyncio.Task[None] | None = None
         self._checks: set[asyncio.Task[bool]] = set()
+        self._ticks = 0
         self._targets: dict[SessionKey, InvocationTarget] = {}  # the version each session was last called with
 
     # --- lifecycle
@@ -237,22 +240,21 @@ class ClusterSessions:
         return live + [e for e in entries if e.get("state") == "Terminated"] + self.list_sessions()
 
     async def get_or_start(self, target: InvocationTarget, session_id: str) -> RemoteSession:
-        return (await self._bind(target, session_id))[0]
+        return await self._bind(target, session_id)
 
     @contextlib.asynccontextmanager
     async def call(self, target: InvocationTarget, session_id: str) -> AsyncIterator[RemoteLease]:
-        session, fresh = await self._bind(target, session_id)
-        async with self._lease(session, fresh) as lease:
+        async with self._lease(await self._bind(target, session_id)) as lease:
             yield lease
 
     @contextlib.asynccontextmanager
     async def use(self, session: RemoteSession) -> AsyncIterator[RemoteLease]:
-        async with self._lease(session, False) as lease:
+        async with self._lease(session) as lease:
             yield lease
 
     @contextlib.asynccontextmanager
-    async def _lease(self, session: RemoteSession, fresh: bool) -> AsyncIterator[RemoteLease]:
-        lease = RemoteLease(self, session, fresh)
+    async def _lease(self, session: RemoteSession) -> AsyncIterator[RemoteLease]:
+        lease = RemoteLease(self, session)
         try:
             yield lease
         except BaseException:
@@ -292,8 +294,8 @@ class ClusterSessions:
     async def drain(self, name: str) -> bool:
         return await self.directory.drain(name)
 
-    async def _bind(self, target: InvocationTarget, session_id: str) -> tuple[RemoteSession, bool]:
-        """The session's node: its binding when its node lives, else a new placement (True: placed now)."""
+    async def _bind(self, target: InvocationTarget, session_id: str) -> RemoteSession:
+        """The session's node: its binding when its node lives, else a new placement."""
         key = SessionKey(target.runtime_id, session_id)
         self._targets[key] = target
         if len(self._targets) > TARGETS_KEPT:
@@ -302,8 +304,8 @@ class ClusterSessions:
         if node is not None:
             alive = {n.name for n in await self.directory.nodes()}
             if node in alive or not await self.node_dead(node):
-                return RemoteSession(key, target, node), False
-        return await self._place(key, target, exclude=[]), True
+                return RemoteSession(key, target, node)
+        return await self._place(key, target, exclude=[])
 
     async def _place(self, key: SessionKey, target: InvocationTarget, exclude: list[str]) -> RemoteSession:
         nodes = await self.directory.nodes()
@@ -322,7 +324,8 @@ class ClusterSessions:
         return RemoteSession(key, target, bound)
 
     async def replace(self, session: RemoteSession, refused_by: list[str]) -> RemoteSession:
-        """The node refused a new session: unbind it there, place it elsewhere."""
+        """The node refused the session (it has no such live session and takes no new one): unbind it there, place
+        it elsewhere."""
         key = session.key
         await asyncio.to_thread(self.store.write, lambda c: placements.remove(c, *key, session.node))
         return await self._place(key, session.target, refused_by)
@@ -382,6 +385,25 @@ class ClusterSessions:
         self._known = {n: rows for n, rows in bound.items() if n in alive}
         for name in alive:
             self._known.setdefault(name, [])
+        self._ticks += 1
+        if self._ticks % RECONCILE_TICKS == 0:
+            await asyncio.gather(*(self._reconcile(n) for n, rows in self._known.items() if rows))
+
+    async def _reconcile(self, node: str) -> None:
+        """Drop the bindings of sessions their node says ended (idle, lifetime, agent exit) and does not run again:
+        the table stays the set of live sessions. A session still starting is in neither list: it keeps its row."""
+        try:
+            entries = await self.client(node).sessions()
+        except (NodeRefused, NodeUnreachable, errors.HangarError) as exc:
+            log.debug("node %s did not list its sessions: %s", node, exc)
+            return
+        live = {(e.get("runtimeId"), e.get("runtimeSessionId")) for e in entries if e.get("state") != "Terminated"}
+        ended = {(e.get("runtimeId"), e.get("runtimeSessionId")) for e in entries if e.get("state") == "Terminated"}
+        stale = [p for p in self._known.get(node, []) if (p.runtime_id, p.session_id) in ended - live]
+        for p in stale:
+            await asyncio.to_thread(
+                self.store.write, lambda c, p=p: placements.remove(c, p.runtime_id, p.session_id, node)
+            )
 
 
 def build_cluster_sessions(settings: Settings, engine: Engine, metrics: Metrics) -> SessionManager:
