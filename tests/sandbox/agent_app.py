@@ -21,6 +21,11 @@ async def env(request: Request) -> JSONResponse:
     return JSONResponse({"environ": dict(os.environ), "cwd": os.getcwd(), "uid": os.getuid(), "pid": os.getpid()})
 
 
+async def peer(request: Request) -> JSONResponse:
+    """Who connected: a TCP peer (the supervisor's relay) or none (the sandbox's Unix socket, served directly)."""
+    return JSONResponse({"client": None if request.client is None else [request.client.host, request.client.port]})
+
+
 async def upload(request: Request) -> JSONResponse:
     received = 0
     async for chunk in request.stream():
@@ -46,6 +51,7 @@ app = Starlette(
         Route("/ping", ping),
         Route("/invocations", invocations, methods=["POST"]),
         Route("/env", env),
+        Route("/peer", peer),
         Route("/stream", stream),
         Route("/upload", upload, methods=["POST"]),
     ]

@@ -5,7 +5,8 @@ of hangar. The host creates two listening Unix sockets in a directory the sandbo
 never swap a socket for a symlink to somewhere else) and hands them over as inherited file descriptors:
 
 * ``--agent-fd``: every connection is spliced to ``127.0.0.1:PORT`` (the agent) byte for byte, with flow
-  control and no buffering of whole messages.
+  control and no buffering of whole messages. (A session forked from a template at ``uvicorn.run`` has its agent
+  serve this socket itself, one hop less per request: ``zygote.py`` then passes ``agent_fd`` None.)
 * ``--outbound=PORT:PATH`` (repeatable, optional): listens on ``127.0.0.1:PORT`` inside the sandbox and splices
   every connection to the host's Unix socket ``PATH`` (bound read-only into the sandbox): how the agent reaches
   Hangar's identity endpoint and its credentials. These listeners are bound before the agent is spawned, so a
@@ -292,7 +293,9 @@ async def supervise(options: dict[str, Any], agent: int, announce_listening: boo
         await loop.create_server(Outbound(path).protocol, sock=socket.socket(fileno=fd))
         for fd, path in options["outbound_sockets"]
     ]
-    relay_server = await loop.create_unix_server(relay.protocol, sock=_listener(options["agent_fd"]))
+    relay_server = None  # a forked session's agent serves its socket itself (zygote.py): nothing to relay
+    if options["agent_fd"] is not None:
+        relay_server = await loop.create_unix_server(relay.protocol, sock=_listener(options["agent_fd"]))
     control_server = await asyncio.start_unix_server(
         control.handle, sock=_listener(options["control_fd"]), limit=EXEC_LINE_LIMIT
     )
@@ -308,7 +311,8 @@ async def supervise(options: dict[str, Any], agent: int, announce_listening: boo
         os.close(options["ready_fd"])
     stopper = asyncio.ensure_future(stopping.wait())
     await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    relay_server.close()
+    if relay_server is not None:
+        relay_server.close()
     control_server.close()
     for server in outbound_servers:
         server.close()

@@ -117,6 +117,7 @@ class Zygote:
         self.in_session = False  # this process is a session's agent (forked at a loop entry), no longer the template
         self.ready_fd: int | None = None  # the session's ready pipe until its uvicorn listens
         self.agent_ready_fd: int | None = None  # set in a session's agent process on its way out of the fork
+        self.agent_socket_fd: int | None = None  # the session's agent socket, served by the agent's own uvicorn
         self.tree: list[tuple[str, str, int, bytes]] = []
         self.firsts: set[int] = set()  # sessions' first processes not yet collected (one may wait for the host)
 
@@ -365,12 +366,21 @@ class Zygote:
             os.close(control_fd)
             os.close(ready_fd)
             return _reap_until(child)
+        # An app captured at ``uvicorn.run`` is served on the session's agent socket by its own uvicorn (beside its
+        # TCP port): no relay hop in the supervisor on every request. A loop-entry fork serves however main.py does,
+        # so its supervisor relays as in a cold start.
+        direct = self.entry is None and hasattr(self.config, "bind_socket")
         agent = os.fork()
         if agent == 0:
-            os.close(agent_fd)
+            if direct:
+                self.agent_socket_fd = agent_fd
+            else:
+                os.close(agent_fd)
             os.close(control_fd)
             self.agent_ready_fd = ready_fd
             return 0
+        if direct:
+            os.close(agent_fd)  # only the agent holds it: its exit refuses new connections at once
         import asyncio
 
         # The agent says "ready" once uvicorn listens (the host's listeners queue connections until the supervisor
@@ -382,7 +392,7 @@ class Zygote:
             os.close(ready_fd)
         unused = os.open("/dev/null", os.O_WRONLY)
         options = {
-            "agent_fd": agent_fd,
+            "agent_fd": None if direct else agent_fd,
             "control_fd": control_fd,
             "ready_fd": unused,
             "port": self.port,
@@ -401,6 +411,10 @@ class Zygote:
         serve = server.serve
 
         async def serve_and_tell(sockets: Any = None) -> None:
+            if sockets is None and self.agent_socket_fd is not None:  # its own port and the session's socket
+                sockets = [self.config.bind_socket(), socket.socket(fileno=self.agent_socket_fd)]
+                for sock in sockets:
+                    sock.set_inheritable(False)  # as uvicorn's own listener: nothing the agent spawns gets them
             task = asyncio.ensure_future(serve(sockets=sockets))
             while not server.started and not task.done():
                 await asyncio.sleep(0.001)
