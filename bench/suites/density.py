@@ -17,7 +17,8 @@ Forked sessions (the default) at 100 and 1,000; cold sessions (``HANGAR_TEMPLATE
 
 Flat as load grows: for forked sessions, ``LOADED_SAMPLES`` new sessions (first byte, each stopped) are timed before
 the N idle sessions open and again while they are all alive (``new_session_alone`` / ``new_session_with_idle``,
-and their p50 ratio). And what idle sessions cost the CPU: the sessions' cgroups' CPU time over ``CPU_WINDOW_S``
+and their p50 ratio, with the start kinds of each group: under spares=auto a sample may take a forked spare, so
+the ratio compares like with like only where the kinds match). And what idle sessions cost the CPU: the sessions' cgroups' CPU time over ``CPU_WINDOW_S``
 while nothing calls them (``idle_cpu_core_percent``: percent of one core for all N together), and the server's own
 CPU time in the same window (``server_cpu_core_percent_while_idle``: its per-session bookkeeping).
 
@@ -35,6 +36,7 @@ import contextlib
 import glob
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -149,7 +151,8 @@ def _idle(ctx: BenchContext, arn: str, count: int, kind: Kind) -> dict[str, obje
     template_before = _memory_kib(_cgroup_pids(template["id"])) if template else None
     available_before = _mem_available_kib()
     cpu_mark = _process_cpu_seconds(server_pid)
-    alone = hangar_first_bytes(ctx, arn, LOADED_SAMPLES, kind) if template else []
+    alone_kinds: Counter[str] = Counter()  # forks or spares (spares=auto): the ratio compares like with like only
+    alone = hangar_first_bytes(ctx, arn, LOADED_SAMPLES, kind, alone_kinds) if template else []
     alone_cpu = _process_cpu_seconds(server_pid) - cpu_mark
     started = time.perf_counter()
     sessions, errors = _open_sessions(ctx, arn, count)
@@ -176,7 +179,8 @@ def _idle(ctx: BenchContext, arn: str, count: int, kind: Kind) -> dict[str, obje
         ctx.hangar.operator()
         listing_cpu = _process_cpu_seconds(server_pid) - cpu_mark
         cpu_mark = _process_cpu_seconds(server_pid)
-        loaded = hangar_first_bytes(ctx, arn, LOADED_SAMPLES, kind) if template else []
+        loaded_kinds: Counter[str] = Counter()
+        loaded = hangar_first_bytes(ctx, arn, LOADED_SAMPLES, kind, loaded_kinds) if template else []
         loaded_cpu = _process_cpu_seconds(server_pid) - cpu_mark
     finally:
         _stop_all(ctx, arn, sessions)
@@ -202,6 +206,7 @@ def _idle(ctx: BenchContext, arn: str, count: int, kind: Kind) -> dict[str, obje
         before, during = summarize_ms(alone), summarize_ms(loaded)
         result["new_session_alone"], result["new_session_with_idle"] = before, during
         result["with_idle_over_alone_p50"] = ratio(during["p50_ms"], before["p50_ms"])
+        result["start_kinds_alone"], result["start_kinds_with_idle"] = dict(alone_kinds), dict(loaded_kinds)
         # The server's CPU per sample (start, first byte, stop, and the bench's two operator listings per sample,
         # which grow with the sessions alive: one listing's CPU is given to subtract), load-independent.
         result["server_cpu_ms_per_new_session_alone"] = round(alone_cpu / len(alone) * 1000, 1)
