@@ -29,7 +29,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from hangar.cluster import node_auth
 from hangar.cluster.node_versions import NodeVersions, parse_target
-from hangar.domain.errors import ConflictError, HangarError, RuntimeClientError, ValidationError
+from hangar.domain.errors import ConflictError, HangarError, InternalError, RuntimeClientError, ValidationError
 from hangar.sandbox.base import ExecEvent
 from hangar.sessions.manager import SessionManager
 
@@ -311,9 +311,16 @@ async def agent_websocket(websocket: WebSocket) -> None:
             await asyncio.gather(*pending, return_exceptions=True)
 
 
+async def unexpected(request: Request, exc: Exception) -> Response:
+    """Anything unforeseen is still the node's error, never mistaken for the agent's answer."""
+    log.error("node API: %s %s failed", request.method, request.url.path, exc_info=exc)
+    return error_response(InternalError(f"node error: {type(exc).__name__}"))
+
+
 def build_app(state: NodeState) -> NodeAuth:
     base = "/node/v1/sessions/{rt}/{sid}"
     app = Starlette(
+        exception_handlers={Exception: unexpected},
         routes=[
             Route(base + "/request", agent_request, methods=["POST"]),
             Route(base + "/exec", agent_exec, methods=["POST"]),
@@ -321,7 +328,7 @@ def build_app(state: NodeState) -> NodeAuth:
             Route(base, stop_session, methods=["DELETE"]),
             Route("/node/v1/sessions", list_sessions, methods=["GET"]),
             Route("/node/v1/health", health, methods=["GET"]),
-        ]
+        ],
     )
     app.state.node = state
     return NodeAuth(app, state.key)

@@ -156,15 +156,19 @@ class NodeVersions:
             if version_id is not None:
                 self._fetch(client, bucket, prefix, {"VersionId": version_id})
                 return
-            listing = client.list_objects_v2(Bucket=bucket, Prefix=prefix)
-            keys = [item["Key"] for item in listing.get("Contents", [])]
+            pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
         except Exception as exc:  # botocore's errors: the reason, as a 503 the gateway can retry
             raise ServiceUnavailableError(f"cannot fetch s3://{bucket}/{prefix} from the gateway: {exc}") from None
         if not keys:
             raise ServiceUnavailableError(f"the gateway has no artifact at s3://{bucket}/{prefix}")
-        for key in keys:
-            if key == prefix or key.startswith(prefix.rstrip("/") + "/"):
-                self._fetch(client, bucket, key, {})
+        wanted = {key for key in keys if key == prefix or key.startswith(prefix.rstrip("/") + "/")}
+        with contextlib.suppress(StoreError):
+            for stale in list(self._artifacts.list(bucket, prefix)):  # gone at the gateway: gone here too
+                if stale.key not in wanted:
+                    self._artifacts.delete(bucket, stale.key)
+        for key in sorted(wanted):
+            self._fetch(client, bucket, key, {})
 
     def _fetch(self, client: Any, bucket: str, key: str, extra: dict[str, str]) -> None:
         answer = client.get_object(Bucket=bucket, Key=key, **extra)
