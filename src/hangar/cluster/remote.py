@@ -319,8 +319,10 @@ class ClusterSessions:
         chosen = ranked[0].name
         bound = await asyncio.to_thread(self.store.write, lambda c: placements.place(c, *key, chosen))
         self.directory.placed(bound)
-        if bound != chosen:
+        if bound != chosen:  # another gateway placed it first, maybe on a node this one has not read yet
             log.debug("session %s was placed on %s by another gateway", key.session_id, bound)
+            if self.directory.known(bound) is None:
+                await self.directory.nodes(fresh=True)
         return RemoteSession(key, target, bound)
 
     async def replace(self, session: RemoteSession, refused_by: list[str]) -> RemoteSession:
