@@ -287,7 +287,7 @@ def test_a_restarted_node_cleans_up_what_its_killed_process_left(world: World) -
     assert before.ids, "the live sessions' sandboxes should be visible on the host"
     world.node.stop(signal.SIGKILL)
     assert residue.residue(before, world.node.data_dir), "a killed node cannot have cleaned up"
-    world.cluster.restart_node(world.node)
+    world.cluster.restart_node(world.node, timeout=180)
     assert residue.settled(before, world.node.data_dir, timeout=60) == []
     assert not live(world, session_id)
     fresh = invoke(world, session_id)  # the restarted node is a new actor: not draining
@@ -299,5 +299,5 @@ def test_sigterm_stops_the_node_cleanly(world: World) -> None:
     assert invoke(world, f"s-{uuid.uuid4()}").status_code == 200
     before = residue.snapshot(world.node.data_dir)
     assert before.ids
-    assert world.node.stop(signal.SIGTERM, timeout=60) == 0, world.node.log()[-3000:]
-    assert residue.settled(before, world.node.data_dir, timeout=30) == []
+    assert world.node.stop(signal.SIGTERM, timeout=120) == 0, world.node.log()[-3000:]
+    assert residue.settled(before, world.node.data_dir, timeout=60) == []

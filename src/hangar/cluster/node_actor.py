@@ -62,7 +62,7 @@ def create(name: str, address: str, capacity: int) -> Any:
 
     remote_class = ray.remote(NodeAgent)
     node_id = ray.get_runtime_context().get_node_id()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60  # Ray notices the old owner's death within seconds; a loaded host takes longer
     while True:
         try:
             handle = remote_class.options(
