@@ -204,3 +204,25 @@ def test_without_connections_uvicorn_does_not_tick_and_a_connection_dates_its_an
     assert lines[0] == "idle ticks 0", result.stderr
     assert lines[1] == "dated now ok", result.stderr
     assert "exited" in lines or result.returncode == -15, result.stderr
+
+
+FILL = """
+import gc, sys
+sys.path.insert(0, {folder!r})
+import warmup
+gc.collect()
+before = warmup._c_stderr_of(sys._debugmallocstats)
+filled = warmup.fill_free_blocks()
+free = lambda report: sum(int(f[4]) for f in (line.split() for line in report.splitlines())
+                          if len(f) == 5 and all(x.isdigit() for x in f) and int(f[1]) >= 64)
+print(filled, len(warmup._FILLER), free(before), flush=True)
+"""
+
+
+def test_the_template_fills_its_free_allocator_slots_before_the_fork() -> None:
+    """CPython reports free blocks in partly used pools; each class from a bytes object's size up gets filled."""
+    code = FILL.format(folder=str(WARMUP.parent))
+    result = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60)
+    filled, kept, free_before = (int(field) for field in result.stdout.split())
+    assert filled > 0 and kept == filled, result.stderr
+    assert filled >= free_before  # every free block of the classes it can fill (64 bytes and up here) was taken

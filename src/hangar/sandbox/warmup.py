@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import sys
 from typing import Any
 
@@ -149,6 +150,58 @@ def _tick_now(server: Any) -> None:
     except StopIteration:
         return
     tick.close()
+
+
+# What fill_free_blocks allocated: kept for the template's life (and so in every fork, shared, never written).
+_FILLER: list[bytes] = []
+MAX_FILLER = 200_000
+BYTES_HEADER = 33  # sys.getsizeof(b""): a bytes object of n bytes asks the allocator for 33 + n
+
+
+def fill_free_blocks() -> int:
+    """Fill the free slots of the template's partly used allocator pools, just before the fork; returns how many.
+
+    A fork's new small objects would land in those slots, scattered over the template's pages, and each one written
+    copies a whole 4 KiB page into that session. Filled, the fork's objects go to fresh pools of its own, packed
+    together (measured: a forked child's private memory after a few requests, 11.85 -> 11.10 MiB; an idle forked
+    session's USS in the density suite, three processes, 10.40 -> 10.18 MiB). CPython's pymalloc
+    reports its free blocks per size class (``sys._debugmallocstats``, on the C stderr, captured here: the template
+    has one thread); a bytes object of the class's size takes each. Any other allocator or format
+    (nothing parsed) leaves the heap as it is. Size classes below a bytes object's header are left free."""
+    stats = getattr(sys, "_debugmallocstats", None)
+    if stats is None:
+        return 0
+    try:
+        report = _c_stderr_of(stats)
+    except OSError:
+        return 0
+    filled = 0
+    for line in report.splitlines():
+        fields = line.split()
+        if len(fields) != 5 or not all(field.isdigit() for field in fields):
+            continue  # "class size num-pools blocks-in-use avail-blocks" rows only
+        size, free = int(fields[1]), int(fields[4])
+        if size < BYTES_HEADER or filled + free > MAX_FILLER:
+            continue
+        _FILLER.extend(bytes(size - BYTES_HEADER) for _ in range(free))
+        filled += free
+    return filled
+
+
+def _c_stderr_of(call: Any) -> str:
+    """What ``call()`` writes to file descriptor 2 (the C level stderr), captured in a memfd (no size limit, no
+    file left behind for the forks' copy of the template's writable tree)."""
+    capture = os.memfd_create("hangar-mallocstats", os.MFD_CLOEXEC)
+    saved = os.dup(2)
+    try:
+        os.dup2(capture, 2)
+        call()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    with os.fdopen(capture, "rb") as captured:
+        captured.seek(0)
+        return captured.read().decode(errors="replace")
 
 
 def import_first_use() -> list[str]:

@@ -262,6 +262,8 @@ class Zygote:
         except OSError as exc:
             raise NotForkable(f"isolate.py cannot load the C library here (glibc's libc.so.6): {exc}") from None
         gc.collect()
+        if os.path.exists(os.path.join(HERE, "warmup.py")):
+            _load("warmup").fill_free_blocks()  # forks' new objects go to pools of their own, not the template's
         gc.freeze()  # keep the collector from writing to the template's objects in every child (copy-on-write)
         self.report("ready", pid=os.getpid())
         while True:
