@@ -48,7 +48,7 @@ def build_node(settings: Settings, *, name: str, host: str, port: int, gateway: 
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_store_engine(settings.resolved_database_url)
-    versions = NodeVersions(settings, Store(engine), s3_client_factory(gateway, settings.region))
+    versions = NodeVersions(settings, Store(engine), s3_client_factory(gateway, settings.region), gateway)
     manager = build_sessions(settings, Metrics(), versions.prepared)
     state = NodeState(name=name, manager=manager, versions=versions, key=b"")
     return Node(settings=settings, name=name, host=host, port=port, state=state, engine=engine)

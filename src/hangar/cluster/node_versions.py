@@ -6,6 +6,11 @@ server. The artifact's bytes come from the gateway's S3 API (``--gateway``), sig
 credential chain (``AWS_SHARED_CREDENTIALS_FILE`` pointing at the gateway's admin credentials, or
 ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``): they are mirrored into the node's own artifact store under the
 same bucket and key, so the build (and its content hash) is exactly the single-server one.
+
+A container-image version is pulled by the manifest digest the gateway recorded when it prepared the version
+(node_images.py): from the gateway's own registry (``/v2``, Basic ``AWS`` + a GetAuthorizationToken password made
+with the same credentials) or, for an external registry, from that registry itself; then unpacked with the ordinary
+image code into the node's ``images/`` store, so the rootfs is keyed by the same manifest digest as on the gateway.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 
 from hangar.artifacts.api import BuildError, CodeArtifact
 from hangar.artifacts.store import ArtifactStore, StoreError
+from hangar.cluster.node_images import NodeImages
 from hangar.config import Settings
 from hangar.control.context import Context
 from hangar.control.resolve import TargetResolver
@@ -64,10 +70,13 @@ def encode_target(runtime_id: str, endpoint_name: str, version: int | str) -> st
 class NodeVersions:
     """Resolves and prepares versions for this node; one build per version at a time, callers share it."""
 
-    def __init__(self, settings: Settings, store: Store, s3_client: Callable[[], Any]) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, s3_client: Callable[[], Any], gateway: str = "http://127.0.0.1:8780"
+    ) -> None:
         self.settings = settings
         self.store = store
         self._s3_client = s3_client
+        self._images = NodeImages(settings, store, gateway)
         self._resolver = TargetResolver(
             Context(store=store, place=Place(settings.account_id, settings.region), token_secret=b"", after_write=_no)
         )
@@ -115,12 +124,15 @@ class NodeVersions:
         if version is None or version.status != Status.READY or version.prepared is None:
             raise ConflictError(f"Version {number} of agent runtime {runtime_id} is not READY")
         target = self._resolver._target(runtime, endpoint_name, version)  # the gateway's own mapping, reused
+        if version.spec.code is None:
+            image = version.prepared.image
+            digest = image.manifest_digest if image is not None else None
+            return dataclasses.replace(target, prepared=self._images.prepare(version.spec, digest))
         return dataclasses.replace(target, prepared=self._build(version.spec))
 
     def _build(self, spec: RuntimeSpec) -> PreparedVersion:
         code = spec.code
-        if code is None:
-            raise ServiceUnavailableError("container image versions are not prepared on cluster nodes yet")
+        assert code is not None
         self._mirror(code.bucket, code.prefix, code.version_id)
         with self._lock:
             if self._builder is None:
