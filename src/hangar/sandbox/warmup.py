@@ -173,7 +173,7 @@ def fill_free_blocks() -> int:
         return 0
     try:
         report = _c_stderr_of(stats)
-    except OSError:
+    except (OSError, AttributeError, ValueError):  # no memfd_create (an image's older Python), a closed fd 2
         return 0
     filled = 0
     for line in report.splitlines():
