@@ -16,11 +16,12 @@ Memory, for N idle sessions of the trivial agent (each opened by one invoke, the
 Forked sessions (the default) at 100 and 1,000; cold sessions (``HANGAR_TEMPLATE=off``) at 100 for comparison.
 
 Flat as load grows: for forked sessions, ``LOADED_SAMPLES`` new sessions (first byte, each stopped) are timed before
-the N idle sessions open and again while they are all alive (``new_session_alone`` / ``new_session_with_idle``,
-and their p50 ratio, with the start kinds of each group: under spares=auto a sample may take a forked spare, so
-the ratio compares like with like only where the kinds match). And what idle sessions cost the CPU: the sessions'
-cgroups' CPU time over ``CPU_WINDOW_S`` while nothing calls them (``idle_cpu_core_percent``: percent of one core for all N together), and the server's own
-CPU time in the same window (``server_cpu_core_percent_while_idle``: its per-session bookkeeping).
+the N idle sessions open and again while they are all alive (``new_session_alone`` / ``new_session_with_idle``, and
+their p50 ratio, with the start kinds of each group: under spares=auto a sample may take a forked spare, so the
+ratio compares like with like only where the kinds match). And what idle sessions cost the CPU: the sessions'
+cgroups' CPU time over ``CPU_WINDOW_S`` while nothing calls them (``idle_cpu_core_percent``: percent of one core for
+all N together), and the server's own CPU time in the same window (``server_cpu_core_percent_while_idle``: its per-
+session bookkeeping).
 
 Churn: ``CHURN_CLIENTS`` clients, each in a loop for a fixed time: invoke a new session id, StopRuntimeSession.
 Sessions per second completed, for the forked and the cold runtime, with the first-byte latency under that load and
