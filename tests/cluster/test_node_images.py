@@ -1,7 +1,8 @@
 """Container-image versions on a ``hangar node``: a busybox image pushed to the gateway's ECR (``/v2``), a runtime
 created from it, invoked through the node API. The node pulls the manifest the gateway resolved (by digest) and its
 blobs from the gateway's registry and unpacks them into its own store; the image's agent answers from a sandbox on
-the node. One Ray head, one node, one ``hangar serve`` on a throwaway PostgreSQL for the module."""
+the node, called through the node API and through the ``hangar serve --cluster`` gateway with boto3. One Ray head,
+one node, one gateway on a throwaway PostgreSQL for the module."""
 
 from __future__ import annotations
 
@@ -59,7 +60,8 @@ def world(ray_cluster: RayCluster) -> Iterator[World]:  # noqa: F811 - the impor
     try:
         with world_readable_dir("hangar-cluster-img-") as root:
             url = postgres.new_database()
-            server = HangarServer(data_dir=root / "gw", env={"HANGAR_DATABASE_URL": url}).start()
+            env = {"HANGAR_DATABASE_URL": url, "HANGAR_CLUSTER": "1"}  # a gateway: its sessions run on the node
+            server = HangarServer(data_dir=root / "gw", env=env).start()
             try:
                 node = ray_cluster.start_node(
                     root / "node",
@@ -186,6 +188,37 @@ def test_an_image_from_the_gateways_ecr_runs_on_the_node(world: World) -> None:
     again = invoke(world, runtime_id, session_id, {"prompt": "again"})
     assert again.status_code == 200, again.text
     assert again.json()["first"] == {"prompt": "hi"}  # the same sandbox answered
+
+
+def test_an_image_runtime_invoked_through_the_cluster_gateway_answers_from_the_node(world: World) -> None:
+    repository, digest = _push(world, "via-gateway")
+    runtime_id = _runtime(world, repository)
+    arn = world.control.get_agent_runtime(agentRuntimeId=runtime_id)["agentRuntimeArn"]
+    data = world.server.boto3_client("bedrock-agentcore")
+    session_id = f"s-{uuid.uuid4()}"
+    answer = data.invoke_agent_runtime(agentRuntimeArn=arn, runtimeSessionId=session_id, payload=b'{"via": "gw"}')
+    doc = json.loads(answer["response"].read())
+    assert (doc["agent"], doc["body"]) == ("busybox", {"via": "gw"})
+    assert (_node_rootfs(world, digest) / "marker").read_text() == "via-gateway"  # unpacked on the node
+    listed = httpx.get(
+        f"{world.node.url}/node/v1/sessions",
+        headers={_auth_header(): _sign(world, "GET", "/node/v1/sessions")},
+        timeout=60,
+    ).json()["sessions"]
+    assert any(s["runtimeSessionId"] == session_id and s["state"] != "Terminated" for s in listed)
+    data.stop_runtime_session(agentRuntimeArn=arn, runtimeSessionId=session_id)
+
+
+def _auth_header() -> str:
+    from hangar.cluster import node_auth
+
+    return node_auth.HEADER
+
+
+def _sign(world: World, method: str, path: str) -> str:
+    from hangar.cluster import node_auth
+
+    return node_auth.sign(world.key, method, path)
 
 
 def test_the_node_pulls_the_digest_the_gateway_resolved_even_after_the_tag_moved(world: World) -> None:
