@@ -32,11 +32,13 @@ from hangar.cluster.node_versions import NodeVersions, parse_target
 from hangar.domain.errors import ConflictError, HangarError, InternalError, RuntimeClientError, ValidationError
 from hangar.sandbox.base import ExecEvent
 from hangar.sessions.manager import SessionManager
+from hangar.sessions.session import SessionKey
 
 log = logging.getLogger("hangar.cluster")
 
 ERROR_HEADER = "X-Hangar-Node-Error"
 DRAINING = "NodeDraining"
+NOT_HERE = "NotFound"
 HEADER_PREFIX = "x-hangar-h-"
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 MAX_MESSAGE = 16 * 1024 * 1024
@@ -44,6 +46,14 @@ MAX_MESSAGE = 16 * 1024 * 1024
 
 class NodeDrainingError(ConflictError):
     code = DRAINING
+
+
+class SessionNotHereError(HangarError):
+    """A gateway that called with ``X-Hangar-Existing`` (a binding from its memory) wants this node's live session
+    or nothing: another gateway may have stopped it and bound the id elsewhere since."""
+
+    code = NOT_HERE
+    status = 404
 
 
 @dataclass
@@ -140,6 +150,14 @@ def _ref_of(request: Request | WebSocket) -> tuple[str, str]:
     return request.path_params["rt"], request.path_params["sid"]
 
 
+def _check_existing(request: Request, state: NodeState, runtime_id: str, session_id: str) -> None:
+    if "x-hangar-existing" not in request.headers or state.manager.get(runtime_id, session_id) is not None:
+        return
+    if SessionKey(runtime_id, session_id) in state.manager._starting:  # a start under way counts
+        return
+    raise SessionNotHereError(f"no live session {session_id} of {runtime_id} on node {state.name}")
+
+
 def _check_draining(state: NodeState, runtime_id: str, session_id: str) -> None:
     if state.draining and state.manager.get(runtime_id, session_id) is None:
         raise NodeDrainingError(f"node {state.name} is draining: it takes no new sessions")
@@ -184,6 +202,7 @@ async def agent_request(request: Request) -> Response:
             else:
                 headers.append(("transfer-encoding", "chunked"))
                 body = _chunked(request.stream())
+        _check_existing(request, state, runtime_id, session_id)
         _check_draining(state, runtime_id, session_id)
         target = await state.versions.target(ref)
         async with state.manager.call(target, session_id) as lease:

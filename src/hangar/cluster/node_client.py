@@ -23,6 +23,8 @@ from hangar.sandbox.base import ExecEvent
 ERROR_HEADER = "x-hangar-node-error"
 TARGET_HEADER = "X-Hangar-Target"
 AGENT_HEADER_PREFIX = "X-Hangar-H-"
+EXISTING_HEADER = "X-Hangar-Existing"  # only the node's live session: refused 404 NotFound rather than started
+NOT_HERE = "NotFound"
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "trailer", "host"})
 # The node takes no new session (draining, or at its own cap): the gateway tries another node.
 REFUSALS = frozenset({"Full", "Draining", "NodeDraining", "ServiceQuotaExceededException"})
@@ -123,9 +125,13 @@ class NodeClient:
         path: str,
         headers: list[tuple[str, str]],
         body: bytes | AsyncIterator[bytes],
+        existing: bool = False,
     ) -> RemoteResponse:
-        """Send one request to the session's agent through the node (which starts the session if need be)."""
+        """Send one request to the session's agent through the node (which starts the session if need be, unless
+        ``existing``: then a session the node does not run is refused with ``NotFound``)."""
         sent = [(AGENT_HEADER_PREFIX + k, v) for k, v in headers if k.lower() not in HOP_BY_HOP]
+        if existing:
+            sent.append((EXISTING_HEADER, "1"))
         sent += [(TARGET_HEADER, encode_target(target)), ("X-Hangar-Agent-Method", method)]
         sent.append(("X-Hangar-Agent-Path", path))
         route = session_path(target.runtime_id, session_id, "/request")

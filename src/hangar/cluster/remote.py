@@ -6,6 +6,12 @@ the session there on its first call. A session's node is its row in ``session_pl
 gateway, so any gateway routes any session); a new session is placed by ``placement.candidates``. A watch loop
 reads the nodes (Ray actors) every second: a node gone from Ray loses its bindings and its sessions are reported
 Terminated, so the next call of such an id is placed afresh on a live node.
+
+Bindings are kept in memory too (``_bindings``, bounded): a binding never changes while it exists, it is only
+removed, so a warm call needs no SQL. A binding from memory is sent with ``X-Hangar-Existing``: a node that no
+longer runs the session (another gateway stopped it, it ended by itself) answers ``NotFound`` instead of starting
+it, and the call reads the table again (and places afresh if need be). Entries also go when this gateway stops the
+session, when the watch drops a dead node's bindings, and when the reconcile drops those of ended sessions.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
@@ -24,7 +30,7 @@ from sqlalchemy import Engine
 from websockets.asyncio.client import ClientConnection
 
 from hangar.cluster import placement, ray_link
-from hangar.cluster.node_client import REFUSALS, NodeClient, NodeRefused, NodeUnreachable, RemoteResponse
+from hangar.cluster.node_client import NOT_HERE, REFUSALS, NodeClient, NodeRefused, NodeUnreachable, RemoteResponse
 from hangar.config import Settings
 from hangar.domain import errors
 from hangar.domain.invocation import InvocationTarget
@@ -45,6 +51,7 @@ TERMINATED_KEPT = 200
 TARGETS_KEPT = 10_000
 PLACE_ATTEMPTS = 3
 RECONCILE_TICKS = 5  # every 5 watches, bindings of sessions that ended on their node go
+BINDINGS_KEPT = 100_000  # bindings remembered (least recently used go first): ~200 bytes each
 OnEnd = Callable[[bool], Awaitable[None]]
 
 
@@ -59,6 +66,7 @@ class RemoteSession:
     spare_kind: str | None = None
     cold_reason: str | None = None
     started_at: float = field(default_factory=time.time)
+    cached: bool = False  # the binding came from this gateway's memory, not the table: the node must confirm it
 
     @property
     def sandbox_id(self) -> str:
@@ -107,13 +115,18 @@ class RemoteLease:
         self, method: str, path: str, headers: list[tuple[str, str]], body: bytes | AsyncIterator[bytes] = b""
     ) -> RemoteResponse:
         tried: list[str] = []
+        if self.session.cached and not isinstance(body, bytes):  # a streamed body cannot be sent twice
+            self.session = await self._owner.rebind(self.session)
         while True:
             node = self.session.node
             try:
                 return await self._owner.client(node).request(
-                    self.session.target, self.session.key.session_id, method, path, headers, body
+                    self.session.target, self.session.key.session_id, method, path, headers, body, self.session.cached
                 )
             except NodeRefused as exc:
+                if exc.code == NOT_HERE and self.session.cached:  # remembered binding is stale: read the table
+                    self.session = await self._owner.rebind(self.session)
+                    continue
                 # A node refuses only a session it does not have (new, or ended there since): placing it elsewhere
                 # is safe whenever the body can be sent again.
                 if not (exc.code in REFUSALS and isinstance(body, bytes)) or len(tried) >= PLACE_ATTEMPTS:
@@ -124,6 +137,8 @@ class RemoteLease:
                 raise await self._owner.unreachable(self.session, exc) from exc
 
     async def exec(self, command: str, timeout: float) -> AsyncGenerator[ExecEvent, None]:
+        if self.session.cached:  # the node would start the session: confirm the binding first
+            self.session = await self._owner.rebind(self.session)
         client = self._owner.client(self.session.node)
         events = client.exec(self.session.target, self.session.key.session_id, command, timeout)
         try:
@@ -144,6 +159,8 @@ class RemoteLease:
     ) -> ClientConnection:
         """The agent's ``/ws`` through the session's node (the gateway's WebSocket handler relays it as a local
         socket's)."""
+        if self.session.cached:
+            self.session = await self._owner.rebind(self.session)
         client = self._owner.client(self.session.node)
         return await client.websocket(self.session.target, self.session.key.session_id, headers, subprotocols, max_size)
 
@@ -182,6 +199,7 @@ class ClusterSessions:
         self._checks: set[asyncio.Task[bool]] = set()
         self._ticks = 0
         self._targets: dict[SessionKey, InvocationTarget] = {}  # the version each session was last called with
+        self._bindings: OrderedDict[SessionKey, str] = OrderedDict()  # session -> node, see the module docstring
 
     # --- lifecycle
 
@@ -216,6 +234,9 @@ class ClusterSessions:
         target = self._targets.get(key)
         if target is None:
             return None
+        node = self._bindings.get(key)
+        if node is not None:
+            return RemoteSession(key, target, node, cached=True)
         node = self.store.read(lambda c: placements.node_of(c, runtime_id, session_id))
         return None if node is None else RemoteSession(key, target, node)
 
@@ -264,6 +285,7 @@ class ClusterSessions:
             lease.release()
 
     async def stop_session(self, runtime_id: str, session_id: str, reason: str = "stopped") -> bool:
+        self._forget(SessionKey(runtime_id, session_id))  # the table says where it is now (another gateway's?)
         node = await asyncio.to_thread(self.store.read, lambda c: placements.node_of(c, runtime_id, session_id))
         if node is None:
             return False
@@ -294,18 +316,44 @@ class ClusterSessions:
     async def drain(self, name: str) -> bool:
         return await self.directory.drain(name)
 
-    async def _bind(self, target: InvocationTarget, session_id: str) -> RemoteSession:
-        """The session's node: its binding when its node lives, else a new placement."""
+    async def _bind(self, target: InvocationTarget, session_id: str, remembered: bool = True) -> RemoteSession:
+        """The session's node: its binding (from memory when ``remembered``) when its node lives, else a new
+        placement."""
         key = SessionKey(target.runtime_id, session_id)
         self._targets[key] = target
         if len(self._targets) > TARGETS_KEPT:
             self._targets.pop(next(iter(self._targets)))
+        node = self._bindings.get(key) if remembered else None
+        if node is not None:
+            if self.directory.known(node) is not None:
+                self._bindings.move_to_end(key)
+                return RemoteSession(key, target, node, cached=True)
+            self._forget(key)
         node = await asyncio.to_thread(self.store.read, lambda c: placements.node_of(c, *key))
         if node is not None:
             alive = {n.name for n in await self.directory.nodes()}
             if node in alive or not await self.node_dead(node):
+                self._remember(key, node)
                 return RemoteSession(key, target, node)
         return await self._place(key, target, exclude=[])
+
+    async def rebind(self, session: RemoteSession) -> RemoteSession:
+        """A remembered binding the node did not confirm (or could not be asked to): the table decides."""
+        self._forget(session.key)
+        return await self._bind(session.target, session.key.session_id, remembered=False)
+
+    def _remember(self, key: SessionKey, node: str) -> None:
+        self._bindings[key] = node
+        self._bindings.move_to_end(key)
+        if len(self._bindings) > BINDINGS_KEPT:
+            self._bindings.popitem(last=False)
+
+    def _forget(self, key: SessionKey) -> None:
+        self._bindings.pop(key, None)
+
+    def _forget_node(self, node: str) -> None:
+        for key in [k for k, n in self._bindings.items() if n == node]:
+            del self._bindings[key]
 
     async def _place(self, key: SessionKey, target: InvocationTarget, exclude: list[str]) -> RemoteSession:
         nodes = await self.directory.nodes()
@@ -319,6 +367,7 @@ class ClusterSessions:
         chosen = ranked[0].name
         bound = await asyncio.to_thread(self.store.write, lambda c: placements.place(c, *key, chosen))
         self.directory.placed(bound)
+        self._remember(key, bound)
         if bound != chosen:  # another gateway placed it first, maybe on a node this one has not read yet
             log.debug("session %s was placed on %s by another gateway", key.session_id, bound)
             if self.directory.known(bound) is None:
@@ -329,6 +378,7 @@ class ClusterSessions:
         """The node refused the session (it has no such live session and takes no new one): unbind it there, place
         it elsewhere."""
         key = session.key
+        self._forget(key)
         await asyncio.to_thread(self.store.write, lambda c: placements.remove(c, *key, session.node))
         return await self._place(key, session.target, refused_by)
 
@@ -355,6 +405,7 @@ class ClusterSessions:
         task.add_done_callback(self._checks.discard)
 
     async def _lost(self, node: str) -> None:
+        self._forget_node(node)
         gone = await asyncio.to_thread(self.store.write, lambda c: placements.remove_node(c, node))
         seen = {(p.runtime_id, p.session_id): p for p in [*self._known.pop(node, []), *gone]}
         client = self._clients.pop(node, None)
@@ -403,6 +454,7 @@ class ClusterSessions:
         ended = {(e.get("runtimeId"), e.get("runtimeSessionId")) for e in entries if e.get("state") == "Terminated"}
         stale = [p for p in self._known.get(node, []) if (p.runtime_id, p.session_id) in ended - live]
         for p in stale:
+            self._forget(SessionKey(p.runtime_id, p.session_id))
             await asyncio.to_thread(
                 self.store.write, lambda c, p=p: placements.remove(c, p.runtime_id, p.session_id, node)
             )
