@@ -1,16 +1,19 @@
 """The gateway's in-memory session bindings (cluster/remote.py): a warm call reads no placement row, yet a binding
-another gateway removed is never trusted. Two gateways, two nodes, one PostgreSQL (test_gateway.py's world)."""
+another gateway removed is never trusted; and session logs kept on the nodes, read through a gateway's CloudWatch
+Logs API with the aws CLI. Two gateways, two nodes, one PostgreSQL (test_gateway.py's world)."""
 
 from __future__ import annotations
 
 import httpx
 
 from hangar.cluster import node_auth, node_versions, ray_link
+from hangar.observability import logs
 from hangar.store import placements
 from hangar.store.engine import create_store_engine
 from hangar.store.transactions import Store
 from tests.cluster.test_gateway import World, new_id, world  # noqa: F401 - the fixture
 from tests.dataplane.support import wait_for
+from tests.observability.test_logs import aws
 from tests.support.ray_cluster import ray_cluster  # noqa: F401 - the fixture
 
 
@@ -79,3 +82,26 @@ def test_the_node_refuses_an_unknown_session_to_a_caller_that_expects_one(world:
     assert answer.status_code == 404
     assert answer.headers["X-Hangar-Node-Error"] == "NotFound"
     assert world.node_of(sid) is None and bound_node(world, sid) is None
+
+
+def test_a_node_sessions_log_lines_through_the_gateways_logs_api(world: World) -> None:  # noqa: F811
+    sid = new_id()
+    marker = f"hello-{sid}"
+    world.invoke(0, sid, {"say": marker})
+    group = logs.group_name(world.arn.rsplit("/", 1)[-1], "DEFAULT")
+    gateway = world.gateways[1]
+
+    def logged() -> list[str]:
+        found = aws(gateway, "filter-log-events", "--log-group-name", group, "--filter-pattern", marker)
+        return [e["logStreamName"] for e in found["events"] if e["message"] == marker]
+
+    wait_for(lambda: bool(logged()), timeout=30, interval=0.5)
+    [stream] = logged()
+    assert stream.endswith(logs.STREAM_KIND + sid), "the node's stream of that session"
+    streams = aws(gateway, "describe-log-streams", "--log-group-name", group)["logStreams"]
+    assert stream in [s["logStreamName"] for s in streams]
+    got = aws(gateway, "get-log-events", "--log-group-name", group, "--log-stream-name", stream, "--start-from-head")
+    assert marker in [e["message"] for e in got["events"]]
+    groups = aws(gateway, "describe-log-groups")["logGroups"]
+    assert group in [g["logGroupName"] for g in groups]
+    world.stop(sid)

@@ -27,7 +27,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from hangar.cluster import node_auth
+from hangar.cluster import node_auth, node_logs
 from hangar.cluster.node_versions import NodeVersions, parse_target
 from hangar.domain.errors import ConflictError, HangarError, InternalError, RuntimeClientError, ValidationError
 from hangar.sandbox.base import ExecEvent
@@ -262,7 +262,8 @@ async def stop_session(request: Request) -> Response:
 
 async def list_sessions(request: Request) -> Response:
     state: NodeState = request.app.state.node
-    return JSONResponse({"node": state.name, "sessions": state.manager.list_sessions()})
+    starting = [[key.runtime_id, key.session_id] for key in state.manager._starting]  # not listed yet: still live
+    return JSONResponse({"node": state.name, "sessions": state.manager.list_sessions(), "starting": starting})
 
 
 async def health(request: Request) -> Response:
@@ -347,6 +348,7 @@ def build_app(state: NodeState) -> NodeAuth:
             Route(base, stop_session, methods=["DELETE"]),
             Route("/node/v1/sessions", list_sessions, methods=["GET"]),
             Route("/node/v1/health", health, methods=["GET"]),
+            *node_logs.ROUTES,  # the node's session logs, for the gateways' CloudWatch Logs API
         ],
     )
     app.state.node = state

@@ -193,13 +193,18 @@ class NodeClient:
         return bool(doc.get("stopped")) if isinstance(doc, dict) else False
 
     async def sessions(self) -> list[dict[str, Any]]:
+        return (await self.listing())[0]
+
+    async def listing(self) -> tuple[list[dict[str, Any]], set[tuple[str, str]]]:
+        """The node's sessions (live, then recently ended) and the (runtime, session) keys it is starting now."""
         response = await self._send("GET", "/node/v1/sessions")
         try:
             doc = json.loads(await response.aread())
         finally:
             await response.aclose()
         found = doc.get("sessions", []) if isinstance(doc, dict) else doc
-        return [s for s in found if isinstance(s, dict)]
+        starting = doc.get("starting", []) if isinstance(doc, dict) else []
+        return [s for s in found if isinstance(s, dict)], {(str(k[0]), str(k[1])) for k in starting}
 
     async def aclose(self) -> None:
         await self._http.aclose()

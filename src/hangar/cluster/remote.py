@@ -31,9 +31,11 @@ from websockets.asyncio.client import ClientConnection
 
 from hangar.cluster import placement, ray_link
 from hangar.cluster.node_client import NOT_HERE, REFUSALS, NodeClient, NodeRefused, NodeUnreachable, RemoteResponse
+from hangar.cluster.node_logs import RemoteLogStore
 from hangar.config import Settings
 from hangar.domain import errors
 from hangar.domain.invocation import InvocationTarget
+from hangar.observability.logs import LogStore
 from hangar.observability.metrics import Metrics
 from hangar.sandbox.base import ExecEvent
 from hangar.sessions.logs import SessionLogs
@@ -187,7 +189,9 @@ class ClusterSessions:
         self.settings = settings
         self.store = Store(engine)
         self.directory = placement.NodeDirectory()
-        self.logs = SessionLogs(settings)  # stays empty here: session output is kept on the nodes
+        self.logs = SessionLogs(settings)  # its store reads the nodes': session output is kept on them
+        self.remote_logs = RemoteLogStore(self.directory, lambda: self._key, settings.log_retention_s)
+        self.logs.store = cast(LogStore, self.remote_logs)  # what logs_api and the console read
         self.pool = _Nothing()
         self.templates = _Nothing()
         self.identities = _NoIdentities()
@@ -218,6 +222,7 @@ class ClusterSessions:
             await client.aclose()
         self._clients.clear()
         await self.logs.stop()
+        self.remote_logs.close()
 
     def describe_backend(self) -> dict[str, object]:
         nodes = [self.directory.known(n) for n in self._known]
@@ -444,20 +449,20 @@ class ClusterSessions:
 
     async def _reconcile(self, node: str) -> None:
         """Drop the bindings of sessions their node says ended (idle, lifetime, agent exit) and does not run again:
-        the table stays the set of live sessions. A session still starting is in neither list: it keeps its row."""
+        the table stays the set of live sessions. A session the node is starting counts as live, and only the very row
+        seen by the watch goes (a session stopped and placed again since keeps its new row)."""
         try:
-            entries = await self.client(node).sessions()
+            entries, starting = await self.client(node).listing()
         except (NodeRefused, NodeUnreachable, errors.HangarError) as exc:
             log.debug("node %s did not list its sessions: %s", node, exc)
             return
-        live = {(e.get("runtimeId"), e.get("runtimeSessionId")) for e in entries if e.get("state") != "Terminated"}
+        live: set[tuple[Any, Any]] = set(starting)
+        live |= {(e.get("runtimeId"), e.get("runtimeSessionId")) for e in entries if e.get("state") != "Terminated"}
         ended = {(e.get("runtimeId"), e.get("runtimeSessionId")) for e in entries if e.get("state") == "Terminated"}
         stale = [p for p in self._known.get(node, []) if (p.runtime_id, p.session_id) in ended - live]
         for p in stale:
             self._forget(SessionKey(p.runtime_id, p.session_id))
-            await asyncio.to_thread(
-                self.store.write, lambda c, p=p: placements.remove(c, p.runtime_id, p.session_id, node)
-            )
+            await asyncio.to_thread(self.store.write, lambda c, p=p: placements.remove_seen(c, p))
 
 
 def build_cluster_sessions(settings: Settings, engine: Engine, metrics: Metrics) -> SessionManager:

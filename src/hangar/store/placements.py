@@ -54,6 +54,16 @@ def remove(conn: Connection, runtime_id: str, session_id: str, node: str | None 
     return bool(conn.execute(delete(_T).where(where)).rowcount)
 
 
+def remove_seen(conn: Connection, seen: Placement) -> bool:
+    """Drop the binding only if it is still the very row seen (same node, same creation time): a session stopped and
+    placed again since keeps its new row. True when the row went."""
+    where = and_(_key(seen.runtime_id, seen.session_id), _T.c.node == seen.node)
+    created: datetime | None = conn.execute(select(_T.c.created_at).where(where)).scalar_one_or_none()
+    if created is None or as_utc(created) != seen.created_at:
+        return False
+    return bool(conn.execute(delete(_T).where(where)).rowcount)
+
+
 def remove_node(conn: Connection, node: str) -> list[Placement]:
     """Drop every binding of a node (it died or was cleaned up); the bindings that went."""
     gone = of_node(conn, node)

@@ -25,6 +25,8 @@ async def invoke(payload: Any, context: RequestContext) -> Any:
         return _events(int(payload.get("count", 3)))
     if isinstance(payload, dict) and payload.get("action") == "size":
         return {"size": len(payload.get("data", ""))}
+    if isinstance(payload, dict) and payload.get("say"):
+        print(payload["say"], flush=True)  # a line of the session's log (kept on its node)
     calls["count"] += 1
     return {"count": calls["count"], "pid": os.getpid(), "session": context.session_id}
 
