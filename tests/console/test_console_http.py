@@ -131,6 +131,9 @@ def test_invoke_and_logout_with_the_token(
     )
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"echo": {"hello": "world"}}
+    listed = client.get("/console/sessions").text  # the session's row names its node (one process: "local")
+    row = listed[listed.index('data-session="console-http-test-session-0000000000000"') :].split("</tr>")[0]
+    assert "<td>local</td>" in row, row
     assert client.post("/console/logout", data={"csrf": csrf}).status_code == 303
     assert client.get("/console/runtimes").status_code == 303
 

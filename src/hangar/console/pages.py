@@ -16,6 +16,7 @@ from hangar.console.render import STATIC, page
 from hangar.control import commands as c
 from hangar.control.service import ControlPlane
 from hangar.domain.errors import HangarError, NotFoundError
+from hangar.domain.names import LOCAL_NODE
 from hangar.sessions.manager import SessionManager
 from hangar.sessions.session import Session
 
@@ -199,6 +200,7 @@ async def _sessions(manager: SessionManager) -> list[dict[str, Any]]:
     listed: list[dict[str, Any]] = []
     for entry in manager.list_sessions():
         row = dict(entry)
+        row.setdefault("node", LOCAL_NODE)  # cluster sessions name theirs
         if row["state"] != "Terminated":
             row["memoryBytes"], row["cpuSeconds"] = by_sandbox.get(str(row["sandboxId"]), (None, None))
         listed.append(row)

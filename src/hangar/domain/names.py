@@ -17,6 +17,7 @@ VERSION = r"[1-9][0-9]{0,4}"
 MAX_VERSION = 99999
 CLIENT_TOKEN = r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,256}"
 DEFAULT_ENDPOINT = "DEFAULT"
+LOCAL_NODE = "local"  # the node of every session when sandboxes run in the gateway's own process
 
 _SUFFIX_ALPHABET = string.ascii_letters + string.digits
 

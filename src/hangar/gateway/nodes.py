@@ -15,9 +15,8 @@ from starlette.responses import JSONResponse, Response
 
 from hangar.cluster.remote import ClusterSessions
 from hangar.domain.errors import NotFoundError, ValidationError
+from hangar.domain.names import LOCAL_NODE
 from hangar.gateway.routing import Route
-
-LOCAL_NODE = "local"  # the node of every session when sandboxes run in the gateway's own process
 
 
 def _cluster(request: Request) -> ClusterSessions | None:

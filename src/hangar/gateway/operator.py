@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from hangar.domain.errors import InternalError, NotFoundError
+from hangar.domain.names import LOCAL_NODE
 from hangar.gateway import nodes
 from hangar.gateway.routing import Route
 from hangar.sessions.manager import SessionManager
@@ -49,7 +50,7 @@ async def list_sessions(request: Request, _params: dict[str, str]) -> Response:
     by_sandbox = {s.sandbox_id: m for s, m in zip(live, memory, strict=True)}
     sessions = manager.list_sessions()
     for entry in sessions:
-        entry["node"] = nodes.LOCAL_NODE
+        entry["node"] = LOCAL_NODE
         if entry["state"] != "Terminated":
             entry["memoryBytes"] = by_sandbox.get(str(entry["sandboxId"]))
     return JSONResponse(
