@@ -9,6 +9,13 @@ httpx and boto3 clients reach them on 127.0.0.1), then starts a Ray head with to
 and the health-check settings that notice a dead node in about 2.6 s. ``start_node(...)`` starts a ``hangar node``;
 ``stop()`` stops nodes, then Ray (raylets first, gcs last), deletes the namespace and moves the thread back.
 
+``RayCluster.start(hosts=True)``: nodes as separate hosts. The head's namespace gets a bridge (``HEAD_IP``, not only
+``lo``) and the head binds to it; each ``start_node`` then makes a namespace of its own, joined to the bridge by a
+veth pair with its own address (``SUBNET.11``, ``.12``, ...), starts a raylet there (``ray start --address``) and
+runs ``hangar node`` in it (``nsenter --net``: only the network namespace differs, mounts and cgroups are the
+host's). Node → head, gateway → node and node → gateway traffic crosses that link. Gateways must listen on the
+bridge too (``HangarServer(extra_args=["--host", "0.0.0.0"])``; ``cluster.gateway_url(server)`` is its bridge URL).
+
 Use it as a module-scoped fixture (Ray starts take seconds): ``ray_cluster`` below.
 """
 
@@ -24,11 +31,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -41,6 +50,10 @@ CLONE_NEWNET = 0x40000000
 TOKEN = secrets.token_hex(32)
 TOKEN_PATH = Path(tempfile.gettempdir()) / f"hangar-ray-token-{os.getpid()}"
 LOCAL_INDEX = Path(os.environ.get("HANGAR_TEST_LOCAL_INDEX", "/opt/pypi/simple"))  # a file:// mirror, if any
+SUBNET = "10.77.0"  # hosts mode: private to the cluster's namespaces, so concurrent clusters never collide
+HEAD_IP = f"{SUBNET}.1"
+BRIDGE = "hangarbr0"
+T = TypeVar("T")
 HEALTH_CHECKS = {  # the head notices a dead node in ~2.6 s instead of ~17.5 s
     "RAY_health_check_period_ms": "1000",
     "RAY_health_check_timeout_ms": "1000",
@@ -57,6 +70,32 @@ def unavailable_reason() -> str | None:
     if shutil.which("ip") is None:
         return "iproute2 (ip) is missing"
     return None
+
+
+def _ip(*args: str) -> None:
+    done = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {done.stderr.strip()}")
+
+
+def within(netns: str, fn: Callable[[], T]) -> T:
+    """``fn()`` run by a thread inside network namespace ``netns`` (and the subprocesses it starts: ``ip link``)."""
+    result: list[T] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            _setns(f"/run/netns/{netns}")
+            result.append(fn())
+        except BaseException as exc:  # re-raised in the caller
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return result[0]
 
 
 def _setns(path: str) -> None:
@@ -81,10 +120,12 @@ class NodeProcess:
     log_path: Path
     args: list[str]
     env: dict[str, str]
+    host: str = "127.0.0.1"
+    netns: str | None = None  # hosts mode: the node's own network namespace
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -111,17 +152,27 @@ class RayCluster:
     port: int = field(default_factory=free_port)
     env: dict[str, str] = field(default_factory=dict)
     nodes: list[NodeProcess] = field(default_factory=list)
+    hosts: bool = False
+    node_netns: list[str] = field(default_factory=list)
     _host_ns: int | None = None
     _saved_env: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.head_ip}:{self.port}"
+
+    @property
+    def head_ip(self) -> str:
+        return HEAD_IP if self.hosts else "127.0.0.1"
+
+    def gateway_url(self, server: object) -> str:
+        """A gateway's URL as a node (another host in hosts mode) reaches it."""
+        return f"http://{self.head_ip}:{server.port}"  # type: ignore[attr-defined]
 
     @classmethod
-    def start(cls) -> RayCluster:
+    def start(cls, hosts: bool = False) -> RayCluster:
         root = Path(tempfile.mkdtemp(prefix="hangar-ray-"))
-        cluster = cls(root=root, netns=f"hangar-ray-{uuid.uuid4().hex[:8]}")
+        cluster = cls(root=root, netns=f"hangar-ray-{uuid.uuid4().hex[:8]}", hosts=hosts)
         TOKEN_PATH.write_text(TOKEN)
         TOKEN_PATH.chmod(0o600)
         cluster.env = {
@@ -137,6 +188,12 @@ class RayCluster:
         try:
             subprocess.run(["ip", "netns", "add", cluster.netns], check=True, capture_output=True)
             subprocess.run(["ip", "netns", "exec", cluster.netns, "ip", "link", "set", "lo", "up"], check=True)
+            head_ip: list[str] = []
+            if hosts:
+                _ip("-n", cluster.netns, "link", "add", BRIDGE, "type", "bridge")
+                _ip("-n", cluster.netns, "addr", "add", f"{HEAD_IP}/24", "dev", BRIDGE)
+                _ip("-n", cluster.netns, "link", "set", BRIDGE, "up")
+                head_ip = [f"--node-ip-address={HEAD_IP}"]
             cluster._host_ns = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
             _setns(f"/run/netns/{cluster.netns}")
             cluster._saved_env = {key: os.environ.get(key) for key in cluster.env}
@@ -151,6 +208,7 @@ class RayCluster:
                 "--object-store-memory=100000000",
                 f"--temp-dir={root / 'rt'}",
                 "--disable-usage-stats",
+                *head_ip,
                 extra_env=HEALTH_CHECKS,
             )
         except BaseException:
@@ -158,9 +216,9 @@ class RayCluster:
             raise
         return cluster
 
-    def _ray(self, *args: str, extra_env: dict[str, str] | None = None) -> None:
+    def _ray(self, *args: str, extra_env: dict[str, str] | None = None, netns: str | None = None) -> None:
         env = {**os.environ, **self.env, **(extra_env or {})}
-        done = subprocess.run([str(BIN / "ray"), *args], env=env, capture_output=True, timeout=120)
+        done = subprocess.run([*_enter(netns), str(BIN / "ray"), *args], env=env, capture_output=True, timeout=120)
         if done.returncode != 0:
             raise RuntimeError(f"ray {' '.join(args)} failed:\n{done.stdout.decode()}\n{done.stderr.decode()}")
 
@@ -176,17 +234,20 @@ class RayCluster:
         port: int | None = None,
         timeout: float = 90.0,
     ) -> NodeProcess:
-        """Start ``hangar node`` and wait until its API answers its health check."""
+        """Start ``hangar node`` and wait until its API answers its health check (hosts mode: on a host of its own,
+        i.e. its own network namespace, veth and raylet)."""
         name = name or f"node-{uuid.uuid4().hex[:6]}"
         port = port or free_port()
         data_dir.mkdir(parents=True, exist_ok=True)
+        host, netns = ("127.0.0.1", None) if not self.hosts else self._add_host()
         args = [
+            *_enter(netns),
             str(BIN / "hangar"),
             "node",
             "--data-dir",
             str(data_dir),
             "--listen",
-            f"127.0.0.1:{port}",
+            f"{host}:{port}",
             "--database-url",
             database_url,
             "--gateway",
@@ -200,10 +261,33 @@ class RayCluster:
         log_path = data_dir / f"node-{port}.log"
         log = open(log_path, "ab")  # noqa: SIM115 - handed to the child process
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=node_env, start_new_session=True)
-        node = NodeProcess(name, data_dir, port, process, log_path, args, env or {})
+        node = NodeProcess(name, data_dir, port, process, log_path, args, env or {}, host, netns)
         self.nodes.append(node)
         self.wait_healthy(node, timeout)
         return node
+
+    def _add_host(self) -> tuple[str, str]:
+        """A namespace on the bridge with the next address, and a raylet in it joined to the head."""
+        index = len(self.node_netns) + 1
+        netns, ip, veth = f"{self.netns}-h{index}", f"{SUBNET}.{10 + index}", f"hv{index}"
+        self.node_netns.append(netns)
+        _ip("netns", "add", netns)
+        _ip("-n", netns, "link", "set", "lo", "up")
+        _ip("-n", self.netns, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
+        _ip("-n", self.netns, "link", "set", veth, "master", BRIDGE, "up")
+        _ip("-n", netns, "addr", "add", f"{ip}/24", "dev", "eth0")
+        _ip("-n", netns, "link", "set", "eth0", "up")
+        self._ray(
+            "start",
+            f"--address={self.address}",
+            f"--node-ip-address={ip}",
+            "--num-cpus=1",
+            "--object-store-memory=80000000",
+            "--include-log-monitor=false",
+            "--disable-usage-stats",
+            netns=netns,
+        )
+        return ip, netns
 
     def restart_node(self, node: NodeProcess, timeout: float = 90.0) -> NodeProcess:
         """The same node (name, data dir, port) started again after it stopped or was killed."""
@@ -231,10 +315,13 @@ class RayCluster:
         raise RuntimeError(f"hangar node {node.name} did not answer in {timeout}s:\n{node.log()}")
 
     def _pids(self) -> dict[int, str]:
-        """Every process in this cluster's namespace (only ours: ``ray stop`` would stop every Ray on the host)."""
-        done = subprocess.run(["ip", "netns", "pids", self.netns], capture_output=True, text=True)
+        """Every process in this cluster's namespaces (only ours: ``ray stop`` would stop every Ray on the host)."""
+        pids: list[int] = []
+        for netns in (self.netns, *self.node_netns):
+            done = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True)
+            pids += map(int, done.stdout.split())
         found: dict[int, str] = {}
-        for pid in map(int, done.stdout.split()):
+        for pid in pids:
             if pid == os.getpid():  # this process's calling thread is in the namespace too
                 continue
             try:
@@ -282,8 +369,14 @@ class RayCluster:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
+        for netns in (*self.node_netns, self.netns):  # their veths and the bridge go with them
+            subprocess.run(["ip", "netns", "del", netns], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _enter(netns: str | None) -> list[str]:
+    """The command prefix that runs a program in ``netns`` (network namespace only), or nothing."""
+    return [] if netns is None else ["nsenter", f"--net=/run/netns/{netns}", "--"]
 
 
 @pytest.fixture(scope="module")
