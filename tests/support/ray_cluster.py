@@ -289,6 +289,11 @@ class RayCluster:
         )
         return ip, netns
 
+    def cut_off(self, node: NodeProcess) -> None:
+        """Hosts mode: take the node's link down (its bridge port), as a host that drops off the network would."""
+        assert node.netns is not None, "only a node on a host of its own has a link to cut"
+        _ip("-n", self.netns, "link", "set", f"hv{node.netns.rsplit('-h', 1)[1]}", "down")
+
     def restart_node(self, node: NodeProcess, timeout: float = 90.0) -> NodeProcess:
         """The same node (name, data dir, port) started again after it stopped or was killed."""
         log = open(node.log_path, "ab")  # noqa: SIM115 - handed to the child process
