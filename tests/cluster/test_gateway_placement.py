@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hangar.cluster.placement import NodeInfo, candidates, template_key
+from hangar.cluster.placement import GONE_AFTER_S, NodeInfo, candidates, template_key
 
 TEMPLATE = template_key("rt-1", "3")
 
@@ -48,3 +48,13 @@ def test_the_description_is_read_leniently_and_given_back() -> None:
     assert (info.free_slots, info.healthy, info.draining, info.address) == (4, True, False, "http://h:1")
     assert info.describe()["templates"] == [] and info.describe()["sessions"] == 0
     assert node("over", capacity=2, sessions=5).free_slots == 0
+
+
+def test_a_node_silent_too_long_is_gone() -> None:
+    """A host cut off from the network keeps its actor alive, but its process stops pushing: unhealthy (no new
+    sessions) first, then gone (its sessions end) once silent for ``GONE_AFTER_S``."""
+    doc = {"name": "n", "address": "http://h:1", "capacity": 4, "healthy": False}
+    assert not NodeInfo.from_describe({**doc, "silentSeconds": GONE_AFTER_S - 1}).gone
+    gone = NodeInfo.from_describe({**doc, "silentSeconds": GONE_AFTER_S})
+    assert gone.gone and gone.describe()["silentSeconds"] == GONE_AFTER_S
+    assert candidates([gone], "", []) == []

@@ -38,9 +38,15 @@ class NodeAgent:
         self._pushed_at = time.monotonic()
 
     def describe(self) -> dict[str, Any]:
-        """``{"name", "address", "capacity", "sessions", "memoryBytes", "templates", "draining", "healthy"}``."""
-        healthy = time.monotonic() - self._pushed_at < STALE_S
-        return {**self._state, "draining": self._draining, "healthy": healthy}
+        """``{"name", "address", "capacity", "sessions", "memoryBytes", "templates", "draining", "healthy",
+        "silentSeconds"}``."""
+        silent = time.monotonic() - self._pushed_at
+        return {
+            **self._state,
+            "draining": self._draining,
+            "healthy": silent < STALE_S,
+            "silentSeconds": round(silent, 3),  # a node cut off from the network stops pushing: gateways see it here
+        }
 
     def drain(self) -> None:
         """No new sessions on this node from now on; its live sessions keep being served."""

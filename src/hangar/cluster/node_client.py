@@ -83,6 +83,13 @@ class RemoteResponse:
         await self._response.aclose()
 
 
+# Bookkeeping calls (listing, stop) must not wait on a node that stopped answering: a host whose link is down sends
+# no RST, and a read without a deadline would hold the gateway's watch (and every listing) forever. Agent calls keep
+# no read deadline (a stream may be quiet for minutes); a dead node's sessions end through the watch.
+CONTROL_TIMEOUT = httpx.Timeout(5.0)
+STOP_TIMEOUT = httpx.Timeout(30.0, connect=5.0)  # a stop waits for the sandbox's end (kill, unmount, netns)
+
+
 class NodeClient:
     """One node's API, reached at ``address`` (http://host:port)."""
 
@@ -181,13 +188,15 @@ class NodeClient:
     async def stop(self, runtime_id: str, session_id: str) -> bool:
         """Stop the session on the node; False when the node has no such session."""
         try:
-            response = await self._send("DELETE", session_path(runtime_id, session_id))
+            response = await self._send("DELETE", session_path(runtime_id, session_id), timeout=STOP_TIMEOUT)
         except NodeRefused as exc:
             if exc.code == "NotFound" or exc.status == 404:
                 return False
             raise
         try:
             doc = json.loads(await response.aread())
+        except httpx.HTTPError as exc:
+            raise NodeUnreachable(f"node {self.name} at {self.address}: {exc}") from exc
         finally:
             await response.aclose()
         return bool(doc.get("stopped")) if isinstance(doc, dict) else False
@@ -197,9 +206,11 @@ class NodeClient:
 
     async def listing(self) -> tuple[list[dict[str, Any]], set[tuple[str, str]]]:
         """The node's sessions (live, then recently ended) and the (runtime, session) keys it is starting now."""
-        response = await self._send("GET", "/node/v1/sessions")
+        response = await self._send("GET", "/node/v1/sessions", timeout=CONTROL_TIMEOUT)
         try:
             doc = json.loads(await response.aread())
+        except httpx.HTTPError as exc:
+            raise NodeUnreachable(f"node {self.name} at {self.address}: {exc}") from exc
         finally:
             await response.aclose()
         found = doc.get("sessions", []) if isinstance(doc, dict) else doc

@@ -21,6 +21,7 @@ log = logging.getLogger("hangar.cluster")
 
 ACTOR_PREFIX = "node:"
 DESCRIBE_TIMEOUT_S = 2.0
+GONE_AFTER_S = 10.0  # a node silent this long is dead to the gateways (unhealthy, no new sessions, after 5 s)
 CACHE_S = 1.0
 
 
@@ -36,6 +37,14 @@ class NodeInfo:
     templates: frozenset[str] = field(default_factory=frozenset)
     draining: bool = False
     healthy: bool = True
+    silent_s: float = 0.0  # since the node's last push to its actor
+
+    @property
+    def gone(self) -> bool:
+        """Silent past ``GONE_AFTER_S``: treated as dead even though Ray still lists its actor. A host whose link is
+        down keeps its actor alive wherever Ray placed it (or until Ray's own health check, ~17 s by default), and
+        its process cannot push: its sessions end and their ids start afresh elsewhere."""
+        return self.silent_s >= GONE_AFTER_S
 
     @classmethod
     def from_describe(cls, doc: dict[str, Any]) -> NodeInfo:
@@ -48,6 +57,7 @@ class NodeInfo:
             templates=frozenset(str(t) for t in doc.get("templates") or ()),
             draining=bool(doc.get("draining")),
             healthy=bool(doc.get("healthy", True)),
+            silent_s=float(doc.get("silentSeconds") or 0.0),
         )
 
     @property
@@ -64,6 +74,7 @@ class NodeInfo:
             "templates": sorted(self.templates),
             "draining": self.draining,
             "healthy": self.healthy,
+            "silentSeconds": self.silent_s,
         }
 
 

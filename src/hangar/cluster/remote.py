@@ -336,7 +336,7 @@ class ClusterSessions:
             self._forget(key)
         node = await asyncio.to_thread(self.store.read, lambda c: placements.node_of(c, *key))
         if node is not None:
-            alive = {n.name for n in await self.directory.nodes()}
+            alive = {n.name for n in await self.directory.nodes() if not n.gone}
             if node in alive or not await self.node_dead(node):
                 self._remember(key, node)
                 return RemoteSession(key, target, node)
@@ -398,7 +398,7 @@ class ClusterSessions:
 
     async def node_dead(self, node: str) -> bool:
         """Ask Ray now; a node without its actor is dead: its bindings go and its sessions end. True when dead."""
-        alive = {n.name for n in await self.directory.nodes(fresh=True)}
+        alive = {n.name for n in await self.directory.nodes(fresh=True) if not n.gone}
         if node in alive:
             return False
         await self._lost(node)
@@ -431,7 +431,7 @@ class ClusterSessions:
             await asyncio.sleep(WATCH_S)
 
     async def _watch_once(self) -> None:
-        alive = {n.name for n in await self.directory.nodes(fresh=True)}
+        alive = {n.name for n in await self.directory.nodes(fresh=True) if not n.gone}
         rows = await asyncio.to_thread(self.store.read, placements.all_placements)
         bound: dict[str, list[placements.Placement]] = {}
         for row in rows:
