@@ -156,17 +156,16 @@ class Templates:
 
 
 @pytest.fixture(scope="module")
-def templates(image: Path) -> Iterator[Templates]:
+async def templates(image: Path) -> AsyncIterator[Templates]:
+    """Async and module-scoped so that the module's tests share one event loop: a template outlives a test, and its
+    refill task and fork lock belong to the loop that made them (per-test loops once failed a fork with "Lock is
+    bound to a different event loop")."""
     root = Path(tempfile.mkdtemp(prefix="hsf-", dir="/tmp"))  # short: socket paths must fit in 108 bytes
     root.chmod(0o755)
     found = Templates(NamespaceBackend(state_root=root, tag=instance_tag(root)), image)
     yield found
-
-    async def retire() -> None:
-        await asyncio.gather(*(template.stop() for template in found.started.values()))
-        await NamespaceBackend(state_root=root, tag=instance_tag(root)).cleanup_orphans()
-
-    asyncio.run(retire())
+    await asyncio.gather(*(template.stop() for template in found.started.values()))
+    await NamespaceBackend(state_root=root, tag=instance_tag(root)).cleanup_orphans()
     shutil.rmtree(root, ignore_errors=True)
 
 
