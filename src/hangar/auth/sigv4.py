@@ -5,10 +5,17 @@ bucket, ``SigV4QueryAuth`` for presigned URLs). We rebuild that request from wha
 query, exactly the headers named in ``SignedHeaders`` and the body's sha256 - and let the same classes produce
 the canonical request, string to sign and signature. So the canonical URI is the wire path encoded once more
 (``%3A`` -> ``%253A``) as botocore does for every service but S3, and S3 paths are used as sent.
+
+The warm invoke path pays for this on every request, so for every service but S3 the canonical request is built
+here, step for step as ``SigV4Auth.canonical_request`` builds it (``tests/auth/test_sigv4_equivalence.py`` checks
+the two agree on ordinary and hostile requests), and the derived signing key is kept per (secret, date, region,
+service): four HMACs fewer per request. S3 keeps botocore's signer (its own path and payload rules).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import hmac
 import re
 import time
@@ -16,12 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from botocore.auth import UNSIGNED_PAYLOAD, S3SigV4Auth, SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.compat import HTTPHeaders
 from botocore.credentials import ReadOnlyCredentials
+from botocore.utils import normalize_url_path
 
 from hangar.auth.credentials import SigningKey
 from hangar.auth.errors import (
@@ -54,7 +62,16 @@ class SignedRequest:
     headers: list[tuple[str, str]]  # in arrival order; names any case; repeated names kept
 
     def header_values(self, name: str) -> list[str]:
-        return [value for key, value in self.headers if key.lower() == name]
+        """Every value of the (lower-case) header ``name``, in arrival order."""
+        return list(self._by_name.get(name, ()))
+
+    @functools.cached_property
+    def _by_name(self) -> dict[str, list[str]]:
+        """Values by lower-case name, built once: the verifier asks for a dozen names per request."""
+        index: dict[str, list[str]] = {}
+        for key, value in self.headers:
+            index.setdefault(key.lower(), []).append(value)
+        return index
 
 
 @dataclass(frozen=True)
@@ -210,12 +227,7 @@ class SigV4Verifier:
             )
         if claim.service not in SERVICES:
             raise InvalidSignatureError("Credential should be scoped to correct service: 'bedrock-agentcore'.")
-        try:
-            signed_at = datetime.strptime(claim.amz_date, _AMZ_DATE).replace(tzinfo=UTC).timestamp()
-        except ValueError:
-            raise IncompleteSignatureError(
-                "X-Amz-Date must be in the ISO-8601 basic format YYYYMMDDTHHMMSSZ."
-            ) from None
+        signed_at = _signed_at(claim.amz_date)
         if claim.date != claim.amz_date[:8]:
             raise InvalidSignatureError("Date in Credential scope does not match YYYYMMDD from X-Amz-Date.")
         now = self._clock()
@@ -240,12 +252,19 @@ class _Recomputing:
 
     received: HTTPHeaders
     payload_hash: str
+    secret: str
+    _region_name: str
+    _service_name: str
 
     def headers_to_sign(self, request: AWSRequest) -> HTTPHeaders:
         return self.received
 
     def payload(self, request: AWSRequest) -> str:
         return self.payload_hash
+
+    def signature(self, string_to_sign: str, request: AWSRequest) -> str:
+        key = _signing_key(self.secret, request.context["timestamp"][0:8], self._region_name, self._service_name)
+        return hmac.digest(key, string_to_sign.encode("utf-8"), "sha256").hex()
 
 
 class _Signer(_Recomputing, SigV4Auth):  # type: ignore[misc]  # botocore is untyped: its signers are Any
@@ -259,32 +278,127 @@ class _S3Signer(_Recomputing, S3SigV4Auth):  # type: ignore[misc]  # botocore is
 def _expected_signature(
     request: SignedRequest, claim: _Claim, key: SigningKey, payload_sha256: str, host: str | None
 ) -> str:
-    received = HTTPHeaders()
+    signed: dict[str, list[str]] = {}
     for name in claim.signed_headers:
         values = request.header_values(name)
         if name == "host" and host is not None:
             values = [host]
-        for value in values:
-            received[name] = value
+        signed[name] = values
     payload_hash = _payload_hash(request, claim, payload_sha256)
-    signer_class = _S3Signer if claim.service == "s3" else _Signer
-    signer = signer_class(
-        ReadOnlyCredentials(key.access_key_id, key.secret, claim.security_token), claim.service, claim.region
-    )
-    signer.received = received
-    signer.payload_hash = payload_hash
-    if claim.service != "s3" and any(unquote(part) in (".", "..") for part in request.raw_path.split("/")):
+    if claim.service != "s3" and any(_dot_segment(part) for part in request.raw_path.split("/")):
         # botocore signs such paths normalised, so the signature would cover a different path than the one routed.
         raise InvalidSignatureError("The request path must not contain '.' or '..' segments.")
     url = f"http://hangar.invalid{request.raw_path}"  # the host is signed as a header, never parsed from here
     if urlsplit(url).path != request.raw_path:
         raise InvalidSignatureError("The request path cannot be canonicalised.")
     query = claim.query if claim.presigned else _query_pairs(request.query_string)
+    if claim.service == "s3":
+        return _botocore_signature(request, claim, key, signed, payload_hash, url, query)
+    canonical = canonical_request(request.method, request.raw_path, query, signed, payload_hash)
+    scope = f"{claim.amz_date[0:8]}/{claim.region}/{claim.service}/aws4_request"
+    string_to_sign = f"{ALGORITHM}\n{claim.amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+    signing_key = _signing_key(key.secret, claim.amz_date[0:8], claim.region, claim.service)
+    return hmac.digest(signing_key, string_to_sign.encode("utf-8"), "sha256").hex()
+
+
+def _dot_segment(part: str) -> bool:
+    """A '.' or '..' path segment, percent-encoded or not."""
+    return part in (".", "..") or ("%" in part and unquote(part) in (".", ".."))
+
+
+def canonical_request(
+    method: str, raw_path: str, query: list[tuple[str, str]], signed: dict[str, list[str]], payload_hash: str
+) -> str:
+    """``SigV4Auth.canonical_request`` of the request botocore would rebuild (every service but S3)."""
+    pairs = sorted((quote(name, safe="-_.~"), quote(value, safe="-_.~")) for name, value in query)
+    names = sorted(set(signed))
+    headers = "\n".join(f"{name}:{','.join(' '.join(value.split()) for value in signed[name])}" for name in names)
+    return "\n".join(
+        (
+            method.upper(),
+            _canonical_path(raw_path),
+            "&".join(f"{name}={value}" for name, value in pairs),
+            headers + "\n",
+            ";".join(sorted(name.lower().strip() for name in names)),
+            payload_hash,
+        )
+    )
+
+
+def _botocore_signature(
+    request: SignedRequest,
+    claim: _Claim,
+    key: SigningKey,
+    signed: dict[str, list[str]],
+    payload_hash: str,
+    url: str,
+    query: list[tuple[str, str]],
+) -> str:
+    received = HTTPHeaders()
+    for name, values in signed.items():
+        for value in values:
+            received[name] = value
+    signer_class = _S3Signer if claim.service == "s3" else _Signer
+    signer = signer_class(
+        ReadOnlyCredentials(key.access_key_id, key.secret, claim.security_token), claim.service, claim.region
+    )
+    signer.received = received
+    signer.payload_hash = payload_hash
+    signer.secret = key.secret
     aws_request = AWSRequest(method=request.method, url=url, params=[(k, v) for k, v in query])
     aws_request.context["timestamp"] = claim.amz_date
     canonical = signer.canonical_request(aws_request)
     signature: str = signer.signature(signer.string_to_sign(aws_request, canonical), aws_request)
     return signature
+
+
+# Pure functions of their arguments, cached because every warm invoke would recompute them. Bounded: cleared whole
+# when full (a key per (secret, day, region, service) and a path per runtime are few in practice).
+_CACHE_LIMIT = 1024
+_SIGNING_KEYS: dict[tuple[str, str, str, str], bytes] = {}
+_PATHS: dict[str, str] = {}
+_DATES: dict[str, float] = {}
+
+
+def _signing_key(secret: str, date: str, region: str, service: str) -> bytes:
+    """The SigV4 signing key (HMAC chain AWS4+secret, date, region, service, "aws4_request")."""
+    cache_key = (secret, date, region, service)
+    found = _SIGNING_KEYS.get(cache_key)
+    if found is None:
+        found = f"AWS4{secret}".encode()
+        for part in (date, region, service, "aws4_request"):
+            found = hmac.digest(found, part.encode("utf-8"), "sha256")
+        if len(_SIGNING_KEYS) >= _CACHE_LIMIT:
+            _SIGNING_KEYS.clear()
+        _SIGNING_KEYS[cache_key] = found
+    return found
+
+
+def _canonical_path(raw_path: str) -> str:
+    """botocore's canonical URI for every service but S3: dot segments and empty segments removed, encoded again."""
+    found = _PATHS.get(raw_path)
+    if found is None:
+        found = quote(normalize_url_path(raw_path), safe="/~")
+        if len(_PATHS) >= _CACHE_LIMIT:
+            _PATHS.clear()
+        _PATHS[raw_path] = found
+    return found
+
+
+def _signed_at(amz_date: str) -> float:
+    """Epoch seconds of an X-Amz-Date value, parsed as ``datetime.strptime`` parses it."""
+    found = _DATES.get(amz_date)
+    if found is None:
+        try:
+            found = datetime.strptime(amz_date, _AMZ_DATE).replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            raise IncompleteSignatureError(
+                "X-Amz-Date must be in the ISO-8601 basic format YYYYMMDDTHHMMSSZ."
+            ) from None
+        if len(_DATES) >= _CACHE_LIMIT:
+            _DATES.clear()
+        _DATES[amz_date] = found
+    return found
 
 
 def _payload_hash(request: SignedRequest, claim: _Claim, payload_sha256: str) -> str:
