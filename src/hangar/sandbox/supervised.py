@@ -295,6 +295,7 @@ class SupervisedSandbox(Sandbox):
         self._forget = forget  # tells the backend this sandbox is gone, so cleanup_orphans may take it
         self._stopped = False
         self._stop_lock = asyncio.Lock()
+        self.dead = asyncio.Event()  # set by ``stop`` once every process is killed, before the release (manager.end)
         self._listening_fd = -1  # the supervisor's ready pipe while it may still say ``L`` (cold starts)
         self.listened = False  # the supervisor said the agent listens (``L``)
 
@@ -378,6 +379,7 @@ class SupervisedSandbox(Sandbox):
                 await wait_exit(self.proc, STOP_GRACE_S)
             await self._kill_tree()
             await wait_exit(self.proc, STOP_GRACE_S)
+            self.dead.set()
             await self._release()
             self._forget(self.id)
 

@@ -36,6 +36,7 @@ from hangar.sessions.records import SessionRecords
 from hangar.sessions.session import Session, SessionKey
 from hangar.sessions.spares import SpareSizer
 from hangar.sessions.storage import SessionStorage
+from hangar.sessions.teardown import Teardowns
 from hangar.sessions.templates import TemplateSet, key_of, opt_out
 
 log = logging.getLogger("hangar.sessions")
@@ -80,6 +81,7 @@ class SessionManager:
         self.pool.on_claim = self.metrics.spare_claim
         self._live: dict[SessionKey, Session] = {}
         self._starting: dict[SessionKey, asyncio.Task[Session]] = {}
+        self.teardowns = Teardowns()  # closes still releasing after their stop was answered
         self._stopping: set[asyncio.Task[object]] = set()  # sandbox stops and crash checks: shutdown waits for them
         self._closing = False
         self._records_dirty = False
@@ -332,7 +334,7 @@ class SessionManager:
         task = asyncio.create_task(self._close(session))
         self._stopping.add(task)
         task.add_done_callback(self._stopping.discard)
-        await asyncio.shield(task)
+        await asyncio.shield(self.teardowns.until_dead(session.sandbox, task))  # the release goes on behind
 
     async def _close(self, session: Session) -> None:
         await self.logs.end(session)  # its output file goes with the sandbox

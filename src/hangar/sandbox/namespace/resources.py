@@ -173,9 +173,8 @@ async def remove(
         await cgroup.remove()
     if netns is not None:
         await asyncio.to_thread(network.delete, *netns, not lazy_link)
-    if state is not None:
-        rootfs.unmount_writable(state)
-        state.remove()
+    if state is not None:  # off the event loop: under load the unmount and rmtree took ~10 ms of it per stop
+        await asyncio.to_thread(_remove_state, state)
     if uid is None:
         return
     if netns is not None and lazy_link and network.link_exists(netns[1]):
@@ -184,6 +183,11 @@ async def remove(
         task.add_done_callback(lambda _: _settling.pop(sandbox_id, None))
     else:
         leases.release(uid, sandbox_id)
+
+
+def _remove_state(state: StateDir) -> None:
+    rootfs.unmount_writable(state)
+    state.remove()
 
 
 async def _release_when_gone(leases: UidLeases, uid: int, sandbox_id: str, netns: tuple[str, str]) -> None:
