@@ -95,13 +95,5 @@ class _GatewayImagePreparer(ImagePreparer):
             remote = RemoteRegistry(self.gateway.netloc, ("AWS", self.password()), insecure=False)
             remote.scheme = self.gateway.scheme or "http"
         else:
-            remote = RemoteRegistry(ref.registry, self._credentials(ref.registry), self._insecure(ref.registry))
-        store = self.registry.blobs
-        try:
-            return self._build(
-                ref,
-                lambda reference: remote.manifest(ref.repository, reference),
-                lambda digest, size: remote.blob(ref.repository, digest, size, store),
-            )
-        finally:
-            remote.close()
+            remote = self._remote(ref.registry)
+        return self._pull(ref, remote)

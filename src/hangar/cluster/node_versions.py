@@ -23,16 +23,16 @@ import dataclasses
 import hashlib
 import json
 import logging
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hangar.artifacts.api import BuildError, CodeArtifact
+from hangar.artifacts.api import BuildError
 from hangar.artifacts.store import ArtifactStore, StoreError
 from hangar.cluster.node_images import NodeImages
 from hangar.config import Settings
 from hangar.control.context import Context
+from hangar.control.prepare import Preparer
 from hangar.control.resolve import TargetResolver
 from hangar.domain.arns import Place
 from hangar.domain.errors import ConflictError, NotFoundError, ServiceUnavailableError, ValidationError
@@ -81,8 +81,7 @@ class NodeVersions:
             Context(store=store, place=Place(settings.account_id, settings.region), token_secret=b"", after_write=_no)
         )
         self._artifacts = ArtifactStore(settings.resolved_artifacts_dir)
-        self._builder: Any = None
-        self._lock = threading.Lock()
+        self._preparer = Preparer(settings, registry=None)  # code only: image versions go through NodeImages
         self._ready: dict[TargetRef, InvocationTarget] = {}
         self._building: dict[TargetRef, asyncio.Task[InvocationTarget]] = {}
 
@@ -133,24 +132,11 @@ class NodeVersions:
     def _build(self, spec: RuntimeSpec) -> PreparedVersion:
         code = spec.code
         assert code is not None
-        self._mirror(code.bucket, code.prefix, code.version_id)
-        with self._lock:
-            if self._builder is None:
-                from hangar.artifacts.builder import ArtifactBuilder
-
-                self._builder = ArtifactBuilder(self.settings)
-        artifact = CodeArtifact(
-            bucket=code.bucket,
-            prefix=code.prefix,
-            version_id=code.version_id,
-            runtime=code.runtime,
-            entry_point=code.entry_point,
-        )
+        self._mirror(code.bucket, code.prefix, code.version_id)  # the node's one extra step: the bytes come first
         try:
-            prepared: PreparedVersion = self._builder.prepare(artifact)
+            return self._preparer.prepare_code(code)
         except BuildError as exc:
             raise ServiceUnavailableError(f"this node cannot prepare the version: {exc}") from None
-        return prepared
 
     def _mirror(self, bucket: str, prefix: str, version_id: str | None) -> None:
         """Copy ``s3://bucket/prefix`` (one zip, or every object under a folder) from the gateway into this node's

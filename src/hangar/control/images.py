@@ -50,7 +50,14 @@ class ImagePreparer:
                 f"{container_uri} names another ECR registry ({ref.registry}); this Hangar is {self.registry.host}. "
                 "Push the image here, or give a registry Hangar can pull from."
             )
-        remote = RemoteRegistry(ref.registry, self._credentials(ref.registry), self._insecure(ref.registry))
+        return self._pull(ref, self._remote(ref.registry))
+
+    def _remote(self, host: str) -> RemoteRegistry:
+        """A client for an external registry, with the credentials and TLS choice configured for that host."""
+        return RemoteRegistry(host, self._credentials(host), self._insecure(host))
+
+    def _pull(self, ref: Reference, remote: RemoteRegistry) -> PreparedVersion:
+        """Build ``ref`` from what ``remote`` serves (its blobs land in our store), then close it."""
         try:
             store = self.registry.blobs
             return self._build(

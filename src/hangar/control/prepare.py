@@ -9,7 +9,7 @@ from hangar.artifacts.api import BuildError, CodeArtifact
 from hangar.config import Settings
 from hangar.domain.errors import HangarError
 from hangar.domain.invocation import PreparedVersion
-from hangar.domain.runtime import RuntimeSpec
+from hangar.domain.runtime import CodeLocation, RuntimeSpec
 
 if TYPE_CHECKING:
     from hangar.artifacts.builder import ArtifactBuilder
@@ -31,6 +31,11 @@ class Preparer:
         code = spec.code
         if code is None:
             return self._prepare_image(spec)
+        return self.prepare_code(code)
+
+    def prepare_code(self, code: CodeLocation) -> PreparedVersion:
+        """Build a code artifact already in this process's artifact store (a cluster node mirrors it there first;
+        it calls this directly, as it has no registry: its images come by another path)."""
         with self._lock:  # builds run in parallel threads; they must share one builder (and its per-hash locks)
             if self._builder is None:
                 from hangar.artifacts.builder import ArtifactBuilder  # heavy; only needed once something is built
