@@ -6,9 +6,13 @@ import asyncio
 import logging
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import typer
+
+if TYPE_CHECKING:
+    from hangar.cluster.node import Node
+    from hangar.services import Services
 
 
 def node(
@@ -49,7 +53,8 @@ def node(
         ray_module()
         preflight(settings)  # the same fail-closed check as hangar serve: isolate or refuse
         built = build_node(settings, name=name or socket.gethostname(), host=host, port=int(port_text), gateway=gateway)
-    except (SandboxUnavailableError, ClusterUnavailableError) as exc:
+        built.components += identity_components(built, gateway)
+    except (SandboxUnavailableError, ClusterUnavailableError, RuntimeError) as exc:
         console.print(f"[bold red]hangar node: refusing to start[/bold red]: {escape(str(exc))}", highlight=False)
         raise typer.Exit(code=2) from None
     if settings.sandbox_backend == "process":
@@ -60,3 +65,22 @@ def node(
     except ClusterUnavailableError as exc:
         console.print(f"[bold red]hangar node[/bold red]: {escape(str(exc))}", highlight=False)
         raise typer.Exit(code=2) from None
+
+
+def identity_components(built: Node, gateway: str) -> list[Any]:
+    """The identity data plane and the sandboxes' identity channel (docs/cluster.md, "Workload identity on nodes"):
+    the gateway's channel over a ``NodeIdentity``, with calls to runtimes refused. RuntimeError: a shared key is
+    missing or wrong."""
+    from hangar.cluster.node_identity import build_node_identity
+    from hangar.gateway.identity_channel import IdentityChannel
+
+    manager = built.state.manager
+    # OAuth2 callbacks (the redirect_uri registered at the IdP) are the gateways': HANGAR_PUBLIC_URL, else --gateway
+    settings = built.settings.model_copy(update={"public_url": built.settings.public_url or gateway})
+    identity = build_node_identity(settings, built.engine, manager)
+    if identity is None:
+        return []
+    if manager.identities.socket_dir is None:  # the process backend gives sandboxes no channel
+        return [identity]
+    services = cast("Services", identity)  # the channel reads only settings, sessions and identity_data
+    return [identity, IdentityChannel(services, manager.identities, manager.identities.socket_dir, agent_calls=False)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ class Node:
     state: NodeState
     engine: Any
     actor: Any = None
+    # Started before the sessions, stopped after them: the sandboxes' identity channel (cli/node.py, node_identity)
+    components: list[Any] = field(default_factory=list)
 
     @property
     def address(self) -> str:
@@ -89,6 +91,8 @@ async def run(node: Node) -> None:
     import uvicorn
 
     manager = node.state.manager
+    for component in node.components:  # an agent may fetch its credentials as it imports
+        await component.start()
     await manager.start()  # the backend removes what a killed node with this data dir left
     pusher: asyncio.Task[None] | None = None
     try:
@@ -113,6 +117,9 @@ async def run(node: Node) -> None:
             with contextlib.suppress(BaseException):
                 await pusher
         await manager.stop()
+        for component in reversed(node.components):
+            with contextlib.suppress(Exception):
+                await component.stop()
         with contextlib.suppress(Exception):
             ray_link.disconnect()
         node.engine.dispose()

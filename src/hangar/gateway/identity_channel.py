@@ -105,8 +105,13 @@ class _SessionKeys:
 class IdentityChannel:
     """Serves ``identity.sock`` and ``credentials.sock`` for every sandbox of this server."""
 
-    def __init__(self, services: Services, identities: SandboxIdentities, socket_dir: Path) -> None:
+    def __init__(
+        self, services: Services, identities: SandboxIdentities, socket_dir: Path, *, agent_calls: bool = True
+    ) -> None:
+        """On a ``hangar node`` (``agent_calls=False``), ``services`` is a ``cluster.node_identity.NodeIdentity``:
+        only ``settings``, ``sessions`` and ``identity_data`` are read, and calls to runtimes are refused."""
         self.services = services
+        self.agent_calls = agent_calls
         self.identities = identities
         self.socket_dir = socket_dir
         settings = services.settings
@@ -203,6 +208,9 @@ class IdentityChannel:
             event = await next_event()
             if not isinstance(event, h11.Request):
                 return  # closed, or paused after a connection the client asked to close
+            if handler == self._identity and self.calls.serves(event) and not self.agent_calls:
+                await write(await self._refused_call(event, conn))  # at once; the body is never read
+                return
             if handler == self._identity and self.calls.serves(event):  # agent to agent: streamed both ways
                 await self.calls.serve(peer.sandbox_id, conn, event, next_event, write)
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
@@ -225,6 +233,25 @@ class IdentityChannel:
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
             conn.start_next_cycle()
+
+    async def _refused_call(self, event: h11.Request, conn: h11.Connection) -> bytes:
+        """A call to a runtime from a session on a node: 403, and the connection closes (docs/cluster.md)."""
+        request_id = str(uuid.uuid4())
+        headers = [(name.lower(), value) for name, value in event.headers]
+        scope = http_scope(event, headers, self.app, {"request_id": request_id})
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.disconnect"}
+
+        refused = AccessDeniedError(
+            "A session on a cluster node cannot call runtimes through its identity endpoint: call them through a "
+            "gateway with credentials of your own"
+        )
+        status, out, payload = await _render(error_response(refused, request_id), scope, receive)
+        out = [*out, ("content-length", str(len(payload))), ("connection", "close")]
+        data = conn.send(h11.Response(status_code=status, headers=out)) or b""
+        data += conn.send(h11.Data(data=payload)) or b""
+        return data + (conn.send(h11.EndOfMessage()) or b"")
 
     # -- the credentials endpoint ----------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from hangar.domain.errors import AccessDeniedError, UnauthorizedError
 from hangar.identity.dataplane import IdentityDataPlane, UserJwtVerifier
 from hangar.identity.oauth import OAuthClient
 from hangar.identity.setup import Identity
+from hangar.identity.shared_keys import record_wat_key, require_wat_key
 from hangar.identity.tokens import WorkloadTokens, load_key
 from hangar.identity.vault import SealedColumn
 from hangar.store.identity_tokens import IdentityTokenStore, TokenKey
@@ -32,9 +33,19 @@ def build_identity_data(
     identity: Identity,
     authorize_jwt: AuthorizeJwt,
     runtime_authorizer: RuntimeAuthorizer,
+    *,
+    node: bool = False,
 ) -> IdentityDataPlane:
-    """The data plane; its sealed tables join the vault's rotation."""
-    tokens = WorkloadTokens(load_key(data_dir / "identity" / "wat.key"), identity.box)
+    """The data plane; its sealed tables join the vault's rotation. A gateway creates ``wat.key`` if needed and
+    records its fingerprint in the store; a ``node`` must have been given that same key (``shared_keys.py``)."""
+    key_file = data_dir / "identity" / "wat.key"
+    store = identity.rotation.store
+    if node:
+        key = require_wat_key(key_file, store)
+    else:
+        key = load_key(key_file)
+        record_wat_key(store, key)
+    tokens = WorkloadTokens(key, identity.box)
     for column in sealed_columns():
         identity.register_sealed(column)
     return IdentityDataPlane(
