@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import stat
 import threading
 from pathlib import Path
 from typing import Literal
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 # /30, is released only once the veth is gone, by a task here. After this long the veth is deleted explicitly.
 LINK_GONE_TIMEOUT_S = 5.0
 LINK_POLL_S = 0.01
+STATE_ROOT_MODE = 0o711  # sandboxes reach their own sockets through it; nobody lists it
 _settling: dict[str, asyncio.Task[None]] = {}  # sandbox id -> the task releasing its lease once its veth is gone
 
 
@@ -81,7 +83,8 @@ class SessionResources:
 
         ``writable_bytes``: the tmpfs's size when it holds less than home, /tmp and the log (a fork's log only)."""
         state = create_state(self.state_root, spec.sandbox_id)
-        self.state_root.chmod(0o711)
+        if stat.S_IMODE(self.state_root.stat().st_mode) != STATE_ROOT_MODE:  # a chmod per start stalled the loop
+            self.state_root.chmod(STATE_ROOT_MODE)
         self.live.add(spec.sandbox_id)
         uid: int | None = None
         cgroup: Cgroup | None = None
