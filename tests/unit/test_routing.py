@@ -34,3 +34,15 @@ def test_head_uses_get_and_other_methods_tell_405_from_404() -> None:
     assert match is not None and match.route.name == "Get"
     assert TABLE.resolve("PUT", "/runtimes/r1/") == (None, True)  # path known: 405
     assert TABLE.resolve("GET", "/nowhere") == (None, False)  # 404
+
+
+def test_a_remembered_match_is_the_same_and_each_caller_gets_its_own_params() -> None:
+    table = RouteTable(TABLE.routes)
+    first, _ = table.resolve("POST", "/runtimes/arn%3Ax/invocations")
+    assert first is not None
+    first.params["arn"] = "changed by a handler"
+    for _ in range(2):
+        again, known = table.resolve("POST", "/runtimes/arn%3Ax/invocations")
+        assert known and again is not None
+        assert again.route.name == "Invoke" and again.params == {"arn": "arn:x"}
+    assert table.resolve("DELETE", "/runtimes/arn%3Ax/invocations") == (None, True)  # cached per method

@@ -55,6 +55,7 @@ def serve(
     # Alembic narrates every plugin and migration at INFO; only its warnings belong in Hangar's log.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     from hangar.gateway.app import create_app
+    from hangar.gateway.http_protocol import GatewayHttpProtocol
     from hangar.sandbox.selection import NO_ISOLATION_WARNING, SandboxUnavailableError, preflight
 
     try:
@@ -84,4 +85,5 @@ def serve(
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=10,
+        http=GatewayHttpProtocol,  # uvicorn's httptools protocol, an answer's head and body in one send
     )

@@ -63,21 +63,35 @@ class RouteMatch:
     params: dict[str, str]
 
 
+_CACHED_PATHS = 1024  # matches remembered (a runtime's invoke path is the same on every call); cleared when full
+_CACHED_PATH_LENGTH = 1024  # longer paths are matched every time
+
+
 class RouteTable:
     """An ordered list of routes; the first template that matches the raw path wins."""
 
     def __init__(self, routes: list[Route]) -> None:
         self.routes = list(routes)
+        self._matched: dict[tuple[str, str], RouteMatch] = {}
 
     def resolve(self, method: str, raw_path: str) -> tuple[RouteMatch | None, bool]:
         """Return (match, path_known). ``path_known`` tells a 405 from a 404 when nothing matched.
 
         Only routes of the request's method are tried first (every invoke pays for this lookup); the other
-        templates are matched only to tell a 405 from a 404.
+        templates are matched only to tell a 405 from a 404. A match is a pure function of (method, raw path), so
+        it is remembered: a warm invoke skips the regular expressions and the decoding of its ARN.
         """
+        key = (method, raw_path)
+        known = self._matched.get(key)
+        if known is not None:
+            return RouteMatch(known.route, dict(known.params)), True  # the handler gets a dict of its own
         for route in self.routes:
             if route.method == method or (route.method == "GET" and method == "HEAD"):
                 params = route.match(raw_path)
                 if params is not None:
+                    if len(raw_path) <= _CACHED_PATH_LENGTH:
+                        if len(self._matched) >= _CACHED_PATHS:
+                            self._matched.clear()
+                        self._matched[key] = RouteMatch(route, dict(params))
                     return RouteMatch(route, params), True
         return None, any(route.pattern.match(raw_path) for route in self.routes)
