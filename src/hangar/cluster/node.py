@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hangar.cluster import node_actor, ray_link
+from hangar.cluster import node_actor, node_return, ray_link
 from hangar.cluster.node_api import NodeState, build_app
 from hangar.cluster.node_versions import NodeVersions, s3_client_factory
 from hangar.config import Settings
@@ -78,6 +78,7 @@ async def _push(node: Node) -> None:
     while True:
         try:
             draining = await node.actor.update.remote(describe(node))
+            node_return.pushed(node.state)
             if draining and not node.state.draining:
                 log.warning("node %s is draining: no new sessions", node.name)
             node.state.draining = node.state.draining or bool(draining)
@@ -100,6 +101,8 @@ async def run(node: Node) -> None:
         node.state.key = await asyncio.to_thread(ray_link.cluster_key)
         node.actor = await asyncio.to_thread(node_actor.create, node.name, node.address, node.settings.max_sessions)
         pusher = asyncio.create_task(_push(node), name="node-push")
+        returns = asyncio.create_task(node_return.watch(node), name="node-return")  # ends the old sessions of a
+        pusher.add_done_callback(lambda _: returns.cancel())  # node the gateways took for dead, when it is back
         config = uvicorn.Config(
             build_app(node.state),
             host=node.host,

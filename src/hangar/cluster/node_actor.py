@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from hangar.cluster.placement import GONE_AFTER_S
 from hangar.cluster.ray_link import NAMESPACE, ray_module
 
 ACTOR_PREFIX = "node:"
@@ -36,16 +37,21 @@ class NodeAgent:
         }
         self._draining = False
         self._pushed_at = time.monotonic()
+        self._epoch = 0  # bumped when a push ends a silence the gateways took for death (node_return.py)
+        self._cleaned = 0  # the last epoch whose old sessions the node reports ended
 
     def describe(self) -> dict[str, Any]:
         """``{"name", "address", "capacity", "sessions", "memoryBytes", "templates", "draining", "healthy",
-        "silentSeconds"}``."""
+        "silentSeconds", "epoch", "returning"}``."""
         silent = time.monotonic() - self._pushed_at
+        returning = self._cleaned < self._epoch  # back from the dead, its old sandboxes not ended yet: gone still
         return {
             **self._state,
             "draining": self._draining,
-            "healthy": silent < STALE_S,
+            "healthy": silent < STALE_S and not returning,
             "silentSeconds": round(silent, 3),  # a node cut off from the network stops pushing: gateways see it here
+            "epoch": self._epoch,
+            "returning": returning,
         }
 
     def drain(self) -> None:
@@ -53,10 +59,21 @@ class NodeAgent:
         self._draining = True
 
     def update(self, state: dict[str, Any]) -> bool:
-        """The node's push: its current state in, whether it is draining back."""
+        """The node's push: its current state in, whether it is draining back. A push after a silence of
+        ``GONE_AFTER_S`` or more opens a new epoch: the gateways may have ended this node's sessions meanwhile."""
+        if time.monotonic() - self._pushed_at >= GONE_AFTER_S:
+            self._epoch += 1
         self._state.update({k: v for k, v in state.items() if k in self._state and k != "name"})
         self._pushed_at = time.monotonic()
         return self._draining
+
+    def epoch(self) -> tuple[int, int]:
+        """``(epoch, cleaned)``: the node has old sessions to end while ``cleaned < epoch``."""
+        return self._epoch, self._cleaned
+
+    def cleaned(self, epoch: int) -> None:
+        """The node ended every session it had before ``epoch``: it is a node like any other again."""
+        self._cleaned = max(self._cleaned, min(epoch, self._epoch))
 
 
 def create(name: str, address: str, capacity: int) -> Any:

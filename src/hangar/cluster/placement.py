@@ -38,13 +38,16 @@ class NodeInfo:
     draining: bool = False
     healthy: bool = True
     silent_s: float = 0.0  # since the node's last push to its actor
+    epoch: int = 0  # how many times it came back after the gateways took it for dead (node_return.py)
+    returning: bool = False  # back, but still ending the sessions it had before: as good as gone
 
     @property
     def gone(self) -> bool:
         """Silent past ``GONE_AFTER_S``: treated as dead even though Ray still lists its actor. A host whose link is
         down keeps its actor alive wherever Ray placed it (or until Ray's own health check, ~17 s by default), and
-        its process cannot push: its sessions end and their ids start afresh elsewhere."""
-        return self.silent_s >= GONE_AFTER_S
+        its process cannot push: its sessions end and their ids start afresh elsewhere. A node that pushes again
+        after that stays gone (``returning``) until it has ended every sandbox it had (node_return.py)."""
+        return self.silent_s >= GONE_AFTER_S or self.returning
 
     @classmethod
     def from_describe(cls, doc: dict[str, Any]) -> NodeInfo:
@@ -58,6 +61,8 @@ class NodeInfo:
             draining=bool(doc.get("draining")),
             healthy=bool(doc.get("healthy", True)),
             silent_s=float(doc.get("silentSeconds") or 0.0),
+            epoch=int(doc.get("epoch") or 0),
+            returning=bool(doc.get("returning")),
         )
 
     @property
@@ -75,6 +80,8 @@ class NodeInfo:
             "draining": self.draining,
             "healthy": self.healthy,
             "silentSeconds": self.silent_s,
+            "epoch": self.epoch,
+            "returning": self.returning,
         }
 
 
@@ -109,6 +116,8 @@ class NodeDirectory:
         self._cache_s = cache_s
         self._nodes: dict[str, NodeInfo] = {}
         self._read_at = 0.0
+        self._epochs: dict[str, int] = {}  # each node's epoch at the last read
+        self._returned: set[str] = set()  # nodes whose epoch moved on since: see ``returned``
         self._lock = asyncio.Lock()
 
     async def nodes(self, fresh: bool = False) -> list[NodeInfo]:
@@ -116,7 +125,17 @@ class NodeDirectory:
             if fresh or time.monotonic() - self._read_at > self._cache_s:
                 self._nodes = {n.name: n for n in await asyncio.to_thread(_read_actors)}
                 self._read_at = time.monotonic()
+                for node in self._nodes.values():
+                    if self._epochs.setdefault(node.name, node.epoch) != node.epoch:
+                        self._returned.add(node.name)
+                        self._epochs[node.name] = node.epoch
             return list(self._nodes.values())
+
+    def returned(self) -> set[str]:
+        """The nodes that came back from the dead since the last ask (their epoch moved on), even if this gateway
+        never saw them gone: no binding of theirs remembered from before may be used."""
+        found, self._returned = self._returned, set()
+        return found
 
     def cached(self) -> list[NodeInfo]:
         """The nodes as last read (no call to Ray: for a metrics scrape)."""
