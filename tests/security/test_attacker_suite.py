@@ -546,6 +546,7 @@ FLOOD_AGENT = """
 import asyncio, os, sys
 import uvicorn
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -565,10 +566,14 @@ async def ping(request):
     return Response("{}", media_type="application/json")
 
 
-async def invocations(request):
-    # Floods once a caller names it, as a claimed session's first request would: a spare answers /ping first.
+async def start_flood():
     FLOODS.add(asyncio.get_running_loop().run_in_executor(None, flood))
-    return Response("{}", media_type="application/json")
+
+
+async def invocations(request):
+    # Floods once a caller names it, as a claimed session's first request would: a spare answers /ping first. The
+    # flood starts after the answer is sent: it ends the process (os._exit), which must not race the answer out.
+    return Response("{}", media_type="application/json", background=BackgroundTask(start_flood))
 
 
 app = Starlette(routes=[Route("/ping", ping), Route("/invocations", invocations, methods=["POST"])])

@@ -98,6 +98,7 @@ class Commands:
 SHELLS = ("/bin/bash", "/bin/sh")
 SHELL_FRAME_LIMIT = 1024 * 1024
 SHELL_HANGUP_S = 5.0  # after a hangup, what still runs of the shell's group is killed
+SHELL_HANGUP_REPEAT_S = 0.5  # a hangup is sent again this often until the shell is gone
 SHELL_CLOSE_S = 5.0  # how long the caller has to hang up after the exit status
 SHELL_DRAIN_S = 0.5  # output still in the pty when the shell exits; a background job holding it open stops here
 
@@ -112,6 +113,7 @@ class Shell:
         self.groups = groups
         self.pid = 0
         self.master = -1
+        self.hanging_up: asyncio.Future[None] | None = None
 
     async def serve(self, request: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         path = next((p for p in SHELLS if os.access(p, os.X_OK)), None)
@@ -149,6 +151,8 @@ class Shell:
         except (ConnectionError, asyncio.CancelledError):
             pass  # the caller went away: its shell goes too
         finally:
+            if self.hanging_up is not None:
+                self.hanging_up.cancel()
             _kill_group(self.pid)
             self.groups.discard(self.pid)
             pump.cancel()
@@ -186,12 +190,23 @@ class Shell:
             elif kind == b"k":
                 with contextlib.suppress(ValueError, OSError):
                     os.killpg(os.tcgetpgrp(self.master), int(payload))
-            elif kind == b"h":  # a terminal hangup: the shell and its foreground job, SIGKILL if they linger
-                for pgid in {self.pid, _foreground(self.master)} - {0}:
-                    with contextlib.suppress(OSError):
-                        os.killpg(pgid, signal.SIGHUP)
-                        os.killpg(pgid, signal.SIGCONT)
-                asyncio.get_running_loop().call_later(SHELL_HANGUP_S, _kill_group, self.pid)
+            elif kind == b"h" and self.hanging_up is None:
+                self.hanging_up = asyncio.ensure_future(self._hang_up())
+
+    async def _hang_up(self) -> None:
+        """A terminal hangup: SIGHUP to the shell and its foreground job, SIGKILL if they linger.
+
+        The hangup is repeated until the shell is gone: an interactive bash can miss one that lands while its line
+        editor is between reads (seen under gVisor on a loaded host), and would then wait for input forever."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SHELL_HANGUP_S
+        while loop.time() < deadline:
+            for pgid in {self.pid, _foreground(self.master)} - {0}:
+                with contextlib.suppress(OSError):
+                    os.killpg(pgid, signal.SIGHUP)
+                    os.killpg(pgid, signal.SIGCONT)
+            await asyncio.sleep(SHELL_HANGUP_REPEAT_S)
+        _kill_group(self.pid)
 
 
 def _foreground(master: int) -> int:
