@@ -25,6 +25,9 @@ TARGET_HEADER = "X-Hangar-Target"
 AGENT_HEADER_PREFIX = "X-Hangar-H-"
 EXISTING_HEADER = "X-Hangar-Existing"  # only the node's live session: refused 404 NotFound rather than started
 NOT_HERE = "NotFound"
+SHELL_ID_HEADER = "X-Hangar-Shell-Id"
+SHELL_MESSAGE = 1024 * 1024  # the node sends frames of at most 64 KiB
+SHELL_OPEN_S = 660.0  # the node may first prepare the version (up to 10 minutes) and start the session
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "trailer", "host"})
 # The node takes no new session (draining, or at its own cap): the gateway tries another node.
 REFUSALS = frozenset({"Full", "Draining", "NodeDraining", "ServiceQuotaExceededException"})
@@ -184,6 +187,31 @@ class NodeClient:
             user_agent_header=None,
             open_timeout=10,
         )
+
+    async def shell(self, target: InvocationTarget, session_id: str, shell_id: str) -> ClientConnection:
+        """A shell WebSocket on the node (``node_shells.py``): the node attached shell ``shell_id`` of the session
+        (starting the session if need be) before this returns; its refusal (shell cap, draining, ...) raises."""
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import InvalidHandshake, InvalidStatus
+
+        route = session_path(target.runtime_id, session_id, "/shells")
+        sent = [(TARGET_HEADER, encode_target(target)), (SHELL_ID_HEADER, shell_id)]
+        sent.append((node_auth.HEADER, node_auth.sign(self._key, "GET", route)))
+        try:
+            return await connect(
+                self.address.replace("http://", "ws://", 1) + route,
+                additional_headers=sent,
+                max_size=SHELL_MESSAGE,
+                compression=None,
+                user_agent_header=None,
+                open_timeout=SHELL_OPEN_S,
+            )
+        except InvalidStatus as exc:
+            response = exc.response
+            code = response.headers.get(ERROR_HEADER) or f"HTTP{response.status_code}"
+            raise NodeRefused(self.name, code, response.status_code, _message(bytes(response.body or b""))) from exc
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
+            raise NodeUnreachable(f"node {self.name} at {self.address}: {type(exc).__name__}: {exc}") from exc
 
     async def stop(self, runtime_id: str, session_id: str) -> bool:
         """Stop the session on the node; False when the node has no such session."""

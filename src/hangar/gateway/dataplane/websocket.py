@@ -97,8 +97,8 @@ async def _relay(
         return
     async with agent:
         await websocket.accept(subprotocol=agent.subprotocol)
-        upstream = asyncio.create_task(_client_to_agent(websocket, agent))
-        downstream = asyncio.create_task(_agent_to_client(websocket, agent))
+        upstream = asyncio.create_task(client_to_agent(websocket, agent))
+        downstream = asyncio.create_task(agent_to_client(websocket, agent))
         try:
             await asyncio.wait({upstream, downstream}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -107,7 +107,7 @@ async def _relay(
             await asyncio.gather(upstream, downstream, return_exceptions=True)
 
 
-async def _client_to_agent(websocket: WebSocket, agent: ClientConnection) -> None:
+async def client_to_agent(websocket: WebSocket, agent: ClientConnection) -> None:
     while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
@@ -123,7 +123,7 @@ async def _client_to_agent(websocket: WebSocket, agent: ClientConnection) -> Non
             return  # the other pump reports the agent's close
 
 
-async def _agent_to_client(websocket: WebSocket, agent: ClientConnection) -> None:
+async def agent_to_client(websocket: WebSocket, agent: ClientConnection) -> None:
     try:
         async for data in agent:
             if isinstance(data, str):
