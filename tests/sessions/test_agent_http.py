@@ -239,3 +239,47 @@ def test_an_answer_that_came_whole_is_handed_over_at_once_and_one_still_arriving
         assert len(connections) == 2
 
     serve(handler, scenario)
+
+
+def test_a_small_body_right_behind_its_head_is_awaited_and_a_late_or_large_one_is_streamed() -> None:
+    """``complete_body_soon``: the head and the body of a small answer are two writes of the agent's server."""
+    late, large = asyncio.Event(), asyncio.Event()
+    big = b"x" * 70_000
+    answers: list[tuple[bytes, bytes, asyncio.Event | None]] = [
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", b"hello", None),  # body right behind: awaited
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", b"later", late),  # body held back: streamed
+        (b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(big), big, large),  # over the limit: not awaited
+        (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n", b"2\r\nok\r\n0\r\n\r\n", None),  # no length
+    ]
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while answers:
+            try:
+                await read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            head, body, hold = answers.pop(0)
+            writer.write(head)
+            await writer.drain()  # the head goes out on its own, as uvicorn's first write
+            if hold is not None:
+                await hold.wait()
+            else:
+                await asyncio.sleep(0.01)  # the body a moment behind its head: the client reads the head alone
+            writer.write(body)
+            await writer.drain()
+
+    async def scenario(client: AgentHttp, connections: list[int]) -> None:
+        response = await client.request("POST", "/invocations", [], b"{}")
+        assert await response.complete_body_soon(64 * 1024, 10.0) == b"hello"
+        await response.aclose()
+
+        for event, limit, expected in ((late, 64 * 1024, b"later"), (large, 64 * 1024, big), (None, 10**6, b"ok")):
+            response = await client.request("POST", "/invocations", [], b"{}")
+            assert await response.complete_body_soon(limit, 0.05) is None  # not (all) there: the stream carries it
+            if event is not None:
+                event.set()
+            assert b"".join([piece async for piece in response.iter_raw()]) == expected
+            await response.aclose()
+        assert len(connections) == 1  # every answer complete: one kept-alive connection
+
+    serve(handler, scenario)

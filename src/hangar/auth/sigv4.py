@@ -285,39 +285,53 @@ def _expected_signature(
             values = [host]
         signed[name] = values
     payload_hash = _payload_hash(request, claim, payload_sha256)
-    if claim.service != "s3" and any(_dot_segment(part) for part in request.raw_path.split("/")):
+    has_dot_segment, splits_cleanly, canonical_path = _path_facts(request.raw_path)
+    if claim.service != "s3" and has_dot_segment:
         # botocore signs such paths normalised, so the signature would cover a different path than the one routed.
         raise InvalidSignatureError("The request path must not contain '.' or '..' segments.")
     url = f"http://hangar.invalid{request.raw_path}"  # the host is signed as a header, never parsed from here
-    if urlsplit(url).path != request.raw_path:
+    if not splits_cleanly:
         raise InvalidSignatureError("The request path cannot be canonicalised.")
     query = claim.query if claim.presigned else _query_pairs(request.query_string)
     if claim.service == "s3":
         return _botocore_signature(request, claim, key, signed, payload_hash, url, query)
-    canonical = canonical_request(request.method, request.raw_path, query, signed, payload_hash)
+    canonical = canonical_request(request.method, request.raw_path, query, signed, payload_hash, canonical_path)
     scope = f"{claim.amz_date[0:8]}/{claim.region}/{claim.service}/aws4_request"
     string_to_sign = f"{ALGORITHM}\n{claim.amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
     signing_key = _signing_key(key.secret, claim.amz_date[0:8], claim.region, claim.service)
     return hmac.digest(signing_key, string_to_sign.encode("utf-8"), "sha256").hex()
 
 
-def _dot_segment(part: str) -> bool:
-    """A '.' or '..' path segment, percent-encoded or not."""
-    return part in (".", "..") or ("%" in part and unquote(part) in (".", ".."))
+def _canonical_query(query: list[tuple[str, str]]) -> str:
+    """botocore's canonical query string of decoded (name, value) pairs: encoded again (RFC 3986), sorted."""
+    key = tuple(query)
+    found = _QUERIES.get(key)
+    if found is None:
+        pairs = sorted((quote(name, safe="-_.~"), quote(value, safe="-_.~")) for name, value in query)
+        found = "&".join(f"{name}={value}" for name, value in pairs)
+        if sum(len(name) + len(value) for name, value in query) <= _CACHED_LENGTH:
+            if len(_QUERIES) >= _CACHE_LIMIT:
+                _QUERIES.clear()
+            _QUERIES[key] = found
+    return found
 
 
 def canonical_request(
-    method: str, raw_path: str, query: list[tuple[str, str]], signed: dict[str, list[str]], payload_hash: str
+    method: str,
+    raw_path: str,
+    query: list[tuple[str, str]],
+    signed: dict[str, list[str]],
+    payload_hash: str,
+    canonical_path: str | None = None,
 ) -> str:
     """``SigV4Auth.canonical_request`` of the request botocore would rebuild (every service but S3)."""
-    pairs = sorted((quote(name, safe="-_.~"), quote(value, safe="-_.~")) for name, value in query)
     names = sorted(set(signed))
     headers = "\n".join(f"{name}:{','.join(' '.join(value.split()) for value in signed[name])}" for name in names)
     return "\n".join(
         (
             method.upper(),
-            _canonical_path(raw_path),
-            "&".join(f"{name}={value}" for name, value in pairs),
+            _path_facts(raw_path)[2] if canonical_path is None else canonical_path,
+            _canonical_query(query),
             headers + "\n",
             ";".join(sorted(name.lower().strip() for name in names)),
             payload_hash,
@@ -355,8 +369,10 @@ def _botocore_signature(
 # Pure functions of their arguments, cached because every warm invoke would recompute them. Bounded: cleared whole
 # when full (a key per (secret, day, region, service) and a path per runtime are few in practice).
 _CACHE_LIMIT = 1024
+_CACHED_LENGTH = 2048  # longer paths and queries are worked out every time
 _SIGNING_KEYS: dict[tuple[str, str, str, str], bytes] = {}
-_PATHS: dict[str, str] = {}
+_PATHS: dict[str, tuple[bool, bool, str]] = {}
+_QUERIES: dict[tuple[tuple[str, str], ...], str] = {}
 _DATES: dict[str, float] = {}
 
 
@@ -374,14 +390,20 @@ def _signing_key(secret: str, date: str, region: str, service: str) -> bytes:
     return found
 
 
-def _canonical_path(raw_path: str) -> str:
-    """botocore's canonical URI for every service but S3: dot segments and empty segments removed, encoded again."""
+def _path_facts(raw_path: str) -> tuple[bool, bool, str]:
+    """(has a '.' or '..' segment, percent-encoded or not; ``urlsplit`` gives it back unchanged; botocore's
+    canonical URI for every service but S3: dot and empty segments removed, encoded once more)."""
     found = _PATHS.get(raw_path)
     if found is None:
-        found = quote(normalize_url_path(raw_path), safe="/~")
-        if len(_PATHS) >= _CACHE_LIMIT:
-            _PATHS.clear()
-        _PATHS[raw_path] = found
+        found = (
+            any(unquote(part) in (".", "..") for part in raw_path.split("/")),
+            urlsplit(f"http://hangar.invalid{raw_path}").path == raw_path,
+            quote(normalize_url_path(raw_path), safe="/~"),
+        )
+        if len(raw_path) <= _CACHED_LENGTH:
+            if len(_PATHS) >= _CACHE_LIMIT:
+                _PATHS.clear()
+            _PATHS[raw_path] = found
     return found
 
 

@@ -27,6 +27,8 @@ CUSTOM_PREFIX = "x-amzn-bedrock-agentcore-runtime-custom-"
 TRACE_HEADERS = ("x-amzn-trace-id", "traceparent", "tracestate", "baggage")
 MCP_ECHO = ("mcp-session-id", "mcp-protocol-version")
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+_ECHO_ORDER = (*MCP_ECHO, *TRACE_HEADERS)  # answer headers taken from the agent's answer, else from the request
+_ECHOED = frozenset(name.encode("latin-1") for name in _ECHO_ORDER)
 
 USER_ID_HEADER = "X-Amzn-Bedrock-AgentCore-Runtime-User-Id"
 WAT_HEADER = "WorkloadAccessToken"
@@ -202,8 +204,12 @@ def echo_headers(
     For MCP runtimes the ``Mcp-Session-Id`` Hangar added (when the caller sent none) is returned too.
     """
     out = [(SESSION_HEADER, session_id)]
-    for name in (*MCP_ECHO, *TRACE_HEADERS):
-        value = upstream.get(name) or inbound.get(name)
+    sent: dict[str, str] = {}  # one pass over the request's headers instead of one per echoed name
+    for raw_name, raw_value in inbound.raw:
+        if raw_name in _ECHOED:
+            sent.setdefault(raw_name.decode("latin-1"), raw_value.decode("latin-1"))
+    for name in _ECHO_ORDER:
+        value = upstream.get(name) or sent.get(name)
         if value is None and mcp and name == "mcp-session-id":
             value = session_id
         if value is not None:

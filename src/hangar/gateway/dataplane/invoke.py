@@ -27,6 +27,10 @@ from hangar.observability import tracing
 from hangar.observability.tracing import Invocation
 
 ROUTE = "/runtimes/{agentRuntimeArn}/invocations"
+# An answer of at most WHOLE_LIMIT bytes whose body is not all in with its head is awaited up to WHOLE_WAIT_S
+# (it is usually microseconds behind), so that it leaves in one write rather than as a stream.
+WHOLE_LIMIT = 64 * 1024
+WHOLE_WAIT_S = 0.002
 
 
 async def invoke(request: Request, params: dict[str, str]) -> Response:
@@ -80,6 +84,9 @@ async def _invoke(request: Request, params: dict[str, str], traced: Invocation) 
             if is_mcp:  # the id the client will send next: remembered so that it comes back to this session
                 mcp_id = upstream.headers.get(mcp.MCP_SESSION) or request.headers.get(mcp.MCP_SESSION) or session_id
                 mcp.remember_answer(request, manager, target, session_id, mcp_id)
+            # Most answers arrive whole with their headers, or right behind them: no stream is needed for those.
+            soon = getattr(upstream, "complete_body_soon", None)  # a cluster node's relayed answer is always streamed
+            whole = upstream.complete_body() if soon is None else await soon(WHOLE_LIMIT, WHOLE_WAIT_S)
             # The session stays Active until the stream ends: the response releases the lease, exactly once.
             traced.streaming(upstream.status_code)
             ended = traced.on_end(lease.hand_off())
@@ -89,7 +96,7 @@ async def _invoke(request: Request, params: dict[str, str], traced: Invocation) 
                 out,
                 close=upstream.aclose,
                 on_end=ended,
-                whole=upstream.complete_body(),  # most answers arrive whole with their headers: no stream needed
+                whole=whole,
             )
     finally:
         body.close()  # the agent has the whole body once its answer's headers arrived
