@@ -14,6 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from tests.support.server import end_process, wait_serving
+
 CACHE_DIR = Path(__file__).resolve().parents[1] / ".cache"
 
 
@@ -44,30 +46,14 @@ class RunningIdp:
         return response.json()["access_token"]
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        end_process(self.process, timeout=10)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
 
 
 def wait_for_discovery(idp: RunningIdp, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if idp.process is not None and idp.process.poll() is not None:
-            raise RuntimeError(f"{idp.name} exited early:\n{idp.log()}")
-        try:
-            if httpx.get(idp.discovery_url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{idp.name} did not serve {idp.discovery_url} within {timeout}s:\n{idp.log()}")
+    wait_serving(idp.process, idp.discovery_url, idp.name, idp.log, timeout)
 
 
 def new_rsa_key() -> rsa.RSAPrivateKey:

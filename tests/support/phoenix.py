@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.server import free_port
+from tests.support.server import end_process, free_port, wait_serving
 
 PHOENIX_PIN = "arize-phoenix==20.26.1"
 VENV = Path(os.environ.get("HANGAR_TEST_PHOENIX_VENV", Path(__file__).resolve().parents[2] / ".venv-otlp"))
@@ -132,31 +131,18 @@ class Phoenix:
 
     def ready(self, timeout: float = 300.0) -> Phoenix:
         """Wait until Phoenix answers its health check (a loaded 2-core host: up to minutes for its imports)."""
-        deadline = time.monotonic() + timeout
         assert self._process is not None
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"phoenix serve exited early:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"phoenix serve did not become healthy in {timeout}s:\n{self.log()}")
+        wait_serving(
+            self._process, f"{self.url}/healthz", "phoenix serve", self.log, timeout, interval=0.2, request_timeout=2
+        )
+        return self
 
     def log(self) -> str:
         path = self._dir / "phoenix.log" if self._dir else None
         return path.read_text(errors="replace")[-4000:] if path and path.exists() else ""
 
     def __exit__(self, *exc: object) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        end_process(self._process)
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
 

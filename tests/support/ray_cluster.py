@@ -39,10 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-import httpx
 import pytest
 
-from tests.support.server import free_port
+from tests.support.server import end_process, free_port, wait_serving
 
 BIN = Path(sys.executable).parent
 CLONE_NEWNET = 0x40000000
@@ -131,14 +130,7 @@ class NodeProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return end_process(self.process, sig, timeout)
 
     def kill(self) -> None:
         """SIGKILL, as a crash would (its sandboxes stay behind until a node with this data dir starts)."""
@@ -306,18 +298,8 @@ class RayCluster:
 
     @staticmethod
     def wait_healthy(node: NodeProcess, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if node.process.poll() is not None:
-                raise RuntimeError(f"hangar node {node.name} exited early:\n{node.log()}")
-            try:
-                # unauthenticated: 401 still says the API is up
-                if httpx.get(f"{node.url}/node/v1/health", timeout=1).status_code in (200, 401):
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"hangar node {node.name} did not answer in {timeout}s:\n{node.log()}")
+        health = f"{node.url}/node/v1/health"  # unauthenticated: 401 still says the API is up
+        wait_serving(node.process, health, f"hangar node {node.name}", node.log, timeout, ok=(200, 401), interval=0.1)
 
     def _pids(self) -> dict[int, str]:
         """Every process in this cluster's namespaces (only ours: ``ray stop`` would stop every Ray on the host)."""

@@ -8,8 +8,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -20,6 +22,47 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_serving(
+    process: subprocess.Popen[Any] | None,
+    url: str,
+    what: str,
+    log: Callable[[], str],
+    timeout: float,
+    *,
+    ok: Container[int] = (200,),
+    interval: float = 0.05,
+    request_timeout: float = 1.0,
+) -> None:
+    """Poll ``url`` until it answers a status in ``ok``. A ``process`` that exits first fails at once with its log,
+    rather than after the whole (generous) timeout; so does one that never answers, when the timeout is up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what} exited early:\n{log()}")
+        try:
+            if httpx.get(url, timeout=request_timeout).status_code in ok:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(interval)
+    raise RuntimeError(f"{what} did not answer {url} in {timeout}s:\n{log()}")
+
+
+def end_process(process: subprocess.Popen[Any] | None, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+    """Send ``sig`` to a child still running and reap it; one that outlives ``timeout`` is killed (and reaped, so
+    no zombie outlives the test). Returns its exit status (None: there was no process)."""
+    if process is None:
+        return None
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
 
 
 @dataclass
@@ -58,30 +101,14 @@ class HangarServer:
         ]
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
         self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"hangar serve exited early:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"hangar serve did not become healthy in {timeout}s:\n{self.log()}")
+        wait_serving(self.process, f"{self.url}/healthz", "hangar serve", self.log, timeout)
+        return self
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(sig)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        end_process(self.process, sig, timeout)
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
