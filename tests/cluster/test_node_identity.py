@@ -18,15 +18,24 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import httpx
 import jwt as pyjwt
 import pytest
+from sqlalchemy import insert
 
-from hangar.identity.vault import KeyRing
+from hangar.cluster.node_identity import build_node_identity
+from hangar.config import Settings
+from hangar.identity.control import api_key_context
+from hangar.identity.shared_keys import record_wat_key, require_wat_key
+from hangar.identity.vault import KeyRing, Vault
+from hangar.store.engine import open_engine
+from hangar.store.tables import api_key_providers
+from hangar.store.transactions import Store
 from tests.control.support import signed
 from tests.dataplane.support import BUCKET, deploy, wait_for, world_readable_dir
 from tests.support.idp_common import RunningIdp
@@ -201,3 +210,46 @@ def test_a_node_without_the_gateways_keys_refuses_to_start(world: World) -> None
     KeyRing(bare / "identity" / "vault.keys")  # a vault of its own: cannot open the API key the gateway sealed
     done = world.node_command(bare)
     assert done.returncode == 2 and "cannot open the store's sealed secrets" in done.stderr, done.stderr
+
+
+# --- the start checks on their own, on a real (SQLite) store: no Ray needed
+
+
+@pytest.fixture
+def store_world(tmp_path: Path) -> Iterator[tuple[Settings, Any]]:
+    settings = Settings(data_dir=tmp_path / "node")
+    engine = open_engine(Settings(data_dir=tmp_path).resolved_database_url)
+    yield settings, engine
+    engine.dispose()
+
+
+def test_the_wat_key_must_be_the_one_the_gateways_recorded(tmp_path: Path, store_world: tuple[Settings, Any]) -> None:
+    _, engine = store_world
+    store, path = Store(engine), tmp_path / "wat.key"
+    path.write_bytes(secrets.token_bytes(32))
+    with pytest.raises(RuntimeError, match="no gateway has recorded"):
+        require_wat_key(path, store)
+    record_wat_key(store, path.read_bytes())
+    assert require_wat_key(path, store) == path.read_bytes()
+    record_wat_key(store, secrets.token_bytes(32))  # another gateway, another key: the last one wins
+    with pytest.raises(RuntimeError, match="not the gateways'"):
+        require_wat_key(path, store)
+    path.unlink()
+    with pytest.raises(RuntimeError, match="is missing"):
+        require_wat_key(path, store)
+
+
+def test_a_node_given_no_keys_serves_no_identity_until_something_is_sealed(store_world: tuple[Settings, Any]) -> None:
+    settings, engine = store_world
+    assert build_node_identity(settings, engine, cast(Any, None)) is None  # warned, nothing created
+    assert not (settings.data_dir / "identity").exists()
+    vault = Vault(KeyRing(settings.data_dir.parent / "gateway-vault.keys"))
+    now = datetime.now(UTC)
+    sealed = vault.seal(b"sk-x", api_key_context("p"))
+    Store(engine).write(
+        lambda conn: conn.execute(
+            insert(api_key_providers).values(name="p", api_key_sealed=sealed, created_at=now, updated_at=now)
+        )
+    )
+    with pytest.raises(RuntimeError, match="holds sealed secrets"):
+        build_node_identity(settings, engine, cast(Any, None))
