@@ -13,6 +13,8 @@ import logging
 import os
 import stat
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
@@ -31,6 +33,7 @@ LINK_GONE_TIMEOUT_S = 5.0
 LINK_POLL_S = 0.01
 STATE_ROOT_MODE = 0o711  # sandboxes reach their own sockets through it; nobody lists it
 _settling: dict[str, asyncio.Task[None]] = {}  # sandbox id -> the task releasing its lease once its veth is gone
+_TEARDOWN_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hangar-teardown")
 
 
 class SessionResources:
@@ -175,9 +178,9 @@ async def remove(
         await cgroup.kill_all()
         await cgroup.remove()
     if netns is not None:
-        await asyncio.to_thread(network.delete, *netns, not lazy_link)
+        await _teardown_thread(network.delete, *netns, not lazy_link)
     if state is not None:  # off the event loop: under load the unmount and rmtree took ~10 ms of it per stop
-        await asyncio.to_thread(_remove_state, state)
+        await _teardown_thread(_remove_state, state)
     if uid is None:
         return
     if netns is not None and lazy_link and network.link_exists(netns[1]):
@@ -186,6 +189,12 @@ async def remove(
         task.add_done_callback(lambda _: _settling.pop(sandbox_id, None))
     else:
         leases.release(uid, sandbox_id)
+
+
+async def _teardown_thread(work: Callable[..., None], *args: object) -> None:
+    """Teardown's blocking steps on threads of their own: a burst of stops finishing in the background
+    (``sessions/teardown.py``) never queues ahead of a start's steps in the loop's default executor."""
+    await asyncio.get_running_loop().run_in_executor(_TEARDOWN_THREADS, work, *args)
 
 
 def _remove_state(state: StateDir) -> None:
@@ -201,7 +210,7 @@ async def _release_when_gone(leases: UidLeases, uid: int, sandbox_id: str, netns
             await asyncio.sleep(LINK_POLL_S)
         if network.link_exists(netns[1]):
             log.warning("the veth %s outlived its netns for %.0f s: deleting it", netns[1], LINK_GONE_TIMEOUT_S)
-            await asyncio.to_thread(network.delete, *netns)
+            await _teardown_thread(network.delete, *netns)
     finally:
         if not network.link_exists(netns[1]):
             leases.release(uid, sandbox_id)
