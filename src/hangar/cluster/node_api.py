@@ -27,9 +27,16 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from hangar.cluster import node_auth, node_logs
+from hangar.cluster import node_auth, node_logs, node_return, node_shells
 from hangar.cluster.node_versions import NodeVersions, parse_target
-from hangar.domain.errors import ConflictError, HangarError, InternalError, RuntimeClientError, ValidationError
+from hangar.domain.errors import (
+    ConflictError,
+    HangarError,
+    InternalError,
+    RuntimeClientError,
+    ServiceUnavailableError,
+    ValidationError,
+)
 from hangar.sandbox.base import ExecEvent
 from hangar.sessions.manager import SessionManager
 from hangar.sessions.session import SessionKey
@@ -159,6 +166,8 @@ def _check_existing(request: Request, state: NodeState, runtime_id: str, session
 
 
 def _check_draining(state: NodeState, runtime_id: str, session_id: str) -> None:
+    if (fence := node_return.fenced(state)) is not None:  # even a live session: its id may live elsewhere now
+        raise ServiceUnavailableError(f"{fence}: it takes no session calls until it is back")
     if state.draining and state.manager.get(runtime_id, session_id) is None:
         raise NodeDrainingError(f"node {state.name} is draining: it takes no new sessions")
 
@@ -345,6 +354,7 @@ def build_app(state: NodeState) -> NodeAuth:
             Route(base + "/request", agent_request, methods=["POST"]),
             Route(base + "/exec", agent_exec, methods=["POST"]),
             WebSocketRoute(base + "/ws", agent_websocket),
+            WebSocketRoute(base + "/shells", node_shells.shell_websocket),  # the session's interactive shells
             Route(base, stop_session, methods=["DELETE"]),
             Route("/node/v1/sessions", list_sessions, methods=["GET"]),
             Route("/node/v1/health", health, methods=["GET"]),

@@ -5,12 +5,14 @@ A host cut off from the network cannot push its state to its ``NodeAgent``; once
 comes back the node's old sandboxes would still answer for ids that now live elsewhere (two sandboxes for one id).
 
 So, on the node: when no push has been acknowledged for ``FENCE_AFTER_S`` (a little less than the gateways'
-``GONE_AFTER_S``) the node fences itself: the node API refuses every session call (409 ``NodeDraining``, so a gateway
-places a new session elsewhere). Once a push goes through again, the actor says whether that push ended a silence of
-``GONE_AFTER_S`` or more (its ``epoch`` moved past what the node ``cleaned``). If it did, the node stops every session
-it runs or is starting, removes its own rows from ``session_placements`` (a gateway that missed the whole episode
-must not route there), reports the epoch cleaned, and only then lifts the fence. Until the report, the actor describes
-the node as ``returning``: unhealthy and gone to every gateway (no placement, no routing, its bindings dropped).
+``GONE_AFTER_S``) the node fences itself: the node API refuses every session call with 503
+``ServiceUnavailableException`` (not a placement refusal: a gateway that still trusts this node must not bind the
+session elsewhere while its sandbox lives on here). Once a push goes through again, the actor says whether that push
+ended a silence of ``GONE_AFTER_S`` or more (its ``epoch`` moved past what the node ``cleaned``). If it did, the node
+stops every session it runs or is starting, removes its own rows from ``session_placements`` (a gateway that missed
+the whole episode must not route there), reports the epoch cleaned, and only then lifts the fence. Until the report,
+the actor describes the node as ``returning``: unhealthy and gone to every gateway (no placement, no routing, its
+bindings dropped).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ log = logging.getLogger("hangar.cluster")
 FENCE_AFTER_S = GONE_AFTER_S - 3.0  # the node refuses calls a little before the gateways may declare it gone
 CHECK_S = 0.25
 EPOCH_CHECK_S = 1.0
+ASK_WITHIN_S = 3.0  # the actor is asked only while pushes go through (a stalled Ray would hold the fence check)
 ACTOR_TIMEOUT_S = 5.0
 PUSHED = "pushed_at"  # NodeState.extra keys
 FENCED = "fenced"
@@ -66,7 +69,7 @@ async def watch(node: Node) -> None:
                 await _returned(node)  # pushes go through again
                 fenced_at = None
                 state.extra.pop(FENCED, None)
-            elif fenced_at is None and time.monotonic() - asked_at >= EPOCH_CHECK_S:
+            elif fenced_at is None and silent < ASK_WITHIN_S and time.monotonic() - asked_at >= EPOCH_CHECK_S:
                 asked_at = time.monotonic()
                 await _check_epoch(node)  # a silence the node itself did not notice (its push hung, then landed)
         except Exception as exc:  # the next round tries again; the fence stays meanwhile

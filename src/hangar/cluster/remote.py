@@ -29,7 +29,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import Engine
 from websockets.asyncio.client import ClientConnection
 
-from hangar.cluster import placement, ray_link
+from hangar.cluster import placement, ray_link, stream_end
 from hangar.cluster.node_client import NOT_HERE, REFUSALS, NodeClient, NodeRefused, NodeUnreachable, RemoteResponse
 from hangar.cluster.node_logs import RemoteLogStore
 from hangar.config import Settings
@@ -80,8 +80,8 @@ class RemoteSession:
 
     @property
     def sandbox(self) -> Any:
-        """What only a local session has (interactive shells attach to its sandbox): refused clearly here."""
-        raise errors.RuntimeClientError("Interactive shells are not relayed to cluster nodes yet")
+        """What only a local session has: its shells are the node's (``RemoteLease.open_shell``)."""
+        raise errors.RuntimeClientError("This session runs on cluster node " + self.node + ": no local sandbox")
 
     def alive(self) -> bool:
         return True  # the node answers for it; a dead node is noticed by the watch loop or the call itself
@@ -122,9 +122,10 @@ class RemoteLease:
         while True:
             node = self.session.node
             try:
-                return await self._owner.client(node).request(
+                answer = await self._owner.client(node).request(
                     self.session.target, self.session.key.session_id, method, path, headers, body, self.session.cached
                 )
+                return self._owner.streams.guard(node, self.session.key.session_id, answer)
             except NodeRefused as exc:
                 if exc.code == NOT_HERE and self.session.cached:  # remembered binding is stale: read the table
                     self.session = await self._owner.rebind(self.session)
@@ -166,6 +167,21 @@ class RemoteLease:
         client = self._owner.client(self.session.node)
         return await client.websocket(self.session.target, self.session.key.session_id, headers, subprotocols, max_size)
 
+    async def open_shell(self, shell_id: str) -> ClientConnection:
+        """Shell ``shell_id`` of the session, attached on its node (``cluster/node_shells.py``): the gateway's shell
+        handler relays its frames. The node's refusal (its shell cap: ``ServiceQuotaExceededException``) is the
+        client's error; a shell is never placed on another node, as it lives with its session."""
+        if self.session.cached:
+            self.session = await self._owner.rebind(self.session)
+        try:
+            return await self._owner.client(self.session.node).shell(
+                self.session.target, self.session.key.session_id, shell_id
+            )
+        except NodeRefused as exc:
+            raise _aws_error(exc) from exc
+        except NodeUnreachable as exc:
+            raise await self._owner.unreachable(self.session, exc) from exc
+
 
 class _Nothing:
     """The warm pool and templates of a gateway: they live on the nodes (``GET /hangar/nodes/``)."""
@@ -204,6 +220,7 @@ class ClusterSessions:
         self._ticks = 0
         self._targets: dict[SessionKey, InvocationTarget] = {}  # the version each session was last called with
         self._bindings: OrderedDict[SessionKey, str] = OrderedDict()  # session -> node, see the module docstring
+        self.streams = stream_end.Streams()  # answers in flight per node: cut clearly when their node dies
 
     # --- lifecycle
 
@@ -411,6 +428,7 @@ class ClusterSessions:
         task.add_done_callback(self._checks.discard)
 
     async def _lost(self, node: str) -> None:
+        self.streams.abort(node, "the node is gone (dead, or cut off for too long)")
         self._forget_node(node)
         gone = await asyncio.to_thread(self.store.write, lambda c: placements.remove_node(c, node))
         seen = {(p.runtime_id, p.session_id): p for p in [*self._known.pop(node, []), *gone]}
@@ -433,6 +451,8 @@ class ClusterSessions:
 
     async def _watch_once(self) -> None:
         alive = {n.name for n in await self.directory.nodes(fresh=True) if not n.gone}
+        for name in self.directory.returned():  # back from the dead: no binding of before is used (node_return.py)
+            self._forget_node(name)
         rows = await asyncio.to_thread(self.store.read, placements.all_placements)
         bound: dict[str, list[placements.Placement]] = {}
         for row in rows:
@@ -471,6 +491,7 @@ def build_cluster_sessions(settings: Settings, engine: Engine, metrics: Metrics)
     against: ``ClusterSessions`` offers the same calls (duck-typed; the lease test keeps handlers to them)."""
     sessions = ClusterSessions(settings, engine)
     metrics.registry.register(NodeCollector(sessions.directory))
+    metrics.registry.register(sessions.streams)
     return cast("SessionManager", sessions)
 
 
