@@ -91,13 +91,19 @@ def deploy(control: Any, agent: str, **extra: Any) -> dict[str, Any]:
     return wait_for(ready, timeout=300)
 
 
-def sessions(server: HangarServer) -> list[dict[str, Any]]:
-    """The operator API's session list."""
+def operator(server: HangarServer) -> dict[str, Any]:
+    """The operator API's ``GET /hangar/sessions/`` document: sessions, backend, warm pool, templates, spares."""
     from tests.control.support import signed
 
     response = signed(server, "GET", "/hangar/sessions/")
     assert response.status_code == 200, response.text
-    return response.json()["sessions"]
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def sessions(server: HangarServer) -> list[dict[str, Any]]:
+    """The operator API's session list."""
+    return list(operator(server)["sessions"])
 
 
 def session_state(server: HangarServer, runtime_id: str, session_id: str) -> str | None:

@@ -26,8 +26,7 @@ import pytest
 
 from hangar.sandbox.namespace.cgroups import detect, list_names
 from hangar.sandbox.state import instance_tag
-from tests.control.support import signed
-from tests.dataplane.support import ROLE, deploy, new_session_id, seeded_server, wait_for
+from tests.dataplane.support import ROLE, deploy, new_session_id, operator, seeded_server, wait_for
 from tests.support.server import HangarServer
 
 AGENTS = ("testbed", "realsdk", "threaded", "openfile")
@@ -38,8 +37,8 @@ SETTLE_S = 3.0  # several template reconcile passes (1 s each): long enough to s
 def server() -> Iterator[HangarServer]:
     # No cold spares (on by default, tests/sessions/test_cold_spares.py): the unsafe agent's sessions start cold here.
     with seeded_server("hangar-templates-", AGENTS, env={"HANGAR_COLD_SPARES": "false"}) as hangar:
-        if not _operator(hangar)["templates"]["enabled"]:
-            pytest.skip(f"warm templates need the namespace backend, this host has {_operator(hangar)['backend']}")
+        if not operator(hangar)["templates"]["enabled"]:
+            pytest.skip(f"warm templates need the namespace backend, this host has {operator(hangar)['backend']}")
         yield hangar
         hangar.stop()
         assert _leftovers(instance_tag(hangar.data_dir)) == []
@@ -58,18 +57,12 @@ def data(server: HangarServer) -> Any:
 # --- reading the operator API
 
 
-def _operator(server: HangarServer) -> dict[str, Any]:
-    response = signed(server, "GET", "/hangar/sessions/")
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
 def _key(runtime: dict[str, Any], version: str | None = None) -> str:
     return f"{runtime['agentRuntimeId']}/{version or runtime['agentRuntimeVersion']}"
 
 
 def _version(server: HangarServer, key: str) -> dict[str, Any] | None:
-    return _operator(server)["templates"]["versions"].get(key)
+    return operator(server)["templates"]["versions"].get(key)
 
 
 def _live_template(server: HangarServer, key: str, timeout: float = 180.0) -> dict[str, Any]:
@@ -86,7 +79,7 @@ def _live_template(server: HangarServer, key: str, timeout: float = 180.0) -> di
 
 
 def _session(server: HangarServer, session_id: str) -> dict[str, Any]:
-    return next(s for s in _operator(server)["sessions"] if s["runtimeSessionId"] == session_id)
+    return next(s for s in operator(server)["sessions"] if s["runtimeSessionId"] == session_id)
 
 
 def _invoke(data: Any, runtime: dict[str, Any], session_id: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -204,7 +197,7 @@ def test_new_sessions_fork_from_the_served_versions_template(server: HangarServe
     state = _version(server, key)
     assert state is not None and state["template"]["forks"] == before + 2
     assert state["restarts"] == 0 and state["unsafeReason"] is None and state["lastFailure"] is None
-    assert _operator(server)["warmPool"]["sessionsStarted"].get("fork", 0) >= 2
+    assert operator(server)["warmPool"]["sessionsStarted"].get("fork", 0) >= 2
     _stop(data, runtime, first, second)
     tag = instance_tag(server.data_dir)
     wait_for(lambda: not any(_cgroups(f"hangar-{tag}-{s['sandboxId']}") for s in (one, two)), timeout=60)
@@ -336,7 +329,7 @@ def test_an_update_templates_the_new_version_and_retires_the_old(server: HangarS
         timeout=300,
     )
     _live_template(server, v2)
-    wait_for(lambda: v1 not in _operator(server)["templates"]["versions"], timeout=60)
+    wait_for(lambda: v1 not in operator(server)["templates"]["versions"], timeout=60)
     wait_for(lambda: not any(_cgroups(name) for name in prepared), timeout=60)  # v1's prepared fork went with it
     answer = _invoke(data, runtime, pinned, {"action": "count"})  # still on v1, in its forked sandbox
     assert answer["count"] == 2 and answer["session"] == pinned
@@ -356,7 +349,7 @@ def test_an_update_templates_the_new_version_and_retires_the_old(server: HangarS
 
 def test_no_templates_starts_every_session_cold_without_a_reason() -> None:
     with seeded_server("hangar-no-templates-", ["testbed"], extra_args=["--no-templates"]) as server:
-        assert _operator(server)["templates"]["enabled"] is False
+        assert operator(server)["templates"]["enabled"] is False
         control, data = server.boto3_client("bedrock-agentcore-control"), server.boto3_client("bedrock-agentcore")
         runtime = deploy(control, "testbed")
         first, second = new_session_id(), new_session_id()
@@ -366,7 +359,7 @@ def test_no_templates_starts_every_session_cold_without_a_reason() -> None:
         for session_id in (first, second):
             session = _session(server, session_id)
             assert (session["startKind"], session["coldReason"]) == ("cold", None)
-        templates = _operator(server)["templates"]
+        templates = operator(server)["templates"]
         assert templates["enabled"] is False and templates["versions"] == {} and templates["coldFallbacks"] == {}
         assert _cgroups(f"hangar-{instance_tag(server.data_dir)}-ht-") == []
 
@@ -379,7 +372,7 @@ def test_warm_pool_refills_by_forking_and_a_stopped_server_leaves_nothing() -> N
         template = _live_template(server, key)
 
         def pool() -> dict[str, Any]:
-            return _operator(server)["warmPool"]
+            return operator(server)["warmPool"]
 
         def one_spare() -> list[str] | None:
             current = pool()
@@ -397,7 +390,7 @@ def test_warm_pool_refills_by_forking_and_a_stopped_server_leaves_nothing() -> N
             assert session["sandboxId"] not in replaced
             # the replacement was forked: the template's count went up by one without a forked session
             assert _version(server, key)["template"]["forks"] == forks + 1  # type: ignore[index]
-            kinds = {s["startKind"] for s in _operator(server)["sessions"] if s["state"] != "Terminated"}
+            kinds = {s["startKind"] for s in operator(server)["sessions"] if s["state"] != "Terminated"}
             assert kinds == {"warm"}
         assert pool()["sessionsStarted"] == {"warm": 2}
 

@@ -21,8 +21,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.parser import text_string_to_metric_families
 
 from hangar.observability.metrics import MAX_REASONS, OTHER_REASON, Metrics, reason_class
-from tests.control.support import signed
-from tests.dataplane.support import deploy, new_session_id, seeded_server, wait_for
+from tests.dataplane.support import deploy, new_session_id, operator, seeded_server, wait_for
 from tests.support.server import HangarServer
 
 OPT_OUT = "the runtime opts out of warm templates"
@@ -47,12 +46,6 @@ def parse(text: str) -> Samples:
 
 def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def operator(server: HangarServer) -> dict[str, Any]:
-    response = signed(server, "GET", "/hangar/sessions/")
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 def version_state(server: HangarServer, runtime: dict[str, Any]) -> dict[str, Any] | None:

@@ -21,8 +21,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.control.support import signed
-from tests.dataplane.support import deploy, new_session_id, seeded_server, wait_for
+from tests.dataplane.support import deploy, new_session_id, operator, seeded_server, wait_for
 from tests.support.otlp import OtlpReceiver, ReceivedSpan
 from tests.support.server import HangarServer
 
@@ -70,13 +69,6 @@ class Started:
     def children(self, parent: ReceivedSpan) -> dict[str, ReceivedSpan]:
         """Children end before their parent: they were exported with it or before it."""
         return {s.name: s for s in self.receiver.trace(parent.trace_id) if s.parent_id == parent.span_id}
-
-
-def operator(server: HangarServer) -> dict[str, Any]:
-    response = signed(server, "GET", "/hangar/sessions/")
-    assert response.status_code == 200, response.text
-    answer: dict[str, Any] = response.json()
-    return answer
 
 
 @pytest.fixture(scope="module")

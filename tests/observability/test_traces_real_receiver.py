@@ -25,8 +25,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.control.support import signed
-from tests.dataplane.support import deploy, new_session_id, seeded_server, wait_for
+from tests.dataplane.support import deploy, new_session_id, operator, seeded_server, wait_for
 from tests.support import phoenix as phoenix_support
 from tests.support.phoenix import Phoenix, StoredSpan
 from tests.support.server import HangarServer
@@ -117,13 +116,6 @@ def namespaced(phoenix: Phoenix) -> Iterator[Stored]:
         runtime = deploy(server.boto3_client("bedrock-agentcore-control"), "testbed")
         phoenix.ready()
         yield Stored(server, phoenix, runtime)
-
-
-def operator(server: HangarServer) -> dict[str, Any]:
-    response = signed(server, "GET", "/hangar/sessions/")
-    assert response.status_code == 200, response.text
-    answer: dict[str, Any] = response.json()
-    return answer
 
 
 def test_a_cold_then_warm_invoke_is_stored_as_one_tree_each(stored: Stored) -> None:

@@ -12,8 +12,7 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.control.support import signed
-from tests.dataplane.support import deploy, new_session_id, seeded_server, sessions, wait_for
+from tests.dataplane.support import deploy, new_session_id, operator, seeded_server, sessions, wait_for
 from tests.support.server import HangarServer
 
 
@@ -23,12 +22,6 @@ def server() -> Iterator[HangarServer]:
         if not httpx.get(f"{hangar.url}/healthz", timeout=30).json()["sandbox"]["isolates"]:
             pytest.skip("the process backend has no templates: nothing is unforkable")
         yield hangar
-
-
-def operator(server: HangarServer) -> dict[str, Any]:
-    response = signed(server, "GET", "/hangar/sessions/")
-    assert response.status_code == 200, response.text
-    return dict(response.json())
 
 
 def spares_of(server: HangarServer, runtime: dict[str, Any]) -> list[str]:

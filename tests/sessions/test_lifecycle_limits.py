@@ -36,16 +36,6 @@ def server() -> Iterator[HangarServer]:
         yield hangar
 
 
-@pytest.fixture(scope="module")
-def control(server: HangarServer) -> Any:
-    return server.boto3_client("bedrock-agentcore-control")
-
-
-@pytest.fixture(scope="module")
-def data(server: HangarServer) -> Any:
-    return server.boto3_client("bedrock-agentcore")
-
-
 def _command(data: Any, runtime: dict[str, Any], session_id: str, command: str) -> str:
     response = data.invoke_agent_runtime_command(
         agentRuntimeArn=runtime["agentRuntimeArn"], runtimeSessionId=session_id, body={"command": command}

@@ -25,8 +25,7 @@ import pytest
 from hangar.config import Settings
 from hangar.sandbox.process import ProcessBackend
 from hangar.sessions.manager import SessionManager
-from tests.control.support import signed
-from tests.dataplane.support import deploy, new_session_id, seeded_server, wait_for
+from tests.dataplane.support import deploy, new_session_id, operator, seeded_server, wait_for
 from tests.support.agent_env import make_target
 from tests.support.server import HangarServer
 
@@ -39,25 +38,9 @@ def server() -> Iterator[HangarServer]:
         yield hangar
 
 
-@pytest.fixture(scope="module")
-def control(server: HangarServer) -> Any:
-    return server.boto3_client("bedrock-agentcore-control")
-
-
-@pytest.fixture(scope="module")
-def data(server: HangarServer) -> Any:
-    return server.boto3_client("bedrock-agentcore")
-
-
-def _operator(server: HangarServer) -> dict[str, Any]:
-    response = signed(server, "GET", "/hangar/sessions/")
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
 def _ready(server: HangarServer, runtime: dict[str, Any]) -> list[str]:
     key = f"{runtime['agentRuntimeId']}/{runtime['agentRuntimeVersion']}"
-    return list(_operator(server)["warmPool"]["ready"].get(key, []))
+    return list(operator(server)["warmPool"]["ready"].get(key, []))
 
 
 def _full(server: HangarServer, runtime: dict[str, Any]) -> list[str]:
@@ -65,7 +48,7 @@ def _full(server: HangarServer, runtime: dict[str, Any]) -> list[str]:
 
 
 def _session(server: HangarServer, session_id: str) -> dict[str, Any]:
-    return next(s for s in _operator(server)["sessions"] if s["runtimeSessionId"] == session_id)
+    return next(s for s in operator(server)["sessions"] if s["runtimeSessionId"] == session_id)
 
 
 def _invoke(data: Any, runtime: dict[str, Any], session_id: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -107,7 +90,7 @@ def test_pool_fills_serves_a_new_session_and_refills(server: HangarServer, contr
     assert session["startKind"] == "warm" and session["sandboxId"] in spares
     refilled = _full(server, runtime)
     assert session["sandboxId"] not in refilled  # a claimed sandbox never goes back to the pool
-    assert _operator(server)["warmPool"]["sessionsStarted"]["warm"] >= 1
+    assert operator(server)["warmPool"]["sessionsStarted"]["warm"] >= 1
     data.stop_runtime_session(agentRuntimeArn=runtime["agentRuntimeArn"], runtimeSessionId=session_id)
 
 

@@ -86,16 +86,6 @@ def server(root: Path) -> Iterator[HangarServer]:
 
 
 @pytest.fixture(scope="module")
-def control(server: HangarServer) -> Any:
-    return server.boto3_client("bedrock-agentcore-control")
-
-
-@pytest.fixture(scope="module")
-def data(server: HangarServer) -> Any:
-    return server.boto3_client("bedrock-agentcore")
-
-
-@pytest.fixture(scope="module")
 def runtime(control: Any) -> dict[str, Any]:
     return deploy(control, "testbed", filesystemConfigurations=[STORAGE], lifecycleConfiguration=LONG)
 

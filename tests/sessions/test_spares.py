@@ -22,8 +22,7 @@ import pytest
 
 from hangar.config import Settings
 from hangar.sessions.spares import SpareSizer
-from tests.control.support import signed
-from tests.dataplane.support import deploy, new_session_id, seeded_server, wait_for
+from tests.dataplane.support import deploy, new_session_id, operator, seeded_server, wait_for
 from tests.support.agent_env import make_target
 from tests.support.server import HangarServer
 
@@ -42,25 +41,9 @@ def server() -> Iterator[HangarServer]:
         "HANGAR_SESSION_STORAGE_MIB": "64",
     }
     with seeded_server("hangar-spares-", ["testbed"], env=env) as hangar:
-        if not _operator(hangar)["templates"]["enabled"]:
-            pytest.skip(f"forked spares need the namespace backend, this host has {_operator(hangar)['backend']}")
+        if not operator(hangar)["templates"]["enabled"]:
+            pytest.skip(f"forked spares need the namespace backend, this host has {operator(hangar)['backend']}")
         yield hangar
-
-
-@pytest.fixture(scope="module")
-def control(server: HangarServer) -> Any:
-    return server.boto3_client("bedrock-agentcore-control")
-
-
-@pytest.fixture(scope="module")
-def data(server: HangarServer) -> Any:
-    return server.boto3_client("bedrock-agentcore")
-
-
-def _operator(server: HangarServer) -> dict[str, Any]:
-    response = signed(server, "GET", "/hangar/sessions/")
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 def _key(runtime: dict[str, Any]) -> str:
@@ -68,7 +51,7 @@ def _key(runtime: dict[str, Any]) -> str:
 
 
 def _pool(server: HangarServer) -> dict[str, Any]:
-    return dict(_operator(server)["warmPool"])
+    return dict(operator(server)["warmPool"])
 
 
 def _spares(server: HangarServer, runtime: dict[str, Any]) -> list[str]:
@@ -76,12 +59,12 @@ def _spares(server: HangarServer, runtime: dict[str, Any]) -> list[str]:
 
 
 def _session(server: HangarServer, session_id: str) -> dict[str, Any]:
-    return next(s for s in _operator(server)["sessions"] if s["runtimeSessionId"] == session_id)
+    return next(s for s in operator(server)["sessions"] if s["runtimeSessionId"] == session_id)
 
 
 def _template(server: HangarServer, runtime: dict[str, Any]) -> None:
     def alive() -> bool:
-        state = _operator(server)["templates"]["versions"].get(_key(runtime)) or {}
+        state = operator(server)["templates"]["versions"].get(_key(runtime)) or {}
         return bool((state.get("template") or {}).get("alive"))
 
     wait_for(alive, timeout=180)
