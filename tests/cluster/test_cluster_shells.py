@@ -1,8 +1,9 @@
 """Interactive shells (``/ws/shells``) in cluster mode: a Ray head, two ``hangar node``s, two gateways on one
 throwaway PostgreSQL. A shell opened through one gateway runs in the session's sandbox on its node (commands, resize,
 Ctrl-C, heartbeat, exit status); a client that drops and reconnects through the OTHER gateway with its shell id gets
-the output it missed (replay) and the same shell, and a third client takes it over; the shell cap is per node; the
-``hangar shell`` CLI pipes a script through a gateway."""
+the output it missed (replay) and the same shell, and a third client takes it over; the SDK's presigned URL and OAuth
+subprotocol are read by the gateway as on one server; the shell cap is per node; the ``hangar shell`` CLI pipes a
+script through a gateway."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 import uuid
@@ -311,6 +313,52 @@ def test_reconnect_through_the_other_gateway_replays_what_was_missed(world: Worl
         await ws2.close()
 
     asyncio.run(again())
+    world.stop(sid)
+
+
+def test_the_sdk_signed_urls_work_through_a_gateway(world: World) -> None:
+    """bedrock-agentcore's presigned shell URL (dialled as built, over loopback) through the gateway that did not
+    start the session; its OAuth subprotocol is read as the bearer token there too (this runtime takes SigV4 only)."""
+    from bedrock_agentcore.runtime import AgentCoreRuntimeClient
+    from bedrock_agentcore.runtime.shell import ShellChannel, ShellFramer
+
+    sid, _, _ = started(world)
+    key_id, secret = read_admin_key(world.gateways[0].credentials_file)
+    session = boto3.Session(aws_access_key_id=key_id, aws_secret_access_key=secret, region_name="us-west-2")
+    client = AgentCoreRuntimeClient("us-west-2", session=session)
+    framer = ShellFramer()
+    port = world.gateways[1].port
+
+    async def dial(url: str, **kwargs: Any) -> ClientConnection:
+        assert url.startswith("wss://bedrock-agentcore.us-west-2.amazonaws.com/"), url
+        sock = socket.create_connection(("127.0.0.1", port))
+        return await websockets.connect(url.replace("wss://", "ws://"), sock=sock, open_timeout=180, **kwargs)
+
+    async def run(url: str) -> tuple[str, int]:
+        out = b""
+        async with await dial(url) as ws:
+            await ws.send(framer.encode_resize(100, 20))
+            await ws.send(framer.encode_stdin("stty size; exit 5\n"))
+            while True:
+                frame = framer.decode(await asyncio.wait_for(ws.recv(), 60))
+                if frame.channel == ShellChannel.STDOUT:
+                    out += frame.payload
+                elif frame.channel == ShellChannel.STATUS and not frame.json()["metadata"]:
+                    return out.decode(), int(frame.json()["details"]["causes"][0]["message"])
+
+    presigned = client.connect_shell_presigned(world.arn, session_id=sid, shell_id="sdk-presigned", expires=60)
+    text, code = asyncio.run(run(presigned))
+    assert "20 100" in text and code == 5
+
+    url, protocols = client.connect_shell_oauth(world.arn, bearer_token="not.a.jwt", session_id=sid)
+
+    async def oauth() -> InvalidStatus:
+        with pytest.raises(InvalidStatus) as refused:
+            await dial(url, subprotocols=protocols)
+        return refused.value
+
+    refused = asyncio.run(oauth())
+    assert refused.response.status_code == 403 and b"SigV4-signed requests only" in refused.response.body
     world.stop(sid)
 
 
