@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -24,6 +25,7 @@ from hangar.observability import tracing
 from hangar.sandbox.base import OUTBOUND_DIR, SandboxBackend, SandboxSpec, SandboxStats, Template
 from hangar.sandbox.namespace import image_root, network, rootfs, seccomp, storage
 from hangar.sandbox.namespace.cgroups import Cgroup, CgroupLayout, detect
+from hangar.sandbox.namespace.launch_ns import HOST_NS, LaunchNamespace
 from hangar.sandbox.namespace.launcher import bwrap_arguments, data_fd, fill, launcher_argv, spawn_launcher
 from hangar.sandbox.namespace.resources import SessionResources, names, remove, settle
 from hangar.sandbox.namespace.templates import NamespaceTemplate
@@ -104,6 +106,9 @@ class NamespaceBackend(SandboxBackend):
         self._live = self.resources.live  # the same set: sandboxes forget themselves from it when they stop
         self.setpriv = shutil.which("setpriv") or "setpriv"
         self.bwrap = shutil.which("bwrap") or "bwrap"
+        # Cold launches run from a mount namespace without any sandbox's mounts (``launch_ns``); None: the host's.
+        self.launch_ns: LaunchNamespace | None = LaunchNamespace([state_root])
+        weakref.finalize(self, self.launch_ns.close)
 
     def cgroup(self, sandbox_id: str) -> Cgroup:
         return self.resources.cgroup(sandbox_id)
@@ -198,11 +203,14 @@ class NamespaceBackend(SandboxBackend):
         RCU grace period) while this process writes bwrap's arguments and, with egress, a thread makes the network
         namespace and veth; it goes on into the sandbox when both are done (the gate, ``launcher.GATED_JOIN``).
         The CPU quota is lifted until the supervisor's ready byte (``_ready``), before any exec can reach it."""
+        if self.launch_ns is not None and not self.launch_ns.settled:
+            await asyncio.to_thread(self.launch_ns.ensure)  # once: the launch namespace (``launch_ns``)
         with tracing.phase("hangar.sandbox.prepare"):  # state dir, uid lease, cgroup
             state, uid, cgroup = await self.prepare(spec)
         link: network.Link | None = None
         sandbox: NamespaceSandbox | None = None
         made: asyncio.Future[None] | None = None
+        entered = False  # its state dir is attached in the launch namespace until the supervisor runs
         try:
             cgroup.set_cpus(None)  # the quota applies from the supervisor's ready byte on (``_ready``)
             link = await self.plan_link(spec, uid)
@@ -211,11 +219,13 @@ class NamespaceBackend(SandboxBackend):
             channels = Channels.open(state)
             gate = -1
             try:
-                proc, gate = self._launch(spec, state, uid, cgroup, channels, link)
+                proc, gate, mount_ns = self._launch(spec, state, uid, cgroup, channels, link)
+                entered = mount_ns != HOST_NS
                 sandbox = self._sandbox(spec, state, proc, uid, cgroup, link)
                 if made is not None:
                     await asyncio.shield(made)
-                os.write(gate, b"1\n")  # its arguments and namespace are there: the launcher may go on
+                # Its arguments, network and launch namespace are there: the launcher may go on.
+                os.write(gate, b"1\n" if self.launch_ns is None else f"1 {mount_ns}\n".encode())
             except BaseException:
                 channels.close()
                 raise
@@ -224,8 +234,13 @@ class NamespaceBackend(SandboxBackend):
                     os.close(gate)  # closed unopened, the launcher exits (125) before entering the sandbox
             with tracing.phase("hangar.sandbox.supervisor_ready"):  # launched: until the supervisor's ready byte
                 await self._ready(sandbox, channels, cold=True)
+            if entered and self.launch_ns is not None:
+                entered = False
+                self.launch_ns.leave(state.path)
             return sandbox
         except BaseException:
+            if entered and self.launch_ns is not None:
+                self.launch_ns.leave(state.path)
             if made is not None:
                 await _finished(made)  # never undo a namespace a thread is still making
             if sandbox is not None:
@@ -242,9 +257,10 @@ class NamespaceBackend(SandboxBackend):
         cgroup: Cgroup,
         channels: Channels,
         link: network.Link | None,
-    ) -> tuple[subprocess.Popen[bytes], int]:
-        """The gated launcher, spawned before its bwrap arguments are written (it joins the cgroups meanwhile); and
-        the gate's write end, which the caller opens (``1``) or closes. A failure here kills the launcher."""
+    ) -> tuple[subprocess.Popen[bytes], int, str]:
+        """The gated launcher, spawned before its bwrap arguments are written (it joins the cgroups meanwhile); the
+        gate's write end, which the caller opens (``1``) or closes; and the mount namespace it launches from (the
+        launch namespace with the state dir attached, or ``HOST_NS``). A failure here kills the launcher."""
         python: tuple[str, ...] = ()  # the host interpreter an image's supervisor runs on; code uses the env's
         supervisor = rootfs.SUPERVISOR_PATH
         if spec.rootfs is not None:
@@ -267,6 +283,7 @@ class NamespaceBackend(SandboxBackend):
                 args_fd=args_fd,
                 netns=str(link.netns_path) if link else None,
                 gated=True,
+                mount_ns=self.launch_ns is not None,
             )
             # The launcher gets a bare PATH only: bwrap --clearenv then sets the agent's environment.
             fds = (filter_fd, args_fd, *channels.child_fds())
@@ -275,8 +292,10 @@ class NamespaceBackend(SandboxBackend):
             # memfds and the supervisor's fds are passed down (the gate is its stdin until then, then /dev/null).
             proc = spawn_launcher(argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, state.log, fds, gate_read)
             channels.close_child_ends()
-            fill(args_fd, self._bwrap_arguments(spec, state, uid, filter_fd, link))  # read by bwrap past the gate
-            return proc, gate
+            arguments = self._bwrap_arguments(spec, state, uid, filter_fd, link)
+            fill(args_fd, arguments)  # read by bwrap past the gate
+            mount_ns = HOST_NS if self.launch_ns is None else self.launch_ns.enter(state.path, arguments)
+            return proc, gate, mount_ns
         except BaseException:
             os.close(gate)
             if proc is not None:  # at most waiting at its gate: nothing of the sandbox ran

@@ -20,6 +20,13 @@ from pathlib import Path
 JOIN_CGROUPS = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@"'
 # The same, then blocks until the host writes "1" on its stdin (the gate); the command gets /dev/null as stdin.
 GATED_JOIN = JOIN_CGROUPS.replace('exec "$@"', 'read -r go && [ "$go" = 1 ] || exit 125; exec "$@" </dev/null')
+# The same, and the gate also names the mount namespace to launch from (``launch_ns``): "1 /proc/PID/ns/mnt"; the
+# command is nsenter, which gets it as its first option (it opens every namespace before entering any).
+GATED_ENTER = JOIN_CGROUPS.replace(
+    'exec "$@"',
+    'read -r go mnt && [ "$go" = 1 ] || exit 125; case "$mnt" in /proc/*/ns/mnt) ;; *) exit 125;; esac; '
+    'cmd=$1; shift; exec "$cmd" "--mount=$mnt" "$@" </dev/null',
+)
 NAMESPACES = (
     "--unshare-user",
     "--unshare-pid",
@@ -82,11 +89,18 @@ def launcher_argv(
     args_fd: int,
     netns: str | None = None,
     gated: bool = False,
+    mount_ns: bool = False,
 ) -> list[str]:
     """``sh`` joining the cgroups, ``nsenter`` (with ``netns``), ``setpriv`` dropping to ``uid``, then bwrap reading
     its arguments from ``args_fd``. ``gated``: the launcher waits for the gate on its stdin after joining the cgroups
-    (``spawn_launcher(..., gate=fd)``), so ``args_fd`` may be filled after the spawn, up to the gate's ``1``."""
+    (``spawn_launcher(..., gate=fd)``), so ``args_fd`` may be filled after the spawn, up to the gate's ``1``.
+    ``mount_ns`` (gated only): the gate's line names the mount namespace nsenter enters too (``GATED_ENTER``)."""
     enter = ["nsenter", f"--net={netns}"] if netns else []
+    if mount_ns:
+        if not gated:
+            raise ValueError("only a gated launcher is told its mount namespace")
+        enter = enter or ["nsenter"]
+    script = (GATED_ENTER if mount_ns else GATED_JOIN) if gated else JOIN_CGROUPS
     drop = [
         setpriv,
         f"--reuid={uid}",
@@ -99,7 +113,7 @@ def launcher_argv(
     return [
         "/bin/sh",
         "-c",
-        GATED_JOIN if gated else JOIN_CGROUPS,
+        script,
         "hangar-launch",
         str(len(procs_files)),
         *procs_files,
