@@ -334,7 +334,8 @@ class SessionManager:
         task = asyncio.create_task(self._close(session))
         self._stopping.add(task)
         task.add_done_callback(self._stopping.discard)
-        await asyncio.shield(self.teardowns.until_dead(session.sandbox, task))  # the release goes on behind
+        whole = self.storage.storage_path(session.target) is not None
+        await asyncio.shield(self.teardowns.until_dead(session.sandbox, task, whole))  # the release goes on behind
 
     async def _close(self, session: Session) -> None:
         await self.logs.end(session)  # its output file goes with the sandbox

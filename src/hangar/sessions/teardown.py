@@ -4,8 +4,10 @@
 kill, then the release (netns delete, cgroup rmdir, tmpfs unmount, state-dir removal, uid lease). Once every
 process of the sandbox is killed (``SupervisedSandbox.dead``) the session can do nothing more, so the caller is
 answered then; the release finishes in the close task, which shutdown still waits for and which a restart's
-orphan cleaning replaces if Hangar dies first. At most ``BACKLOG`` closes run behind their answers: past that a
-stop waits for its whole close again, so a burst of stops cannot pile up teardowns faster than they finish.
+orphan cleaning replaces if Hangar dies first. A session with a session storage is answered after its whole
+close (the unmount records the storage's last use, which the caller may read next). At most ``BACKLOG`` closes
+run behind their answers: past that a stop waits for its whole close again, so a burst of stops cannot pile up
+teardowns faster than they finish.
 """
 
 from __future__ import annotations
@@ -26,10 +28,13 @@ class Teardowns:
     def __init__(self) -> None:
         self.behind: set[asyncio.Task[None]] = set()
 
-    async def until_dead(self, sandbox: Sandbox, close: asyncio.Task[None]) -> None:
-        """Return once ``close`` is done or, with room in the backlog, once the sandbox's processes are dead."""
+    async def until_dead(self, sandbox: Sandbox, close: asyncio.Task[None], whole: bool = False) -> None:
+        """Return once ``close`` is done or, with room in the backlog, once the sandbox's processes are dead.
+
+        ``whole``: wait for the whole close anyway (a session storage is unmounted and its last use recorded in it:
+        once the stop is answered, what the caller reads of that storage is settled)."""
         dead = getattr(sandbox, "dead", None)  # backends without the event are waited for in full
-        if isinstance(dead, asyncio.Event) and len(self.behind) < BACKLOG:
+        if not whole and isinstance(dead, asyncio.Event) and len(self.behind) < BACKLOG:
             waiter = asyncio.ensure_future(dead.wait())
             try:
                 await asyncio.wait({close, waiter}, return_when=asyncio.FIRST_COMPLETED)
