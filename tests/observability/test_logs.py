@@ -16,8 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,55 +23,20 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.dataplane.support import deploy, new_session_id, seeded_server, wait_for
+from tests.dataplane.support import new_session_id, wait_for
+from tests.observability.logged import Logged, LoggedSetup, aws_cli_env
 from tests.support.server import HANGAR_BIN, HangarServer
 
 SESSION_LOG_BYTES = 256 * 1024
 AWS = Path(sys.executable).parent / "aws"
 
 
-@dataclass
-class Logged:
-    server: HangarServer
-    runtime: dict[str, Any]
-    group: str
-    session_id: str
-    stream: str
-
-    def invoke(self, payload: dict[str, Any], session_id: str | None = None) -> None:
-        data = self.server.boto3_client("bedrock-agentcore")
-        data.invoke_agent_runtime(
-            agentRuntimeArn=self.runtime["agentRuntimeArn"],
-            runtimeSessionId=session_id or self.session_id,
-            payload=json.dumps(payload),
-        )["response"].read()
-
-
-def messages(logs: Any, group: str, stream: str) -> list[str]:
-    events = logs.get_log_events(logGroupName=group, logStreamName=stream, startFromHead=True)["events"]
-    return [e["message"] for e in events]
-
-
-@pytest.fixture(scope="module")
-def logged() -> Iterator[Logged]:
-    env = {"HANGAR_SESSION_LOG_BYTES": str(SESSION_LOG_BYTES)}
-    with seeded_server("hangar-logs-", ("logger",), env=env) as server:
-        runtime = deploy(server.boto3_client("bedrock-agentcore-control"), "logger")
-        group = f"/aws/bedrock-agentcore/runtimes/{runtime['agentRuntimeId']}-DEFAULT"
-        seen = Logged(server, runtime, group, new_session_id(), "")
-        seen.invoke({"out": ["hello from stdout", "a shared phrase here"], "err": ["oops from stderr"]})
-        logs = server.boto3_client("logs")
-
-        def stream() -> str | None:
-            try:
-                found = logs.describe_log_streams(logGroupName=group)["logStreams"]
-            except ClientError:
-                return None
-            return next((s["logStreamName"] for s in found if s["logStreamName"].endswith(seen.session_id)), None)
-
-        seen.stream = wait_for(stream, timeout=30)
-        wait_for(lambda: "oops from stderr" in messages(logs, group, seen.stream), timeout=30)
-        yield seen
+LOGGED = LoggedSetup(  # the `logged` fixture's server (conftest.py): the default backend, a small log budget
+    "hangar-logs-",
+    out=("hello from stdout", "a shared phrase here"),
+    err="oops from stderr",
+    env={"HANGAR_SESSION_LOG_BYTES": str(SESSION_LOG_BYTES)},
+)
 
 
 def test_groups_and_streams_have_agentcore_names(logged: Logged) -> None:
@@ -94,8 +57,7 @@ def test_groups_and_streams_have_agentcore_names(logged: Logged) -> None:
 
 
 def test_stdout_and_stderr_both_reach_the_stream(logged: Logged) -> None:
-    logs = logged.server.boto3_client("logs")
-    lines = messages(logs, logged.group, logged.stream)
+    lines = logged.messages()
     for expected in ("hello from stdout", "a shared phrase here", "oops from stderr"):
         assert expected in lines
     assert lines.index("hello from stdout") < lines.index("a shared phrase here")
@@ -148,14 +110,8 @@ def test_filter_log_events_terms_phrases_streams_and_pages(logged: Logged) -> No
 
 
 def aws(server: HangarServer, *args: str) -> Any:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(
-        AWS_SHARED_CREDENTIALS_FILE=str(server.credentials_file),
-        AWS_CONFIG_FILE=os.devnull,
-        AWS_EC2_METADATA_DISABLED="true",
-    )
     command = [str(AWS), "logs", *args, "--endpoint-url", server.url, "--region", "us-west-2", "--output", "json"]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    result = subprocess.run(command, capture_output=True, text=True, env=aws_cli_env(server), timeout=120)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -230,7 +186,7 @@ def test_a_flood_stays_within_the_session_budget(logged: Logged) -> None:
         return next((r for r in rows if r["logStreamName"].endswith(session_id)), None)
 
     name = wait_for(stream_row, timeout=30)["logStreamName"]
-    wait_for(lambda: "no newline at the end" in messages(logs, logged.group, logged.stream), timeout=30)
+    wait_for(lambda: "no newline at the end" in logged.messages(), timeout=30)
     wait_for(lambda: "after the flood" in found_messages(logs, logged.group, name), timeout=60)
     data = logged.server.boto3_client("bedrock-agentcore")
     data.stop_runtime_session(agentRuntimeArn=logged.runtime["agentRuntimeArn"], runtimeSessionId=session_id)
@@ -286,14 +242,12 @@ def test_logs_survive_the_session_and_a_restart(logged: Logged) -> None:
     data = logged.server.boto3_client("bedrock-agentcore")
     logged.invoke({"out": ["the last words"]})
     data.stop_runtime_session(agentRuntimeArn=logged.runtime["agentRuntimeArn"], runtimeSessionId=logged.session_id)
-    logs = logged.server.boto3_client("logs")
-    before = messages(logs, logged.group, logged.stream)
+    before = logged.messages()
     assert "the last words" in before
     logged.server.stop()
     logged.server.start()
-    logs = logged.server.boto3_client("logs")
-    assert messages(logs, logged.group, logged.stream) == before
+    assert logged.messages() == before
     # The same session id again continues its stream, after what was kept.
     logged.invoke({"out": ["back again"]})
-    wait_for(lambda: messages(logs, logged.group, logged.stream)[-1:] == ["back again"], timeout=30)
-    assert messages(logs, logged.group, logged.stream)[: len(before)] == before
+    wait_for(lambda: logged.messages()[-1:] == ["back again"], timeout=30)
+    assert logged.messages()[: len(before)] == before
