@@ -170,3 +170,46 @@ def test_a_node_killed_mid_stream_ends_it_clearly_for_boto3(hosts: Hosts) -> Non
     assert all("index" in e or e.get("error_type") == "RuntimeClientError" for e in events), events
     metrics = httpx.get(f"{hosts.gateways[1].url}/metrics", timeout=10).text
     assert f'hangar_cluster_streams_cut_total{{node="{victim.name}"}} 1.0' in metrics
+
+
+def test_a_node_whose_ray_actor_died_ends_its_sessions_and_serves_under_a_new_one(hosts: Hosts) -> None:
+    """Ray removes a live node's actor (as when it declares the node's Ray node dead during a long cut): the
+    gateways take the node for dead and end its sessions; the node, still running, ends its sandboxes too, then
+    comes back under a new actor and takes sessions again (before: it pushed to the dead actor forever)."""
+    import ray
+
+    node = next(n for n in hosts.nodes if n.process.poll() is None)
+    placed: list[str] = []
+    for _ in range(24):  # sessions until two run on this node (the other node may be down after the kill test)
+        sid = new_id()
+        assert hosts.invoke(0, sid)["count"] == 1
+        if hosts.sessions(0)[sid]["node"] == node.name:
+            placed.append(sid)
+        if len(placed) == 2:
+            break
+    assert len(placed) == 2, "two sessions on the node"
+    entries = {e["runtimeSessionId"]: e for e in hosts.listing(0) if e["state"] != "Terminated"}
+    old = sandboxes_of(node, {entries[sid]["sandboxId"] for sid in placed})
+
+    ray.kill(ray.get_actor(f"node:{node.name}", namespace="hangar"), no_restart=True)
+    killed_at = time.monotonic()
+    for gateway in (0, 1):  # to the gateways the node died: its sessions ended
+        wait_for(
+            lambda g=gateway: (
+                {e["runtimeSessionId"] for e in hosts.listing(g) if e["state"] == "Terminated"} >= set(placed)
+            ),
+            timeout=60,
+            interval=0.2,
+        )
+    left = within(node.netns or "", lambda: settled(old, node.data_dir, timeout=60))
+    assert left == [], "the node ended every sandbox it had when its actor died"
+    print(f"node {node.name}: actor killed, old sandboxes gone after {time.monotonic() - killed_at:.1f} s")
+    wait_for(lambda: "serving again under a new Ray actor" in node.log(), timeout=60)
+    assert "its Ray actor died" in node.log()
+
+    wait_for(lambda: listed_nodes(hosts, 0).get(node.name, {}).get("healthy") is True, timeout=60)
+    for sid in placed:  # their ids start afresh (on whichever node takes them): one sandbox each
+        assert hosts.invoke(1, sid)["count"] == 1
+        assert hosts.invoke(0, sid)["count"] == 2
+    assert node.process.poll() is None, "the node lived through it"
+    hosts.stop(*placed)

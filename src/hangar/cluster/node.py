@@ -83,8 +83,18 @@ async def _push(node: Node) -> None:
                 log.warning("node %s is draining: no new sessions", node.name)
             node.state.draining = node.state.draining or bool(draining)
         except Exception as exc:
-            log.warning("node %s: cannot reach its Ray actor: %s", node.name, exc)
+            if not _actor_died(exc):
+                log.warning("node %s: cannot reach its Ray actor: %s", node.name, exc)
+            else:  # Ray removed it for good (its Ray node declared dead, or killed): without one the node is gone
+                log.warning("node %s: its Ray actor died (%s); ending its sessions, then a new actor", node.name, exc)
+                with contextlib.suppress(Exception):  # the next round tries again, fenced meanwhile
+                    await node_return.replace_lost_actor(node)
         await asyncio.sleep(PUSH_INTERVAL_S)
+
+
+def _actor_died(exc: Exception) -> bool:
+    """A push failed because the actor is gone for good (not merely unreachable for a moment)."""
+    return isinstance(exc, ray_link.ray_module().exceptions.ActorDiedError)
 
 
 async def run(node: Node) -> None:

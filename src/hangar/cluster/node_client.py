@@ -48,6 +48,10 @@ class NodeUnreachable(Exception):
     """The connection to the node failed or broke (it may have died)."""
 
 
+class NodeNotConnected(NodeUnreachable):
+    """No connection to the node could be made: nothing of the request reached it."""
+
+
 def encode_target(target: InvocationTarget) -> str:
     return node_versions.encode_target(target.runtime_id, target.endpoint_name, target.version)
 
@@ -114,6 +118,8 @@ class NodeClient:
         request = self._http.build_request(method, path, headers=headers, **kwargs)
         try:
             response = await self._http.send(request, stream=True)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise NodeNotConnected(f"node {self.name} at {self.address}: {exc}") from exc
         except httpx.HTTPError as exc:
             raise NodeUnreachable(f"node {self.name} at {self.address}: {exc}") from exc
         code = response.headers.get(ERROR_HEADER)

@@ -38,6 +38,7 @@ ACTOR_TIMEOUT_S = 5.0
 PUSHED = "pushed_at"  # NodeState.extra keys
 FENCED = "fenced"
 END_REASON = "its node was cut off and taken for dead by the gateways"
+LOST_ACTOR_REASON = "its node lost its Ray actor and was taken for dead by the gateways"
 
 
 def pushed(state: NodeState) -> None:
@@ -94,24 +95,44 @@ async def _returned(node: Node) -> None:
         log.info("node %s: back before the gateways took it for dead; its sessions go on", node.name)
 
 
+async def replace_lost_actor(node: Node) -> None:
+    """The node's actor is gone while the node lives on (Ray declared its Ray node dead during a long cut, or the
+    actor was killed): to the gateways this node died, and they ended its sessions. End them here too, under the
+    fence, then come back under a new actor, a fresh node to every gateway."""
+    from hangar.cluster import node_actor
+
+    node.state.extra[FENCED] = f"node {node.name} lost its Ray actor and is ending the sessions it had"
+    try:
+        await _end_sessions(node, LOST_ACTOR_REASON)
+        node.actor = await asyncio.to_thread(node_actor.create, node.name, node.address, node.settings.max_sessions)
+        pushed(node.state)
+        log.warning("node %s: serving again under a new Ray actor", node.name)
+    finally:
+        node.state.extra.pop(FENCED, None)
+
+
 async def _end_old_sessions(node: Node, epoch: int) -> None:
-    """Stop every session this node runs or starts (their ids may live on another node now), drop its bindings,
-    then tell the actor (which then describes the node as healthy again)."""
+    """End the sessions of before ``epoch``, then tell the actor (which then describes the node as healthy again)."""
+    await _end_sessions(node, END_REASON, epoch=epoch)
+    await _ask(node.actor.cleaned.remote(epoch))
+
+
+async def _end_sessions(node: Node, reason: str, epoch: int | None = None) -> None:
+    """Stop every session this node runs or starts (their ids may live on another node now), drop its bindings."""
     manager = node.state.manager
     keys = {s.key for s in manager.live_sessions()} | set(manager._starting)
     started = time.monotonic()
     log.warning(
-        "node %s was taken for dead by the gateways (epoch %d): ending its %d session(s) of before",
+        "node %s was taken for dead by the gateways (epoch %s): ending its %d session(s) of before",
         node.name,
-        epoch,
+        "new actor" if epoch is None else epoch,
         len(keys),
     )
-    await asyncio.gather(*(manager.stop_session(k.runtime_id, k.session_id, reason=END_REASON) for k in keys))
+    await asyncio.gather(*(manager.stop_session(k.runtime_id, k.session_id, reason=reason) for k in keys))
     try:
         await asyncio.to_thread(_drop_bindings, node.engine, node.name)
     except Exception as exc:  # the store may still be out of reach: the gateways dropped these rows themselves
         log.warning("node %s: could not drop its old bindings: %s", node.name, exc)
-    await _ask(node.actor.cleaned.remote(epoch))
     log.warning(
         "node %s: %d old session(s) ended in %.2f s; taking sessions again",
         node.name,

@@ -30,7 +30,15 @@ from sqlalchemy import Engine
 from websockets.asyncio.client import ClientConnection
 
 from hangar.cluster import placement, ray_link, stream_end
-from hangar.cluster.node_client import NOT_HERE, REFUSALS, NodeClient, NodeRefused, NodeUnreachable, RemoteResponse
+from hangar.cluster.node_client import (
+    NOT_HERE,
+    REFUSALS,
+    NodeClient,
+    NodeNotConnected,
+    NodeRefused,
+    NodeUnreachable,
+    RemoteResponse,
+)
 from hangar.cluster.node_logs import RemoteLogStore
 from hangar.config import Settings
 from hangar.domain import errors
@@ -69,6 +77,7 @@ class RemoteSession:
     cold_reason: str | None = None
     started_at: float = field(default_factory=time.time)
     cached: bool = False  # the binding came from this gateway's memory, not the table: the node must confirm it
+    placed_now: bool = False  # this gateway bound it for this call: no call of it has reached any node yet
 
     @property
     def sandbox_id(self) -> str:
@@ -134,6 +143,14 @@ class RemoteLease:
                 # is safe whenever the body can be sent again.
                 if not (exc.code in REFUSALS and isinstance(body, bytes)) or len(tried) >= PLACE_ATTEMPTS:
                     raise _aws_error(exc) from exc
+                tried.append(node)
+                self.session = await self._owner.replace(self.session, tried)
+            except NodeNotConnected as exc:
+                # Placed a moment ago on a node that has just died (the directory is up to a second old): nothing
+                # reached it, so the new session goes to another node instead of failing.
+                fresh = self.session.placed_now and isinstance(body, bytes) and len(tried) < PLACE_ATTEMPTS
+                if not (fresh and await self._owner.node_dead(node)):
+                    raise await self._owner.unreachable(self.session, exc) from exc
                 tried.append(node)
                 self.session = await self._owner.replace(self.session, tried)
             except NodeUnreachable as exc:
@@ -395,7 +412,7 @@ class ClusterSessions:
             log.debug("session %s was placed on %s by another gateway", key.session_id, bound)
             if self.directory.known(bound) is None:
                 await self.directory.nodes(fresh=True)
-        return RemoteSession(key, target, bound)
+        return RemoteSession(key, target, bound, placed_now=bound == chosen)
 
     async def replace(self, session: RemoteSession, refused_by: list[str]) -> RemoteSession:
         """The node refused the session (it has no such live session and takes no new one): unbind it there, place
