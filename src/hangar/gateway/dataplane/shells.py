@@ -9,7 +9,6 @@ close codes included. The shell itself lives in ``sessions/shells.py``.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
@@ -26,7 +25,7 @@ from hangar.gateway.dataplane.common import (
     services_of,
     session_id_of,
 )
-from hangar.gateway.dataplane.websocket import agent_to_client, client_to_agent
+from hangar.gateway.dataplane.websocket import relay
 from hangar.gateway.errors import error_response
 from hangar.sessions.shell_relay import DEFAULT_SIZE, ShellRelay, shell_id_of
 from hangar.sessions.shells import shells_of
@@ -67,14 +66,7 @@ async def _relay_node(
     """The node attached the shell (its refusals were raised before this): frames pass both ways as they are."""
     async with node:
         await websocket.accept(subprotocol=subprotocol, headers=headers)
-        up = asyncio.create_task(client_to_agent(websocket, node))
-        down = asyncio.create_task(agent_to_client(websocket, node))
-        try:
-            await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (up, down):
-                task.cancel()
-            await asyncio.gather(up, down, return_exceptions=True)
+        await relay(websocket, node)
 
 
 def _bearer_from_subprotocol(websocket: WebSocket) -> bool:

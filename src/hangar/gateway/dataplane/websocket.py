@@ -97,17 +97,22 @@ async def _relay(
         return
     async with agent:
         await websocket.accept(subprotocol=agent.subprotocol)
-        upstream = asyncio.create_task(client_to_agent(websocket, agent))
-        downstream = asyncio.create_task(agent_to_client(websocket, agent))
-        try:
-            await asyncio.wait({upstream, downstream}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (upstream, downstream):
-                task.cancel()
-            await asyncio.gather(upstream, downstream, return_exceptions=True)
+        await relay(websocket, agent)
 
 
-async def client_to_agent(websocket: WebSocket, agent: ClientConnection) -> None:
+async def relay(websocket: WebSocket, agent: ClientConnection) -> None:
+    """Frames both ways between an accepted client and the agent (or a node) until either side ends."""
+    upstream = asyncio.create_task(_client_to_agent(websocket, agent))
+    downstream = asyncio.create_task(_agent_to_client(websocket, agent))
+    try:
+        await asyncio.wait({upstream, downstream}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (upstream, downstream):
+            task.cancel()
+        await asyncio.gather(upstream, downstream, return_exceptions=True)
+
+
+async def _client_to_agent(websocket: WebSocket, agent: ClientConnection) -> None:
     while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
@@ -123,7 +128,7 @@ async def client_to_agent(websocket: WebSocket, agent: ClientConnection) -> None
             return  # the other pump reports the agent's close
 
 
-async def agent_to_client(websocket: WebSocket, agent: ClientConnection) -> None:
+async def _agent_to_client(websocket: WebSocket, agent: ClientConnection) -> None:
     try:
         async for data in agent:
             if isinstance(data, str):
