@@ -230,7 +230,7 @@ async def test_each_fork_runs_as_its_own_host_uid(
         assert len({template.uid, first.uid, second.uid}) == 3
         for sandbox in (first, second):
             pids = sandbox.cgroup.pids()
-            assert len(pids) >= 3  # pid 1, the supervisor, the agent
+            assert len(pids) >= 2  # pid 1 (the supervisor) and the agent
             for pid in pids:
                 assert ids(pid) == ({sandbox.uid}, {sandbox.uid}), pid  # not even a root helper in a fork's cgroup
             assert template.zygote_pid not in pids

@@ -42,15 +42,7 @@ class Commands:
             await _close(writer)
             return
         try:
-            proc = await asyncio.create_subprocess_exec(
-                "/bin/sh",
-                "-c",
-                command,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                process_group=0,
-            )
+            pid, out_fd, err_fd = _spawn_sh(command)
         except OSError as exc:  # an image without a shell: say so instead of hanging up
             writer.write(_frame(b"e", f"cannot run /bin/sh in this sandbox: {exc.strerror}\n".encode()))
             writer.write(_frame(b"x", json.dumps({"exit_code": 127, "timed_out": False}).encode()))
@@ -61,10 +53,11 @@ class Commands:
             writer.write(_frame(b"x", json.dumps({"exit_code": 2, "timed_out": False}).encode()))
             await _close(writer)
             return
-        self.groups.add(proc.pid)
-        work = asyncio.ensure_future(
-            asyncio.gather(_pump(proc.stdout, b"o", writer), _pump(proc.stderr, b"e", writer), proc.wait())
-        )
+        self.groups.add(pid)
+        exited = asyncio.ensure_future(wait_pid(pid))  # owned since the spawn: the pid-1 reaper leaves it alone
+        stdout, stderr = await _read_pipe(out_fd), await _read_pipe(err_fd)
+        pumps = (_pump(stdout, b"o", writer), _pump(stderr, b"e", writer))
+        work = asyncio.ensure_future(asyncio.gather(*pumps, asyncio.shield(exited)))  # a cancel spares the wait
         # The caller sends nothing after its request: a read that returns means it hung up.
         hangup = asyncio.ensure_future(reader.read(1))
         try:
@@ -73,12 +66,12 @@ class Commands:
             if work in done:
                 work.result()
             else:
-                _kill_group(proc.pid)
+                _kill_group(pid)
                 work.cancel()
-                await proc.wait()
+                await asyncio.wait({exited})
                 if hangup in done:
                     return  # nobody to tell: the caller went away, and its command went with it
-            result = {"exit_code": proc.returncode, "timed_out": work not in done}
+            result = {"exit_code": exited.result(), "timed_out": work not in done}
             writer.write(_frame(b"x", json.dumps(result).encode()))
             await writer.drain()
         except (ConnectionError, asyncio.CancelledError):
@@ -86,8 +79,8 @@ class Commands:
         finally:
             hangup.cancel()
             work.cancel()
-            _kill_group(proc.pid)
-            self.groups.discard(proc.pid)
+            _kill_group(pid)
+            self.groups.discard(pid)
             await _close(writer)
 
     def kill_all(self) -> None:
@@ -127,6 +120,7 @@ class Shell:
         self.pid = os.fork()
         if self.pid == 0:  # the child only execs: nothing of the event loop runs here
             _exec_shell(path, slave, str(request.get("term") or "xterm-256color"))
+        own(self.pid)
         os.close(slave)
         self.groups.add(self.pid)
         loop = asyncio.get_running_loop()
@@ -275,6 +269,86 @@ async def _close(writer: asyncio.StreamWriter) -> None:
         await writer.wait_closed()
 
 
+def _spawn_sh(command: str) -> tuple[int, int, int]:
+    """``/bin/sh -c command`` in a process group of its own, stdin from /dev/null; returns its pid (owned: see
+    ``own``) and the read ends of its stdout and stderr. Not asyncio's subprocess: its child watcher waits in a
+    thread of its own per command, and would race the pid-1 reaper for the status."""
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0), (os.POSIX_SPAWN_DUP2, out_w, 1)]
+    actions.append((os.POSIX_SPAWN_DUP2, err_w, 2))
+    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds()]  # as Popen's close_fds
+    try:
+        pid = os.posix_spawn(
+            "/bin/sh",
+            ["/bin/sh", "-c", command],
+            os.environ,
+            file_actions=actions,
+            setpgroup=0,
+            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),  # Python ignores these; a shell's commands must not
+            setsigmask=(),
+        )
+    except BaseException:
+        os.close(out_r)
+        os.close(err_r)
+        raise
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+    own(pid)
+    return pid, out_r, err_r
+
+
+def _inheritable_fds() -> list[int]:
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError, ValueError):
+            if int(name) > 2 and os.get_inheritable(int(name)):
+                found.append(int(name))
+    return found
+
+
+async def _read_pipe(fd: int) -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=CHUNK, loop=loop)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), os.fdopen(fd, "rb", 0))
+    return reader
+
+
+# --- pid 1: a forked session's supervisor is its pid namespace's init, and reaps orphans itself (no reaper process)
+
+_OWNED: set[int] = set()  # children a waiter of ours collects (``wait_pid``); the reaper never touches them
+_REAPING = False
+
+
+def own(pid: int) -> None:
+    """Called at once after every spawn, before the loop runs anything else: a child that exits before its
+    ``wait_pid`` starts must keep its status for it (a plain reaper would steal it: the command reports 255)."""
+    _OWNED.add(pid)
+
+
+def reap_orphans() -> None:
+    """As pid 1: collect every child nobody waits for (orphans the kernel hands to us), on each SIGCHLD."""
+    global _REAPING
+    _REAPING = True
+    asyncio.get_running_loop().add_signal_handler(signal.SIGCHLD, sweep)
+    sweep()
+
+
+def sweep() -> None:
+    """Reap zombies that are not owned, peeking first (``WNOWAIT``) so an owned child's status stays for its
+    waiter. An owned zombie hides those behind it until its waiter collects it: ``wait_pid`` sweeps again then."""
+    while _REAPING:
+        try:
+            found = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return
+        if found is None or found.si_pid in _OWNED:
+            return
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(found.si_pid, os.WNOHANG)
+
+
 def _resolve(future: asyncio.Future[None]) -> None:
     """Resolve once: a pidfd stays readable after its process exits, and the reader may fire again first."""
     if not future.done():
@@ -283,7 +357,17 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 async def wait_pid(pid: int) -> int:
     """Exit status of our child ``pid``, awaited through a pidfd (no watcher thread); polled where there is none
-    (not Linux, or a kernel without pidfd_open such as gVisor's)."""
+    (not Linux, or a kernel without pidfd_open such as gVisor's). Owns ``pid`` until it is collected; cancelled
+    first, it leaves the pid to the reaper."""
+    own(pid)
+    try:
+        return await _wait_pid(pid)
+    finally:
+        _OWNED.discard(pid)
+        sweep()
+
+
+async def _wait_pid(pid: int) -> int:
     try:
         pidfd = os.pidfd_open(pid)
     except (AttributeError, OSError):

@@ -104,6 +104,14 @@ LISTEN_POLL_S = (0.002, 0.02)  # how often a cold start's supervisor looks for t
 LISTEN_FAST_S = 2.0  # the fast polls' span (a trivial agent listens within a few hundred ms, a heavy one seconds)
 LISTEN_WATCH_S = 300.0  # then the watch gives up (the host's probe polls on its own as before)
 HERE = os.path.dirname(os.path.abspath(__file__))
+STOP_ASKED: list[int] = []  # signals a forked session's pid 1 got before its loop's handlers (``ask_early``)
+
+
+def ask_early() -> None:
+    """A forked session's pid 1, between forking the agent and its loop: remember SIGTERM/SIGINT (as pid 1, a signal
+    without a handler never arrives) so ``supervise`` stops at once."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda number, frame: STOP_ASKED.append(number))
 
 
 def _load(name: str) -> ModuleType:
@@ -301,8 +309,13 @@ async def supervise(options: dict[str, Any], agent: int, announce_listening: boo
     )
     stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
+        loop.add_signal_handler(signum, stopping.set)  # as pid 1 too: a handler is what lets the host's signal in
+    if STOP_ASKED:
+        stopping.set()
+    commands.own(agent)  # before the first sweep: an agent that already ended keeps its status for the waiter
     waiter = asyncio.ensure_future(commands.wait_pid(agent))
+    if os.getpid() == 1:  # a forked session: no reaper process above us, the orphans are ours (``commands``)
+        commands.reap_orphans()
     os.write(options["ready_fd"], b"1")
     announcer = None
     if announce_listening:

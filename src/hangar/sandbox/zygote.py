@@ -22,9 +22,9 @@ Protocol on ``--control-fd`` (a SOCK_SEQPACKET socket): the template sends JSON 
 ``{"event": "failed", "reason": ...}``. The host sends one message per new session, ``{"disk_bytes": N}`` with
 six fds: the per-session handshake socket, the agent and control listening sockets, the ready pipe, the log file
 and the compiled seccomp program. The template forks; the child runs ``isolate.split_from_template`` /
-``enter_session`` with the host's help on the handshake socket, becomes pid 1 (a reaper) of its own pid namespace,
-starts the unchanged in-sandbox supervisor and finally runs uvicorn with the captured app. The template answers
-each request with ``{"event": "forked"}`` or ``{"event": "fork_failed", "reason": ...}``.
+``enter_session`` with the host's help on the handshake socket, becomes pid 1 of its own pid namespace, forks the
+agent (uvicorn with the captured app) and is its supervisor, reaping orphans as pid 1. The template answers each
+request with ``{"event": "forked"}`` or ``{"event": "fork_failed", "reason": ...}``.
 
 Outbound ports (``--outbound=PORT:PATH``, as the supervisor takes them) are handed to each fork's supervisor. With
 ``--template-credentials-port=N`` the template answers the container credentials port itself while the agent
@@ -361,13 +361,9 @@ class Zygote:
         return self.reap_and_serve(agent_fd, control_fd, ready_fd)
 
     def reap_and_serve(self, agent_fd: int, control_fd: int, ready_fd: int) -> int:
-        """pid 1 reaps orphans while its child supervises the agent (the shape bwrap gives cold sessions)."""
-        child = os.fork()
-        if child:
-            os.close(agent_fd)
-            os.close(control_fd)
-            os.close(ready_fd)
-            return _reap_until(child)
+        """pid 1 of the session is its supervisor: it forks the agent, then serves and reaps orphans on its event
+        loop (``commands.reap_orphans``); no reaper process of its own (~1.4 MiB per idle session). Its exit ends the
+        namespace: the kernel kills whatever is left, as when the reaper above a supervisor ended."""
         # An app captured at ``uvicorn.run`` is served on the session's agent socket by its own uvicorn (beside its
         # TCP port): no relay hop in the supervisor on every request. A loop-entry fork serves however main.py does,
         # so its supervisor relays as in a cold start.
@@ -381,6 +377,7 @@ class Zygote:
             os.close(control_fd)
             self.agent_ready_fd = ready_fd
             return 0
+        supervisor.ask_early()  # the host's SIGTERM reaches pid 1 only through a handler
         if direct:
             os.close(agent_fd)  # only the agent holds it: its exit refuses new connections at once
         import asyncio
@@ -472,19 +469,6 @@ def _reap_finished() -> set[int]:
         if pid == 0:
             return reaped
         reaped.add(pid)
-
-
-def _reap_until(child: int) -> int:
-    while True:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            return 1
-        except InterruptedError:
-            continue
-        if pid == child:
-            code = os.waitstatus_to_exitcode(status)
-            return code if code >= 0 else 128 - code
 
 
 def _read_all(fd: int) -> bytes:
