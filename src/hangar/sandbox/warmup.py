@@ -60,6 +60,8 @@ def warm(config: Any) -> list[str]:
         done += build_middleware_stacks(getattr(config, "loaded_app", None))
     with contextlib.suppress(Exception):
         done += quiet_idle_ticks()
+    with contextlib.suppress(Exception):
+        done += quick_idle_shutdown()
     return done
 
 
@@ -150,6 +152,62 @@ def _tick_now(server: Any) -> None:
     except StopIteration:
         return
     tick.close()
+
+
+SHUTDOWN_PASSES = 64  # loop passes for closed idle connections to be dropped (each close takes one or two)
+
+
+def quick_idle_shutdown() -> list[str]:
+    """Make a fork's uvicorn exit at once on a stop when no request is in flight.
+
+    uvicorn's ``Server.shutdown`` asks every connection to close, then always sleeps 0.1 s before it waits for them:
+    with 8 clients each stopping its session before opening the next, that sleep alone held them below 80 new
+    sessions a second. With no request in flight (``server_state.tasks`` empty: no HTTP cycle, no WebSocket) its
+    connections are idle keep-alives, which ``connection.shutdown()`` closes on the spot, so the same steps run here
+    without the sleep: listeners closed, connections shut down and waited for by loop passes (a closed transport is
+    dropped on the loop's next pass), then uvicorn's own wait and the app's lifespan shutdown. With a request in
+    flight uvicorn's own shutdown runs, grace and all. Only for a uvicorn of the shape this was written against
+    (0.29 and later: ``_wait_tasks_to_complete``); anything else is left as it is."""
+    uvicorn = sys.modules.get("uvicorn")
+    server_class = getattr(uvicorn, "Server", None)
+    original = getattr(server_class, "shutdown", None)
+    if server_class is None or original is None or getattr(server_class, "_hangar_quick_exit", False):
+        return []
+    if not callable(getattr(server_class, "_wait_tasks_to_complete", None)):
+        return []
+    import asyncio
+    import inspect
+
+    if not inspect.iscoroutinefunction(original):
+        return []
+
+    async def shutdown(server: Any, sockets: Any = None) -> None:
+        state: Any = getattr(server, "server_state", None)
+        tasks, connections = getattr(state, "tasks", None), getattr(state, "connections", None)
+        if tasks or tasks is None or connections is None or not isinstance(getattr(server, "servers", None), list):
+            await original(server, sockets)  # a request in flight (or an unknown shape): uvicorn's graceful way
+            return
+        for listener in server.servers:
+            listener.close()
+        for sock in sockets or []:
+            sock.close()
+        for connection in list(connections):
+            connection.shutdown()
+        for _ in range(SHUTDOWN_PASSES):
+            if not connections:
+                break
+            await asyncio.sleep(0)
+        try:
+            await asyncio.wait_for(server._wait_tasks_to_complete(), server.config.timeout_graceful_shutdown)
+        except TimeoutError:
+            for task in list(tasks):  # what uvicorn does past its graceful timeout
+                task.cancel()
+        if not server.force_exit:
+            await server.lifespan.shutdown()
+
+    server_class.shutdown = shutdown
+    server_class._hangar_quick_exit = True
+    return ["uvicorn exits without its 0.1 s shutdown sleep when no request is in flight"]
 
 
 # What fill_free_blocks allocated: kept for the template's life (and so in every fork, shared, never written).

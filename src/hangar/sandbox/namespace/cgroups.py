@@ -131,7 +131,12 @@ class Cgroup:
         return 0
 
     async def kill_all(self) -> None:
-        """SIGKILL every process in the cgroup until it is empty (bounded); frozen first, so nothing forks away."""
+        """SIGKILL every process in the cgroup until it is empty (bounded); frozen first, so nothing forks away.
+
+        A cgroup already empty (a stop whose tree exited on its SIGTERM) is left as it is: nothing in it can fork,
+        and only the host moves processes into it (no freeze and thaw writes on every stop)."""
+        if not self.pids():
+            return
         if self.layout.version == 2 and (self.paths["pids"] / "cgroup.kill").exists():
             self._write("pids", "cgroup.kill", 1, optional=True)
         if self._freeze(True):
