@@ -58,7 +58,7 @@ ISOLATION_TESTS = (
     "tests/cluster/",  # Ray (the cluster extra), root and PostgreSQL must be there in CI
 )
 # Skips that say nothing about this host's isolation (the code under test does not exist on the platform).
-PLATFORM_SKIPS = ("the i386 ABI exists on x86_64 only",)
+PLATFORM_SKIPS = ("the i386 ABI exists on x86_64 only", "the host has no cgroup2 mount")
 _OWN_BASETEMP = pytest.StashKey[Path]()
 BASETEMP_PREFIX = "hangar-pytest-"
 KEEP_FAILED_RUN_S = 24 * 3600

@@ -128,6 +128,12 @@ def select_backend(settings: Settings) -> SandboxBackend:
     tag = instance_tag(settings.data_dir)
     if choice in ("auto", "namespace", "gvisor"):
         preflight(settings)
+        if settings.cgroup_favor_dynmods:
+            from hangar.sandbox.namespace.dynmods import favor_dynmods
+
+            log.info(
+                "cgroup2 favordynmods (cold launches join cgroups without an RCU grace period): %s", favor_dynmods()
+            )
         from hangar.sandbox.gvisor.routing import isolating_backend
 
         return isolating_backend(settings, tag)
