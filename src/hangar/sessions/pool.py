@@ -22,7 +22,11 @@ sessions (``max_sessions_per_runtime`` is about sessions), but spares plus sessi
 Fills, refills and drains run beside the request path; a claim is a dict lookup. A refill beyond the floors waits
 while a session start is in flight (at most ``BUSY_HOLD_S``) or the host is saturated (more runnable tasks than
 ``SATURATED_PER_CPU`` per CPU in ``/proc/loadavg``; at most ``SATURATED_HOLD_S``), so it does not compete with the
-requests it is for, and a saturated host still gets a version's spares back at about one a second.
+requests it is for, and a saturated host still gets a version's spares back at about one a second. Except while the
+version is *short*: a session of it found no spare since it last had its size. Then every arrival forks on its own
+request path anyway, so a spare forked now adds no work, it only moves a fork ahead of the session that will claim
+it: the refill does not wait, and up to ``SHORT_PARALLEL`` of the version's forked spares start at once (one at a
+time, the refill rate is one fork's latency, far below a churning version's arrival rate).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from hangar.domain.invocation import InvocationTarget
+from hangar.sandbox.ahead import AHEAD
 from hangar.sandbox.base import Sandbox
 from hangar.sessions.agent_http import AgentHttp
 from hangar.sessions.spares import SpareSizer
@@ -50,6 +55,7 @@ SATURATED_PER_CPU = 2  # runnable tasks per CPU above which forked spares are no
 GUARD_POLL_S = 0.02  # how often a held-back refill looks again
 BUSY_HOLD_S = 0.25  # the longest a refill waits for session starts in flight (under steady load there always is one)
 SATURATED_HOLD_S = 1.0  # ... and for a saturated host: a shared host may stay saturated, spares still trickle in
+SHORT_PARALLEL = 4  # forked spares a short version starts at once (the template forks them one at a time anyway)
 
 
 @dataclass
@@ -107,6 +113,8 @@ class WarmPool:
         self._spares: dict[PoolKey, list[Spare]] = {}
         self._wanted: dict[PoolKey, tuple[InvocationTarget, float]] = {}  # key -> (target, wanted until)
         self._filling: dict[PoolKey, asyncio.Task[None]] = {}
+        self._wake: dict[PoolKey, asyncio.Event] = {}  # a running fill looks again (a spare was claimed)
+        self._short: set[PoolKey] = set()  # versions whose sessions missed since they last had their size
         self._launching = 0
         self._backoff: dict[PoolKey, tuple[float, float]] = {}  # key -> (no new start before, last delay)
         self._loop: asyncio.Task[None] | None = None
@@ -167,6 +175,7 @@ class WarmPool:
         if key in self._wanted:
             self.misses += 1
             self.on_claim("miss")
+            self._short.add(key)
             if self.sizer is not None:
                 self.sizer.missed(target)
         return None, dead
@@ -212,6 +221,7 @@ class WarmPool:
                 del self._wanted[key]
         for key in [k for k in self._backoff if k not in self._wanted]:
             del self._backoff[key]
+        self._short &= set(self._wanted)
         gone: list[Spare] = []
         for key, spares in list(self._spares.items()):
             keep = [s for s in spares if key in self._wanted and s.sandbox.alive()]
@@ -229,51 +239,97 @@ class WarmPool:
             self._fill_soon(key)
 
     def _fill_soon(self, key: PoolKey) -> None:
-        if key in self._filling or self._backoff.get(key, (0.0, 0.0))[0] > time.monotonic():
+        if key in self._filling:
+            self._wake[key].set()
+            return
+        if self._backoff.get(key, (0.0, 0.0))[0] > time.monotonic():
             return
         target, _ = self._wanted[key]
         if len(self._spares.get(key, [])) >= self._size(target):
             return
+        self._wake[key] = asyncio.Event()
         task = asyncio.create_task(self._fill(key), name=f"warm-pool-{key[0]}-v{key[1]}")
         self._filling[key] = task
-        task.add_done_callback(lambda _: self._filling.pop(key, None))
+        task.add_done_callback(lambda _: self._done_filling(key))
+
+    def _done_filling(self, key: PoolKey) -> None:
+        self._filling.pop(key, None)
+        self._wake.pop(key, None)
 
     async def _fill(self, key: PoolKey) -> None:
-        """Start spares one at a time until the version has its size (or the pool hits ``max_sessions``)."""
-        while key in self._wanted:
-            target, _ = self._wanted[key]
-            have = len(self._spares.get(key, []))
-            if have >= self._size(target) or not self._has_room(self.count() + self._launching):
-                return
-            auto = have >= self._floor(target)  # a forked spare the arrival rate asks for, not a floor
-            if auto:
-                if not self.fork_ready(target) or not self._auto_room():
-                    return  # no live template (a cold spare would not pay), or over budget: the next sweep looks again
-                await self._quiet()
-                if key not in self._wanted or len(self._spares.get(key, [])) >= self._size(target):
+        """Start spares until the version has its size (or the pool hits ``max_sessions``): one at a time, or up to
+        ``SHORT_PARALLEL`` forked ones at once while the version is short."""
+        launches: set[asyncio.Task[bool]] = set()
+        held = False  # the next forked spare has waited for a quiet moment already
+        try:
+            while key in self._wanted:
+                target, _ = self._wanted[key]
+                have = len(self._spares.get(key, [])) + len(launches)
+                if len(self._spares.get(key, [])) >= self._size(target):
+                    self._short.discard(key)
+                start = have < self._size(target) and self._has_room(self.count() + self._launching)
+                auto = have >= self._floor(target)  # a forked spare the arrival rate asks for, not a floor
+                if start and auto:
+                    # no live template (a cold spare would not pay), or over budget: the next sweep looks again
+                    start = self.fork_ready(target) and self._auto_room()
+                    if start and key not in self._short and not launches and not held:
+                        await self._quiet()
+                        held = True
+                        continue  # look again: the size or the spares may have changed meanwhile
+                parallel = SHORT_PARALLEL if auto and key in self._short else 1
+                if start and len(launches) < parallel:
+                    self._launching += 1  # counted before the task runs: ``_has_room`` and ``_auto_room`` see it
+                    task = asyncio.create_task(self._start_one(key, target, auto))
+                    task.add_done_callback(self._launch_ended)  # also when cancelled before it ran
+                    launches.add(task)
+                    held = False
                     continue
-            self._launching += 1
-            began = time.monotonic()
-            try:
-                launched = await self._launch(target)
-            except Exception as exc:  # a version that cannot start: its sessions will report why
-                delay = min(MAX_BACKOFF_S, 2 * self._backoff.get(key, (0.0, RECONCILE_S / 2))[1])
-                self._backoff[key] = (time.monotonic() + delay, delay)
-                log.warning("warm pool for %s v%s: a spare failed to start (retry in %.0f s): %s", *key, delay, exc)
-                return
-            finally:
-                self._launching -= 1
-            self._backoff.pop(key, None)
-            spare = Spare(target, launched.sandbox, launched.client, launched.kind, auto=auto)
-            if auto and self.sizer is not None and launched.kind == "fork":
-                self.sizer.refilled(target, time.monotonic() - began)
-            if auto:
-                spare.memory_bytes = await _memory(spare.sandbox)
-            if key not in self._wanted:  # drained while this one started
-                self._discard([spare])
-                return
-            self._spares.setdefault(key, []).append(spare)
-            log.info("warm pool: sandbox %s (%s) ready for %s v%s", spare.sandbox.id, spare.kind, key[0], key[1])
+                if not launches:
+                    return
+                wake = self._wake[key]
+                wake.clear()
+                woken = asyncio.create_task(wake.wait())
+                try:
+                    done, _ = await asyncio.wait({*launches, woken}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    woken.cancel()
+                launches -= done
+                if any(task is not woken and not task.result() for task in done):
+                    await asyncio.gather(*launches, return_exceptions=True)  # a failure: back off from here
+                    launches.clear()
+                    return
+        finally:
+            for task in launches:
+                task.cancel()
+            if launches:
+                await asyncio.gather(*launches, return_exceptions=True)
+
+    def _launch_ended(self, _: asyncio.Task[bool]) -> None:
+        self._launching -= 1
+
+    async def _start_one(self, key: PoolKey, target: InvocationTarget, auto: bool) -> bool:
+        """Launch one spare and keep it; False when it failed to start (the version backs off)."""
+        AHEAD.set(True)  # this task's own context: sessions' forks go before it at the template
+        began = time.monotonic()
+        try:
+            launched = await self._launch(target)
+        except Exception as exc:  # a version that cannot start: its sessions will report why
+            delay = min(MAX_BACKOFF_S, 2 * self._backoff.get(key, (0.0, RECONCILE_S / 2))[1])
+            self._backoff[key] = (time.monotonic() + delay, delay)
+            log.warning("warm pool for %s v%s: a spare failed to start (retry in %.0f s): %s", *key, delay, exc)
+            return False
+        self._backoff.pop(key, None)
+        spare = Spare(target, launched.sandbox, launched.client, launched.kind, auto=auto)
+        if auto and self.sizer is not None and launched.kind == "fork":
+            self.sizer.refilled(target, time.monotonic() - began)
+        if auto:
+            spare.memory_bytes = await _memory(spare.sandbox)
+        if key not in self._wanted:  # drained while this one started
+            self._discard([spare])
+            return True
+        self._spares.setdefault(key, []).append(spare)
+        log.info("warm pool: sandbox %s (%s) ready for %s v%s", spare.sandbox.id, spare.kind, key[0], key[1])
+        return True
 
     async def _quiet(self) -> None:
         """Hold a forked spare's refill while a session start is in flight (up to ``BUSY_HOLD_S``) or the host is

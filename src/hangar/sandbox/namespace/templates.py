@@ -16,15 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import os
 import socket
 import subprocess
+import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
 from hangar.domain.errors import InternalError
+from hangar.sandbox.ahead import AHEAD
 from hangar.sandbox.base import SandboxSpec, Template, TemplateUnsafe
 from hangar.sandbox.namespace import forking, seccomp
 from hangar.sandbox.namespace.cgroups import Cgroup
@@ -65,9 +70,11 @@ class NamespaceTemplate(Template):
         self.forks = 0
         self.zygote_pid: int | None = None  # host pid of the zygote, the process that imported the agent
         self.retired = False
-        self.lock = asyncio.Lock()  # one fork request at a time on the control socket
+        self.lock = ForkQueue()  # one fork request at a time on the control socket, a request's own first
         self.prepared: PreparedFork | None = None  # the next session's fork, made ahead of its request
         self.refill: asyncio.Task[None] | None = None  # making ``prepared``
+        self.taken = {"prepared": 0, "inline": 0}  # how sessions got their fork: made ahead, or on their request path
+        self.queued_s = 0.0  # time fork requests waited for the control socket (the zygote forks one at a time)
 
     @classmethod
     async def start(cls, spec: SandboxSpec, resources: SessionResources, bwrap: str) -> NamespaceTemplate:
@@ -125,16 +132,21 @@ class NamespaceTemplate(Template):
             "zygotePid": self.zygote_pid,
             "unsafeReason": self.unsafe_reason,
             "broken": self.broken,
+            "forksTaken": dict(self.taken),
+            "forkQueueSeconds": round(self.queued_s, 4),
         }
 
     async def take_fork(self, spec: SandboxSpec) -> PreparedFork:
         """The prepared fork when it fits ``spec`` (it keeps its own sandbox id), else one prepared now. The caller
-        starts it or discards it, then calls ``prepare_next``."""
-        prepared, self.prepared = self.prepared, None
+        starts it or discards it, then calls ``prepare_next``. Work ahead of a request (a spare: ``AHEAD``) always
+        prepares its own, after any request's: the prepared fork is kept for a session that found no spare."""
+        prepared, self.prepared = (None, self.prepared) if AHEAD.get() else (self.prepared, None)
         if prepared is not None:
             if prepared.alive() and replace(spec, sandbox_id=prepared.spec.sandbox_id, storage=None) == prepared.spec:
+                self.taken["prepared"] += 1
                 return prepared
             await prepared.discard(self.resources)
+        self.taken["inline"] += 1
         return await self._prepare(spec)
 
     def begin_session(self, prepared: PreparedFork) -> forking.ForkedProcess:
@@ -151,6 +163,7 @@ class NamespaceTemplate(Template):
         self.refill = asyncio.create_task(self._refill(), name=f"refill-{self.id}")
 
     async def _refill(self) -> None:
+        AHEAD.set(True)  # this task's own context: a request's fork goes first
         spec = replace(self.spec, sandbox_id=f"hs-{uuid.uuid4().hex[:24]}")
         try:
             prepared = await self._prepare(spec)
@@ -176,7 +189,9 @@ class NamespaceTemplate(Template):
 
     async def request_fork(self, request: bytes, fds: list[int]) -> str:
         """Send the zygote one fork request with the session's fds; its answer (``forked`` when it forked)."""
-        async with self.lock:
+        began = time.monotonic()
+        async with self.lock.turn(ahead=AHEAD.get()):
+            self.queued_s += time.monotonic() - began
             if not self.alive():
                 raise InternalError(f"warm template {self.id} is not running")
             socket.send_fds(self.control, [request], fds)
@@ -205,13 +220,55 @@ class NamespaceTemplate(Template):
         if self.prepared is not None:
             prepared, self.prepared = self.prepared, None
             await prepared.discard(self.resources)
-        async with self.lock:  # a fork conversation in progress finishes on an open socket
+        async with self.lock.turn(ahead=False):  # a fork conversation in progress finishes on an open socket
             self.control.close()  # the zygote reads EOF and exits
         try:
             while not await wait_exit(self.proc, 3600.0):
                 pass
         finally:
             await self.resources.release(self.id, self.state, self.cgroup, self.uid, None)
+
+
+class ForkQueue:
+    """A lock whose waiters take turns by priority: a request's own fork before forks made ahead of one, each kind
+    in arrival order. (The zygote forks one request at a time; under churn the spares being refilled would
+    otherwise stand in front of the session waiting for its fork.)"""
+
+    def __init__(self) -> None:
+        self._held = False
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    @contextlib.asynccontextmanager
+    async def turn(self, *, ahead: bool) -> AsyncIterator[None]:
+        await self._acquire(ahead)
+        try:
+            yield
+        finally:
+            self._release()
+
+    async def _acquire(self, ahead: bool) -> None:
+        if not self._held:
+            self._held = True
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (int(ahead), next(self._order), waiter))
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # handed the turn as it was cancelled: pass it on
+                self._release()
+            else:
+                waiter.cancel()  # ``_release`` skips it
+            raise
+
+    def _release(self) -> None:
+        while self._waiting:
+            _, _, waiter = heapq.heappop(self._waiting)
+            if not waiter.done():
+                waiter.set_result(None)  # the turn passes straight to it: ``_held`` stays set
+                return
+        self._held = False
 
 
 def running(pid: int | None) -> bool:
