@@ -62,6 +62,8 @@ def warm(config: Any) -> list[str]:
         done += quiet_idle_ticks()
     with contextlib.suppress(Exception):
         done += quick_idle_shutdown()
+    with contextlib.suppress(Exception):
+        done += send_heads_with_bodies(config)
     return done
 
 
@@ -297,3 +299,87 @@ def _known_middleware(app: Any) -> bool:
     return all(
         cls is not None and getattr(cls, "__module__", "").startswith(KNOWN_MIDDLEWARE) for cls in classes
     ) and isinstance(handlers, dict)
+
+
+_RESPONSE_HEAD = b"HTTP/1.1 "  # how every response head of uvicorn's HTTP protocols (h11 and httptools) begins
+
+
+def send_heads_with_bodies(config: Any) -> list[str]:
+    """Make a fork's uvicorn send an answer's head and its body in one write, as the gateway's does.
+
+    uvicorn writes the status line and headers when the app sends ``http.response.start`` and the body in a second
+    write: two system calls and two wake-ups of the gateway, which reads a head it cannot use without the body (the
+    gateway then waits for the body, ``AgentResponse.complete_body_soon``). The protocol class of ``config`` (a
+    loaded uvicorn Config) is replaced by a subclass whose transport holds a head until the next write (the body,
+    or the end of the answer, which both protocols always write) or the loop's next pass, whichever comes first: a
+    stream's head never waits for its first chunk. Bytes and their order are unchanged; a WebSocket upgrade gets
+    the real transport. Only for a protocol class with uvicorn's ``connection_made``/``handle_websocket_upgrade``.
+    """
+    base = getattr(config, "http_protocol_class", None)
+    if base is None or getattr(base, "_hangar_one_send", False) or not getattr(config, "loaded", False):
+        return []
+    if not all(callable(getattr(base, name, None)) for name in ("connection_made", "handle_websocket_upgrade")):
+        return []
+
+    class OneSendProtocol(base):  # type: ignore[misc, valid-type]
+        _hangar_one_send = True
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(_HeadHoldingTransport(transport, self.loop))
+
+        def handle_websocket_upgrade(self, *args: Any) -> Any:
+            holding: Any = getattr(self, "transport", None)
+            if isinstance(holding, _HeadHoldingTransport):
+                holding.flush()
+                self.transport = holding.real
+                cycle = getattr(self, "cycle", None)
+                if cycle is not None and getattr(cycle, "transport", None) is holding:
+                    cycle.transport = holding.real
+            return super().handle_websocket_upgrade(*args)
+
+    OneSendProtocol.__name__ = OneSendProtocol.__qualname__ = f"OneSend{base.__name__}"
+    config.http_protocol_class = OneSendProtocol
+    return [f"uvicorn's {base.__name__} sends an answer's head with its body"]
+
+
+class _HeadHoldingTransport:
+    """A transport that holds a response head until the next write (or the loop's next pass), then sends both."""
+
+    def __init__(self, transport: Any, loop: Any) -> None:
+        self.real = transport
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: Any) -> None:
+        if self._held is not None:
+            held, self._held = self._held, None
+            self.real.write(held + bytes(data))
+        elif bytes(data[: len(_RESPONSE_HEAD)]) == _RESPONSE_HEAD:
+            self._held = bytes(data)
+            self._loop.call_soon(self.flush)
+        else:
+            self.real.write(data)
+
+    def writelines(self, data: Any) -> None:
+        self.write(b"".join(data))
+
+    def flush(self) -> None:
+        """Send a held head now (nothing when none is held)."""
+        held, self._held = self._held, None
+        if held is not None and not self.real.is_closing():
+            self.real.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self.real.close()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self.real.write_eof()
+
+    def abort(self) -> None:
+        self._held = None
+        self.real.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)  # is_closing, get_extra_info, pause_reading, set_protocol, ...
