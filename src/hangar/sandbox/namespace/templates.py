@@ -15,6 +15,7 @@ write the uid map of a session it forks: each session gets its own leased uid, n
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import heapq
 import itertools
@@ -44,6 +45,7 @@ from hangar.sandbox.supervised import spawn, tail, wait_exit
 log = logging.getLogger(__name__)
 
 TEMPLATE_READY_TIMEOUT_S = 120.0  # the agent's imports run here: heavy frameworks take seconds
+PIPELINE_DEPTH = 2  # fork requests in the zygote's socket at once: it reads the next one as soon as it answered one
 
 
 class NamespaceTemplate(Template):
@@ -75,6 +77,9 @@ class NamespaceTemplate(Template):
         self.refill: asyncio.Task[None] | None = None  # making ``prepared``
         self.taken = {"prepared": 0, "inline": 0}  # how sessions got their fork: made ahead, or on their request path
         self.queued_s = 0.0  # time fork requests waited for the control socket (the zygote forks one at a time)
+        self.answers: collections.deque[asyncio.Future[str]] = collections.deque()  # requests sent, in order
+        self.reader: asyncio.Task[None] | None = None  # reading the zygote's answers while some are due
+        self.room = asyncio.Event()  # an answer came: fewer than ``PIPELINE_DEPTH`` requests in the zygote
 
     @classmethod
     async def start(cls, spec: SandboxSpec, resources: SessionResources, bwrap: str) -> NamespaceTemplate:
@@ -188,17 +193,50 @@ class NamespaceTemplate(Template):
             raise
 
     async def request_fork(self, request: bytes, fds: list[int]) -> str:
-        """Send the zygote one fork request with the session's fds; its answer (``forked`` when it forked)."""
+        """Send the zygote one fork request with the session's fds; its answer (``forked`` when it forked).
+
+        Requests are pipelined: up to ``PIPELINE_DEPTH`` wait in the zygote's socket, so it reads the next one as
+        soon as it answered one instead of waiting for the host to send it; it answers in order. Who sends next is
+        the ``ForkQueue``'s choice (a session's own fork first)."""
         began = time.monotonic()
         async with self.lock.turn(ahead=AHEAD.get()):
+            while len(self.answers) >= PIPELINE_DEPTH:  # the turn is kept: the next to send is already chosen
+                self.room.clear()
+                await self.room.wait()
             self.queued_s += time.monotonic() - began
             if not self.alive():
                 raise InternalError(f"warm template {self.id} is not running")
             socket.send_fds(self.control, [request], fds)
-            return await self._outcome(FORK_STEP_TIMEOUT_S)
+            answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            self.answers.append(answer)
+            if self.reader is None:
+                self.reader = asyncio.create_task(self._read_answers(), name=f"fork-answers-{self.id}")
+        return await answer
+
+    async def _read_answers(self) -> None:
+        """Hand the zygote's answers to the requests in the order they were sent. An answer that does not come in
+        time leaves the order unknown: the template takes no more forks (its owner starts a new one)."""
+        try:
+            while self.answers:
+                try:
+                    outcome = await self._outcome(FORK_STEP_TIMEOUT_S)
+                except InternalError as exc:
+                    self.broken = f"a fork request went unanswered ({exc.message})"
+                    while self.answers:
+                        waiting = self.answers.popleft()
+                        if not waiting.done():
+                            waiting.set_exception(InternalError(f"warm template {self.id}: {self.broken}"))
+                    return
+                answered = self.answers.popleft()
+                if not answered.done():  # its request's caller may have gone (cancelled): the answer is dropped
+                    answered.set_result(outcome)
+                self.room.set()
+        finally:
+            self.reader = None
+            self.room.set()
 
     async def _outcome(self, timeout: float) -> str:
-        """The zygote's answer to the request just sent; an unsafe answer (or none) retires the template for good."""
+        """The zygote's next answer; an unsafe answer (or none) retires the template for good."""
         message, _ = await receive(self.control, timeout)
         event = parse(message)
         if event.get("event") == "unsafe" or not message:
@@ -220,7 +258,10 @@ class NamespaceTemplate(Template):
         if self.prepared is not None:
             prepared, self.prepared = self.prepared, None
             await prepared.discard(self.resources)
-        async with self.lock.turn(ahead=False):  # a fork conversation in progress finishes on an open socket
+        async with self.lock.turn(ahead=False):  # fork conversations in progress finish on an open socket
+            if self.reader is not None:
+                with contextlib.suppress(BaseException):
+                    await self.reader
             self.control.close()  # the zygote reads EOF and exits
         try:
             while not await wait_exit(self.proc, 3600.0):
