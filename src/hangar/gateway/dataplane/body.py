@@ -26,8 +26,8 @@ FILE_CHUNK = 1024 * 1024
 
 
 class SpooledBody:
-    def __init__(self, spool_dir: Path) -> None:
-        self.spool_dir = spool_dir
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir  # the spool directory is named only for a body that needs it (a path costs ~2 us)
         self.size = 0
         self._hash = hashlib.sha256()
         self._memory = bytearray()
@@ -45,8 +45,9 @@ class SpooledBody:
             self._hash.update(chunk)  # small so far: hashed inline
             self._memory += chunk
             if len(self._memory) > MEMORY_LIMIT:
-                self.spool_dir.mkdir(parents=True, exist_ok=True)
-                spool = await asyncio.to_thread(_temporary_file, self.spool_dir)
+                spool_dir = self.data_dir / "spool"
+                spool_dir.mkdir(parents=True, exist_ok=True)
+                spool = await asyncio.to_thread(_temporary_file, spool_dir)
                 self._file = spool
                 data, self._memory = bytes(self._memory), bytearray()
                 await asyncio.to_thread(spool.write, data)
@@ -97,17 +98,31 @@ def _hash_and_write(digest: hashlib._Hash, file: IO[bytes], data: bytes) -> None
     file.write(data)
 
 
-async def spool_body(request: Request, spool_dir: Path, limit: int = MAX_PAYLOAD) -> SpooledBody:
-    """Read the whole body (hashing it), refusing more than ``limit`` bytes, declared or streamed."""
+async def spool_body(request: Request, data_dir: Path, limit: int = MAX_PAYLOAD) -> SpooledBody:
+    """Read the whole body (hashing it), refusing more than ``limit`` bytes, declared or streamed; a large one is
+    spooled under ``data_dir``/spool.
+
+    The ASGI messages are read straight from ``receive`` (what ``Request.stream`` does, without its async
+    generator): a warm invoke's body is one message."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ValidationError(f"The payload exceeds the maximum size of {limit} bytes", reason="CannotParse")
-    body = SpooledBody(spool_dir)
+    body = SpooledBody(data_dir)
+    receive = request.receive
     try:
-        async for chunk in request.stream():
-            if body.size + len(chunk) > limit:
-                raise ValidationError(f"The payload exceeds the maximum size of {limit} bytes", reason="CannotParse")
-            await body.write(chunk)
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # http.disconnect
+                raise ClientDisconnect()
+            chunk: bytes = message.get("body", b"")
+            if chunk:
+                if body.size + len(chunk) > limit:
+                    raise ValidationError(
+                        f"The payload exceeds the maximum size of {limit} bytes", reason="CannotParse"
+                    )
+                await body.write(chunk)
+            if not message.get("more_body", False):
+                break
         await body.finish()
     except ClientDisconnect as exc:
         body.close()

@@ -45,7 +45,7 @@ async def invoke(request: Request, params: dict[str, str]) -> Response:
 async def _invoke(request: Request, params: dict[str, str], traced: Invocation) -> Response:
     services, manager = services_of(request)
     session_id = session_id_of(request)
-    body = await spool_body(request, services.settings.data_dir / "spool")
+    body = await spool_body(request, services.settings.data_dir)
     try:
         with traced.step("hangar.auth"):
             target = await authorized_target(services, request, params, body.sha256)
