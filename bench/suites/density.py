@@ -20,8 +20,10 @@ the N idle sessions open and again while they are all alive (``new_session_alone
 their p50 ratio, with the start kinds of each group: under spares=auto a sample may take a forked spare, so the
 ratio compares like with like only where the kinds match). And what idle sessions cost the CPU: the sessions'
 cgroups' CPU time over ``CPU_WINDOW_S`` while nothing calls them (``idle_cpu_core_percent``: percent of one core for
-all N together), and the server's own CPU time in the same window (``server_cpu_core_percent_while_idle``: its per-
-session bookkeeping).
+all N together; the window starts ``SETTLE_S`` after the last open, while the last-opened agents still hold the
+gateway's keep-alive connection and tick once a second), then again once every agent's keep-alive has ended
+(``idle_cpu_core_percent_no_connection``), and the server's own CPU time in the first window
+(``server_cpu_core_percent_while_idle``: its per-session bookkeeping).
 
 Churn: ``CHURN_CLIENTS`` clients, each in a loop for a fixed time: invoke a new session id, StopRuntimeSession.
 Sessions per second completed, for the forked and the cold runtime, with the first-byte latency under that load and
@@ -55,6 +57,7 @@ CHURN_CLIENTS = 8
 SETTLE_S = 2.0
 LOADED_SAMPLES = 10
 CPU_WINDOW_S = 10.0  # 1 s in a smoke run
+KEEP_ALIVE_S = 5.0  # uvicorn's keep-alive: an agent whose invoke was this long ago has closed its connection
 
 
 def _descendants(root: int) -> list[int]:
@@ -176,6 +179,8 @@ def _idle(ctx: BenchContext, arn: str, count: int, kind: Kind) -> dict[str, obje
         server_cpu_before = _process_cpu_seconds(server_pid)
         idle_cpu = _cpu_seconds([entry["sandboxId"] for entry in live], window)
         server_cpu = _process_cpu_seconds(server_pid) - server_cpu_before
+        time.sleep(max(0.0, KEEP_ALIVE_S + SETTLE_S - window))  # past every agent's keep-alive (uvicorn: 5 s)
+        quiet_cpu = _cpu_seconds([entry["sandboxId"] for entry in live], window)
         cpu_mark = _process_cpu_seconds(server_pid)
         ctx.hangar.operator()
         listing_cpu = _process_cpu_seconds(server_pid) - cpu_mark
@@ -201,6 +206,7 @@ def _idle(ctx: BenchContext, arn: str, count: int, kind: Kind) -> dict[str, obje
         "tree_pss_delta_mib_per_session": _mib((tree_after - tree_before) / measured),
         "mem_available_drop_mib_per_session": _mib((available_before - available_after) / measured),
         "idle_cpu_core_percent": round(idle_cpu / window * 100, 2),
+        "idle_cpu_core_percent_no_connection": round(quiet_cpu / window * 100, 2),
         "server_cpu_core_percent_while_idle": round(server_cpu / window * 100, 2),
     }
     if alone and loaded:
