@@ -53,11 +53,12 @@ def _host_mount() -> tuple[Cgroup2Mount, str]:
 
 
 def _clear() -> None:
-    """Take favordynmods off again (its other flags kept), so that setting it is observable."""
+    """Take favordynmods off again (its other flags kept), so that setting it is observable (on Linux 6.18+ the
+    per-process lock it enabled stays; only the flag goes)."""
     mount, _ = _host_mount()
     if dynmods.FLAG in mount.flags:
         dynmods._reconfigure(mount.path, tuple(flag for flag in mount.flags if flag != dynmods.FLAG))
-    assert dynmods.FLAG not in _host_mount()[0].flags
+    # not asserted cleared: another server of a parallel run may set it again at any moment
 
 
 @pytest.fixture
