@@ -44,6 +44,7 @@ ISOLATION_TESTS = (
     "tests/sessions/test_lifecycle_limits.py",
     "tests/sessions/test_session_storage.py",
     "tests/sessions/test_spares.py",
+    "tests/sessions/test_spares_short.py",
     "tests/dataplane/test_templates.py",
     "tests/dataplane/test_protocols.py",
     "tests/dataplane/test_shells.py",
