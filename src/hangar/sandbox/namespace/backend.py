@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import py_compile
 import shutil
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from typing import Literal
 from hangar.domain.errors import RuntimeClientError
 from hangar.observability import tracing
 from hangar.sandbox.base import OUTBOUND_DIR, SandboxBackend, SandboxSpec, SandboxStats, Template
-from hangar.sandbox.namespace import image_root, network, rootfs, seccomp, storage
+from hangar.sandbox.namespace import bytecode, image_root, network, rootfs, seccomp, storage
 from hangar.sandbox.namespace.cgroups import Cgroup, CgroupLayout, detect
 from hangar.sandbox.namespace.launch_ns import HOST_NS, LaunchNamespace
 from hangar.sandbox.namespace.launcher import bwrap_arguments, data_fd, fill, launcher_argv, spawn_launcher
@@ -32,6 +33,7 @@ from hangar.sandbox.namespace.templates import NamespaceTemplate
 from hangar.sandbox.namespace.uids import UidLeases
 from hangar.sandbox.state import StateDir
 from hangar.sandbox.supervised import (
+    INSIDE_PROGRAMS,
     Channels,
     ProcessHandle,
     SupervisedSandbox,
@@ -109,6 +111,8 @@ class NamespaceBackend(SandboxBackend):
         # Cold launches run from a mount namespace without any sandbox's mounts (``launch_ns``); None: the host's.
         self.launch_ns: LaunchNamespace | None = LaunchNamespace([state_root])
         self._inside: Path | None = None  # ``inside_files``, once copied
+        self.compiled_programs = True  # a code sandbox's programs run from their bytecode (``bytecode.py``)
+        self._bytecode: Path | None = None  # ``bytecode.compiled`` of ``inside_files``, once made
         weakref.finalize(self, self.launch_ns.close)
 
     def cgroup(self, sandbox_id: str) -> Cgroup:
@@ -121,6 +125,21 @@ class NamespaceBackend(SandboxBackend):
         if self._inside is None or not (self._inside / "supervisor.py").exists():
             self._inside = self.resources.inside_files()
         return self._inside
+
+    def bytecode(self) -> Path | None:
+        """The in-sandbox programs' compiled form (``bytecode.compiled``), made once per backend from the copies of
+        ``inside_files`` (from a thread: ``start``); None when switched off or not made."""
+        if not self.compiled_programs:
+            return None
+        if self._bytecode is None or not self._bytecode.is_dir():
+            inside = self.inside_files()
+            programs = [inside / program.name for program in INSIDE_PROGRAMS]
+            try:
+                self._bytecode = bytecode.compiled(self.state_root / ".bytecode", programs, rootfs.INSIDE_DIR)
+            except (OSError, SyntaxError, py_compile.PyCompileError) as exc:  # the sources compile inside as before
+                log.warning("the in-sandbox programs run from source: %s", exc)
+                self.compiled_programs = False
+        return self._bytecode
 
     def outbound_dir(self) -> Path:
         """``<state_root>/.outbound``: root-owned, 0755 (sandboxes connect to its sockets, write nothing)."""
@@ -210,6 +229,8 @@ class NamespaceBackend(SandboxBackend):
         The CPU quota is lifted until the supervisor's ready byte (``_ready``), before any exec can reach it."""
         if self.launch_ns is not None and not self.launch_ns.settled:
             await asyncio.to_thread(self.launch_ns.ensure)  # once: the launch namespace (``launch_ns``)
+        if self.compiled_programs and self._bytecode is None:
+            await asyncio.to_thread(self.bytecode)  # once: the supervisor's bytecode, off the event loop
         with tracing.phase("hangar.sandbox.prepare"):  # state dir, uid lease, cgroup
             state, uid, cgroup = await self.prepare(spec)
         link: network.Link | None = None
@@ -289,7 +310,7 @@ class NamespaceBackend(SandboxBackend):
                 bwrap=self.bwrap,
                 uid=uid,
                 procs_files=cgroup.procs_files(),
-                command=supervisor_argv(spec, supervisor, channels, spec.agent_port, OUTBOUND_DIR, python),
+                command=self._supervisor_argv(spec, supervisor, channels, python),
                 args_fd=args_fd,
                 netns=str(link.netns_path) if link else None,
                 gated=True,
@@ -318,6 +339,16 @@ class NamespaceBackend(SandboxBackend):
             os.close(args_fd)
             channels.close_child_ends()
 
+    def _supervisor_argv(
+        self, spec: SandboxSpec, supervisor: str, channels: Channels, python: tuple[str, ...]
+    ) -> list[str]:
+        """``supervised.supervisor_argv``; a code sandbox's supervisor runs from its bytecode when there is some
+        (``bytecode.runner_argv``: the same source file, its compile skipped)."""
+        argv = supervisor_argv(spec, supervisor, channels, spec.agent_port, OUTBOUND_DIR, python)
+        if spec.rootfs is None and self._bytecode is not None and self.compiled_programs:
+            argv = bytecode.runner_argv(argv, supervisor)
+        return argv
+
     def _bwrap_arguments(
         self, spec: SandboxSpec, state: StateDir, uid: int, filter_fd: int, link: network.Link | None
     ) -> bytes:
@@ -335,6 +366,7 @@ class NamespaceBackend(SandboxBackend):
                 spec.limits.disk_bytes,
                 spec.outbound,
                 extra=storage.cold_mounts(state, spec, uid),
+                bytecode=self._bytecode if self.compiled_programs else None,
             )
             chdir = str(spec.code_dir)
         else:

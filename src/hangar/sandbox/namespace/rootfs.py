@@ -20,6 +20,7 @@ INSIDE_DIR = "/opt/hangar"  # Hangar's stdlib-only in-sandbox programs, read-onl
 SUPERVISOR_PATH = f"{INSIDE_DIR}/supervisor.py"
 ISOLATE_PATH = f"{INSIDE_DIR}/isolate.py"
 ZYGOTE_PATH = f"{INSIDE_DIR}/zygote.py"
+BYTECODE_DIR = "__pycache__"  # the programs' checked-hash pycs (``bytecode.py``), where their loader looks
 WARMUP_PATH = f"{INSIDE_DIR}/warmup.py"  # the zygote's first-use warm-up (sandbox/warmup.py)
 SANDBOX_UID = 1000  # the agent's uid as seen inside; the host sees the leased uid
 HOSTNAME = "sandbox"
@@ -126,13 +127,15 @@ def bwrap_mounts(
     shm_bytes: int,
     outbound: Outbound | None = None,
     extra: list[str] | None = None,
+    bytecode: Path | None = None,
 ) -> list[str]:
     """The bind list, in order: system, /dev with a size-capped /dev/shm, /etc, writable home and /tmp, then env and
     code (which may live under /tmp on the host), Hangar's in-sandbox programs (``inside``: a root-owned directory
     holding supervisor.py, isolate.py and zygote.py), and finally the root itself made read-only. The sockets are
     not in it: the supervisor inherits them as fds. ``outbound``'s root-owned socket directory is bound read-only at
     ``/run/hangar`` (connecting to a socket needs no write access to its mount). ``extra``: the version's
-    filesystem mounts (``storage.py``), made before the root turns read-only."""
+    filesystem mounts (``storage.py``), made before the root turns read-only. ``bytecode``: the programs' compiled
+    form (``bytecode.compiled``), bound read-only as their ``__pycache__``."""
     args = system_mounts()
     args += ["--proc", "/proc", "--dev", "/dev", "--size", str(max(shm_bytes, 4096)), "--tmpfs", "/dev/shm"]
     args += ["--dir", "/etc"]
@@ -144,6 +147,8 @@ def bwrap_mounts(
     args += ["--ro-bind", str(env_dir), str(env_dir), "--ro-bind", str(code_dir), str(code_dir)]
     for program in INSIDE_PROGRAMS:
         args += ["--ro-bind", str(inside / program.name), f"{INSIDE_DIR}/{program.name}"]
+    if bytecode is not None:
+        args += ["--ro-bind", str(bytecode), f"{INSIDE_DIR}/{BYTECODE_DIR}"]
     if outbound is not None:
         args += ["--ro-bind", str(outbound.socket_dir), OUTBOUND_DIR]
     args += [*(extra or ()), "--remount-ro", "/"]
