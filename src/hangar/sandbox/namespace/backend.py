@@ -113,6 +113,7 @@ class NamespaceBackend(SandboxBackend):
         self._inside: Path | None = None  # ``inside_files``, once copied
         self.compiled_programs = True  # a code sandbox's programs run from their bytecode (``bytecode.py``)
         self._bytecode: Path | None = None  # ``bytecode.compiled`` of ``inside_files``, once made
+        self.shared_etc = True  # cold sandboxes of the same /etc content bind one copy (``rootfs.shared_etc``)
         weakref.finalize(self, self.launch_ns.close)
 
     def cgroup(self, sandbox_id: str) -> Cgroup:
@@ -353,7 +354,11 @@ class NamespaceBackend(SandboxBackend):
         self, spec: SandboxSpec, state: StateDir, uid: int, filter_fd: int, link: network.Link | None
     ) -> bytes:
         """The sandbox's view (``launcher.bwrap_arguments``): /etc files, mounts, environment, ids, seccomp fd."""
-        etc = rootfs.write_etc(state, spec.outbound.hosts if spec.outbound else ())
+        local_names = spec.outbound.hosts if spec.outbound else ()
+        if self.shared_etc:
+            etc = rootfs.shared_etc(self.state_root / ".etc", local_names)
+        else:
+            etc = rootfs.write_etc(state, local_names)
         if spec.rootfs is None:
             inside_ids = (rootfs.SANDBOX_UID, rootfs.SANDBOX_UID)
             env = agent_environment(spec, spec.agent_port, rootfs.HOME, "/tmp")

@@ -7,7 +7,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import hashlib
+import json
 import os
+import shutil
+import threading
 from functools import cache
 from pathlib import Path
 
@@ -91,19 +95,52 @@ def write_etc(state: StateDir, local_names: tuple[str, ...] = ()) -> Path:
     """passwd, group, hosts and hostname for the sandbox, root-owned and read-only to it. ``local_names`` resolve to
     127.0.0.1 inside (the outbound names its supervisor serves, such as Hangar's identity endpoint)."""
     etc = state.path / "etc"
-    local = "".join(f"127.0.0.1\t{name}\n" for name in local_names)
     etc.mkdir(mode=0o755)
-    files = {
+    _write_files(etc, etc_files(local_names))
+    return etc
+
+
+def shared_etc(root: Path, local_names: tuple[str, ...] = ()) -> Path:
+    """``write_etc``'s files in ``root/<hash of their content>``, written once and shared by every cold sandbox with
+    the same content (only ``local_names`` differ, per runtime): bound read-only like a sandbox's own, they hold
+    nothing of a session. Made atomically (by rename); a directory of that name holds exactly that content."""
+    files = etc_files(local_names)
+    digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:32]
+    target = root / digest
+    if target.is_dir():
+        return target
+    root.mkdir(mode=0o755, parents=True, exist_ok=True)
+    building = root / f".{digest}.{os.getpid()}.{threading.get_ident()}.tmp"
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(mode=0o755)
+    try:
+        _write_files(building, files)
+        try:
+            building.rename(target)
+        except OSError:
+            if not target.is_dir():  # made meanwhile by another start: the same content
+                raise
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return target
+
+
+def _write_files(etc: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (etc / name).write_text(text)
+        (etc / name).chmod(0o644)
+
+
+def etc_files(local_names: tuple[str, ...] = ()) -> dict[str, str]:
+    """The content of the sandbox's own /etc files, by name (the same for every session of a runtime)."""
+    local = "".join(f"127.0.0.1\t{name}\n" for name in local_names)
+    return {
         "passwd": f"root:x:0:0:root:/root:/usr/sbin/nologin\nagent:x:{SANDBOX_UID}:{SANDBOX_UID}:agent:{HOME}:/bin/sh\n"
         "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
         "group": f"root:x:0:\nagent:x:{SANDBOX_UID}:\nnogroup:x:65534:\n",
         "hosts": f"127.0.0.1\tlocalhost {HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n{local}",
         "hostname": f"{HOSTNAME}\n",
     }
-    for name, text in files.items():
-        (etc / name).write_text(text)
-        (etc / name).chmod(0o644)
-    return etc
 
 
 def system_mounts() -> list[str]:
