@@ -135,3 +135,25 @@ async def test_a_cold_sandbox_runs_its_supervisor_compiled_from_a_cache_it_canno
         assert f"supervisor.{tag}.pyc" in text and "WROTE" not in text
         assert "SourceFileLoader('__main__'" in text and f"{rootfs.SUPERVISOR_PATH}" in text  # the supervisor's runner
         assert os.stat(made / f"supervisor.{tag}.pyc").st_uid == 0
+
+
+@needs_namespaces
+@pytest.mark.anyio
+async def test_a_cache_removed_under_a_running_backend_is_made_again_and_the_launch_between_runs_the_source(
+    state_root: Path, agent_files: AgentFiles
+) -> None:
+    backend = make_backend("namespace", state_root)
+    async with started(backend, agent_files.spec()) as sandbox:
+        assert (await wait_ping(sandbox)).status_code == 200
+    made = backend._bytecode  # type: ignore[attr-defined]
+    assert made is not None
+    shutil.rmtree(made)
+    # start() made it already: this launch finds it gone, binds nothing there and runs the supervisor's source.
+    async with started(backend, agent_files.spec()) as sandbox:
+        assert (await wait_ping(sandbox)).status_code == 200
+        out, err, code, _ = await run_exec(sandbox, f"ls {rootfs.INSIDE_DIR}; cat /proc/[0-9]*/cmdline | tr '\\0' ' '")
+        assert code == 0, err
+        assert rootfs.BYTECODE_DIR not in out.decode() and "SourceFileLoader" not in out.decode()
+    async with started(backend, agent_files.spec()) as sandbox:  # the next start makes it again
+        assert (await wait_ping(sandbox)).status_code == 200
+        assert made.is_dir()

@@ -301,6 +301,7 @@ class NamespaceBackend(SandboxBackend):
                 python = image_root.host_interpreter()
             except image_root.ImageError as exc:
                 raise RuntimeClientError(f"The image cannot run: {exc}") from exc
+        compiled = self._compiled() if spec.rootfs is None else None
         filter_fd = data_fd("hangar-seccomp", seccomp.compile_bpf())
         args_fd = data_fd("hangar-bwrap-args")
         gate_read, gate = os.pipe()
@@ -311,7 +312,7 @@ class NamespaceBackend(SandboxBackend):
                 bwrap=self.bwrap,
                 uid=uid,
                 procs_files=cgroup.procs_files(),
-                command=self._supervisor_argv(spec, supervisor, channels, python),
+                command=self._supervisor_argv(spec, supervisor, channels, python, compiled),
                 args_fd=args_fd,
                 netns=str(link.netns_path) if link else None,
                 gated=True,
@@ -324,7 +325,7 @@ class NamespaceBackend(SandboxBackend):
             # memfds and the supervisor's fds are passed down (the gate is its stdin until then, then /dev/null).
             proc = spawn_launcher(argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, state.log, fds, gate_read)
             channels.close_child_ends()
-            arguments = self._bwrap_arguments(spec, state, uid, filter_fd, link)
+            arguments = self._bwrap_arguments(spec, state, uid, filter_fd, link, compiled)
             fill(args_fd, arguments)  # read by bwrap past the gate
             mount_ns = HOST_NS if self.launch_ns is None else self.launch_ns.enter(state.path, arguments)
             return proc, gate, mount_ns
@@ -340,18 +341,32 @@ class NamespaceBackend(SandboxBackend):
             os.close(args_fd)
             channels.close_child_ends()
 
+    def _compiled(self) -> Path | None:
+        """The programs' bytecode for this launch, if made and still there (one gone is made again by the next
+        ``start``; this launch compiles the sources inside as before)."""
+        made = self._bytecode if self.compiled_programs else None
+        if made is not None and not made.is_dir():
+            self._bytecode = made = None
+        return made
+
     def _supervisor_argv(
-        self, spec: SandboxSpec, supervisor: str, channels: Channels, python: tuple[str, ...]
+        self, spec: SandboxSpec, supervisor: str, channels: Channels, python: tuple[str, ...], compiled: Path | None
     ) -> list[str]:
         """``supervised.supervisor_argv``; a code sandbox's supervisor runs from its bytecode when there is some
         (``bytecode.runner_argv``: the same source file, its compile skipped)."""
         argv = supervisor_argv(spec, supervisor, channels, spec.agent_port, OUTBOUND_DIR, python)
-        if spec.rootfs is None and self._bytecode is not None and self.compiled_programs:
+        if compiled is not None:
             argv = bytecode.runner_argv(argv, supervisor)
         return argv
 
     def _bwrap_arguments(
-        self, spec: SandboxSpec, state: StateDir, uid: int, filter_fd: int, link: network.Link | None
+        self,
+        spec: SandboxSpec,
+        state: StateDir,
+        uid: int,
+        filter_fd: int,
+        link: network.Link | None,
+        compiled: Path | None = None,
     ) -> bytes:
         """The sandbox's view (``launcher.bwrap_arguments``): /etc files, mounts, environment, ids, seccomp fd."""
         local_names = spec.outbound.hosts if spec.outbound else ()
@@ -371,7 +386,7 @@ class NamespaceBackend(SandboxBackend):
                 spec.limits.disk_bytes,
                 spec.outbound,
                 extra=storage.cold_mounts(state, spec, uid),
-                bytecode=self._bytecode if self.compiled_programs else None,
+                bytecode=compiled,
             )
             chdir = str(spec.code_dir)
         else:
