@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hangar.sessions.agent_http import AgentHttp, AgentHttpError
+from hangar.sessions.agent_http import IDLE_CLOSE_S, AgentHttp, AgentHttpError
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -94,6 +94,31 @@ def test_a_closed_pooled_connection_is_retried_once_on_a_fresh_one() -> None:
 
     async def scenario(client: AgentHttp, connections: list[int]) -> None:
         assert (await body_of(client))[1] == b"ok"
+        assert (await body_of(client))[1] == b"ok"
+        assert len(connections) == 2
+
+    serve(handler, scenario)
+
+
+def test_a_connection_left_idle_is_closed_by_the_client_and_one_in_use_is_kept() -> None:
+    """The agent sees its idle connection end (so a forked uvicorn stops ticking), and the next call reconnects."""
+    ended = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                await read_request(reader)
+            except asyncio.IncompleteReadError:
+                ended.set()  # the client closed it: the agent's keep-alive timeout never had to
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+
+    async def scenario(client: AgentHttp, connections: list[int]) -> None:
+        for _ in range(3):  # back to back: one connection
+            assert (await body_of(client))[1] == b"ok"
+        assert len(connections) == 1 and not ended.is_set()
+        await asyncio.wait_for(ended.wait(), IDLE_CLOSE_S * 20)
         assert (await body_of(client))[1] == b"ok"
         assert len(connections) == 2
 

@@ -21,6 +21,10 @@ READ_SIZE = 64 * 1024
 READ_LIMIT = 256 * 1024  # buffered answer bytes past which the socket is not read until the consumer catches up
 _SIZE, _DATA, _CRLF, _TRAILERS = range(4)  # states of the chunked decoder
 MAX_IDLE = 32
+# An idle kept-alive connection keeps a forked agent's uvicorn ticking once a second until its own 5 s keep-alive
+# timeout ends it (sandbox/warmup.quiet_idle_ticks ticks while any connection is open): closing it sooner lets an
+# idle session cost no CPU at all, and reconnecting to a Unix socket costs tens of microseconds.
+IDLE_CLOSE_S = 1.0
 CONNECT_TIMEOUT_S = 10.0
 Body = bytes | AsyncIterator[bytes]
 
@@ -44,6 +48,7 @@ class _Conn(asyncio.Protocol):
         self._drained: asyncio.Future[None] | None = None
         self._write_paused = False
         self._read_paused = False
+        self.idle_since = 0.0  # loop time it was last put back in its pool
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # a stream connection's transport always is one
@@ -264,6 +269,7 @@ class AgentHttp:
         self.socket_path = socket_path
         self._idle: list[_Conn] = []
         self._closed = False
+        self._sweep: asyncio.TimerHandle | None = None
 
     async def _connect(self) -> _Conn:
         loop = asyncio.get_running_loop()
@@ -276,8 +282,25 @@ class AgentHttp:
     def release(self, conn: _Conn) -> None:
         if self._closed or len(self._idle) >= MAX_IDLE or not conn.usable() or conn.buffer:
             conn.close()
-        else:
-            self._idle.append(conn)
+            return
+        loop = asyncio.get_running_loop()
+        conn.idle_since = loop.time()
+        self._idle.append(conn)
+        if self._sweep is None:
+            self._sweep = loop.call_at(conn.idle_since + IDLE_CLOSE_S, self._close_idle)
+
+    def _close_idle(self) -> None:
+        """Close what sat unused for ``IDLE_CLOSE_S``; the pool is LIFO, so the oldest are at its start."""
+        self._sweep = None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() - IDLE_CLOSE_S
+        stale = 0
+        while stale < len(self._idle) and self._idle[stale].idle_since <= deadline:
+            self._idle[stale].close()
+            stale += 1
+        del self._idle[:stale]
+        if self._idle:
+            self._sweep = loop.call_at(self._idle[0].idle_since + IDLE_CLOSE_S, self._close_idle)
 
     async def request(self, method: str, path: str, headers: list[tuple[str, str]], body: Body = b"") -> AgentResponse:
         """Send the request; return once the answer's status and headers are in (the body is not read yet).
@@ -338,6 +361,9 @@ class AgentHttp:
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
