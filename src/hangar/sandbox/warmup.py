@@ -325,11 +325,11 @@ def send_heads_with_bodies(config: Any) -> list[str]:
         _hangar_one_send = True
 
         def connection_made(self, transport: Any) -> None:
-            super().connection_made(_HeadHoldingTransport(transport, self.loop))
+            super().connection_made(HeadHoldingTransport(transport, self.loop))
 
         def handle_websocket_upgrade(self, *args: Any) -> Any:
             holding: Any = getattr(self, "transport", None)
-            if isinstance(holding, _HeadHoldingTransport):
+            if isinstance(holding, HeadHoldingTransport):
                 holding.flush()
                 self.transport = holding.real
                 cycle = getattr(self, "cycle", None)
@@ -342,7 +342,7 @@ def send_heads_with_bodies(config: Any) -> list[str]:
     return [f"uvicorn's {base.__name__} sends an answer's head with its body"]
 
 
-class _HeadHoldingTransport:
+class HeadHoldingTransport:
     """A transport that holds a response head until the next write (or the loop's next pass), then sends both."""
 
     def __init__(self, transport: Any, loop: Any) -> None:
