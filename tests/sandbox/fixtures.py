@@ -13,15 +13,20 @@ import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
 from hangar.sandbox.base import Limits, Sandbox, SandboxBackend, SandboxSpec
 from hangar.sandbox.state import instance_tag
+
+if TYPE_CHECKING:
+    from hangar.sandbox.namespace.backend import NamespaceBackend
+    from hangar.sandbox.namespace.templates import NamespaceTemplate
 
 HERE = Path(__file__).parent
 SYSTEM_PYTHON = "/usr/bin/python3.11"
@@ -151,6 +156,34 @@ def make_backend(name: str, state_root: Path, egress: str = "deny") -> SandboxBa
     from hangar.sandbox.namespace import NamespaceBackend
 
     return NamespaceBackend(state_root=state_root, tag=instance_tag(state_root), egress=egress)  # type: ignore[arg-type]
+
+
+@contextmanager
+def namespace_backend(prefix: str, egress: str = "deny") -> Iterator[NamespaceBackend]:
+    """A namespace backend on a state root of its own; what it leaves (orphans, the root) is removed after."""
+    from hangar.sandbox.namespace.backend import NamespaceBackend
+
+    root = world_readable_dir(prefix)
+    backend = make_backend("namespace", root, egress=egress)
+    assert isinstance(backend, NamespaceBackend)
+    try:
+        yield backend
+    finally:
+        asyncio.run(make_backend("namespace", root).cleanup_orphans())
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@asynccontextmanager
+async def started_template(backend: NamespaceBackend, spec: SandboxSpec) -> AsyncIterator[NamespaceTemplate]:
+    """A warm template of ``spec``, stopped after."""
+    from hangar.sandbox.namespace.templates import NamespaceTemplate
+
+    template = await backend.start_template(spec)
+    assert isinstance(template, NamespaceTemplate)
+    try:
+        yield template
+    finally:
+        await template.stop()
 
 
 def processes_with_env(marker: str) -> list[int]:

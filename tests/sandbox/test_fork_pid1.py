@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -17,7 +16,14 @@ from contextlib import asynccontextmanager
 import pytest
 
 from hangar.sandbox.selection import namespace_unsupported_reason
-from tests.sandbox.fixtures import AgentFiles, eventually, make_backend, run_exec, wait_ping, world_readable_dir
+from tests.sandbox.fixtures import (
+    AgentFiles,
+    eventually,
+    namespace_backend,
+    run_exec,
+    started_template,
+    wait_ping,
+)
 
 pytestmark = [
     pytest.mark.anyio,
@@ -39,20 +45,14 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="module")
 def backend() -> Iterator[NamespaceBackend]:
-    root = world_readable_dir("hangar-pid1-")
-    backend = make_backend("namespace", root)
-    assert isinstance(backend, NamespaceBackend)
-    yield backend
-    asyncio.run(make_backend("namespace", root).cleanup_orphans())
-    shutil.rmtree(root, ignore_errors=True)
+    with namespace_backend("hangar-pid1-") as backend:
+        yield backend
 
 
 @pytest.fixture(scope="module")
 async def template(backend: NamespaceBackend, agent_files: AgentFiles) -> AsyncIterator[NamespaceTemplate]:
-    template = await backend.start_template(agent_files.spec())
-    assert isinstance(template, NamespaceTemplate)
-    yield template
-    await template.stop()
+    async with started_template(backend, agent_files.spec()) as template:
+        yield template
 
 
 def parent(pid: int) -> int:

@@ -7,14 +7,12 @@ address over TCP.
 
 from __future__ import annotations
 
-import asyncio
-import shutil
 from collections.abc import Iterator
 
 import pytest
 
 from hangar.sandbox.selection import namespace_unsupported_reason
-from tests.sandbox.fixtures import AgentFiles, client, make_backend, wait_ping, world_readable_dir
+from tests.sandbox.fixtures import AgentFiles, client, namespace_backend, wait_ping
 
 pytestmark = [
     pytest.mark.anyio,
@@ -27,12 +25,8 @@ if namespace_unsupported_reason() is None:
 
 @pytest.fixture(scope="module")
 def backend() -> Iterator[NamespaceBackend]:
-    root = world_readable_dir("hangar-fork-socket-")
-    backend = make_backend("namespace", root)
-    assert isinstance(backend, NamespaceBackend)
-    yield backend
-    asyncio.run(make_backend("namespace", root).cleanup_orphans())
-    shutil.rmtree(root, ignore_errors=True)
+    with namespace_backend("hangar-fork-socket-") as backend:
+        yield backend
 
 
 async def test_a_fork_serves_its_socket_itself_and_a_cold_start_relays(

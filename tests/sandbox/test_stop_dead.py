@@ -25,8 +25,9 @@ from tests.sandbox.fixtures import (
     build_agent_env,
     client,
     eventually,
-    make_backend,
+    namespace_backend,
     run_exec,
+    started_template,
     wait_ping,
     world_readable_dir,
 )
@@ -92,20 +93,14 @@ def files() -> Iterator[AgentFiles]:
 
 @pytest.fixture(scope="module")
 def backend() -> Iterator[NamespaceBackend]:
-    root = world_readable_dir("hangar-stop-dead-root-")
-    backend = make_backend("namespace", root)
-    assert isinstance(backend, NamespaceBackend)
-    yield backend
-    asyncio.run(make_backend("namespace", root).cleanup_orphans())
-    shutil.rmtree(root, ignore_errors=True)
+    with namespace_backend("hangar-stop-dead-root-") as backend:
+        yield backend
 
 
 @pytest.fixture(scope="module")
 async def template(backend: NamespaceBackend, files: AgentFiles) -> AsyncIterator[NamespaceTemplate]:
-    template = await backend.start_template(files.spec())
-    assert isinstance(template, NamespaceTemplate)
-    yield template
-    await template.stop()
+    async with started_template(backend, files.spec()) as template:
+        yield template
 
 
 def _stat_fields(path: str) -> list[str] | None:

@@ -30,8 +30,10 @@ from tests.sandbox.fixtures import (
     client,
     eventually,
     make_backend,
+    namespace_backend,
     processes_with_env,
     run_exec,
+    started_template,
     wait_ping,
     world_readable_dir,
 )
@@ -107,20 +109,14 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="module")
 def backend() -> Iterator[NamespaceBackend]:
-    root = world_readable_dir("hangar-templates-")
-    backend = make_backend("namespace", root, egress="allow")
-    assert isinstance(backend, NamespaceBackend)
-    yield backend
-    asyncio.run(make_backend("namespace", root).cleanup_orphans())
-    shutil.rmtree(root, ignore_errors=True)
+    with namespace_backend("hangar-templates-", egress="allow") as backend:
+        yield backend
 
 
 @pytest.fixture(scope="module")
 async def template(backend: NamespaceBackend, agent_files: AgentFiles) -> AsyncIterator[NamespaceTemplate]:
-    template = await backend.start_template(agent_files.spec())
-    assert isinstance(template, NamespaceTemplate)
-    yield template
-    await template.stop()
+    async with started_template(backend, agent_files.spec()) as template:
+        yield template
 
 
 @asynccontextmanager

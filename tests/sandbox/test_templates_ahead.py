@@ -4,14 +4,19 @@ to a session that found no spare, and are isolated like every fork: their own ui
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from hangar.sandbox.ahead import AHEAD
 from hangar.sandbox.selection import namespace_unsupported_reason
-from tests.sandbox.fixtures import AgentFiles, eventually, make_backend, wait_ping, world_readable_dir
+from tests.sandbox.fixtures import (
+    AgentFiles,
+    eventually,
+    namespace_backend,
+    started_template,
+    wait_ping,
+)
 
 pytestmark = [
     pytest.mark.anyio,
@@ -30,20 +35,14 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="module")
 def backend() -> Iterator[NamespaceBackend]:
-    root = world_readable_dir("hangar-templates-ahead-")
-    backend = make_backend("namespace", root)
-    assert isinstance(backend, NamespaceBackend)
-    yield backend
-    asyncio.run(make_backend("namespace", root).cleanup_orphans())
-    shutil.rmtree(root, ignore_errors=True)
+    with namespace_backend("hangar-templates-ahead-") as backend:
+        yield backend
 
 
 @pytest.fixture(scope="module")
 async def template(backend: NamespaceBackend, agent_files: AgentFiles) -> AsyncIterator[NamespaceTemplate]:
-    template = await backend.start_template(agent_files.spec())
-    assert isinstance(template, NamespaceTemplate)
-    yield template
-    await template.stop()
+    async with started_template(backend, agent_files.spec()) as template:
+        yield template
 
 
 async def _fork_ahead(
