@@ -3,6 +3,7 @@ sandbox cannot write the cache it is given."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from hangar.sandbox.namespace import bytecode, rootfs
+from hangar.sandbox.namespace.backend import NamespaceBackend
 from hangar.sandbox.selection import namespace_unsupported_reason
 from tests.sandbox.fixtures import AgentFiles, make_backend, run_exec, started, wait_ping, world_readable_dir
 
@@ -157,3 +159,29 @@ async def test_a_cache_removed_under_a_running_backend_is_made_again_and_the_lau
     async with started(backend, agent_files.spec()) as sandbox:  # the next start makes it again
         assert (await wait_ping(sandbox)).status_code == 200
         assert made.is_dir()
+
+
+@pytest.mark.skipif(namespace_unsupported_reason() is not None, reason=str(namespace_unsupported_reason()))
+def test_first_cold_starts_at_once_copy_and_compile_without_racing() -> None:
+    """Concurrent first starts each reach ``bytecode()`` from a thread while templates copy the programs from the
+    loop: every caller gets the cache and the copies, nobody trips over another's temporary file (CI saw a
+    FileNotFoundError from two copies sharing one ``.tmp`` name)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    for _ in range(5):  # a fresh state root each round: the race is in the first copy and compile
+        root = world_readable_dir("hangar-bytecode-race-")
+        try:
+            backend = make_backend("namespace", root)
+            assert isinstance(backend, NamespaceBackend)
+            with ThreadPoolExecutor(8) as pool:
+                made = list(pool.map(functools.partial(_first_use, backend), range(16)))
+            assert backend.compiled_programs, "a race switched the compiled programs off"
+            caches = {path for i, path in enumerate(made) if i % 2}
+            assert len(caches) == 1 and all(isinstance(p, Path) and p.is_dir() for p in caches)
+            assert not list((root / ".inside").glob("*.tmp")) and not list((root / ".bytecode").glob(".*.tmp"))
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _first_use(backend: NamespaceBackend, i: int) -> Path | None:
+    return backend.bytecode() if i % 2 else backend.resources.inside_files()

@@ -16,6 +16,7 @@ import py_compile
 import shutil
 import signal
 import subprocess
+import threading
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -113,6 +114,7 @@ class NamespaceBackend(SandboxBackend):
         self._inside: Path | None = None  # ``inside_files``, once copied
         self.compiled_programs = True  # a code sandbox's programs run from their bytecode (``bytecode.py``)
         self._bytecode: Path | None = None  # ``bytecode.compiled`` of ``inside_files``, once made
+        self._bytecode_lock = threading.Lock()  # concurrent first cold starts make it once, not each in turn
         self.shared_etc = True  # cold sandboxes of the same /etc content bind one copy (``rootfs.shared_etc``)
         weakref.finalize(self, self.launch_ns.close)
 
@@ -132,7 +134,11 @@ class NamespaceBackend(SandboxBackend):
         ``inside_files`` (from a thread: ``start``); None when switched off or not made."""
         if not self.compiled_programs:
             return None
-        if self._bytecode is None or not self._bytecode.is_dir():
+        with self._bytecode_lock:
+            return self._make_bytecode()
+
+    def _make_bytecode(self) -> Path | None:
+        if self.compiled_programs and (self._bytecode is None or not self._bytecode.is_dir()):
             inside = self.inside_files()
             programs = [inside / program.name for program in INSIDE_PROGRAMS]
             try:

@@ -20,6 +20,7 @@ import os
 import py_compile
 import shutil
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def compiled(root: Path, sources: Sequence[Path], inside_dir: str) -> Path | Non
     if target.is_dir():
         return target
     root.mkdir(mode=0o755, parents=True, exist_ok=True)
-    building = root / f".{target.name}.{os.getpid()}.tmp"
+    building = root / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"  # per thread: starts run at once
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(mode=0o755)
     try:

@@ -70,7 +70,7 @@ class SessionResources:
             copy = inside / source.name
             data = source.read_bytes()
             if not copy.exists() or copy.read_bytes() != data:
-                tmp = copy.with_suffix(f".{os.getpid()}.tmp")
+                tmp = copy.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")  # a thread may copy too
                 tmp.write_bytes(data)
                 tmp.chmod(0o644)
                 tmp.replace(copy)
