@@ -148,7 +148,20 @@ def place_on_both(world: Hosts, per_node: int, gateways: tuple[int, ...] = (0, 1
         placed[world.sessions(0)[sid]["node"]].append(sid)
         if all(len(ids) >= per_node for ids in placed.values()):
             return placed
-    raise AssertionError(f"sessions did not spread over both nodes: {placed}")
+    raise AssertionError(f"sessions did not spread over both nodes: {placed}\n{cluster_view(world)}")
+
+
+def cluster_view(world: Hosts) -> str:
+    """What a failure needs to be understood: each gateway's view of the nodes and the end of each node's log."""
+    lines = []
+    for gateway in range(len(world.gateways)):
+        try:
+            lines.append(f"gateway {gateway} sees: {json.dumps(listed_nodes(world, gateway))}")
+        except Exception as exc:
+            lines.append(f"gateway {gateway}: {exc!r}")
+    for node in world.nodes:
+        lines.append(f"--- node {node.name}'s log (end):\n" + "\n".join(node.log().splitlines()[-40:]))
+    return "\n".join(lines)
 
 
 def test_nodes_are_separate_hosts(hosts: Hosts) -> None:
@@ -242,7 +255,12 @@ def test_a_node_killed_under_load(hosts: Hosts) -> None:
             thread.join()
     assert failures == [], "the live node's sessions kept answering"
     for sid in lost:  # a call in flight at the kill may have been the one that started it afresh
-        answer = hosts.invoke(0, sid)
+        try:
+            answer = hosts.invoke(0, sid)
+        except Exception as exc:
+            raise AssertionError(
+                f"{sid} did not start afresh on {survivor.name}: {exc!r}\n{cluster_view(hosts)}"
+            ) from exc
         fresh = late.get(sid, {}).get("count") == 1
         assert answer["count"] == (2 if fresh else 1), f"a fresh sandbox on the live node: {answer}, {late}"
         assert hosts.sessions(1)[sid]["node"] == survivor.name
