@@ -25,7 +25,7 @@ from hangar.sandbox.base import Limits, Sandbox, SandboxBackend, SandboxSpec
 from hangar.sandbox.state import instance_tag
 
 if TYPE_CHECKING:
-    from hangar.sandbox.namespace.backend import NamespaceBackend
+    from hangar.sandbox.namespace.backend import NamespaceBackend, NamespaceSandbox
     from hangar.sandbox.namespace.templates import NamespaceTemplate
 
 HERE = Path(__file__).parent
@@ -184,6 +184,23 @@ async def started_template(backend: NamespaceBackend, spec: SandboxSpec) -> Asyn
         yield template
     finally:
         await template.stop()
+
+
+@asynccontextmanager
+async def forked(
+    backend: NamespaceBackend, template: NamespaceTemplate, spec: SandboxSpec
+) -> AsyncIterator[NamespaceSandbox]:
+    """A session forked from ``template``, answering ``/ping``; stopped however the test ends (a template waits for
+    its sessions when it stops)."""
+    from hangar.sandbox.namespace.backend import NamespaceSandbox
+
+    sandbox = await backend.fork(template, spec)
+    assert isinstance(sandbox, NamespaceSandbox)
+    try:
+        assert (await wait_ping(sandbox)).status_code == 200
+        yield sandbox
+    finally:
+        await sandbox.stop()
 
 
 def processes_with_env(marker: str) -> list[int]:

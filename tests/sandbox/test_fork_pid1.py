@@ -11,7 +11,6 @@ import asyncio
 import os
 import signal
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 
 import pytest
 
@@ -19,10 +18,10 @@ from hangar.sandbox.selection import namespace_unsupported_reason
 from tests.sandbox.fixtures import (
     AgentFiles,
     eventually,
+    forked,
     namespace_backend,
     run_exec,
     started_template,
-    wait_ping,
 )
 
 pytestmark = [
@@ -31,7 +30,7 @@ pytestmark = [
 ]
 
 if namespace_unsupported_reason() is None:
-    from hangar.sandbox.namespace.backend import NamespaceBackend, NamespaceSandbox
+    from hangar.sandbox.namespace.backend import NamespaceBackend
     from hangar.sandbox.namespace.templates import NamespaceTemplate
 
 # Zombies in the session's pid namespace, as its own /proc shows them (the command's own shell excluded).
@@ -60,25 +59,12 @@ def parent(pid: int) -> int:
         return int(stat.read().rsplit(b")", 1)[1].split()[1])
 
 
-@asynccontextmanager
-async def forked(
-    backend: NamespaceBackend, template: NamespaceTemplate, agent_files: AgentFiles
-) -> AsyncIterator[NamespaceSandbox]:
-    sandbox = await backend.fork(template, agent_files.spec())
-    assert isinstance(sandbox, NamespaceSandbox)
-    try:
-        assert (await wait_ping(sandbox)).status_code == 200
-        yield sandbox
-    finally:
-        await sandbox.stop()
-
-
 async def test_pid_1_is_the_supervisor_and_fast_commands_keep_their_exit_codes(
     backend: NamespaceBackend, template: NamespaceTemplate, agent_files: AgentFiles
 ) -> None:
     """Two processes per idle session; 40 commands at once that end at once, each with its own exit code (a reaper
     that took a status before its waiter would turn it into 255), and one killed by a signal."""
-    async with forked(backend, template, agent_files) as sandbox:
+    async with forked(backend, template, agent_files.spec()) as sandbox:
         pids = sandbox.cgroup.pids()
         assert len(pids) == 2 and sandbox.proc.pid in pids  # pid 1 (host view) and the agent it forked
         (agent,) = set(pids) - {sandbox.proc.pid}
@@ -98,7 +84,7 @@ async def test_orphans_are_reaped_and_their_parents_status_is_kept(
 ) -> None:
     """Grandchildren left behind (a daemon-style double fork, a background job of a command that ended) are
     reparented to pid 1 and reaped there; the commands that left them report their own exit code."""
-    async with forked(backend, template, agent_files) as sandbox:
+    async with forked(backend, template, agent_files.spec()) as sandbox:
         for round_ in range(3):
             out, _, code, _ = await run_exec(
                 sandbox, f"(sleep 0.05 >/dev/null 2>&1 &); (sh -c 'exit 9' >/dev/null &); echo {round_}; exit 5"
@@ -124,7 +110,7 @@ async def test_the_hosts_sigterm_to_pid_1_stops_the_session_gracefully(
 ) -> None:
     """SIGTERM to the session's pid 1 alone: as its namespace's init it gets it only through a handler; it ends its
     agent (SIGTERM, then SIGKILL after its grace) and exits, which ends the session."""
-    async with forked(backend, template, agent_files) as sandbox:
+    async with forked(backend, template, agent_files.spec()) as sandbox:
         agent = [pid for pid in sandbox.cgroup.pids() if pid != sandbox.proc.pid]
         assert len(agent) == 1
         os.kill(sandbox.proc.pid, signal.SIGTERM)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -25,10 +24,10 @@ from tests.sandbox.fixtures import (
     build_agent_env,
     client,
     eventually,
+    forked,
     namespace_backend,
     run_exec,
     started_template,
-    wait_ping,
     world_readable_dir,
 )
 
@@ -145,24 +144,10 @@ def snapshot(sandbox: NamespaceSandbox) -> dict[int, str]:
     return {pid: started for pid, started in processes.items() if can_run(pid, started)}
 
 
-@asynccontextmanager
-async def forked(
-    backend: NamespaceBackend, template: NamespaceTemplate, files: AgentFiles
-) -> AsyncIterator[NamespaceSandbox]:
-    """A forked session, stopped however the test ends (the template waits for its sessions when it stops)."""
-    sandbox = await backend.fork(template, files.spec())
-    assert isinstance(sandbox, NamespaceSandbox)
-    try:
-        assert (await wait_ping(sandbox)).status_code == 200
-        yield sandbox
-    finally:
-        await sandbox.stop()
-
-
 async def test_an_idle_fork_with_a_kept_alive_connection_is_dead_when_the_stop_answers(
     backend: NamespaceBackend, template: NamespaceTemplate, files: AgentFiles
 ) -> None:
-    async with forked(backend, template, files) as sandbox, client(sandbox) as http:
+    async with forked(backend, template, files.spec()) as sandbox, client(sandbox) as http:
         assert (await http.post("/invocations", content=b"hello")).status_code == 200  # left open: keep-alive
         processes = snapshot(sandbox)
         assert len(processes) >= 2  # the session's own processes (pid 1 may be its supervisor)
@@ -173,7 +158,7 @@ async def test_an_idle_fork_with_a_kept_alive_connection_is_dead_when_the_stop_a
 async def test_an_agent_mid_call_ignoring_sigterm_and_what_it_left_behind_are_dead_when_the_stop_answers(
     backend: NamespaceBackend, template: NamespaceTemplate, files: AgentFiles
 ) -> None:
-    async with forked(backend, template, files) as sandbox, client(sandbox) as http:
+    async with forked(backend, template, files.spec()) as sandbox, client(sandbox) as http:
         assert (await http.post("/invocations", content=b"ignore")).status_code == 200
         _, err, code, _ = await run_exec(sandbox, LEFT_BEHIND)
         assert code == 0, err

@@ -17,18 +17,18 @@ import signal
 import stat
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
-from hangar.sandbox.base import SandboxSpec, TemplateUnsafe
+from hangar.sandbox.base import TemplateUnsafe
 from hangar.sandbox.selection import namespace_unsupported_reason
 from hangar.sandbox.state import list_states
 from tests.sandbox.fixtures import (
     AgentFiles,
     client,
     eventually,
+    forked,
     make_backend,
     namespace_backend,
     processes_with_env,
@@ -117,18 +117,6 @@ def backend() -> Iterator[NamespaceBackend]:
 async def template(backend: NamespaceBackend, agent_files: AgentFiles) -> AsyncIterator[NamespaceTemplate]:
     async with started_template(backend, agent_files.spec()) as template:
         yield template
-
-
-@asynccontextmanager
-async def forked(
-    backend: NamespaceBackend, template: NamespaceTemplate, spec: SandboxSpec
-) -> AsyncIterator[NamespaceSandbox]:
-    sandbox = await backend.fork(template, spec)
-    try:
-        assert (await wait_ping(sandbox)).status_code == 200
-        yield sandbox
-    finally:
-        await sandbox.stop()
 
 
 def code_dir_with(main_py: str) -> Path:
