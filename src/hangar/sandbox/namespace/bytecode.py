@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import py_compile
-import shutil
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
+
+from hangar.sandbox.namespace import rootfs
 
 # Run by the sandbox's interpreter with ``-c``: the main script's code through SourceFileLoader (its checked-hash
 # pyc when it matches the source, else the source compiled), executed as ``__main__`` with its own ``__file__``. The
@@ -55,14 +54,8 @@ def compiled(root: Path, sources: Sequence[Path], inside_dir: str) -> Path | Non
     tag: str | None = getattr(sys.implementation, "cache_tag", None)
     if tag is None:
         return None
-    target = root / key(sources)
-    if target.is_dir():
-        return target
-    root.mkdir(mode=0o755, parents=True, exist_ok=True)
-    building = root / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"  # per thread: starts run at once
-    shutil.rmtree(building, ignore_errors=True)
-    building.mkdir(mode=0o755)
-    try:
+
+    def fill(building: Path) -> None:
         for source in sources:
             pyc = building / f"{source.stem}.{tag}.pyc"
             py_compile.compile(
@@ -73,14 +66,8 @@ def compiled(root: Path, sources: Sequence[Path], inside_dir: str) -> Path | Non
                 invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH,
             )
             pyc.chmod(0o644)
-        try:
-            building.rename(target)
-        except OSError:
-            if not target.is_dir():  # another process made the same one meanwhile: identical content, keep theirs
-                raise
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
-    return target
+
+    return rootfs.content_dir(root / key(sources), fill)
 
 
 def runner_argv(argv: Sequence[str], script: str) -> list[str]:

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -106,19 +107,24 @@ def shared_etc(root: Path, local_names: tuple[str, ...] = ()) -> Path:
     nothing of a session. Made atomically (by rename); a directory of that name holds exactly that content."""
     files = etc_files(local_names)
     digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:32]
-    target = root / digest
+    return content_dir(root / digest, lambda building: _write_files(building, files))
+
+
+def content_dir(target: Path, fill: Callable[[Path], None]) -> Path:
+    """``target``, a directory named by a hash of what ``fill`` writes into it, made once: filled under a name of
+    this thread's own, then renamed into place (a start that lost the race keeps the winner's, the same content)."""
     if target.is_dir():
         return target
-    root.mkdir(mode=0o755, parents=True, exist_ok=True)
-    building = root / f".{digest}.{os.getpid()}.{threading.get_ident()}.tmp"
+    target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    building = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # starts run at once
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(mode=0o755)
     try:
-        _write_files(building, files)
+        fill(building)
         try:
             building.rename(target)
         except OSError:
-            if not target.is_dir():  # made meanwhile by another start: the same content
+            if not target.is_dir():
                 raise
     finally:
         shutil.rmtree(building, ignore_errors=True)
