@@ -13,23 +13,10 @@ Only the HTTP cycle is affected: an upgrade to WebSocket hands the real transpor
 
 from __future__ import annotations
 
-import asyncio
-
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 # One definition for the gateway and forked agents: warmup.py runs inside sandboxes, where it cannot import Hangar.
-from hangar.sandbox.warmup import HeadHoldingTransport
+from hangar.sandbox.warmup import one_send_protocol
 
-
-class GatewayHttpProtocol(HttpToolsProtocol):
-    """``HttpToolsProtocol`` writing through ``HeadHoldingTransport`` (``hangar serve`` passes it as ``http=``)."""
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn's
-        super().connection_made(HeadHoldingTransport(transport, self.loop))  # type: ignore[arg-type]
-
-    def handle_websocket_upgrade(self) -> None:
-        holding = self.transport
-        if isinstance(holding, HeadHoldingTransport):
-            holding.flush()
-            self.transport = holding.real
-        super().handle_websocket_upgrade()
+# ``hangar serve`` passes it to uvicorn as ``http=``.
+GatewayHttpProtocol: type[HttpToolsProtocol] = one_send_protocol(HttpToolsProtocol)

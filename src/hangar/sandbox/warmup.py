@@ -321,7 +321,15 @@ def send_heads_with_bodies(config: Any) -> list[str]:
     if not all(callable(getattr(base, name, None)) for name in ("connection_made", "handle_websocket_upgrade")):
         return []
 
-    class OneSendProtocol(base):  # type: ignore[misc, valid-type]
+    config.http_protocol_class = one_send_protocol(base)
+    return [f"uvicorn's {base.__name__} sends an answer's head with its body"]
+
+
+def one_send_protocol(base: Any) -> Any:
+    """A subclass of uvicorn's HTTP protocol class ``base`` writing through ``HeadHoldingTransport``; a WebSocket
+    upgrade gets the real transport (the gateway's protocol is this over httptools)."""
+
+    class OneSendProtocol(base):  # type: ignore[misc]
         _hangar_one_send = True
 
         def connection_made(self, transport: Any) -> None:
@@ -338,8 +346,7 @@ def send_heads_with_bodies(config: Any) -> list[str]:
             return super().handle_websocket_upgrade(*args)
 
     OneSendProtocol.__name__ = OneSendProtocol.__qualname__ = f"OneSend{base.__name__}"
-    config.http_protocol_class = OneSendProtocol
-    return [f"uvicorn's {base.__name__} sends an answer's head with its body"]
+    return OneSendProtocol
 
 
 class HeadHoldingTransport:
